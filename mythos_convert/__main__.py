@@ -1,0 +1,3 @@
+from mythos_convert.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""The Mythos decoder: a LLaMA-style transformer in one readable file.
+
+Pre-norm blocks `x + attn(attn_norm(x))`, `x + ffn(ffn_norm(x))`; RMSNorm; RoPE in the half-split
+("rotate_half") layout, the same as transformers' Llama; grouped-query attention through
+`scaled_dot_product_attention`; SwiGLU `w2(silu(w1 x) * w3 x)`; the output head tied to the
+embedding. State-dict names are exactly the reference implementation's, `rope_cos`/`rope_sin`
+buffers included, so reference checkpoints load with `strict=True` and ours load in the reference.
+
+Shapes: B batch, T new tokens, S cached + new tokens, D d_model, H heads, K kv heads, d head_dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mythos_convert.model.config import MythosConfig
+
+
+class RMSNorm(nn.Module):
+    """`x * rsqrt(mean(x^2) + eps) * weight`, computed in float32 for stability."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [max_seq_len, head_dim]: frequency theta^(-2j/d) repeated for both halves."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # [T, d/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [T, d]: half-split layout
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, heads, T, d] by position tables cos/sin [T, d] (rotate_half layout)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).type_as(x)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys/values [B, K, max_len, d] for one layer; filled in place, never concatenated."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device=None):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [B, K, T, d] at positions start..start+T; return views of all S = start+T rows."""
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def causal_mask(start: int, n_new: int, device=None) -> torch.Tensor:
+    """Boolean mask [T, S] aligned to the end: new token i (absolute start+i) sees keys <= start+i.
+
+    The reference engine used a top-left aligned mask here, which is wrong as soon as more than
+    one new token is fed on top of a non-empty cache.
+    """
+    query_pos = torch.arange(start, start + n_new, device=device)[:, None]
+    key_pos = torch.arange(start + n_new, device=device)[None, :]
+    return key_pos <= query_pos
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: MythosConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        start: int = 0,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        bsz, n_new, _ = x.shape
+        q = self.wq(x).view(bsz, n_new, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, d]
+        k = self.wk(x).view(bsz, n_new, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, d]
+        v = self.wv(x).view(bsz, n_new, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(start, k, v)  # [B, K, S, d]
+        mask, is_causal = None, False
+        if start == 0 and k.shape[2] == n_new:
+            is_causal = n_new > 1  # plain causal attention over a fresh sequence
+        elif n_new > 1:
+            mask = causal_mask(start, n_new, x.device)  # chunk on top of a cache
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        return self.wo(out.transpose(1, 2).reshape(bsz, n_new, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: MythosConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # gate
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)  # down
+        self.w3 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MythosConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.attn_norm(x), cos, sin, start, cache))
+        return x + self.drop(self.feed_forward(self.ffn_norm(x)))
+
+
+class Mythos(nn.Module):
+    """The decoder. `forward(tokens)` gives logits; with `targets`, also the mean cross-entropy."""
+
+    def __init__(self, cfg: MythosConfig):
+        super().__init__()
+        self.config = cfg.validate()
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.output.weight = self.embedding.weight  # tied: one storage, two state-dict names
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos)  # persistent: the reference saves them
+        self.register_buffer("rope_sin", sin)
+        self.caches: list[KVCache] | None = None
+        self.apply(self._init_weights)
+        scale = 0.02 / (2 * cfg.n_layers) ** 0.5  # GPT-2 style: shrink residual projections
+        for name, param in self.named_parameters():
+            if name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(param, mean=0.0, std=scale)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def setup_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> None:
+        """Preallocate a KV cache per layer for generation (drop it with `clear_cache`)."""
+        max_len = max_len or self.config.max_seq_len
+        dtype = dtype or self.embedding.weight.dtype
+        device = self.embedding.weight.device
+        cfg = self.config
+        self.caches = [KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, device) for _ in self.layers]
+
+    def clear_cache(self) -> None:
+        self.caches = None
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        start: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, T] at absolute positions start..start+T (start > 0 needs `setup_cache`)."""
+        bsz, n_new = tokens.shape
+        end = start + n_new
+        if end > self.config.max_seq_len:
+            raise ValueError(f"cannot run position {end - 1}: max_seq_len is {self.config.max_seq_len}")
+        if start > 0 and self.caches is None:
+            raise ValueError("start > 0 needs a KV cache: call setup_cache() first")
+        x = self.embedding(tokens)  # [B, T, D]
+        cos, sin = self.rope_cos[start:end].to(x.dtype), self.rope_sin[start:end].to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, start, self.caches[i] if self.caches is not None else None)
+        logits = self.output(self.norm(x))  # [B, T, V]
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def num_parameters(self, *, include_embedding: bool = True) -> int:
+        """Real parameter count: tied tensors once; buffers excluded."""
+        seen, total = set(), 0
+        for param in self.parameters():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            total += param.numel()
+        return total if include_embedding else total - self.embedding.weight.numel()

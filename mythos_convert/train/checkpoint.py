@@ -1,0 +1,150 @@
+"""Read and write the native Mythos checkpoint (see shared/NATIVE_FORMAT.md).
+
+Reading memory-maps the file and never touches the optimizer state, so converting a checkpoint
+costs about one copy of the weights. Writing goes to a temporary name and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.names import NATIVE_DROPPED, strip_native_prefixes
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig, config_from_yaml
+
+# Keys of the checkpoint dict, the reference's plus our extras (which the reference ignores).
+MODEL_KEY, OPTIMIZER_KEY, STEP_KEY, CONFIG_KEY = "model", "optimizer", "step", "config"
+TOKENIZER_KEY = "tokenizer_json"  # the tokenizer.json text, so a lone ckpt.pt is self-contained
+TRAINING_KEY = "training"  # facts for the model card: tokens seen, data, val loss, hardware, ...
+
+
+@dataclass
+class NativeCheckpoint:
+    """A loaded checkpoint: the config, the weights by (prefix-stripped) native name, and facts."""
+
+    config: MythosConfig
+    state_dict: dict[str, torch.Tensor]
+    step: int = 0
+    tokenizer_json: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)  # everything, optimizer unread
+    path: Path | None = None
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The tensors a converter exports: buffers (rope tables) dropped, tied head kept."""
+        return {k: v for k, v in self.state_dict.items() if k not in NATIVE_DROPPED}
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" in str(exc) and "zip" in str(exc):  # legacy (non-zip) files cannot be mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> NativeCheckpoint:
+    """Load a native checkpoint written by us or by the reference implementation.
+
+    Args:
+        path: the `.pt` file.
+        config_yaml: a YAML file with a `model:` mapping, used when the file has no `config`
+            (older reference files) and overriding it when given.
+
+    Raises:
+        MythosError: missing, truncated or corrupt file; no weights; no config anywhere.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MythosError(f"checkpoint {path} does not exist: pass the path of a ckpt.pt file")
+    try:
+        data = _torch_load(path)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MythosError(
+            f"checkpoint {path} is truncated or not a PyTorch checkpoint ({reason[:120]}): re-copy or re-save it"
+        ) from exc
+    if not isinstance(data, Mapping):
+        raise MythosError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict with a 'model' key")
+    if MODEL_KEY in data and isinstance(data[MODEL_KEY], Mapping):
+        state = data[MODEL_KEY]
+    elif data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        state = data  # a bare state dict: accept it, the config must then come from YAML
+    else:
+        raise MythosError(f"checkpoint {path} has no 'model' state dict (keys: {sorted(map(str, data))[:8]})")
+    state_dict = {strip_native_prefixes(k): v for k, v in state.items()}
+    if config_yaml is not None:
+        config = config_from_yaml(config_yaml)
+    elif isinstance(data.get(CONFIG_KEY), Mapping):
+        config = MythosConfig.from_dict(dict(data[CONFIG_KEY]))
+    else:
+        raise MythosError(f"checkpoint {path} has no embedded config: pass --config with a YAML file holding `model:`")
+    step = data.get(STEP_KEY, 0)
+    return NativeCheckpoint(
+        config=config,
+        state_dict=state_dict,
+        step=int(step) if isinstance(step, (int, float)) else 0,
+        tokenizer_json=data.get(TOKENIZER_KEY) if isinstance(data.get(TOKENIZER_KEY), str) else None,
+        training=dict(data.get(TRAINING_KEY) or {}),
+        raw=data,
+        path=path,
+    )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model_state: Mapping[str, torch.Tensor],
+    config: MythosConfig,
+    *,
+    step: int = 0,
+    optimizer_state: Mapping[str, Any] | None = None,
+    tokenizer_json: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint in the reference layout, atomically (temporary name, then rename).
+
+    Only plain Python types and tensors go in, so `torch.load(weights_only=True)` reads it.
+    """
+    payload: dict[str, Any] = {
+        MODEL_KEY: {strip_native_prefixes(k): v for k, v in model_state.items()},
+        OPTIMIZER_KEY: optimizer_state if optimizer_state is not None else {},
+        STEP_KEY: int(step),
+        CONFIG_KEY: config.to_dict(),
+    }
+    if tokenizer_json is not None:
+        payload[TOKENIZER_KEY] = tokenizer_json
+    if training is not None:
+        payload[TRAINING_KEY] = dict(training)
+    if extra:
+        payload.update(extra)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
+    """Build the native model from a checkpoint (strict load); for running it, not for converting."""
+    from mythos_convert.model.model import Mythos  # local: converters must not need the model
+
+    model = Mythos(ckpt.config)
+    state = dict(ckpt.state_dict)
+    if "output.weight" not in state and "embedding.weight" in state:
+        state["output.weight"] = state["embedding.weight"]
+    for name in ("rope_cos", "rope_sin"):
+        state.setdefault(name, getattr(model, name))  # formats that drop the buffers
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise MythosError(f"checkpoint weights do not match its config: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model.to(dtype) if dtype is not None else model

@@ -1,0 +1,86 @@
+"""Console output shared by every command: progress bars, info lines and tables, all silenced by --quiet.
+
+Library code calls `progress()` and `info()`; the CLI decides once (`set_quiet`) whether they show.
+Results that are the point of a command (a verify table, a commit URL) use `result()` and are
+printed even when quiet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+_state = {"quiet": os.environ.get("MYTHOS_QUIET", "") not in ("", "0")}
+console = Console(stderr=True, highlight=False)  # progress and chatter go to stderr
+out_console = Console(highlight=False, soft_wrap=True)  # results go to stdout
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def info(message: str) -> None:
+    """A progress line for a human; hidden by --quiet."""
+    if not _state["quiet"]:
+        console.print(message)
+
+
+def warn(message: str) -> None:
+    """A warning is shown even when quiet: it tells the user something is off."""
+    console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def result(renderable) -> None:
+    """The output a command exists to produce (tables, paths, URLs): always shown, on stdout."""
+    out_console.print(renderable)
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=_state["quiet"] or not sys.stderr.isatty() and os.environ.get("MYTHOS_FORCE_PROGRESS") is None,
+        transient=False,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a rich progress bar (silent under --quiet or without a terminal)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with make_progress() as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+@contextlib.contextmanager
+def progress_task(description: str, total: float | None):
+    """A context yielding `advance(n)` for work that is not a simple loop (bytes written, steps)."""
+    with make_progress() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
