@@ -23,7 +23,22 @@ from mythos_convert.model.config import MythosConfig, config_from_yaml
 # Keys of the checkpoint dict, the reference's plus our extras (which the reference ignores).
 MODEL_KEY, OPTIMIZER_KEY, STEP_KEY, CONFIG_KEY = "model", "optimizer", "step", "config"
 TOKENIZER_KEY = "tokenizer_json"  # the tokenizer.json text, so a lone ckpt.pt is self-contained
-TRAINING_KEY = "training"  # facts for the model card: tokens seen, data, val loss, hardware, ...
+TRAINING_KEY = "training"  # facts for the model card, see TRAINING_FACTS below
+
+# The `training` dict the trainer records (all optional; the card shows what is there):
+TRAINING_FACTS = {
+    "tokens_seen": "int, training tokens consumed",
+    "train_config": "dict, the TrainingConfig fields",
+    "data": "dict: description (str), name (str), sources (list[str]), train_tokens, val_tokens (int)",
+    "val_loss": "float, last validation loss (nats/token)",
+    "val_ppl": "float, exp(val_loss)",
+    "optimizer": "str, e.g. 'AdamW(betas=(0.9, 0.95), weight_decay=0.1 on matrices)'",
+    "schedule": "str, e.g. 'linear warmup 30 steps, cosine to 3e-4'",
+    "precision": "str, 'bf16 autocast' or 'float32'",
+    "hardware": "str, e.g. '2x CPU (x86_64)'",
+    "world_size": "int, processes",
+    "wall_seconds": "float",
+}
 
 
 @dataclass
