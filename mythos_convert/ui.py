@@ -62,7 +62,7 @@ def make_progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=_state["quiet"] or not sys.stderr.isatty() and os.environ.get("MYTHOS_FORCE_PROGRESS") is None,
+        disable=_state["quiet"] or (not sys.stderr.isatty() and os.environ.get("MYTHOS_FORCE_PROGRESS") is None),
         transient=False,
     )
 

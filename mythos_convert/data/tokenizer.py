@@ -99,9 +99,7 @@ def resolve_tokenizer(ckpt: NativeCheckpoint, explicit: str | Path | None = None
     if ckpt.tokenizer_json:
         return tokenizer_from_json(ckpt.tokenizer_json), "embedded in the checkpoint"
     where = ckpt.path.parent if ckpt.path is not None else "the checkpoint's folder"
-    raise MythosError(
-        f"no tokenizer found: pass --tokenizer PATH/tokenizer.json, or put tokenizer.json in {where}"
-    )
+    raise MythosError(f"no tokenizer found: pass --tokenizer PATH/tokenizer.json, or put tokenizer.json in {where}")
 
 
 def tokenizer_json_text(tokenizer: Tokenizer) -> str:

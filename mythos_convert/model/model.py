@@ -186,7 +186,7 @@ class Mythos(nn.Module):
         start: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, T] at absolute positions start..start+T (start > 0 needs `setup_cache`)."""
-        bsz, n_new = tokens.shape
+        n_new = tokens.shape[1]
         end = start + n_new
         if end > self.config.max_seq_len:
             raise ValueError(f"cannot run position {end - 1}: max_seq_len is {self.config.max_seq_len}")
