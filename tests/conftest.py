@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_checkpoint, make_reference_tokenizer, tiny_config  # noqa: E402
+from helpers import make_checkpoint, make_reference_tokenizer, tiny_config
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
