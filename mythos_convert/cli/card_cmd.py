@@ -1,10 +1,28 @@
-"""`mythos-convert card` (placeholder until its issue lands)."""
+"""`mythos-convert card OUT [--meta FILE]`: (re)write the model card of an exported folder."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import QuietOpt, apply_quiet
 
 
-def card() -> None:
-    """Not implemented yet."""
-    raise MythosError("'card' is not implemented yet")
+def card(
+    out: Annotated[Path, typer.Argument(help="The exported folder (written by `mythos-convert hf`).")] = Path("out"),
+    meta: Annotated[
+        Path | None,
+        typer.Option(
+            "--meta", help="Card metadata YAML (license, developer, prompts, ...); default: the packaged one."
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render OUT/README.md from the folder's real tensors, training record, GGUF files and verify results."""
+    apply_quiet(quiet)
+    from mythos_convert.card import write_card
+    from mythos_convert.ui import result
+
+    result(str(write_card(out, meta)))

@@ -1,0 +1,426 @@
+"""The model card: README.md of an exported folder, rendered from what the folder really holds.
+
+Every figure comes from the folder, never from arithmetic on a preset: parameter counts from the
+safetensors headers (so GQA and tying are counted as stored), training facts from `mythos.json`
+(the checkpoint's own record), parity from `verify.json`, GGUF files from the directory listing.
+The release's words (license, developer, prompts, limitations, citation) come from a metadata YAML
+(`model_card/mythos.yaml`, or the user's `--meta FILE`). Rendering goes through huggingface_hub's
+`ModelCardData` + `ModelCard.from_template`, so the front matter is the Hub's own YAML, not ours.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mythos_convert.atomic import atomic_file
+from mythos_convert.errors import MythosError
+from mythos_convert.verify.record import load_results
+from mythos_convert.weights_index import TensorInfo, read_tensors
+
+CARD_FILE = "README.md"
+PROVENANCE_FILE = "mythos.json"
+TEMPLATE_NAME = "template.md.j2"
+DEFAULT_META_NAME = "mythos.yaml"
+
+# The keys a metadata YAML may hold, with the types each accepts (None = may be null).
+META_SCHEMA: dict[str, tuple[type, ...]] = {
+    "model_name": (str,),
+    "description": (str, type(None)),
+    "developer": (str, type(None)),
+    "license": (str,),
+    "language": (str, list),
+    "repo_url": (str, type(None)),
+    "hub_repo": (str, type(None)),
+    "base_model": (str, list, type(None)),
+    "datasets": (list, type(None)),
+    "dataset_name": (str, type(None)),
+    "tags": (list, type(None)),
+    "widget": (list, type(None)),
+    "inference": (dict, type(None)),
+    "limitations": (list, str, type(None)),
+    "citation": (str, type(None)),
+}
+INFERENCE_KEYS = {"temperature": float, "top_p": float, "max_new_tokens": int}
+DEFAULT_META: dict[str, Any] = {"model_name": "Mythos", "license": "apache-2.0", "language": "en"}
+REQUIRED_FRONT_MATTER = ("language", "license", "library_name", "pipeline_tag", "tags")
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def default_meta_path() -> Path:
+    """The release metadata shipped in the package (found in editable and normal installs)."""
+    return Path(str(resources.files("mythos_convert.model_card").joinpath(DEFAULT_META_NAME)))
+
+
+def template_text() -> str:
+    return resources.files("mythos_convert.model_card").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def load_meta(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and validate a card metadata YAML (the packaged `mythos.yaml` when `path` is None).
+
+    Returns the defaults overlaid with the file's keys. Raises MythosError for a missing file,
+    bad YAML, unknown keys or wrong types, naming the file and the key.
+    """
+    path = Path(path) if path is not None else default_meta_path()
+    if not path.is_file():
+        raise MythosError(f"card metadata {path} does not exist: pass --meta with a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or str(exc)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        reason = " ".join(str(problem).split())[:120]
+        raise MythosError(f"card metadata {path} is not valid YAML{where} ({reason}): fix the file") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MythosError(f"card metadata {path} must be a YAML mapping of keys, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - set(META_SCHEMA))
+    if unknown:
+        raise MythosError(f"card metadata {path} has unknown key(s) {unknown}; known keys: {sorted(META_SCHEMA)}")
+    for key, value in data.items():
+        if not isinstance(value, META_SCHEMA[key]):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in META_SCHEMA[key])
+            raise MythosError(f"card metadata {path}: {key} must be {kinds}, got {type(value).__name__}")
+    _check_inference(path, data.get("inference"))
+    for key in ("widget", "tags", "datasets"):
+        if any(not isinstance(v, str) for v in data.get(key) or []):
+            raise MythosError(f"card metadata {path}: every entry of {key} must be a string")
+    return {**DEFAULT_META, **{k: v for k, v in data.items() if v is not None}}
+
+
+def _check_inference(path: Path, inference: dict | None) -> None:
+    if not inference:
+        return
+    unknown = sorted(set(inference) - set(INFERENCE_KEYS))
+    if unknown:
+        raise MythosError(f"card metadata {path}: unknown inference key(s) {unknown}; known: {sorted(INFERENCE_KEYS)}")
+    for key, kind in INFERENCE_KEYS.items():
+        value = inference.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise MythosError(f"card metadata {path}: inference.{key} must be a number, got {value!r}")
+        if value is not None and kind is int and int(value) != value:
+            raise MythosError(f"card metadata {path}: inference.{key} must be a whole number, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- reading the folder
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict; {} when missing or unreadable (optional files never crash the card)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def human_count(n: int) -> str:
+    """153530112 -> '153.53 M' (the unit people quote, two decimals so GQA errors show)."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def human_size(n: int) -> str:
+    """Bytes in binary units, as `ls -h` and the Hub's file list show them."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} TiB"
+
+
+def _layer_of(name: str) -> int | None:
+    match = re.search(r"\.layers\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _component(name: str) -> str:
+    """Which row of the parameter table a tensor belongs to (HF Llama names)."""
+    if "embed_tokens" in name:
+        return "embedding"
+    if name.startswith("lm_head"):
+        return "lm_head"
+    if ".self_attn." in name:
+        return "attention"
+    if ".mlp." in name:
+        return "mlp"
+    if "norm" in name:
+        return "norm"
+    return "other"
+
+
+def architecture_facts(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> dict[str, Any]:
+    """Sizes and counts from the stored tensors; the config only fills what tensors cannot tell."""
+    total = sum(t.numel for t in tensors.values())
+    by_component: dict[str, int] = {}
+    for t in tensors.values():
+        by_component[_component(t.name)] = by_component.get(_component(t.name), 0) + t.numel
+    embedding = by_component.get("embedding", 0) + by_component.get("lm_head", 0)
+    shape = {t.name.split(".layers.0.")[-1]: t.shape for t in tensors.values() if _layer_of(t.name) == 0}
+    heads = config.get("num_attention_heads")
+    embed = next((t.shape for t in tensors.values() if "embed_tokens" in t.name), None)
+    q_rows = shape.get("self_attn.q_proj.weight", (None,))[0]
+    k_rows = shape.get("self_attn.k_proj.weight", (None,))[0]
+    head_dim = config.get("head_dim") or (q_rows // heads if q_rows and heads else None)
+    layers = {_layer_of(t.name) for t in tensors.values()} - {None}
+    dtypes = sorted({t.dtype for t in tensors.values()})
+    rope = config.get("rope_parameters") or {}
+    return {
+        "params_total": total,
+        "params_non_embedding": total - embedding,
+        "params_embedding": embedding,
+        "params_total_h": human_count(total),
+        "params_non_embedding_h": human_count(total - embedding),
+        "by_component": by_component,
+        "n_layers": len(layers) or config.get("num_hidden_layers"),
+        "hidden_size": embed[1] if embed else config.get("hidden_size"),
+        "vocab_size": embed[0] if embed else config.get("vocab_size"),
+        "n_heads": heads,
+        "n_kv_heads": (k_rows // head_dim) if k_rows and head_dim else config.get("num_key_value_heads"),
+        "head_dim": head_dim,
+        "ffn_dim": shape.get("mlp.gate_proj.weight", (config.get("intermediate_size"),))[0],
+        "context": config.get("max_position_embeddings"),
+        "rope_theta": rope.get("rope_theta", config.get("rope_theta")),
+        "rms_eps": config.get("rms_norm_eps"),
+        "tied": "lm_head.weight" not in tensors and bool(config.get("tie_word_embeddings", True)),
+        "activation": config.get("hidden_act"),
+        "dtypes": dtypes,
+        "layer_shapes": {k: list(v) for k, v in sorted(shape.items())},
+        "embed_shape": list(embed) if embed else None,
+    }
+
+
+def tokenizer_facts(folder: Path) -> dict[str, Any]:
+    """BOS/EOS as the exported tokenizer really applies them to a prompt (encoded here, not assumed)."""
+    facts: dict[str, Any] = {"present": (folder / "tokenizer.json").is_file()}
+    tok_config = _read_json(folder / "tokenizer_config.json")
+    facts["bos"], facts["eos"] = tok_config.get("bos_token"), tok_config.get("eos_token")
+    if not facts["present"]:
+        return facts
+    try:
+        from tokenizers import Tokenizer
+
+        from mythos_convert.data.tokenizer import special_tokens
+
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        roles = special_tokens(tok)
+        ids = tok.encode("Once upon a time").ids
+    except Exception:  # an unreadable tokenizer is reported by push's checks, the card just says less
+        return facts
+    facts.update(
+        bos=roles.token("bos") or facts["bos"],
+        eos=roles.token("eos") or facts["eos"],
+        bos_id=roles.id("bos"),
+        eos_id=roles.id("eos"),
+        vocab_size=tok.get_vocab_size(),
+        starts_with_bos=bool(ids) and ids[0] == roles.id("bos"),
+        ends_with_eos=bool(ids) and ids[-1] == roles.id("eos"),
+    )
+    return facts
+
+
+def gguf_facts(folder: Path) -> list[dict[str, Any]]:
+    """The GGUF files that exist in the folder, with sizes (largest precision first by name)."""
+    files = sorted(p for p in folder.glob("*.gguf") if p.is_file())
+    return [{"name": p.name, "size": p.stat().st_size, "size_h": human_size(p.stat().st_size)} for p in files]
+
+
+def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict[str, Any]]:
+    names = sorted({t.file for t in tensors.values()})
+    return [{"name": n, "size_h": human_size((folder / n).stat().st_size)} for n in names if (folder / n).is_file()]
+
+
+def training_facts(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's training record, flattened for the template (absent facts stay absent)."""
+    training = dict(provenance.get("training") or {})
+    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    facts = {k: v for k, v in training.items() if k not in ("data", "train_config")}
+    facts["data"] = data
+    facts["train_config"] = training.get("train_config") if isinstance(training.get("train_config"), dict) else {}
+    if isinstance(provenance.get("step"), int):
+        facts["step"] = provenance["step"]
+    if isinstance(facts.get("wall_seconds"), (int, float)):
+        facts["wall_h"] = f"{facts['wall_seconds'] / 3600:.2f} h"
+    for key in ("tokens_seen",):
+        if isinstance(facts.get(key), int):
+            facts[key + "_h"] = human_count(facts[key])
+    return facts
+
+
+def verify_rows(folder: Path) -> list[dict[str, Any]]:
+    """verify.json as table rows (target order: hf first, then the GGUF files by name)."""
+    results = load_results(folder)
+    rows = []
+    for target in sorted(results, key=lambda t: (t != "hf", t)):
+        entry = results[target] if isinstance(results[target], dict) else {}
+        rows.append({"target": target, **entry})
+    return rows
+
+
+def collect_facts(folder: str | Path) -> dict[str, Any]:
+    """Everything the card states, read from the folder; missing optional files give empty sections."""
+    folder = Path(folder)
+    config = _read_json(folder / "config.json")
+    try:
+        tensors = read_tensors(folder)
+    except MythosError:
+        tensors = {}
+    provenance = _read_json(folder / PROVENANCE_FILE)
+    return {
+        "config": config,
+        "arch": architecture_facts(config, tensors) if tensors else {},
+        "weights": weight_file_facts(folder, tensors),
+        "sharded": (folder / "model.safetensors.index.json").is_file(),
+        "tokenizer": tokenizer_facts(folder),
+        "gguf": gguf_facts(folder),
+        "modelfile": (folder / "Modelfile").is_file(),
+        "training": training_facts(provenance),
+        "provenance": {
+            "source_checkpoint": Path(str(provenance.get("source_checkpoint") or "")).name or None,
+            "tokenizer_source": Path(str(provenance.get("tokenizer_source") or "")).name or None,
+            "mythos_convert_version": provenance.get("mythos_convert_version"),
+        },
+        "verify": verify_rows(folder),
+    }
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def architecture_tags(arch: dict[str, Any], config: dict[str, Any], has_gguf: bool) -> list[str]:
+    """Tags derived from what the model is (gqa only when kv heads < heads, gguf only when present)."""
+    tags = ["llama", "from-scratch", "rope", "rmsnorm"]
+    if config.get("hidden_act", "silu") == "silu":
+        tags.append("swiglu")
+    heads, kv = arch.get("n_heads"), arch.get("n_kv_heads")
+    if heads and kv and kv < heads:
+        tags.append("gqa")
+    if has_gguf:
+        tags.append("gguf")
+    return tags
+
+
+def eval_results(facts: dict[str, Any], meta: dict[str, Any]) -> list:
+    """model-index entries for the validation loss and perplexity the trainer recorded."""
+    from huggingface_hub import EvalResult
+
+    training = facts["training"]
+    dataset = _dataset_name(facts, meta)
+    dataset_type = (meta.get("datasets") or [dataset])[0]
+    results = []
+    for key, metric_type, name in (
+        ("val_loss", "loss", "Validation loss (nats/token)"),
+        ("val_ppl", "perplexity", "Validation perplexity"),
+    ):
+        value = training.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            results.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset,
+                    dataset_split="validation",
+                    metric_type=metric_type,
+                    metric_value=round(float(value), 4),
+                    metric_name=name,
+                )
+            )
+    return results
+
+
+def _dataset_name(facts: dict[str, Any], meta: dict[str, Any]) -> str:
+    data = facts["training"].get("data") or {}
+    return str(data.get("name") or meta.get("dataset_name") or "held-out split of the training corpus")
+
+
+def card_data(facts: dict[str, Any], meta: dict[str, Any]):
+    """The front matter as a ModelCardData (validated by huggingface_hub itself)."""
+    from huggingface_hub import ModelCardData
+
+    tags = architecture_tags(facts["arch"], facts["config"], bool(facts["gguf"]))
+    tags += [t for t in meta.get("tags") or [] if t not in tags]
+    inference = {k: v for k, v in (meta.get("inference") or {}).items() if v is not None}
+    evals = eval_results(facts, meta)
+    return ModelCardData(
+        language=meta.get("language"),
+        license=meta.get("license"),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        base_model=meta.get("base_model"),
+        datasets=meta.get("datasets") or None,
+        model_name=meta.get("model_name"),
+        eval_results=evals or None,
+        widget=[{"text": prompt} for prompt in meta.get("widget") or []] or None,
+        inference={"parameters": inference} if inference else None,
+    )
+
+
+def build_card(folder: str | Path, meta_path: str | Path | None = None):
+    """Render the card of a folder (a huggingface_hub ModelCard) without writing it."""
+    from huggingface_hub import ModelCard
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MythosError(f"{folder} is not a folder: pass the folder `mythos-convert hf` wrote")
+    meta = load_meta(meta_path)
+    facts = collect_facts(folder)
+    data = card_data(facts, meta)
+    limitations = meta.get("limitations") or []
+    return ModelCard.from_template(
+        data,
+        template_str=template_text(),
+        meta=meta,
+        facts=facts,
+        limitations=[limitations] if isinstance(limitations, str) else limitations,
+        model_ref=meta.get("hub_repo") or "path/to/this/folder",
+        dataset=_dataset_name(facts, meta),
+        inference=meta.get("inference") or {},
+    )
+
+
+def write_card(folder: Path, meta_path: Path | None = None) -> Path:
+    """Write `folder/README.md` atomically from the folder's contents and the metadata; return its path.
+
+    Called by `mythos-convert card`, and by the hf and gguf exporters after they write a folder.
+    Optional files (mythos.json, verify.json, GGUF files, tokenizer) may be missing.
+    """
+    folder = Path(folder)
+    card = build_card(folder, meta_path)
+    path = folder / CARD_FILE
+    with atomic_file(path) as tmp:
+        tmp.write_text(str(card), encoding="utf-8")
+        tmp.chmod(0o644)  # mkstemp makes 0600; a card is meant to be read
+    return path
+
+
+def card_problems(text: str) -> list[str]:
+    """What is wrong with a card's front matter, checked locally (no network): [] when valid."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    try:
+        card = ModelCard(text)
+    except Exception as exc:  # huggingface_hub raises ValueError on bad YAML / missing metadata
+        return [f"README.md front matter does not parse: {str(exc).splitlines()[0][:160]}"]
+    data = card.data.to_dict()
+    problems = [f"README.md front matter lacks `{key}`" for key in REQUIRED_FRONT_MATTER if not data.get(key)]
+    try:
+        again = ModelCardData(**data).to_dict()
+    except Exception as exc:
+        return [*problems, f"README.md front matter does not round-trip through ModelCardData: {exc}"]
+    if again != data:
+        problems.append("README.md front matter changes when round-tripped through ModelCardData")
+    return problems
