@@ -1,0 +1,180 @@
+"""config.json and generation_config.json of an HF Llama export, and the way back to a MythosConfig.
+
+The config carries both schemas: transformers 5.x reads `rope_parameters`/`dtype`, while 4.x reads
+only top-level `rope_theta`/`torch_dtype` and silently falls back to theta 10000 without them.
+`rms_norm_eps` is always written because v5's LlamaConfig defaults it to 1e-6 (ours is 1e-5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mythos_convert.data.tokenizer import SpecialTokens
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig, ffn_width
+
+HF_DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.9
+# What transformers writes for a config with no transformers_version; any 4.46+ reads the file.
+_TRANSFORMERS_VERSION_FALLBACK = "4.46.3"
+
+
+def _transformers_version() -> str:
+    try:
+        import transformers
+
+        return transformers.__version__
+    except ImportError:  # writing a config needs no transformers
+        return _TRANSFORMERS_VERSION_FALLBACK
+
+
+def hf_config_dict(cfg: MythosConfig, specials: SpecialTokens, dtype: str) -> dict[str, Any]:
+    """The hybrid v4+v5 LlamaForCausalLM config.json for a Mythos model stored in `dtype`."""
+    if dtype not in HF_DTYPES:
+        raise MythosError(f"dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
+    theta = float(cfg.rope_theta)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_dim,  # the SwiGLU width rule applied, not d_ff
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": float(cfg.norm_eps),
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "bos_token_id": specials.id("bos"),
+        "eos_token_id": specials.id("eos"),
+        "pad_token_id": specials.id("pad"),
+        # v5 schema
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+        "dtype": dtype,
+        # v4 schema (4.46 .. 4.57 ignore rope_parameters)
+        "rope_theta": theta,
+        "rope_scaling": None,
+        "torch_dtype": dtype,
+        "transformers_version": _transformers_version(),
+    }
+
+
+def generation_config_dict(
+    specials: SpecialTokens, *, temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P
+) -> dict[str, Any]:
+    """generation_config.json: sampling defaults with `do_sample: true` (else transformers refuses to save it)."""
+    if temperature <= 0:
+        raise MythosError(f"--temperature must be positive, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise MythosError(f"--top-p must be in (0, 1], got {top_p}")
+    return {
+        "bos_token_id": specials.id("bos"),
+        "eos_token_id": specials.id("eos"),
+        "pad_token_id": specials.id("pad"),
+        "do_sample": True,
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "transformers_version": _transformers_version(),
+    }
+
+
+def _rope_theta(config: dict[str, Any]) -> float:
+    """Theta from either schema; refuse any rope scaling (Mythos has plain RoPE)."""
+    params = config.get("rope_parameters")
+    scaling = config.get("rope_scaling")
+    for field, value in (("rope_parameters", params), ("rope_scaling", scaling)):
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise MythosError(f"config.json field {field} must be a mapping or null, got {value!r}")
+        kind = value.get("rope_type", value.get("type", "default"))
+        if kind != "default":
+            raise MythosError(
+                f"config.json field {field} asks for rope_type {kind!r}: Mythos has plain RoPE, "
+                "so a model with RoPE scaling cannot be converted"
+            )
+        extra = sorted(set(value) - {"rope_type", "type", "rope_theta"})
+        if extra:
+            raise MythosError(f"config.json field {field} has scaling parameters {extra} Mythos cannot represent")
+    thetas = {float(v) for v in ((params or {}).get("rope_theta"), config.get("rope_theta")) if v is not None}
+    if len(thetas) > 1:
+        raise MythosError(f"config.json has two different RoPE thetas {sorted(thetas)} (rope_parameters vs rope_theta)")
+    return thetas.pop() if thetas else 10000.0
+
+
+def d_ff_for_width(intermediate_size: int) -> int:
+    """A d_ff whose SwiGLU width rule gives `intermediate_size`, or MythosError if none does."""
+    d_ff = intermediate_size * 3 // 2
+    if ffn_width(d_ff) != intermediate_size:
+        raise MythosError(
+            f"config.json field intermediate_size={intermediate_size} is not reachable by the Mythos SwiGLU "
+            "width rule (multiples of 256): this model cannot be represented as a Mythos checkpoint"
+        )
+    return d_ff
+
+
+def mythos_config_from_hf(config: dict[str, Any]) -> MythosConfig:
+    """Map an HF Llama config.json to a MythosConfig; refuse (naming the field) whatever cannot map.
+
+    Tying is not decided here: a folder with `tie_word_embeddings: false` maps only when its
+    lm_head equals the embedding, which the folder reader checks on the weights.
+    """
+    model_type = config.get("model_type")
+    if model_type != "llama":
+        raise MythosError(f"config.json field model_type is {model_type!r}: only 'llama' folders map to Mythos")
+    for field in ("attention_bias", "mlp_bias"):
+        if config.get(field):
+            raise MythosError(f"config.json field {field} is true: Mythos linear layers have no bias")
+    act = config.get("hidden_act", "silu")
+    if act != "silu":
+        raise MythosError(f"config.json field hidden_act is {act!r}: Mythos uses silu (SwiGLU)")
+    required = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+    )
+    missing = [field for field in required if field not in config]
+    if missing:
+        raise MythosError(f"config.json lacks field(s) {missing}: it is not a complete Llama config")
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    head_dim = config.get("head_dim")
+    if head_dim is not None and heads and int(head_dim) * heads != hidden:
+        raise MythosError(
+            f"config.json field head_dim={head_dim} differs from hidden_size/num_attention_heads="
+            f"{hidden}/{heads}: Mythos derives head_dim from d_model"
+        )
+    eps = config.get("rms_norm_eps")
+    if eps is None:
+        raise MythosError("config.json lacks rms_norm_eps: its value differs between transformers versions, add it")
+    return MythosConfig.from_dict(
+        {
+            "vocab_size": int(config["vocab_size"]),
+            "d_model": hidden,
+            "n_layers": int(config["num_hidden_layers"]),
+            "n_heads": heads,
+            "n_kv_heads": int(config.get("num_key_value_heads") or heads),
+            "d_ff": d_ff_for_width(int(config["intermediate_size"])),
+            "max_seq_len": int(config["max_position_embeddings"]),
+            "dropout": 0.0,
+            "norm_eps": float(eps),
+            "rope_theta": _rope_theta(config),
+        }
+    )
+
+
+def same_architecture(a: MythosConfig, b: MythosConfig) -> bool:
+    """Do two configs build the same tensors and computation (d_ff may differ if widths agree)?"""
+    keys = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len", "norm_eps", "rope_theta")
+    return all(getattr(a, k) == getattr(b, k) for k in keys) and a.ffn_dim == b.ffn_dim

@@ -1,0 +1,145 @@
+"""Read an HF Llama folder lazily: config, tokenizer path, tensors streamed from (sharded) safetensors.
+
+Used by `native` (HF -> native), by the verifier and by the GGUF writer. Tensors are opened with
+`safe_open` one at a time, so reading never holds more than one tensor beyond the page cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from mythos_convert.convert.hf_config import mythos_config_from_hf
+from mythos_convert.convert.names import HF_IGNORED, TIED_HEAD, convert_name
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+META_FILE = "mythos.json"  # provenance written by `mythos-convert hf`
+EMBED = convert_name("embedding.weight", "native", "hf")
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MythosError(f"{what} {path} is not readable JSON ({exc}): re-export the folder") from exc
+    if not isinstance(data, dict):
+        raise MythosError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+@dataclass
+class HFSource:
+    """An HF Llama folder: `config` (MythosConfig), `config_json`, `meta` (mythos.json or {}), weights."""
+
+    folder: Path
+    config: MythosConfig
+    config_json: dict[str, Any]
+    weight_map: dict[str, str]  # hf tensor name -> file name inside folder
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        path = self.folder / "tokenizer.json"
+        return path if path.is_file() else None
+
+    @property
+    def tied(self) -> bool:
+        return TIED_HEAD["hf"] not in self.weight_map or bool(self.config_json.get("tie_word_embeddings", True))
+
+    def tensor_names(self) -> list[str]:
+        return [n for n in self.weight_map if not HF_IGNORED.search(n)]
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        if name not in self.weight_map:
+            raise MythosError(f"tensor {name} is not in {self.folder}")
+        with safe_open(self.folder / self.weight_map[name], framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def stored_dtype(self) -> str:
+        """The dtype the weights are stored in (of the embedding), as an HF dtype name."""
+        with safe_open(self.folder / self.weight_map[EMBED], framework="pt") as handle:
+            code = handle.get_slice(EMBED).get_dtype()
+        return _SAFETENSORS_DTYPES.get(code, code.lower())
+
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield (hf_name, tensor) file by file; a stored lm_head is checked against the embedding and skipped.
+
+        Raises:
+            MythosError: an lm_head that differs from the embedding (an untied model).
+        """
+        by_file: dict[str, list[str]] = {}
+        for name, filename in self.weight_map.items():
+            by_file.setdefault(filename, []).append(name)
+        for filename in sorted(by_file):
+            with safe_open(self.folder / filename, framework="pt") as handle:
+                for name in by_file[filename]:
+                    if HF_IGNORED.search(name):
+                        continue
+                    tensor = handle.get_tensor(name)
+                    if name == TIED_HEAD["hf"]:
+                        self._check_tied_head(tensor)
+                        continue
+                    yield name, tensor
+
+    def _check_tied_head(self, head: torch.Tensor) -> None:
+        if EMBED not in self.weight_map:
+            raise MythosError(
+                f"{self.folder} stores {TIED_HEAD['hf']} but no {EMBED}: Mythos needs the embedding; re-save the model"
+            )
+        embed = self.get_tensor(EMBED)
+        if head.shape != embed.shape or not torch.equal(head, embed):
+            raise MythosError(
+                f"{self.folder} has an untied lm_head.weight that differs from {EMBED} "
+                "(tie_word_embeddings false): Mythos ties its output head to the embedding"
+            )
+
+
+def _weight_map(folder: Path) -> dict[str, str]:
+    index = folder / INDEX_FILE
+    if index.is_file():
+        data = _read_json(index, "index")
+        weight_map = data.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise MythosError(f"index {index} has no weight_map: re-export the folder")
+        missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+        if missing:
+            raise MythosError(f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}")
+        return {str(k): str(v) for k, v in weight_map.items()}
+    single = folder / SINGLE_FILE
+    if not single.is_file():
+        raise MythosError(f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: is it an HF model folder?")
+    try:
+        with safe_open(single, framework="pt") as handle:
+            return {name: SINGLE_FILE for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise MythosError(f"{single} is not a readable safetensors file ({exc}): re-export the folder") from exc
+
+
+def read_hf_folder(folder: str | Path) -> HFSource:
+    """Open an HF Llama folder for reading (nothing loaded but config and shard headers).
+
+    Raises:
+        MythosError: not a folder, no config.json, a config that cannot map (naming the field),
+            missing shards.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MythosError(f"{folder} is not a folder: pass an HF model folder (config.json + safetensors)")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MythosError(f"{folder} has no config.json: is it an HF model folder?")
+    config_json = _read_json(config_path, "config")
+    config = mythos_config_from_hf(config_json)
+    meta_path = folder / META_FILE
+    meta = _read_json(meta_path, "provenance file") if meta_path.is_file() else {}
+    return HFSource(folder=folder, config=config, config_json=config_json, weight_map=_weight_map(folder), meta=meta)

@@ -1,0 +1,252 @@
+"""Verify an HF folder against the native model: same token ids, logits, greedy tokens, tokenizer.
+
+The native model runs in float32 on the export's weights (cast to the export's dtype and back), and
+transformers' LlamaForCausalLM runs in float32 on the folder's weights. The cast is the only lossy
+step of an export and both sides see it, so every dtype keeps float32's tight tolerance: anything
+beyond arithmetic noise is a conversion bug. How the stored dtype shifts the logits against the
+original float32 weights is reported as well ("dtype drift"), for information.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mythos_convert.convert.hf_config import same_architecture
+from mythos_convert.convert.hf_read import HFSource, read_hf_folder
+from mythos_convert.convert.hf_weights import TORCH_DTYPES
+from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
+from mythos_convert.errors import MythosError
+from mythos_convert.train.checkpoint import NativeCheckpoint, load_checkpoint, load_model
+from mythos_convert.ui import info, result
+from mythos_convert.verify.parity import (
+    GREEDY_TOKENS,
+    PROMPTS,
+    TOKENIZER_TEXTS,
+    check,
+    compare_logits,
+    greedy_continue,
+    merge_comparisons,
+    random_ids,
+    render_table,
+    tolerance_for,
+)
+from mythos_convert.verify.record import record_result
+
+GREEDY_PROMPTS = 2  # the first prompt and the longest one: quadratic recompute, keep it bounded
+
+
+def _native_source(src: HFSource, ckpt: NativeCheckpoint | str | Path | None, config_yaml) -> NativeCheckpoint:
+    """The checkpoint to compare against: given, else the one recorded in mythos.json."""
+    if isinstance(ckpt, NativeCheckpoint):
+        return ckpt
+    if ckpt is None:
+        recorded = src.meta.get("source_checkpoint_path")
+        if not recorded or not Path(recorded).is_file():
+            raise MythosError(
+                f"no native checkpoint to compare {src.folder} with: pass --ckpt CKPT"
+                + (f" (the recorded source {recorded} no longer exists)" if recorded else "")
+            )
+        ckpt = recorded
+    if config_yaml is None and src.meta.get("native_config"):
+        try:
+            return load_checkpoint(ckpt)
+        except MythosError as exc:
+            if "no embedded config" not in str(exc):
+                raise
+            import yaml
+
+            with tempfile.TemporaryDirectory() as tmp:  # the config recorded at export time
+                path = Path(tmp) / "config.yaml"
+                path.write_text(yaml.safe_dump({"model": src.meta["native_config"]}))
+                return load_checkpoint(ckpt, path)
+    return load_checkpoint(ckpt, config_yaml)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report, progress bars and length warnings: verify prints its own table."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # v5 prints a load report on stdout
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def load_hf_model(folder: Path):
+    """LlamaForCausalLM in float32; any missing/unexpected/mismatched key or meta tensor is an error."""
+    from transformers import LlamaForCausalLM
+
+    with _quiet_transformers():
+        model, loading = LlamaForCausalLM.from_pretrained(folder, output_loading_info=True, dtype=torch.float32)
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        found = list(loading.get(kind) or [])
+        if found:
+            raise MythosError(f"transformers reports {kind.replace('_', ' ')} loading {folder}: {found[:4]}")
+    on_meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if on_meta:
+        raise MythosError(f"transformers left parameters on the meta device loading {folder}: {on_meta[:4]}")
+    return model.eval()
+
+
+def _config_checks(model, src: HFSource) -> list[str]:
+    """Effective RoPE theta, eps and tying as transformers built them."""
+    cfg = src.config
+    problems = []
+    inv_freq = model.model.rotary_emb.inv_freq.float()
+    want = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    if not torch.allclose(inv_freq, want, rtol=1e-5):
+        problems.append("transformers' effective RoPE theta differs from the checkpoint's")
+    eps = model.model.norm.variance_epsilon
+    if abs(eps - cfg.norm_eps) > 1e-12:
+        problems.append(f"transformers' rms_norm_eps is {eps}, the checkpoint's {cfg.norm_eps}")
+    if model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr():
+        problems.append("transformers did not tie lm_head to embed_tokens")
+    return problems
+
+
+def _cast_native(model, dtype: torch.dtype) -> None:
+    """Round the native weights through the export's dtype, in place (float32 compute on the same weights)."""
+    if dtype == torch.float32:
+        return
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(param.to(dtype).float())
+
+
+def _sequences(tok, bos: int | None, vocab_size: int, max_len: int) -> list[list[int]]:
+    seqs = [([bos] if bos is not None else []) + tok.encode(t, add_special_tokens=False).ids for t in PROMPTS]
+    seqs.append(random_ids(vocab_size))
+    return [s[: max_len - GREEDY_TOKENS] for s in seqs]
+
+
+def _tokenizer_checks(folder: Path, tok) -> tuple[float, list[str]]:
+    """Content ids of the native tokenizer vs AutoTokenizer; BOS first and no EOS last on prompts."""
+    from transformers import AutoTokenizer
+
+    with _quiet_transformers():
+        auto = AutoTokenizer.from_pretrained(folder)
+        auto.model_max_length = 1 << 30  # texts longer than the context are fine for comparing ids
+    specials = special_tokens(tok)
+    texts = [*TOKENIZER_TEXTS, *PROMPTS]
+    same = sum(
+        tok.encode(t, add_special_tokens=False).ids == auto(t, add_special_tokens=False)["input_ids"] for t in texts
+    )
+    problems = []
+    for text in PROMPTS:
+        ids = auto(text)["input_ids"]
+        if specials.bos is not None and ids[0] != specials.id("bos"):
+            problems.append(f"AutoTokenizer does not start a prompt with {specials.token('bos')}")
+            break
+        if specials.eos is not None and ids[-1] == specials.id("eos"):
+            problems.append(f"AutoTokenizer ends a prompt with {specials.token('eos')}: generate would stop early")
+            break
+    agreement = same / len(texts)
+    if agreement < 1.0:
+        problems.append(f"tokenizers disagree on {len(texts) - same} of {len(texts)} texts")
+    return agreement, problems
+
+
+def _logits_fn(model, hf: bool):
+    def run(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            batch = torch.tensor([ids])
+            return (model(batch).logits if hf else model(batch))[0]
+
+    return run
+
+
+def verify_hf(
+    folder: str | Path,
+    ckpt: NativeCheckpoint | str | Path | None = None,
+    *,
+    tokenizer=None,
+    config_yaml: str | Path | None = None,
+    record: bool = True,
+    show: bool = True,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Compare an HF folder with its native checkpoint; return (and record) the result dict.
+
+    `name` labels the table (default: the folder's name). The result has `passed` plus the fields of `mythos_convert.verify.record`; `failures` says why
+    it failed. A failed verification is returned, not raised: the CLI turns it into an exit code.
+    """
+    folder = Path(folder)
+    src = read_hf_folder(folder)
+    native = _native_source(src, ckpt, config_yaml)
+    if not same_architecture(native.config, src.config):
+        raise MythosError(f"{folder} is not an export of {native.path}: their configs differ")
+    if tokenizer is None:
+        tokenizer, _ = resolve_tokenizer(native)
+    dtype_name = src.stored_dtype()
+    tol = tolerance_for(dtype_name)
+    info(f"verifying {folder} ({dtype_name}) against {native.path}")
+
+    hf_model = load_hf_model(folder)
+    failures = _config_checks(hf_model, src)
+    ref_model = load_model(native, torch.float32)
+    seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
+    native_fn, hf_fn = _logits_fn(ref_model, hf=False), _logits_fn(hf_model, hf=True)
+
+    drift = None
+    if TORCH_DTYPES[dtype_name] != torch.float32:
+        drift = merge_comparisons([compare_logits(native_fn(s), hf_fn(s)) for s in seqs], [len(s) for s in seqs])
+        _cast_native(ref_model, TORCH_DTYPES[dtype_name])
+    parts = [compare_logits(native_fn(s), hf_fn(s)) for s in seqs]
+    comparison = merge_comparisons(parts, [len(s) for s in seqs])
+    greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
+    greedy_equal = all(greedy_continue(native_fn, s) == greedy_continue(hf_fn, s) for s in greedy_seqs)
+    passed_logits, reasons = check(comparison, tol, greedy_equal)
+    tok_agreement, tok_problems = _tokenizer_checks(folder, tokenizer)
+    failures += reasons + tok_problems
+
+    out: dict[str, Any] = {
+        "passed": not failures,
+        "target": "hf",
+        "kind": "hf",
+        "dtype": dtype_name,
+        **comparison,
+        "greedy_equal": greedy_equal,
+        "tolerance": f"max<={tol.max_abs_diff:g}, greedy equal",
+        "compute": "float32 on both sides, native weights rounded through the export dtype",
+        "tokenizer_agreement": tok_agreement,
+        "n_tokens": sum(len(s) for s in seqs),
+        "n_sequences": len(seqs),
+        "checkpoint": str(native.path) if native.path else None,
+        "failures": failures,
+    }
+    if drift is not None:
+        out["dtype_drift"] = drift
+    rows = [
+        {
+            "name": f"logits, {dtype_name} weights",
+            **comparison,
+            "greedy_equal": greedy_equal,
+            "tolerance": out["tolerance"],
+            "passed": passed_logits,
+        },
+        {
+            "name": "tokenizer ids, BOS-only",
+            "tokenizer_agreement": tok_agreement,
+            "passed": not tok_problems,
+            "tolerance": "100% equal",
+        },
+    ]
+    if drift is not None:
+        rows.append({"name": f"{dtype_name} vs f32 weights (info)", **drift, "tolerance": "not gated"})
+    if show:
+        result(render_table(rows, title=f"verify {name or folder.name}: native vs transformers LlamaForCausalLM"))
+    if record:
+        record_result(folder, "hf", out)
+    return out

@@ -1,0 +1,188 @@
+"""The comparison toolkit every verifier uses: fixed inputs, logit comparison, greedy runs, tolerances.
+
+A verifier (HF folder, GGUF file) supplies "logits for these ids" functions for the native model and
+for the exported one; this module decides what to feed them, how to compare, and what passes.
+Prompts include one longer than 32 tokens: RoPE and q/k layout mistakes only show after ~20 positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+# English texts a verifier tokenizes with the native tokenizer (content ids, plus BOS when it has one).
+PROMPTS: tuple[str, ...] = (
+    "The capital of France is",
+    "Once upon a time, in a small village at the edge of the forest, there lived an old woman who",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    (
+        "In the beginning the model knew nothing at all. It read a great many documents, one token at a "
+        "time, and after every token it guessed the next one and was told how wrong the guess had been. "
+        "Slowly the guesses improved, until the model could continue a sentence it had never seen before."
+    ),
+)
+# Texts for tokenizer agreement: ASCII, accents, CJK, emoji, code, compatibility forms NFKC rewrites.
+TOKENIZER_TEXTS: tuple[str, ...] = (
+    "Hello, world! This is a plain ASCII sentence.",
+    "Café, naïve, façade, Ångström, São Paulo, Dvořák.",
+    "東京は日本の首都です。北京是中国的首都。",
+    "Emoji: 😀🚀👍🏽 and flags 🇫🇷 mixed with text.",
+    "def add(a, b):\n\treturn a + b  # tabs, spaces\n\n",
+    "ﬁle ｆｕｌｌ１２３ Ω ① x²",
+    "   leading spaces and trailing   ",
+    "",
+)
+GREEDY_TOKENS = 32
+RANDOM_SEED = 1234
+RANDOM_LENGTH = 48
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a comparison must meet to pass. None means "not checked"."""
+
+    max_abs_diff: float
+    mean_abs_diff: float | None = None
+    min_argmax_agreement: float | None = None
+    greedy_must_match: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Keyed by HF dtype name (float32/bfloat16/float16) or GGUF outtype (F32/F16/BF16/Q8_0...).
+# HF bf16/f16 are compared with both sides computing in float32 on the same cast weights (see
+# `mythos_convert.verify.hf`), so they keep float32's tolerance: the cast is the only lossy step and
+# both models see it; anything more is a conversion bug. GGUF verifiers may refine their rows.
+TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(max_abs_diff=1e-4, min_argmax_agreement=1.0, greedy_must_match=True),
+    "bfloat16": Tolerance(max_abs_diff=1e-4, min_argmax_agreement=1.0, greedy_must_match=True),
+    "float16": Tolerance(max_abs_diff=1e-4, min_argmax_agreement=1.0, greedy_must_match=True),
+    "F32": Tolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0, greedy_must_match=True),
+    "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.98, greedy_must_match=False),
+    "BF16": Tolerance(max_abs_diff=2e-1, mean_abs_diff=5e-2, min_argmax_agreement=0.95, greedy_must_match=False),
+    "Q8_0": Tolerance(max_abs_diff=1.0, mean_abs_diff=2e-1, min_argmax_agreement=0.90, greedy_must_match=False),
+}
+
+
+def tolerance_for(key: str) -> Tolerance:
+    """The tolerance for a dtype/outtype name (case-insensitive lookup, exact names first)."""
+    if key in TOLERANCES:
+        return TOLERANCES[key]
+    lowered = {k.lower(): v for k, v in TOLERANCES.items()}
+    if key.lower() in lowered:
+        return lowered[key.lower()]
+    raise KeyError(f"no tolerance defined for {key!r}; known: {sorted(TOLERANCES)}")
+
+
+def random_ids(vocab_size: int, length: int = RANDOM_LENGTH, seed: int = RANDOM_SEED) -> list[int]:
+    """Seeded random token ids: exercises every row of the embedding, not just common tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (length,), generator=gen).tolist()
+
+
+def prompt_ids(encode: Callable[[str], list[int]], bos_id: int | None, max_len: int | None = None) -> list[list[int]]:
+    """PROMPTS encoded by `encode` (content ids only), each prefixed with BOS when there is one."""
+    out = []
+    for text in PROMPTS:
+        ids = ([bos_id] if bos_id is not None else []) + list(encode(text))
+        out.append(ids[:max_len] if max_len else ids)
+    return out
+
+
+def compare_logits(ref: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+    """Compare logits [T, V] of a reference and an export: max/mean |diff| and argmax agreement."""
+    if ref.shape != other.shape:
+        raise ValueError(f"logit shapes differ: reference {tuple(ref.shape)} vs export {tuple(other.shape)}")
+    ref32, other32 = ref.detach().float(), other.detach().float()
+    diff = (ref32 - other32).abs()
+    agree = (ref32.argmax(-1) == other32.argmax(-1)).float().mean()
+    return {
+        "max_abs_diff": float(diff.max()) if diff.numel() else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.numel() else 0.0,
+        "argmax_agreement": float(agree) if diff.numel() else 1.0,
+    }
+
+
+def merge_comparisons(parts: Sequence[dict[str, float]], weights: Sequence[int]) -> dict[str, float]:
+    """Combine per-sequence comparisons: max of maxima, token-weighted means of the rest."""
+    total = sum(weights) or 1
+    return {
+        "max_abs_diff": max((p["max_abs_diff"] for p in parts), default=0.0),
+        "mean_abs_diff": sum(p["mean_abs_diff"] * w for p, w in zip(parts, weights, strict=True)) / total,
+        "argmax_agreement": sum(p["argmax_agreement"] * w for p, w in zip(parts, weights, strict=True)) / total,
+    }
+
+
+def greedy_continue(
+    step_fn: Callable[[list[int]], torch.Tensor], ids: Sequence[int], n: int = GREEDY_TOKENS
+) -> list[int]:
+    """Greedy-decode `n` tokens: `step_fn(ids) -> logits [T, V]` for the whole sequence each step.
+
+    Recomputing the whole sequence keeps every engine's cache out of the comparison; the verifier's
+    prompts are short, so the quadratic cost does not matter.
+    """
+    seq = list(ids)
+    new: list[int] = []
+    for _ in range(n):
+        logits = step_fn(seq)
+        token = int(logits[-1].float().argmax())
+        seq.append(token)
+        new.append(token)
+    return new
+
+
+def check(comparison: dict[str, Any], tol: Tolerance, greedy_equal: bool | None = None) -> tuple[bool, list[str]]:
+    """Does a comparison pass `tol`? Returns (passed, reasons it failed)."""
+    reasons = []
+    if comparison["max_abs_diff"] > tol.max_abs_diff:
+        reasons.append(f"max |diff| {comparison['max_abs_diff']:.3g} > {tol.max_abs_diff:g}")
+    if tol.mean_abs_diff is not None and comparison["mean_abs_diff"] > tol.mean_abs_diff:
+        reasons.append(f"mean |diff| {comparison['mean_abs_diff']:.3g} > {tol.mean_abs_diff:g}")
+    if tol.min_argmax_agreement is not None and comparison["argmax_agreement"] < tol.min_argmax_agreement:
+        reasons.append(f"argmax agreement {comparison['argmax_agreement']:.4f} < {tol.min_argmax_agreement:g}")
+    if tol.greedy_must_match and greedy_equal is False:
+        reasons.append(f"greedy {GREEDY_TOKENS}-token generations differ")
+    return not reasons, reasons
+
+
+def render_table(rows: Sequence[dict[str, Any]], title: str = "parity"):
+    """A rich table of comparison rows.
+
+    Each row: `name`, and any of `max_abs_diff`, `mean_abs_diff`, `argmax_agreement`,
+    `greedy_equal`, `tokenizer_agreement`, `tolerance` (str), `passed` (bool).
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column, justify in (
+        ("check", "left"),
+        ("max |diff|", "right"),
+        ("mean |diff|", "right"),
+        ("argmax agree", "right"),
+        ("greedy equal", "center"),
+        ("tolerance", "left"),
+        ("result", "center"),
+    ):
+        table.add_column(column, justify=justify)
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for row in rows:
+        greedy = row.get("greedy_equal")
+        passed = row.get("passed")
+        agreement = row.get("argmax_agreement", row.get("tokenizer_agreement"))
+        table.add_row(
+            str(row.get("name", "")),
+            num(row.get("max_abs_diff"), ".3g"),
+            num(row.get("mean_abs_diff"), ".3g"),
+            "-" if agreement is None else f"{agreement * 100:.2f}%",
+            "-" if greedy is None else ("yes" if greedy else "NO"),
+            str(row.get("tolerance", "")),
+            "-" if passed is None else ("[green]pass[/green]" if passed else "[red]FAIL[/red]"),
+        )
+    return table
