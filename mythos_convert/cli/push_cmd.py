@@ -1,10 +1,80 @@
-"""`mythos-convert push` (placeholder until its issue lands)."""
+"""`mythos-convert push [OUT] --repo OWNER/NAME`: check the folder, then publish it in one commit."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import QuietOpt, apply_quiet
 
 
-def push() -> None:
-    """Not implemented yet."""
-    raise MythosError("'push' is not implemented yet")
+def push(
+    out: Annotated[Path, typer.Argument(help="The exported folder to publish.")] = Path("out"),
+    repo: Annotated[str, typer.Option("--repo", help="Hub repo id OWNER/NAME (created if missing).")] = "",
+    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
+    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if missing).")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    commit_message: Annotated[str | None, typer.Option(help="Commit message.")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only upload files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Skip files matching this glob, e.g. '*.gguf' (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be uploaded; upload nothing.")] = False,
+    skip_checks: Annotated[
+        bool, typer.Option("--skip-checks", help="Publish even if the folder fails its checks.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Publish OUT to the Hub: checks (config, weights, tokenizer, card, last verify), then one commit."""
+    apply_quiet(quiet)
+    from mythos_convert.errors import MythosError
+    from mythos_convert.hub import plan_push, plan_table
+    from mythos_convert.hub import push as do_push
+    from mythos_convert.hub_checks import check_folder
+    from mythos_convert.ui import info, is_quiet, result
+
+    if not repo:
+        raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
+    plan = plan_push(
+        out,
+        repo,
+        endpoint=endpoint,
+        revision=revision,
+        create_pr=create_pr,
+        private=private,
+        commit_message=commit_message,
+        include=include,
+        exclude=exclude,
+    )
+    if not skip_checks:
+        problems = check_folder(out, {f.path_in_repo for f in plan.files})
+        if problems:
+            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+            raise MythosError(f"{out} fails {len(problems)} check(s): {listed}; fix them or pass --skip-checks")
+        info("checks passed: config, weights, tokenizer, card, last verify")
+    if dry_run:
+        from mythos_convert.card import human_size
+
+        result(plan_table(plan))
+        n_lfs = sum(f.lfs for f in plan.files)
+        result(
+            f"dry run: would upload {len(plan.files)} files ({human_size(plan.total_size)}, {n_lfs} via LFS) to "
+            f"{plan.endpoint}/{plan.repo_id} revision {plan.revision}"
+            f"{' as a pull request' if plan.create_pr else ''} with message {plan.commit_message!r}; nothing uploaded"
+        )
+        return
+    if is_quiet():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
+    pushed = do_push(plan, token)
+    result(pushed.commit_url)
+    if pushed.pr_url:
+        result(pushed.pr_url)

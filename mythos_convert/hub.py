@@ -1,0 +1,306 @@
+"""Publish an exported folder to the Hugging Face Hub in one commit.
+
+`plan_push` decides locally what would be uploaded (files, sizes, LFS or not, target), which is
+all `--dry-run` shows: huggingface_hub has no upload dry run. `push` then creates the repo (and the
+branch), and makes ONE `create_commit` with every file, retrying transient failures (5xx, dropped
+connections) with exponential backoff, and turning the Hub's errors into one-line MythosErrors
+that say what to do.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from mythos_convert import __version__
+from mythos_convert.errors import MythosError
+
+T = TypeVar("T")
+
+# The Hub's default .gitattributes puts these in LFS; it also puts anything > 10 MB or binary there.
+LFS_PATTERNS = (
+    "*.7z *.arrow *.bin *.bz2 *.ckpt *.ftz *.gz *.h5 *.joblib *.mlmodel *.model *.msgpack *.npy *.npz *.onnx "
+    "*.ot *.parquet *.pb *.pickle *.pkl *.pt *.pth *.rar *.safetensors *.tar *.tar.* *.tflite *.tgz *.wasm "
+    "*.xz *.zip *.zst *tfevents* *.gguf"
+).split()
+LFS_SIZE = 10 * 1024 * 1024
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF = 2.0  # seconds before the 2nd attempt; doubles each time
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of the commit: where it is, where it goes, and whether the Hub stores it in LFS."""
+
+    path_in_repo: str
+    local: Path
+    size: int
+    lfs: bool
+    why: str  # "pattern *.safetensors", "> 10 MB", "binary" or "text"
+
+
+@dataclass
+class PushPlan:
+    """Everything a push will do, decided locally."""
+
+    folder: Path
+    repo_id: str
+    endpoint: str
+    revision: str = "main"
+    create_pr: bool = False
+    private: bool = False
+    commit_message: str = ""
+    files: list[PlannedFile] = field(default_factory=list)
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    commit_url: str
+    commit_oid: str | None
+    pr_url: str | None
+    repo_url: str
+
+
+def lfs_reason(path_in_repo: str, size: int, sample: bytes) -> str | None:
+    """Why the Hub would store this file in LFS (None: a regular git file)."""
+    name = path_in_repo.rsplit("/", 1)[-1]
+    for pattern in LFS_PATTERNS:
+        if fnmatch.fnmatch(name, pattern):
+            return f"pattern {pattern}"
+    if size > LFS_SIZE:
+        return "> 10 MB"
+    if b"\0" in sample:
+        return "binary"
+    return None
+
+
+def _select(paths: list[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+    """huggingface_hub's own allow/ignore pattern semantics (a trailing "/" means the whole folder)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    return list(filter_repo_objects(paths, allow_patterns=list(include or []) or None, ignore_patterns=exclude))
+
+
+def local_files(folder: Path) -> list[str]:
+    """Files a push considers: everything but hidden entries (caches, atomic-write temporaries, .git)."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out.append(rel.as_posix())
+    return out
+
+
+def resolve_endpoint(endpoint: str | None) -> str:
+    from huggingface_hub import constants
+
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def plan_push(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    endpoint: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    private: bool = False,
+    commit_message: str | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> PushPlan:
+    """Decide what a push uploads, without any network access.
+
+    Raises:
+        MythosError: bad repo id, missing folder, nothing to upload, --create-pr with a branch.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MythosError(f"{folder} is not a folder: pass the folder `mythos-convert hf` wrote (default out/)")
+    if not REPO_ID.match(repo_id or ""):
+        raise MythosError(f"--repo {repo_id!r} is not a Hub repo id: use OWNER/NAME, e.g. my-user/mythos-tiny")
+    revision = revision or "main"
+    if create_pr and revision != "main":
+        raise MythosError("--create-pr opens a pull request against main: drop --revision or drop --create-pr")
+    selected = _select(local_files(folder), include, exclude)
+    if not selected:
+        raise MythosError(f"no files of {folder} are selected for upload: check --include / --exclude")
+    files = []
+    for rel in selected:
+        local = folder / rel
+        size = local.stat().st_size
+        with local.open("rb") as fh:
+            sample = fh.read(512)
+        reason = lfs_reason(rel, size, sample)
+        files.append(PlannedFile(rel, local, size, reason is not None, reason or "text"))
+    message = commit_message or f"Upload {folder.name} with mythos-convert {__version__}"
+    return PushPlan(folder, repo_id, resolve_endpoint(endpoint), revision, create_pr, private, message, files)
+
+
+# ----------------------------------------------------------------------------- errors and retries
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """A transport failure (refused, reset, dropped, timed out), whatever HTTP library raised it."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    transport = {"TransportError", "NetworkError", "RemoteProtocolError", "TimeoutException", "ConnectError"}
+    return bool(names & transport) or isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _transient(exc: BaseException) -> bool:
+    status = _status(exc)
+    return _is_network_error(exc) or (status is not None and (status >= 500 or status in (408, 429)))
+
+
+def explain(exc: BaseException, plan: PushPlan, what: str, attempts: int) -> MythosError:
+    """The one-line, actionable message for a failure talking to the Hub."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    status, where = _status(exc), f"{plan.endpoint}/{plan.repo_id}"
+    if _is_network_error(exc):
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        return MythosError(
+            f"network failure while trying to {what} at {plan.endpoint} ({reason}), {attempts} attempt(s): "
+            "check your connection, proxy settings and --endpoint / HF_ENDPOINT, then retry"
+        )
+    if status == 401:
+        return MythosError(
+            f"the Hub at {plan.endpoint} rejected the token (401 Unauthorized): pass a valid write token with "
+            "--token, set HF_TOKEN or run `hf auth login`"
+        )
+    if status == 403:
+        return MythosError(
+            f"the token has no write access to {plan.repo_id} (403 Forbidden): use a token with write permission "
+            "for that namespace (https://huggingface.co/settings/tokens) or push to your own namespace"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return MythosError(f"revision {plan.revision!r} not found in {where} (404): check --revision")
+    if isinstance(exc, RepositoryNotFoundError) or status == 404:
+        return MythosError(
+            f"repository {plan.repo_id} not found at {plan.endpoint} (404) while trying to {what}: "
+            "check --repo and that the token can see it"
+        )
+    if status is not None:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        tries = f" after {attempts} attempt(s)" if _transient(exc) else ""
+        return MythosError(f"the Hub answered {status} while trying to {what}{tries} ({detail}): retry later")
+    return MythosError(f"could not {what} at {where}: {str(exc).strip().splitlines()[0][:200] if str(exc) else exc!r}")
+
+
+def with_retries(fn: Callable[[], T], plan: PushPlan, what: str, attempts: int, backoff: float) -> T:
+    """Run `fn`, retrying transient failures with exponential backoff; other failures raise at once."""
+    from mythos_convert.ui import warn
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except MythosError:
+            raise
+        except Exception as exc:
+            if not _transient(exc) or attempt == attempts:
+                raise explain(exc, plan, what, attempt) from exc
+            delay = backoff * 2 ** (attempt - 1)
+            warn(f"could not {what} (attempt {attempt}/{attempts}: {type(exc).__name__}); retrying in {delay:.1f} s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def retry_settings(attempts: int | None, backoff: float | None) -> tuple[int, float]:
+    """Attempts and base delay: arguments, else MYTHOS_PUSH_ATTEMPTS / MYTHOS_PUSH_BACKOFF, else defaults."""
+    try:
+        attempts = attempts if attempts is not None else int(os.environ.get("MYTHOS_PUSH_ATTEMPTS", DEFAULT_ATTEMPTS))
+        backoff = backoff if backoff is not None else float(os.environ.get("MYTHOS_PUSH_BACKOFF", DEFAULT_BACKOFF))
+    except ValueError as exc:
+        raise MythosError("MYTHOS_PUSH_ATTEMPTS must be an integer and MYTHOS_PUSH_BACKOFF a number") from exc
+    return max(1, attempts), max(0.0, backoff)
+
+
+# ----------------------------------------------------------------------------- the push
+
+
+def resolve_token(token: str | None) -> str:
+    """--token, else HF_TOKEN / the saved login; a clear error when there is none."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise MythosError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`")
+    return token
+
+
+def push(
+    plan: PushPlan, token: str | None = None, *, attempts: int | None = None, backoff: float | None = None
+) -> PushResult:
+    """Create the repo (and branch) if needed and upload every planned file in one commit.
+
+    Raises:
+        MythosError: no token, 401/403, 404, network failure after retries, a rejected commit.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    token = resolve_token(token)
+    attempts, backoff = retry_settings(attempts, backoff)
+    api = HfApi(endpoint=plan.endpoint, token=token, library_name="mythos-convert", library_version=__version__)
+    repo_url = with_retries(
+        lambda: api.create_repo(plan.repo_id, private=plan.private or None, exist_ok=True),
+        plan,
+        f"create the repo {plan.repo_id}",
+        attempts,
+        backoff,
+    )
+    if plan.revision != "main":
+        with_retries(
+            lambda: api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True),
+            plan,
+            f"create the branch {plan.revision}",
+            attempts,
+            backoff,
+        )
+
+    def commit():
+        # Operations are mutated by create_commit and cannot be reused: build them per attempt.
+        operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
+        return api.create_commit(
+            plan.repo_id,
+            operations,
+            commit_message=plan.commit_message,
+            revision=None if plan.create_pr else plan.revision,
+            create_pr=plan.create_pr,
+        )
+
+    info = with_retries(commit, plan, f"commit {len(plan.files)} files to {plan.repo_id}", attempts, backoff)
+    return PushResult(
+        commit_url=info.commit_url, commit_oid=info.oid, pr_url=info.pr_url or None, repo_url=str(repo_url)
+    )
+
+
+def plan_table(plan: PushPlan):
+    """A rich table of the plan, for --dry-run."""
+    from rich.table import Table
+
+    from mythos_convert.card import human_size
+
+    table = Table(
+        title=f"{plan.endpoint}/{plan.repo_id} @ {plan.revision}{' (pull request)' if plan.create_pr else ''}"
+    )
+    for column in ("file", "size", "storage"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for f in plan.files:
+        table.add_row(f.path_in_repo, human_size(f.size), f"LFS ({f.why})" if f.lfs else "regular")
+    return table
