@@ -1,15 +1,45 @@
-"""`mythos-convert tokenizer ...` (placeholder until its issue lands)."""
+"""`mythos-convert tokenizer train`: the reference's ByteLevel BPE, trained on cleaned data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from mythos_convert.errors import MythosError
+from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
 
 app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 
 
 @app.command("train")
-def train() -> None:
-    """Not implemented yet."""
-    raise MythosError("'tokenizer train' is not implemented yet")
+def train(
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data", help="Text, JSONL (`text`) or Parquet files or folders; repeat. Default: embedded corpus."
+        ),
+    ] = None,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size incl. 5 specials and 256 bytes.")] = 2048,
+    normalizer: Annotated[str, typer.Option(help="none (NFKC is done in the data pipeline) or nfkc.")] = "none",
+    out: Annotated[Path, typer.Option(help="Output tokenizer.json.")] = Path("tokenizer.json"),
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a ByteLevel BPE tokenizer (<unk> <bos> <eos> <pad> <sep> = ids 0..4).
+
+    Example: mythos-convert tokenizer train --data corpus/ --vocab-size 3252 --out tokenizer.json
+    """
+    apply_quiet(quiet)
+    from mythos_convert import ui
+    from mythos_convert.atomic import check_output_file
+    from mythos_convert.data.corpus import load_corpus
+    from mythos_convert.data.pipeline import prepare_documents
+    from mythos_convert.data.tokenizer import save_tokenizer, train_tokenizer
+
+    check_output_file(out, force)
+    texts, report = prepare_documents(load_corpus(data))
+    ui.info(report.description)
+    tok = train_tokenizer(texts, vocab_size, normalizer)
+    save_tokenizer(tok, out)
+    ui.result(f"{out}  {tok.get_vocab_size(with_added_tokens=True)} tokens  normalizer {normalizer}")

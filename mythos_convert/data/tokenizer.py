@@ -7,11 +7,12 @@ tokens (the reference hard-coded `<s>`/`</s>` and pad id 0, which disagree with 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mythos_convert.errors import MythosError
 
@@ -105,3 +106,78 @@ def resolve_tokenizer(ckpt: NativeCheckpoint, explicit: str | Path | None = None
 def tokenizer_json_text(tokenizer: Tokenizer) -> str:
     """Canonical JSON text of a tokenizer (what we embed in checkpoints and export)."""
     return json.dumps(json.loads(tokenizer.to_str()), ensure_ascii=False, indent=2)
+
+
+NORMALIZERS = ("none", "nfkc")
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    normalizer: str = "none",
+    *,
+    show_progress: bool = False,
+) -> Tokenizer:
+    """Train the reference's ByteLevel BPE: specials `<unk> <bos> <eos> <pad> <sep>` = ids 0..4.
+
+    One deliberate change from the reference: no normalizer by default, because the data
+    pipeline already applies NFKC and llama.cpp cannot run a normalizer (`normalizer="nfkc"`
+    keeps the reference's choice). The post-processor adds `<bos>` only, which is right for
+    prompts; the data pipeline puts `<eos>` between documents itself.
+
+    Args:
+        texts: training documents (already cleaned by the data pipeline).
+        vocab_size: target size including the specials and the 256 byte symbols; a small corpus
+            may give fewer merges, hence a smaller vocabulary (never a larger one).
+        normalizer: "none" or "nfkc".
+
+    Raises:
+        MythosError: unknown normalizer, vocab_size too small for the byte alphabet.
+    """
+    if normalizer not in NORMALIZERS:
+        raise MythosError(f"unknown normalizer {normalizer!r}: use one of {', '.join(NORMALIZERS)}")
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + len(SPECIAL_TOKENS):
+        raise MythosError(
+            f"vocab_size {vocab_size} is too small: a ByteLevel BPE needs at least "
+            f"{len(alphabet) + len(SPECIAL_TOKENS)} (256 bytes + {len(SPECIAL_TOKENS)} specials)"
+        )
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    if normalizer == "nfkc":
+        tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=alphabet,
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    roles = special_tokens(tok)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A",
+        pair="<bos> $A <sep> $B:1",
+        special_tokens=[("<bos>", roles.id("bos")), ("<sep>", roles.id("sep"))],
+    )
+    return tok
+
+
+def check_vocab_fits(tokenizer: Tokenizer, model_vocab: int, where: str = "the tokenizer") -> int:
+    """A tokenizer may be smaller than the model's embedding, never larger; returns its size."""
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > model_vocab:
+        raise MythosError(
+            f"{where} has {size} tokens but the model's vocab_size is {model_vocab}: "
+            "train a tokenizer with at most that many tokens or use a preset with a larger vocab"
+        )
+    return size
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> Path:
+    """Write tokenizer.json atomically."""
+    from mythos_convert.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(tokenizer_json_text(tokenizer), encoding="utf-8")
+    return Path(path)
