@@ -1,10 +1,53 @@
-"""`mythos-convert hf` (placeholder until its issue lands)."""
+"""`mythos-convert hf CKPT OUT`: native checkpoint -> verified transformers Llama folder."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import CheckpointArg, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
 
 
-def hf() -> None:
-    """Not implemented yet."""
-    raise MythosError("'hf' is not implemented yet")
+def hf(
+    ckpt: CheckpointArg,
+    out: Annotated[Path, typer.Argument(help="Output folder (refused if not empty, unless --force).")],
+    tokenizer: TokenizerOpt = None,
+    config: ConfigOpt = None,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32 | bfloat16 | float16 (default: the checkpoint's).")
+    ] = None,
+    max_shard_size: Annotated[
+        str, typer.Option("--max-shard-size", help="Shard the weights above this size (5GB, 500MB or bytes).")
+    ] = "5GB",
+    force: ForceOpt = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the parity check against the native model.")
+    ] = False,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="Export NaN/Inf weights instead of refusing.")
+    ] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature in generation_config.json.")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling top_p in generation_config.json.")] = 0.9,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export CKPT as a LlamaForCausalLM folder (safetensors, config, tokenizer, card) and verify it."""
+    apply_quiet(quiet)
+    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.ui import result
+
+    export = export_hf(
+        ckpt,
+        out,
+        tokenizer=tokenizer,
+        config_yaml=config,
+        dtype=dtype,
+        max_shard_size=int(max_shard_size) if max_shard_size.isdigit() else max_shard_size,
+        force=force,
+        verify=not no_verify,
+        allow_nonfinite=allow_nonfinite,
+        temperature=temperature,
+        top_p=top_p,
+    )
+    result(str(export.folder))

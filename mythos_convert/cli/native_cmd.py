@@ -1,10 +1,24 @@
-"""`mythos-convert native` (placeholder until its issue lands)."""
+"""`mythos-convert native OUT CKPT`: an HF Llama folder back to a native checkpoint."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
 
 
-def native() -> None:
-    """Not implemented yet."""
-    raise MythosError("'native' is not implemented yet")
+def native(
+    out: Annotated[Path, typer.Argument(help="HF Llama folder (e.g. written by `mythos-convert hf`).")],
+    ckpt: Annotated[Path, typer.Argument(help="Native checkpoint to write (ckpt.pt).")],
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a native checkpoint (reference layout, tokenizer embedded) from an HF Llama folder."""
+    apply_quiet(quiet)
+    from mythos_convert.convert.native import export_native
+    from mythos_convert.ui import result
+
+    result(str(export_native(out, ckpt, force=force)))

@@ -1,10 +1,30 @@
-"""`mythos-convert verify` (placeholder until its issue lands)."""
+"""`mythos-convert verify OUT`: parity of an exported folder (or .gguf file) with the native model."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ConfigOpt, QuietOpt, TokenizerOpt, apply_quiet
 
 
-def verify() -> None:
-    """Not implemented yet."""
-    raise MythosError("'verify' is not implemented yet")
+def verify(
+    out: Annotated[Path, typer.Argument(help="Exported folder (from `hf`) or .gguf file.")],
+    ckpt: Annotated[
+        Path | None, typer.Option("--ckpt", help="Native checkpoint (default: the one recorded at export time).")
+    ] = None,
+    tokenizer: TokenizerOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the native model and the export on the same tokens; exit non-zero past tolerance."""
+    apply_quiet(quiet)
+    from mythos_convert.errors import MythosError
+    from mythos_convert.verify import verify as run_verify
+
+    outcome = run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config)
+    if not outcome.get("passed"):
+        reasons = "; ".join(outcome.get("failures") or []) or "past tolerance"
+        raise MythosError(f"verification of {out} failed: {reasons}")

@@ -55,8 +55,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _provenance(ckpt: NativeCheckpoint, tokenizer_source: str, dtype: str) -> dict[str, Any]:
+def _provenance(ckpt: NativeCheckpoint, tokenizer, tokenizer_source: str, dtype: str) -> dict[str, Any]:
     path = ckpt.path.resolve() if ckpt.path is not None else None
+    post_processor = json.loads(tokenizer.to_str()).get("post_processor")
     return {
         "format_version": META_FORMAT_VERSION,
         "native_config": ckpt.config.to_dict(),
@@ -65,9 +66,23 @@ def _provenance(ckpt: NativeCheckpoint, tokenizer_source: str, dtype: str) -> di
         "source_checkpoint": path.name if path else None,
         "source_checkpoint_path": str(path) if path else None,
         "tokenizer_source": tokenizer_source,
+        # the training post-processor (the export rewrites it to BOS-only); `native` restores it
+        "native_post_processor": post_processor,
         "dtype": dtype,
         "mythos_convert_version": __version__,
     }
+
+
+def make_readable(folder: Path) -> None:
+    """Give the folder and its files the usual umask modes (temporary files are created 0600/0700)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
@@ -127,7 +142,7 @@ def export_hf(
     specials = special_tokens(tok)
     dtype = _resolve_dtype(source, dtype)
     weights = select_native_weights(cfg, source.state_dict)
-    meta = _provenance(source, tok_source, dtype)
+    meta = _provenance(source, tok, tok_source, dtype)
     timings: dict[str, float] = {}
     result = None
     with atomic_dir(out, force) as tmp:
@@ -158,6 +173,7 @@ def export_hf(
 
             write_card(tmp)
             files.append("README.md")
+        make_readable(tmp)
     export = HFExport(out, dtype, files, time.perf_counter() - started, result, timings)
     if result is not None and not result["passed"]:
         raise MythosError(

@@ -248,5 +248,5 @@ def verify_hf(
     if show:
         result(render_table(rows, title=f"verify {name or folder.name}: native vs transformers LlamaForCausalLM"))
     if record:
-        record_result(folder, "hf", out)
+        record_result(folder, "hf", out).chmod(0o644)  # written through a 0600 temporary file
     return out
