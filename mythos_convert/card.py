@@ -245,6 +245,8 @@ def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict
 def training_facts(provenance: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's training record, flattened for the template (absent facts stay absent)."""
     training = dict(provenance.get("training") or {})
+    if not training and not isinstance(provenance.get("step"), int):
+        return {}
     data = training.get("data") if isinstance(training.get("data"), dict) else {}
     facts = {k: v for k, v in training.items() if k not in ("data", "train_config")}
     facts["data"] = data
@@ -362,7 +364,7 @@ def card_data(facts: dict[str, Any], meta: dict[str, Any]):
         tags=tags,
         base_model=meta.get("base_model"),
         datasets=meta.get("datasets") or None,
-        model_name=meta.get("model_name"),
+        model_name=meta.get("model_name") if evals else None,  # model-index needs it; alone it is noise
         eval_results=evals or None,
         widget=[{"text": prompt} for prompt in meta.get("widget") or []] or None,
         inference={"parameters": inference} if inference else None,
