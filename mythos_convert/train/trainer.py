@@ -56,6 +56,7 @@ class TrainResult:
     tokenizer: Path
     step: int
     losses: list[float] = field(default_factory=list)
+    val_history: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss) of this call
     val_loss: float | None = None
     val_ppl: float | None = None
     tokens_per_second: float = 0.0
@@ -266,7 +267,7 @@ def _save(run: _Run, wall: float) -> None:
     )
 
 
-def _loop(run: _Run, stop_after: int | None) -> tuple[list[float], float, float]:
+def _loop(run: _Run, stop_after: int | None, val_history: list[tuple[int, float]]) -> tuple[list[float], float, float]:
     """Train to max_steps (or stop_after); returns losses, tokens/s and wall seconds."""
     tcfg = run.tcfg
     end = tcfg.max_steps if stop_after is None else min(stop_after, tcfg.max_steps)
@@ -275,6 +276,9 @@ def _loop(run: _Run, stop_after: int | None) -> tuple[list[float], float, float]
     window_start, window_steps, tok_s = started, 0, 0.0
     with ui.progress_task("training", total=tcfg.max_steps) as advance:
         advance(run.step)
+        if run.step == 0:  # the untrained model's loss: the baseline the run is measured against
+            val_history.append((0, evaluate(run)))
+            ui.info(f"step 0  val loss {val_history[-1][1]:.4f} (uniform: {math.log(run.config.vocab_size):.4f})")
         while run.step < end:
             losses.append(_train_step(run))
             advance(1)
@@ -287,6 +291,7 @@ def _loop(run: _Run, stop_after: int | None) -> tuple[list[float], float, float]
                 ui.info(f"step {run.step}/{tcfg.max_steps}  loss {losses[-1]:.4f}  lr {lr:.2e}  {tok_s:,.0f} tok/s")
             if run.step % tcfg.eval_interval == 0 or run.step == end:
                 run.val_loss = evaluate(run)
+                val_history.append((run.step, run.val_loss))
                 ui.info(f"step {run.step}  val loss {run.val_loss:.4f}  val ppl {math.exp(run.val_loss):.2f}")
             if run.step % tcfg.save_interval == 0 or run.step == end:
                 _save(run, time.perf_counter() - started)
@@ -426,16 +431,18 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
         f"model: {raw_model.num_parameters() / 1e6:.2f} M parameters; {tokens.train.size:,} train / "
         f"{tokens.val.size:,} val tokens; {run.tokens_per_step:,} tokens per step on {world.world_size} process(es)"
     )
+    val_history: list[tuple[int, float]] = []
     if run.step >= tcfg.max_steps:
         ui.info(f"the run is already at step {run.step} of {tcfg.max_steps}: pass --max-steps to train further")
         losses, tok_s, wall = [], 0.0, 0.0
     else:
-        losses, tok_s, wall = _loop(run, stop_after)
+        losses, tok_s, wall = _loop(run, stop_after, val_history)
     return TrainResult(
         checkpoint=out / CKPT_NAME,
         tokenizer=out / TOKENIZER_NAME,
         step=run.step,
         losses=losses,
+        val_history=val_history,
         val_loss=run.val_loss,
         val_ppl=math.exp(run.val_loss) if run.val_loss is not None else None,
         tokens_per_second=tok_s,
