@@ -7,6 +7,12 @@ embedding. State-dict names are exactly the reference implementation's, `rope_co
 buffers included, so reference checkpoints load with `strict=True` and ours load in the reference.
 
 Shapes: B batch, T new tokens, S cached + new tokens, D d_model, H heads, K kv heads, d head_dim.
+
+Speed (decoding is bound by reading every weight once per token): the cache is preallocated and
+written in place; RoPE slices are taken once per forward, not per layer; linears call `linear()`,
+which sends a single bf16 row through `torch.mv` (F.linear's bf16 GEMV is ~10x slower on AVX2 CPUs);
+`setup_cache` also builds fused q|k|v and w1|w3 weights for inference only (plain attributes, so
+state-dict names and saved checkpoints never change), dropped again by `clear_cache`.
 """
 
 from __future__ import annotations
@@ -42,9 +48,35 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [B, heads, T, d] by position tables cos/sin [T, d] (rotate_half layout)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return (x * cos + rotated * sin).type_as(x)
+    return _rope(x, cos, signed_sin(sin))
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated, so rotate_half becomes a swap of halves (no neg, no cat)."""
+    half = sin.shape[-1] // 2
+    return torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x*cos + rotate_half(x)*sin, with rotate_half(x)*sin == swap_halves(x)*signed_sin: same bits."""
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)  # [x2, x1]
+    return (x * cos + swapped * sin_signed).type_as(x)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear, except that one reduced-precision row on CPU goes through torch.mv.
+
+    CPUs without native bf16 matmul (AVX2) run F.linear's bf16 GEMV about 10x slower than float32,
+    while torch.mv has a vectorised bf16/fp16 fast path that reads the weights at memory speed.
+    """
+    if (
+        x.dtype is torch.bfloat16
+        and weight.dtype is torch.bfloat16
+        and x.device.type == "cpu"
+        and x.numel() == x.shape[-1]
+    ):
+        return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight)
 
 
 class KVCache(nn.Module):
@@ -84,20 +116,37 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.wqkv: torch.Tensor | None = None  # inference-only fused [wq; wk; wv], see fuse()
+
+    def fuse(self) -> None:
+        """Build the fused q|k|v weight for inference (a plain attribute: not in the state dict)."""
+        self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor):
+        """q [B, H, T, d], k, v [B, K, T, d] with RoPE applied to q and k."""
+        bsz, n_new, _ = x.shape
+        n_q, n_kv = self.n_heads, self.n_kv_heads
+        if self.wqkv is not None and not torch.is_grad_enabled():
+            qkv = linear(x, self.wqkv).view(bsz, n_new, n_q + 2 * n_kv, self.head_dim)
+            qk = _rope(qkv[:, :, : n_q + n_kv], cos[:, None], sin_signed[:, None])  # one call for q and k
+            q, k, v = qk[:, :, :n_q], qk[:, :, n_q:], qkv[:, :, n_q + n_kv :]
+            return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q = linear(x, self.wq.weight).view(bsz, n_new, n_q, self.head_dim).transpose(1, 2)
+        k = linear(x, self.wk.weight).view(bsz, n_new, n_kv, self.head_dim).transpose(1, 2)
+        v = linear(x, self.wv.weight).view(bsz, n_new, n_kv, self.head_dim).transpose(1, 2)
+        return _rope(q, cos, sin_signed), _rope(k, cos, sin_signed), v
 
     def forward(
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
-        sin: torch.Tensor,
+        sin_signed: torch.Tensor,
         start: int = 0,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """x [B, T, D]; cos/sin_signed [T, d] for positions start..start+T (see `signed_sin`)."""
         bsz, n_new, _ = x.shape
-        q = self.wq(x).view(bsz, n_new, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, d]
-        k = self.wk(x).view(bsz, n_new, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, d]
-        v = self.wv(x).view(bsz, n_new, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin_signed)
         if cache is not None:
             k, v = cache.update(start, k, v)  # [B, K, S, d]
         mask, is_causal = None, False
@@ -114,7 +163,7 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
-        return self.wo(out.transpose(1, 2).reshape(bsz, n_new, -1))
+        return linear(out.transpose(1, 2).reshape(bsz, n_new, -1), self.wo.weight)
 
 
 class FeedForward(nn.Module):
@@ -123,9 +172,17 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # gate
         self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)  # down
         self.w3 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # up
+        self.w13: torch.Tensor | None = None  # inference-only fused [w1; w3], see fuse()
+
+    def fuse(self) -> None:
+        self.w13 = torch.cat([self.w1.weight, self.w3.weight]).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is not None and not torch.is_grad_enabled():
+            gate, up = linear(x, self.w13).chunk(2, dim=-1)
+        else:
+            gate, up = linear(x, self.w1.weight), linear(x, self.w3.weight)
+        return linear(F.silu(gate) * up, self.w2.weight)
 
 
 class Block(nn.Module):
@@ -137,8 +194,8 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attention(self.attn_norm(x), cos, sin, start, cache))
+    def forward(self, x, cos, sin_signed, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.attn_norm(x), cos, sin_signed, start, cache))
         return x + self.drop(self.feed_forward(self.ffn_norm(x)))
 
 
@@ -168,24 +225,46 @@ class Mythos(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def setup_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> None:
-        """Preallocate a KV cache per layer for generation (drop it with `clear_cache`)."""
+    def setup_cache(
+        self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None, *, fuse: bool = True
+    ) -> None:
+        """Preallocate a KV cache per layer for generation (drop it with `clear_cache`).
+
+        With `fuse`, also build fused q|k|v and w1|w3 weights used under no_grad/inference_mode:
+        fewer, larger matrix-vector products per token. They are copies of the current weights,
+        so call `setup_cache` again after changing the weights or the dtype.
+        """
         max_len = max_len or self.config.max_seq_len
         dtype = dtype or self.embedding.weight.dtype
         device = self.embedding.weight.device
         cfg = self.config
         self.caches = [KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, device) for _ in self.layers]
+        for layer in self.layers:
+            if fuse:
+                layer.attention.fuse()
+                layer.feed_forward.fuse()
+            else:
+                layer.attention.wqkv = layer.feed_forward.w13 = None
 
     def clear_cache(self) -> None:
+        """Drop the KV cache and the fused inference weights."""
         self.caches = None
+        for layer in self.layers:
+            layer.attention.wqkv = layer.feed_forward.w13 = None
 
     def forward(
         self,
         tokens: torch.Tensor,
         targets: torch.Tensor | None = None,
         start: int = 0,
+        *,
+        last_only: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """tokens [B, T] at absolute positions start..start+T (start > 0 needs `setup_cache`)."""
+        """tokens [B, T] at absolute positions start..start+T (start > 0 needs `setup_cache`).
+
+        `last_only` computes the output head for the last position only (logits [B, 1, V]):
+        what generation needs after a prefill.
+        """
         n_new = tokens.shape[1]
         end = start + n_new
         if end > self.config.max_seq_len:
@@ -193,10 +272,14 @@ class Mythos(nn.Module):
         if start > 0 and self.caches is None:
             raise ValueError("start > 0 needs a KV cache: call setup_cache() first")
         x = self.embedding(tokens)  # [B, T, D]
-        cos, sin = self.rope_cos[start:end].to(x.dtype), self.rope_sin[start:end].to(x.dtype)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, start, self.caches[i] if self.caches is not None else None)
-        logits = self.output(self.norm(x))  # [B, T, V]
+        # once per forward, not per layer: the position slices of the RoPE tables
+        cos, sin = self.rope_cos[start:end].to(x.dtype), signed_sin(self.rope_sin[start:end].to(x.dtype))
+        caches = self.caches if self.caches is not None else [None] * len(self.layers)
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer(x, cos, sin, start, cache)
+        if last_only:
+            x = x[:, -1:]
+        logits = linear(self.norm(x), self.output.weight)  # [B, T, V]
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
