@@ -105,7 +105,7 @@ class HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # ------------------------------------------------------------------ lifecycle and knobs
     def __enter__(self) -> HubServer:
@@ -416,7 +416,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             else:
                 upload = {"href": f"{hub.url}/lfs-upload/{oid}"}
             objects.append({"oid": oid, "size": size, "actions": {"upload": upload, "verify": verify}})
-        return self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
+        return self._send(
+            200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"}
+        )
 
     def _lfs_upload(self, method: str, rest: list[str]) -> None:
         hub = self.server_state

@@ -191,7 +191,9 @@ def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     assert f"| `{gguf.name}` | 3.00 MiB |" in text
     assert f"llama-cli -m {gguf.name}" in text and "ollama create mythos -f Modelfile" in text
     assert re.search(r"\| `hf` \| float32 \| 64 \| 1\.5e-06 \| 0\.0001 \| 100\.0% \| yes \| yes \|", text)
-    assert re.search(rf"\| `{re.escape(gguf.name)}` \| F16 \| 64 \| 0\.7 \| 0\.05 \| 93\.0% \| no \| \*\*no\*\* \|", text)
+    assert re.search(
+        rf"\| `{re.escape(gguf.name)}` \| F16 \| 64 \| 0\.7 \| 0\.05 \| 93\.0% \| no \| \*\*no\*\* \|", text
+    )
 
 
 def test_missing_optional_files_do_not_crash(folder: Path, tmp_path: Path):
