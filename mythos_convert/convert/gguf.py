@@ -1,0 +1,496 @@
+"""Write GGUF files for llama.cpp's `llama` architecture with gguf-py, one tensor at a time.
+
+The writer takes a `MythosConfig`, an iterator of (name, tensor) in native or HF naming (mapped
+through the one name table), a `GGUFVocab` and `GGUFMetadata`. Every tensor's shape and type is
+known from the config before any data is read, so the header and tensor table are written first
+and each tensor is converted, quantized and written as it arrives: peak memory stays near one
+tensor. Several output types are written in the same pass (`--outtype all`).
+
+q and k rows are permuted per head (k with n_kv_heads) from the half-split RoPE layout of Mythos
+and transformers to the interleaved layout llama.cpp's llama architecture rotates. Quantization
+runs in numpy through `gguf.quants`, bit-identical to llama.cpp's own quantizer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from math import prod
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf.utility import model_weight_count_rounded_notation
+
+from mythos_convert import __version__
+from mythos_convert.atomic import check_output_file
+from mythos_convert.convert.gguf_vocab import GGUFVocab
+from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, lookup, transform_of
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.ui import track
+
+Q = gguf.GGMLQuantizationType
+F = gguf.LlamaFileType
+
+
+@dataclass(frozen=True)
+class OutType:
+    """One `--outtype`: the tensor type of the 2-D weights and the file type llama.cpp records."""
+
+    name: str  # as typed on the command line
+    qtype: gguf.GGMLQuantizationType
+    file_type: gguf.LlamaFileType
+
+    @property
+    def label(self) -> str:  # as it appears in file names: F16, Q8_0
+        return self.name.upper()
+
+    @property
+    def low_bit(self) -> bool:
+        """4- and 5-bit types: the embedding (also the tied output head) stays at Q8_0."""
+        return self.qtype in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
+
+
+# Every type gguf.quants can write in numpy that llama.cpp runs for a dense llama. Left out:
+# K-quants and IQ types (no numpy quantizer), TQ1_0/TQ2_0 (ternary: only for ternary-trained
+# weights) and MXFP4 (llama.cpp's file type for it is MoE-only).
+OUTTYPES: dict[str, OutType] = {
+    t.name: t
+    for t in (
+        OutType("f32", Q.F32, F.ALL_F32),
+        OutType("f16", Q.F16, F.MOSTLY_F16),
+        OutType("bf16", Q.BF16, F.MOSTLY_BF16),
+        OutType("q8_0", Q.Q8_0, F.MOSTLY_Q8_0),
+        OutType("q5_1", Q.Q5_1, F.MOSTLY_Q5_1),
+        OutType("q5_0", Q.Q5_0, F.MOSTLY_Q5_0),
+        OutType("q4_1", Q.Q4_1, F.MOSTLY_Q4_1),
+        OutType("q4_0", Q.Q4_0, F.MOSTLY_Q4_0),
+    )
+}
+ALL = "all"
+EMBEDDING_KEEP = Q.Q8_0  # what llama.cpp's quantizer keeps the tied embedding at in 4/5-bit files
+QUANTIZATION_VERSION = 2  # gguf.GGML_QUANT_VERSION
+
+
+def parse_outtypes(text: str) -> list[OutType]:
+    """`f16`, `q8_0,q4_0` or `all` -> the output types, in the order given.
+
+    Raises:
+        MythosError: an unknown type (the message lists the valid ones).
+    """
+    names = list(OUTTYPES) if text.strip().lower() == ALL else [t.strip().lower() for t in text.split(",")]
+    unknown = [n for n in names if n not in OUTTYPES]
+    if unknown or not names:
+        raise MythosError(f"unknown --outtype {text!r}: choose one of {', '.join(OUTTYPES)} or {ALL}")
+    return [OUTTYPES[n] for n in dict.fromkeys(names)]
+
+
+def parse_size(text: str | int | None) -> int:
+    """`500M`, `2G`, `1500K` or a byte count -> bytes (decimal units, as llama.cpp's gguf-split)."""
+    if text is None or text == "" or text == 0:
+        return 0
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
+    if match is None:
+        raise MythosError(f"cannot read size {text!r}: write it like 500M, 2G or a number of bytes")
+    scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match.group(2).upper()]
+    return int(float(match.group(1)) * scale)
+
+
+# --- the q/k permutation ----------------------------------------------------------------------
+
+
+def permute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder each head's rows from the half-split RoPE layout to llama.cpp's interleaved one.
+
+    Row j of a head's first half and row j of its second half form rotation pair j; llama.cpp
+    rotates consecutive rows (2j, 2j+1), so the halves are interleaved. The same reshape as
+    llama.cpp's `LlamaModel.permute`; q and k get the same reorder, so q.k is unchanged.
+    """
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+TRANSFORMS = {  # named by the name table's rows
+    "permute_q": lambda w, cfg: permute_rows(w, cfg.n_heads),
+    "permute_k": lambda w, cfg: permute_rows(w, cfg.n_kv_heads),
+}
+
+
+# --- the plan: every tensor's shape and type, from the config alone ---------------------------
+
+
+def gguf_shapes(config: MythosConfig) -> dict[str, tuple[int, ...]]:
+    """GGUF name -> numpy shape ([out, in] as in HF; ggml's order is the reverse), tied model."""
+    d, hd, ffn = config.d_model, config.head_dim, config.ffn_dim
+    by_template = {
+        "token_embd.weight": (config.vocab_size, d),
+        "output_norm.weight": (d,),
+        "blk.{i}.attn_norm.weight": (d,),
+        "blk.{i}.ffn_norm.weight": (d,),
+        "blk.{i}.attn_q.weight": (config.n_heads * hd, d),
+        "blk.{i}.attn_k.weight": (config.n_kv_heads * hd, d),
+        "blk.{i}.attn_v.weight": (config.n_kv_heads * hd, d),
+        "blk.{i}.attn_output.weight": (d, config.n_heads * hd),
+        "blk.{i}.ffn_gate.weight": (ffn, d),
+        "blk.{i}.ffn_up.weight": (ffn, d),
+        "blk.{i}.ffn_down.weight": (d, ffn),
+    }
+    return {name: by_template[re.sub(r"\.\d+\.", ".{i}.", name)] for name in expected_names("gguf", config.n_layers)}
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str
+    shape: tuple[int, ...]  # numpy order
+    qtype: gguf.GGMLQuantizationType
+    note: str = ""  # why the type differs from the file's type, if it does
+
+    @property
+    def nbytes(self) -> int:
+        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return prod(self.shape[:-1]) * self.shape[-1] // block * size
+
+
+def _fits(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> bool:
+    return shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] == 0
+
+
+def plan_tensors(config: MythosConfig, outtype: OutType) -> list[TensorPlan]:
+    """Each tensor's type in a file of `outtype`.
+
+    1-D tensors (norms) stay F32. In 4/5-bit files the embedding, which is also the tied output
+    head, is kept at Q8_0 as llama.cpp's quantizer does. A tensor whose row length is not a
+    multiple of the type's block falls back to F16 (noted).
+    """
+    plans = []
+    for name, shape in gguf_shapes(config).items():
+        qtype, note = outtype.qtype, ""
+        if len(shape) == 1:
+            qtype = Q.F32
+        elif outtype.low_bit and name == "token_embd.weight":
+            qtype, note = EMBEDDING_KEEP, "kept at Q8_0: embedding and tied output head"
+        if not _fits(shape, qtype):
+            note = f"F16 fallback: row length {shape[-1]} is not a multiple of {qtype.name}'s block"
+            note += f" of {gguf.GGML_QUANT_SIZES[qtype][0]}"
+            qtype = Q.F16
+        plans.append(TensorPlan(name, shape, qtype, note))
+    return plans
+
+
+def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """float32 array -> the bytes (as an array) of `qtype`: plain casts or gguf.quants."""
+    if qtype == Q.F32:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if qtype == Q.F16:
+        return np.ascontiguousarray(array).astype(np.float16)
+    return gguf.quants.quantize(np.ascontiguousarray(array), qtype)
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+@dataclass
+class GGUFMetadata:
+    """`general.*` keys (from the card metadata) plus the sampling defaults of the release."""
+
+    name: str = "Mythos"
+    basename: str = "mythos"
+    size_label: str = ""
+    license: str | None = None
+    author: str | None = None
+    url: str | None = None
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    sampling: dict[str, float] = field(default_factory=dict)  # temp, top_p, top_k (general.sampling.*)
+
+    def add_to(self, writer: gguf.GGUFWriter) -> None:
+        writer.add_type(gguf.GGUFType.MODEL)
+        writer.add_name(self.name)
+        writer.add_basename(self.basename)
+        writer.add_size_label(self.size_label)
+        for key, value in (
+            (gguf.Keys.General.LICENSE, self.license),
+            (gguf.Keys.General.AUTHOR, self.author),
+            (gguf.Keys.General.URL, self.url),
+            (gguf.Keys.General.DESCRIPTION, self.description),
+        ):
+            if value:
+                writer.add_string(key, str(value))
+        writer.add_tags(self.tags)
+        writer.add_languages(self.languages)
+        if "temp" in self.sampling:
+            writer.add_sampling_temp(float(self.sampling["temp"]))
+        if "top_p" in self.sampling:
+            writer.add_sampling_top_p(float(self.sampling["top_p"]))
+        if "top_k" in self.sampling:
+            writer.add_sampling_top_k(int(self.sampling["top_k"]))
+
+
+def size_label(config: MythosConfig) -> str:
+    """`154M` for the 172m preset: from the real parameter count (tied head once, GQA right)."""
+    return model_weight_count_rounded_notation(config.num_parameters())
+
+
+def add_hparams(writer: gguf.GGUFWriter, config: MythosConfig) -> None:
+    """Every hyperparameter llama.cpp reads for the llama architecture."""
+    writer.add_context_length(config.max_seq_len)
+    writer.add_embedding_length(config.d_model)
+    writer.add_block_count(config.n_layers)
+    writer.add_feed_forward_length(config.ffn_dim)  # the real SwiGLU width, not d_ff
+    writer.add_head_count(config.n_heads)
+    writer.add_head_count_kv(config.n_kv_heads)
+    writer.add_layer_norm_rms_eps(config.norm_eps)
+    writer.add_rope_freq_base(config.rope_theta)
+    # llama.cpp refuses `invalid n_rot` unless rope dims == key length == head_dim
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_vocab_size(config.vocab_size)
+
+
+# Our own keys (llama.cpp ignores keys it does not know): what differs from the file's type.
+KEY_KEPT = "mythos_convert.higher_precision_tensors"
+KEY_FALLBACK = "mythos_convert.f16_fallback_tensors"
+KEY_VERSION = "mythos_convert.version"
+
+
+# --- the tensor stream ------------------------------------------------------------------------
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    if isinstance(tensor, torch.Tensor):
+        return tensor.detach().to(torch.float32).numpy()
+    return np.asarray(tensor, dtype=np.float32)
+
+
+def gguf_tensors(
+    tensors: Iterable[tuple[str, object]], src: str, config: MythosConfig
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Map (name, tensor) in `src` naming to (gguf name, float32 array), transforms applied.
+
+    The tied head is dropped after checking it equals the embedding (llama.cpp then uses
+    `token_embd` as the output head); an untied head is refused: Mythos ties them.
+    """
+    shapes = gguf_shapes(config)
+    embedding, head = None, None
+    for name, tensor in tensors:
+        if name == TIED_HEAD[src]:
+            head = tensor
+        else:
+            target = convert_name(name, src, "gguf")
+            array = _to_numpy(tensor)
+            if target not in shapes:
+                raise MythosError(f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers")
+            if tuple(array.shape) != shapes[target]:
+                raise MythosError(
+                    f"tensor {name} has shape {list(array.shape)}, the config needs {list(shapes[target])}: "
+                    "the weights and the config disagree"
+                )
+            transform = transform_of(name, src)
+            if transform is not None:
+                array = TRANSFORMS[transform](array, config)
+            if target == "token_embd.weight":
+                embedding = tensor
+            yield target, array
+        if head is not None and embedding is not None:
+            _check_tied(head, embedding, name)
+            head = None
+    if head is not None:
+        raise MythosError(f"{TIED_HEAD[src]} is present but the embedding is missing")
+
+
+def _check_tied(head, embedding, name: str) -> None:
+    same = head is embedding or (
+        isinstance(head, torch.Tensor)
+        and isinstance(embedding, torch.Tensor)
+        and (
+            (head.data_ptr() == embedding.data_ptr() and head.shape == embedding.shape) or torch.equal(head, embedding)
+        )
+    )
+    if not same and not np.array_equal(_to_numpy(head), _to_numpy(embedding)):
+        raise MythosError(
+            f"the output head ({name}) differs from the embedding: Mythos ties them, and an untied head "
+            "is not supported by this converter"
+        )
+
+
+def _in_plan_order(stream: Iterator[tuple[str, np.ndarray]], order: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield tensors in `order`; ones that arrive early wait (memory stays one tensor in order)."""
+    pending: dict[str, np.ndarray] = {}
+    position = 0
+    for name, array in stream:
+        if name in pending or order.index(name) < position:
+            raise MythosError(f"tensor {name} appears twice in the source")
+        pending[name] = array
+        while position < len(order) and order[position] in pending:
+            yield order[position], pending.pop(order[position])
+            position += 1
+    missing = order[position:]
+    if missing:
+        raise MythosError(
+            f"{len(missing)} tensor(s) missing from the source, first {missing[0]}: the weights are incomplete"
+        )
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class WrittenGGUF:
+    """One written output: its files (several when split) and how each tensor was stored."""
+
+    outtype: OutType
+    paths: list[Path]
+    plans: list[TensorPlan]
+
+    @property
+    def path(self) -> Path:  # the file to load (the first shard when split)
+        return self.paths[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in self.paths)
+
+    @property
+    def special(self) -> list[TensorPlan]:
+        return [p for p in self.plans if p.note]
+
+
+def shard_paths(path: Path, n_shards: int) -> list[Path]:
+    """gguf-split naming: `name-00001-of-00003.gguf` (a single file keeps its name)."""
+    if n_shards <= 1:
+        return [path]
+    return [path.with_name(gguf.SHARD_NAME_FORMAT.format(path.stem, i + 1, n_shards)) for i in range(n_shards)]
+
+
+class _Output:
+    """One GGUF output being written into a temporary folder beside its final path."""
+
+    def __init__(self, outtype: OutType, final: Path, plans: list[TensorPlan], split_max_size: int):
+        self.outtype, self.final, self.plans = outtype, final, plans
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.stem}.tmp-", dir=final.parent))
+        self.writer = gguf.GGUFWriter(self.tmpdir / final.name, "llama", split_max_size=split_max_size)
+        for plan in plans:
+            if plan.qtype in (Q.F32, Q.F16):
+                dtype = np.float32 if plan.qtype == Q.F32 else np.float16
+                self.writer.add_tensor_info(plan.name, plan.shape, np.dtype(dtype), plan.nbytes)
+            else:
+                byte_shape = gguf.quants.quant_shape_to_byte_shape(plan.shape, plan.qtype)
+                self.writer.add_tensor_info(plan.name, byte_shape, np.dtype(np.uint8), plan.nbytes, plan.qtype)
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.writer.tensors)
+
+    def write_header(self, config: MythosConfig, vocab: GGUFVocab, metadata: GGUFMetadata) -> None:
+        w = self.writer
+        metadata.add_to(w)
+        add_hparams(w, config)
+        w.add_file_type(int(self.outtype.file_type))
+        w.add_quantization_version(QUANTIZATION_VERSION)
+        vocab.add_to(w)
+        w.add_string(KEY_VERSION, __version__)
+        kept = [f"{p.name}={p.qtype.name}" for p in self.plans if p.note.startswith("kept")]
+        fallback = [p.name for p in self.plans if p.note.startswith("F16 fallback")]
+        if kept:
+            w.add_array(KEY_KEPT, kept)
+        if fallback:
+            w.add_array(KEY_FALLBACK, fallback)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+
+    def write(self, plan: TensorPlan, array: np.ndarray) -> None:
+        data = encode(array, plan.qtype)
+        assert data.nbytes == plan.nbytes, (plan.name, data.nbytes, plan.nbytes)
+        self.writer.write_tensor_data(data)
+
+    def commit(self) -> list[Path]:
+        """Move the finished file(s) onto their final names."""
+        self.writer.close()
+        finals = shard_paths(self.final, self.n_shards)
+        produced = shard_paths(self.tmpdir / self.final.name, self.n_shards)
+        for tmp, final in zip(produced, finals, strict=True):
+            os.replace(tmp, final)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        return finals
+
+    def abort(self) -> None:
+        self.writer.close()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def check_outputs(path: Path, n_shards: int, force: bool) -> None:
+    """Refuse existing outputs (and their shards) unless force."""
+    for final in shard_paths(path, n_shards):
+        check_output_file(final, force)
+
+
+def count_shards(config: MythosConfig, outtype: OutType, split_max_size: int) -> int:
+    """How many files an output will have, computed as gguf-py splits (before writing)."""
+    if not split_max_size:
+        return 1
+    shards, current = 1, 0
+    for plan in plan_tensors(config, outtype):
+        if current and current + plan.nbytes > split_max_size:
+            shards, current = shards + 1, 0
+        current += plan.nbytes
+    return shards
+
+
+def write_gguf(
+    tensors: Iterable[tuple[str, object]],
+    src: str,
+    config: MythosConfig,
+    vocab: GGUFVocab,
+    metadata: GGUFMetadata,
+    outputs: dict[str, Path],
+    *,
+    split_max_size: int = 0,
+    force: bool = False,
+) -> list[WrittenGGUF]:
+    """Write one GGUF per output type from one pass over `tensors`.
+
+    Args:
+        tensors: (name, tensor) pairs in `src` naming ("native" or "hf"), any order; in the
+            canonical order (embedding, layers, norm) nothing is held back.
+        outputs: outtype name -> final path (a split output gets `-0000k-of-0000n` names).
+        split_max_size: bytes of tensor data per shard (0: one file).
+        force: replace existing files.
+
+    Nothing is left under a final name unless that output was completely written.
+    """
+    if src not in ("native", "hf"):
+        raise ValueError(f"src must be 'native' or 'hf', got {src!r}")
+    chosen = [(OUTTYPES[name], Path(path)) for name, path in outputs.items()]
+    for outtype, path in chosen:
+        check_outputs(path, count_shards(config, outtype, split_max_size), force)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    opened: list[_Output] = []
+    try:
+        for outtype, path in chosen:
+            opened.append(_Output(outtype, path, plan_tensors(config, outtype), split_max_size))
+            opened[-1].write_header(config, vocab, metadata)
+        order = list(gguf_shapes(config))
+        stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
+        for index, (_name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
+            for out in opened:
+                out.write(out.plans[index], array)
+    except BaseException:
+        for out in opened:
+            out.abort()
+        raise
+    return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
+
+
+def check_tensor_names(names: Iterable[str], src: str) -> None:
+    """Raise MythosError naming the first name the table does not know."""
+    for name in names:
+        lookup(name, src)

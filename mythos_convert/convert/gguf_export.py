@@ -1,0 +1,254 @@
+"""`mythos-convert gguf` as a library call: open a source, name the outputs, write, verify, report.
+
+A source is an HF folder written by `mythos-convert hf` (the GGUF files go into it) or a native
+checkpoint (the files go beside it). Both feed the same writer through the one name table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from mythos_convert.convert.gguf import (
+    GGUFMetadata,
+    OutType,
+    WrittenGGUF,
+    parse_outtypes,
+    parse_size,
+    size_label,
+    write_gguf,
+)
+from mythos_convert.convert.gguf_vocab import build_vocab
+from mythos_convert.convert.names import expected_names
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.ui import info, warn
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+@dataclass
+class GGUFSource:
+    """What the writer needs, wherever it comes from."""
+
+    kind: str  # "native" or "hf" (the naming of the tensors)
+    path: Path  # the checkpoint file or the HF folder
+    config: MythosConfig
+    tokenizer: Tokenizer
+    tensors: Callable[[], Iterator[tuple[str, Any]]]  # canonical order: nothing is held back
+    generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json, if any
+    reference: Path | None = None  # what verify compares against: a checkpoint or the HF folder
+
+    @property
+    def out_dir(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
+
+
+def _ordered(names: list[str], present: list[str], get: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
+    """Known names in table order, then anything else (the writer names unknown tensors)."""
+    extra = [n for n in present if n not in set(names)]
+    for name in [n for n in names if n in set(present)] + extra:
+        yield name, get(name)
+
+
+def native_source(path: Path, tokenizer: str | Path | None, config_yaml: str | Path | None) -> GGUFSource:
+    from mythos_convert.data.tokenizer import resolve_tokenizer
+    from mythos_convert.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, config_yaml)
+    tok, where = resolve_tokenizer(ckpt, tokenizer)
+    info(f"checkpoint {path} (step {ckpt.step}), tokenizer from {where}")
+    weights = ckpt.weights()
+    order = expected_names("native", ckpt.config.n_layers, tied=False)
+    return GGUFSource(
+        "native",
+        path,
+        ckpt.config,
+        tok,
+        lambda: _ordered(order, list(weights), weights.__getitem__),
+        reference=path,
+    )
+
+
+def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
+    from mythos_convert.convert.hf_read import read_hf_folder
+    from mythos_convert.data.tokenizer import load_tokenizer
+
+    src = read_hf_folder(folder)
+    tok_path = tokenizer or src.tokenizer_path
+    if tok_path is None:
+        raise MythosError(f"{folder} has no tokenizer.json: pass --tokenizer PATH/tokenizer.json")
+    tok = load_tokenizer(tok_path)
+    generation = {}
+    if (folder / GENERATION_CONFIG).is_file():
+        try:
+            generation = json.loads((folder / GENERATION_CONFIG).read_text())
+        except json.JSONDecodeError as exc:
+            raise MythosError(f"{folder / GENERATION_CONFIG} is not valid JSON ({exc}): re-export the folder") from exc
+    order = expected_names("hf", src.config.n_layers, tied=False)
+    info(f"HF folder {folder}, tokenizer {tok_path}")
+    return GGUFSource(
+        "hf",
+        folder,
+        src.config,
+        tok,
+        lambda: _ordered(order, src.tensor_names(), src.get_tensor),
+        generation=generation,
+        reference=folder,
+    )
+
+
+def open_source(src: str | Path, tokenizer: str | Path | None = None, config_yaml: str | Path | None = None):
+    """An HF folder or a native checkpoint as a `GGUFSource`."""
+    path = Path(src)
+    if path.is_dir():
+        return hf_source(path, tokenizer)
+    if path.is_file():
+        return native_source(path, tokenizer, config_yaml)
+    raise MythosError(f"{path} does not exist: pass an HF folder written by `mythos-convert hf` or a ckpt.pt")
+
+
+def load_metadata(config: MythosConfig, generation: dict[str, Any] | None = None) -> GGUFMetadata:
+    """`general.*` from the card metadata (model_card/mythos.yaml) when the card module is there."""
+    meta: dict[str, Any] = {}
+    try:
+        from mythos_convert.card import load_meta
+
+        meta = load_meta()
+    except ImportError:
+        pass
+    language = meta.get("language")
+    languages = [language] if isinstance(language, str) else list(language or [])
+    name = str(meta.get("model_name") or "Mythos")
+    sampling = {}
+    for ours, theirs in (("temp", "temperature"), ("top_p", "top_p"), ("top_k", "top_k")):
+        value = (generation or {}).get(theirs)
+        if value is None:
+            value = (meta.get("inference") or {}).get(theirs)
+        if value is not None:
+            sampling[ours] = value
+    return GGUFMetadata(
+        name=name,
+        basename=name.lower().replace(" ", "-"),
+        size_label=size_label(config),
+        license=meta.get("license"),
+        author=meta.get("developer"),
+        url=meta.get("repo_url"),
+        description=" ".join(str(meta.get("description") or "").split()) or None,
+        tags=list(meta.get("tags") or []),
+        languages=languages,
+        sampling=sampling,
+    )
+
+
+def output_paths(out_dir: Path, outtypes: list[OutType], meta: GGUFMetadata, outfile: str | Path | None):
+    """outtype -> path: `{basename}-{size}-{TYPE}.gguf`, or --outfile (with `{ftype}` or a type suffix)."""
+    if outfile is None:
+        return {t.name: out_dir / f"{meta.basename}-{meta.size_label}-{t.label}.gguf" for t in outtypes}
+    outfile = Path(outfile)
+    if outfile.suffix != ".gguf":
+        raise MythosError(f"--outfile {outfile} must end in .gguf")
+    if "{ftype}" in outfile.name:
+        return {t.name: outfile.with_name(outfile.name.replace("{ftype}", t.label)) for t in outtypes}
+    if len(outtypes) == 1:
+        return {outtypes[0].name: outfile}
+    return {t.name: outfile.with_name(f"{outfile.stem}-{t.label}.gguf") for t in outtypes}
+
+
+@dataclass
+class GGUFExport:
+    """What `export_gguf` wrote and found."""
+
+    source: GGUFSource
+    written: list[WrittenGGUF]
+    verify: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> result
+    modelfile: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.get("passed", False) for r in self.verify.values())
+
+
+def export_gguf(
+    src: str | Path,
+    outtype: str = "f16",
+    outfile: str | Path | None = None,
+    *,
+    force: bool = False,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    split_max_size: str | int | None = None,
+    modelfile: bool = False,
+    verify: bool = True,
+) -> GGUFExport:
+    """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
+
+    Args:
+        src: an HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt (files go beside it).
+        outtype: one of `OUTTYPES`, a comma list, or `all` (every type from one pass over the weights).
+        outfile: the output path (`{ftype}` is replaced by the type); default `{basename}-{size}-{TYPE}.gguf`.
+        force: replace existing files.
+        split_max_size: e.g. `2G`: shards named like llama.cpp's gguf-split.
+        modelfile: also write an Ollama `Modelfile` beside the GGUF.
+        verify: run `verify_gguf` on each file and record it in the folder's verify.json.
+
+    Raises:
+        MythosError: bad source, tokenizer, outtype or size; existing output without force.
+    """
+    types = parse_outtypes(outtype)
+    max_size = parse_size(split_max_size)
+    source = open_source(src, tokenizer, config_yaml)
+    vocab = build_vocab(source.tokenizer, source.config.vocab_size)
+    warnings = [w for w in [vocab.normalizer_warning()] if w]
+    for line in warnings:
+        warn(line)
+    meta = load_metadata(source.config, source.generation)
+    paths = output_paths(source.out_dir, types, meta, outfile)
+    written = write_gguf(
+        source.tensors(), source.kind, source.config, vocab, meta, paths, split_max_size=max_size, force=force
+    )
+    export = GGUFExport(source, written, warnings=warnings)
+    if modelfile:
+        from mythos_convert.convert.modelfile import write_modelfile
+
+        export.modelfile = write_modelfile(_modelfile_target(written), source.tokenizer, source.generation, force=force)
+    if verify:
+        _verify_all(export)
+    if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in written):
+        _rerender_card(source.path)
+    return export
+
+
+def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:
+    """The file a Modelfile points at: Q8_0 if written (small, near-lossless), else the first."""
+    for preferred in ("q8_0", "f16"):
+        for w in written:
+            if w.outtype.name == preferred:
+                return w
+    return written[0]
+
+
+def _verify_all(export: GGUFExport) -> None:
+    from mythos_convert.verify.gguf import verify_gguf
+
+    for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
+        reference = export.source.reference if export.source.kind == "native" else None
+        export.verify[w.path.name] = verify_gguf(w.path, reference, tokenizer_obj=export.source.tokenizer, show=False)
+
+
+def _rerender_card(folder: Path) -> None:
+    """The card lists the GGUF files of its folder: render it again now that there are new ones."""
+    try:
+        from mythos_convert.card import write_card
+    except ImportError:
+        return
+    try:
+        write_card(folder)
+    except MythosError as exc:
+        warn(f"GGUF written, but the model card could not be re-rendered: {exc}")

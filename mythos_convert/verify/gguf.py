@@ -1,0 +1,360 @@
+"""Verify a GGUF file in llama.cpp (through llama-cpp-python) against the native Mythos model.
+
+Both sides get the same token ids (the verifier prompts plus random ids). Logits are compared at
+every position, greedy 32-token generations are compared, llama.cpp's tokenization of a text set is
+compared with the tokenizer's, and the file is also loaded in transformers (`gguf_file=`).
+
+The reference is the native engine in float32 on the weights the GGUF was made from: the
+checkpoint, or, for a file inside an HF folder and no checkpoint given, that folder's weights.
+
+AMX: llama.cpp's AMX matmul path (extra buffer types, used for Q8_0/Q4_0 weights on CPUs that
+report AMX_INT8) crashes (llama.cpp issue 20824). We load every model with extra buffer types off
+(`use_extra_bufts=False`) instead of asking users for a custom llama.cpp build, so a stock
+`pip install llama-cpp-python` verifies on every CPU; it costs speed on AMX machines only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mythos_convert.convert.gguf import OUTTYPES
+from mythos_convert.convert.gguf_vocab import NORMALIZER_PROBES
+from mythos_convert.errors import MythosError
+from mythos_convert.ui import info, result
+from mythos_convert.verify.parity import (
+    GREEDY_TOKENS,
+    PROMPTS,
+    TOKENIZER_TEXTS,
+    Tolerance,
+    check,
+    compare_logits,
+    greedy_continue,
+    merge_comparisons,
+    random_ids,
+    render_table,
+)
+
+GREEDY_PROMPTS = 2  # the first prompt and the longest one
+# Measured on the tiny fixture, random configs and the 172m preset (random weights scaled x5, so
+# logits are far from uniform): see the README's GGUF section for the numbers behind these.
+GGUF_TOLERANCES: dict[str, Tolerance] = {
+    "F32": Tolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0, greedy_must_match=True),
+    "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.98, greedy_must_match=False),
+    "BF16": Tolerance(max_abs_diff=2e-1, mean_abs_diff=5e-2, min_argmax_agreement=0.95, greedy_must_match=False),
+    "Q8_0": Tolerance(max_abs_diff=1.0, mean_abs_diff=2e-1, min_argmax_agreement=0.90, greedy_must_match=False),
+}
+TRANSFORMERS_F32_TOLERANCE = 1e-4  # transformers-from-GGUF f32 against the native engine: rounding only
+
+
+def _describe_tolerance(tol: Tolerance | None) -> str:
+    if tol is None:
+        return "reported (top-1)"
+    parts = [f"max<={tol.max_abs_diff:g}"]
+    if tol.min_argmax_agreement is not None:
+        parts.append(f"top-1>={tol.min_argmax_agreement:g}")
+    if tol.greedy_must_match:
+        parts.append("greedy equal")
+    return ", ".join(parts)
+
+
+# --- llama.cpp ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_extra_buffers() -> Iterator[None]:
+    """Load llama.cpp models with extra buffer types (the AMX repack) off; see the module docstring."""
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
+
+
+def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
+    """A llama-cpp-python model returning logits at every position (logits_all)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise MythosError(
+            "GGUF verification needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36' "
+            "(or mythos-convert[llama-cpp]), or pass --no-verify"
+        ) from exc
+    kwargs: dict[str, Any] = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
+    with no_extra_buffers():
+        try:
+            return Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                logits_all=True,
+                n_threads=max(1, min(4, os.cpu_count() or 1)),
+                verbose=False,
+                **kwargs,
+            )
+        except ValueError as exc:
+            raise MythosError(f"llama.cpp could not load {path} ({exc}): the file is not a valid model") from exc
+
+
+def llama_logits(llm, ids: list[int]) -> torch.Tensor:
+    """Logits [T, V] for `ids` evaluated from an empty cache."""
+    llm.reset()
+    llm.eval(ids)
+    return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+
+
+def tokenization_diffs(llm, tokenizer, texts: tuple[str, ...] | list[str]) -> tuple[float, list[dict[str, Any]]]:
+    """Compare llama.cpp's tokenization with the tokenizer's (content ids, specials parsed in both).
+
+    A difference is `expected` when the tokenizer's normalizer changes the text (llama.cpp runs no
+    normalizer) and llama.cpp agrees on the normalized text; any other difference is a bug.
+    """
+    normalizer = tokenizer.normalizer
+    diffs, same = [], 0
+    for text in texts:
+        ours = tokenizer.encode(text, add_special_tokens=False).ids
+        theirs = list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else []
+        if ours == theirs:
+            same += 1
+            continue
+        normalized = normalizer.normalize_str(text) if normalizer is not None else text
+        expected = normalized != text and list(
+            llm.tokenize(normalized.encode("utf-8"), add_bos=False, special=True)
+        ) == (ours)
+        diffs.append({"text": text, "expected": bool(expected), "tokenizer": ours, "llama_cpp": theirs})
+    return same / max(1, len(texts)), diffs
+
+
+# --- the reference: the native engine ------------------------------------------------------------
+
+
+def _gguf_facts(path: Path) -> dict[str, Any]:
+    """file type label and split count, read from the header with gguf-py."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    file_type = int(reader.get_field(gguf.Keys.General.FILE_TYPE).contents())
+    labels = {int(t.file_type): t.label for t in OUTTYPES.values()}
+    split = reader.get_field(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    return {"label": labels.get(file_type, f"file_type {file_type}"), "shards": int(split.contents()) if split else 1}
+
+
+def _native_from_hf(folder: Path):
+    """The native Mythos engine (float32) on an HF folder's weights."""
+    from mythos_convert.convert.hf_read import read_hf_folder
+    from mythos_convert.convert.names import convert_name
+    from mythos_convert.train.checkpoint import NativeCheckpoint, load_model
+
+    src = read_hf_folder(folder)
+    state = {convert_name(n, "hf", "native"): t.float() for n, t in src.iter_tensors()}
+    return load_model(NativeCheckpoint(config=src.config, state_dict=state), torch.float32), src
+
+
+def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
+    """(native model, tokenizer, description) for a GGUF file."""
+    from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+    from mythos_convert.train.checkpoint import load_checkpoint, load_model
+
+    folder = gguf_path.parent
+    tok = tokenizer_obj or (load_tokenizer(tokenizer) if tokenizer is not None else None)
+    if ckpt is not None and Path(ckpt).is_dir():
+        folder, ckpt = Path(ckpt), None
+    if ckpt is None:
+        if not (folder / "config.json").is_file():
+            raise MythosError(f"no reference for {gguf_path.name}: pass --ckpt with the native checkpoint")
+        model, src = _native_from_hf(folder)
+        if tok is None:
+            tok = load_tokenizer(src.tokenizer_path or folder)
+        return model, tok, f"native engine on {folder.name}/ weights"
+    native = load_checkpoint(ckpt, config_yaml)
+    if tok is None:
+        tok, _ = resolve_tokenizer(native)
+    return load_model(native, torch.float32), tok, f"native engine on {Path(ckpt).name}"
+
+
+def _sequences(tok, vocab_size: int, max_len: int) -> list[list[int]]:
+    from mythos_convert.data.tokenizer import special_tokens
+
+    bos = special_tokens(tok).id("bos")
+    seqs = [([bos] if bos is not None else []) + tok.encode(t, add_special_tokens=False).ids for t in PROMPTS]
+    seqs.append(([bos] if bos is not None else []) + random_ids(vocab_size))
+    return [s[: max_len - GREEDY_TOKENS] for s in seqs]
+
+
+def _native_fn(model):
+    def run(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return model(torch.tensor([ids]))[0].float()
+
+    return run
+
+
+# --- transformers ------------------------------------------------------------------------------
+
+
+def transformers_from_gguf(gguf_path: Path):
+    """LlamaForCausalLM loaded from the GGUF file (transformers dequantizes it to float32)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.eval()
+
+
+def _hf_fn(model):
+    def run(ids: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0].float()
+
+    return run
+
+
+# --- the verifier ------------------------------------------------------------------------------
+
+
+def verify_gguf(
+    gguf_path: str | Path,
+    ckpt: str | Path | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    tokenizer_obj=None,
+    check_transformers: bool = True,
+    record: bool = True,
+    show: bool = True,
+) -> dict[str, Any]:
+    """Compare a GGUF file run by llama.cpp with the native model; return (and record) the result.
+
+    Args:
+        gguf_path: the file (the first shard of a split file).
+        ckpt: the native checkpoint; default: the HF folder holding the file (its weights in the
+            native engine).
+        tokenizer / tokenizer_obj: the tokenizer (path or loaded); default: the folder's or the checkpoint's.
+        check_transformers: also load the file with transformers (`gguf_file=`) and compare.
+        record: store the result in the folder's verify.json under the file's name.
+
+    A failed comparison is returned with `passed: False` and `failures`, not raised.
+    """
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise MythosError(f"GGUF file {gguf_path} does not exist")
+    facts = _gguf_facts(gguf_path)
+    label = facts["label"]
+    tol = GGUF_TOLERANCES.get(label)
+    model, tok, reference = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
+    cfg = model.config
+    info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {reference}")
+    seqs = _sequences(tok, cfg.vocab_size, cfg.max_seq_len)
+    n_ctx = max(len(s) for s in seqs) + GREEDY_TOKENS
+    llm = load_llama(gguf_path, n_ctx, f32_kv=True)
+    native_fn = _native_fn(model)
+
+    def llama_fn(ids: list[int]) -> torch.Tensor:
+        return llama_logits(llm, ids)
+
+    refs = [native_fn(s) for s in seqs]
+    comparison = merge_comparisons(
+        [compare_logits(r, llama_fn(s)) for r, s in zip(refs, seqs, strict=True)], list(map(len, seqs))
+    )
+    greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
+    greedy_equal = all(greedy_continue(native_fn, s) == greedy_continue(llama_fn, s) for s in greedy_seqs)
+    texts = list(dict.fromkeys([*TOKENIZER_TEXTS, *NORMALIZER_PROBES, *PROMPTS]))
+    tok_agreement, tok_diffs = tokenization_diffs(llm, tok, texts)
+    llm.close()
+
+    logit_failures: list[str] = []
+    if tol is not None:
+        logit_failures = check(comparison, tol, greedy_equal)[1]
+    elif not np.isfinite(comparison["max_abs_diff"]):
+        logit_failures = ["llama.cpp produced non-finite logits"]
+    unexpected = [d for d in tok_diffs if not d["expected"]]
+    failures = list(logit_failures)
+    if unexpected:
+        failures.append(f"llama.cpp tokenizes {len(unexpected)} text(s) differently, e.g. {unexpected[0]['text']!r}")
+
+    out: dict[str, Any] = {
+        "passed": not failures,
+        "target": gguf_path.name,
+        "kind": "gguf",
+        "dtype": label,
+        **comparison,
+        "greedy_equal": greedy_equal,
+        "tolerance": _describe_tolerance(tol),
+        "tokenizer_agreement": tok_agreement,
+        "tokenizer_differences": tok_diffs,
+        "n_tokens": sum(map(len, seqs)),
+        "n_sequences": len(seqs),
+        "reference": reference,
+        "checkpoint": str(ckpt) if ckpt is not None else None,
+        "engine": "llama.cpp via llama-cpp-python, F32 KV cache, extra buffer types off (AMX workaround)",
+        "failures": failures,
+    }
+    rows = [
+        {
+            "name": f"llama.cpp logits, {label}",
+            **comparison,
+            "greedy_equal": greedy_equal,
+            "tolerance": out["tolerance"],
+            "passed": not logit_failures,
+        },
+        {
+            "name": "llama.cpp tokenization",
+            "tokenizer_agreement": tok_agreement,
+            "tolerance": "only normalizer differences",
+            "passed": not unexpected,
+        },
+    ]
+    if check_transformers and facts["shards"] == 1:
+        hf = transformers_from_gguf(gguf_path)
+        hf_fn = _hf_fn(hf)
+        hf_cmp = merge_comparisons(
+            [compare_logits(r, hf_fn(s)) for r, s in zip(refs, seqs, strict=True)], list(map(len, seqs))
+        )
+        out["transformers"] = hf_cmp
+        hf_ok = label != "F32" or hf_cmp["max_abs_diff"] <= TRANSFORMERS_F32_TOLERANCE
+        if not hf_ok:
+            failures.append(f"transformers-from-GGUF max |diff| {hf_cmp['max_abs_diff']:.3g} > 1e-4")
+            out["passed"] = False
+        rows.append(
+            {
+                "name": f"transformers gguf_file=, {label}",
+                **hf_cmp,
+                "tolerance": "max<=1e-4" if label == "F32" else "reported",
+                "passed": hf_ok,
+            }
+        )
+    if show:
+        result(render_table(rows, title=f"verify {gguf_path.name}: {reference} vs llama.cpp"))
+        for diff in tok_diffs:
+            kind = "expected (normalizer)" if diff["expected"] else "UNEXPECTED"
+            result(f"  tokenization differs, {kind}: {diff['text']!r}")
+    if record:
+        from mythos_convert.verify.record import record_result
+
+        record_result(gguf_path.parent, gguf_path.name, out)
+    return out
