@@ -9,11 +9,12 @@ that say what to do.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -244,6 +245,24 @@ def resolve_token(token: str | None) -> str:
     return token
 
 
+@contextlib.contextmanager
+def endpoint_scope(endpoint: str) -> Iterator[None]:
+    """Point huggingface_hub's global endpoint at `endpoint` for the duration of a push.
+
+    huggingface_hub reads HF_ENDPOINT once, at import; HfApi takes `endpoint=`, but module-level
+    helpers (agent detection in the request headers, ModelCard validation) use the global. Without
+    this, `--endpoint` would still send those requests to huggingface.co.
+    """
+    from huggingface_hub import constants
+
+    previous = constants.ENDPOINT
+    constants.ENDPOINT = endpoint
+    try:
+        yield
+    finally:
+        constants.ENDPOINT = previous
+
+
 def push(
     plan: PushPlan, token: str | None = None, *, attempts: int | None = None, backoff: float | None = None
 ) -> PushResult:
@@ -252,10 +271,15 @@ def push(
     Raises:
         MythosError: no token, 401/403, 404, network failure after retries, a rejected commit.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     token = resolve_token(token)
     attempts, backoff = retry_settings(attempts, backoff)
+    with endpoint_scope(plan.endpoint):
+        return _push(plan, token, attempts, backoff)
+
+
+def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResult:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
     api = HfApi(endpoint=plan.endpoint, token=token, library_name="mythos-convert", library_version=__version__)
     repo_url = with_retries(
         lambda: api.create_repo(plan.repo_id, private=plan.private or None, exist_ok=True),

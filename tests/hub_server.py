@@ -282,7 +282,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         if api and parts[1:] == ["whoami-v2"]:
             return self._send(200, {"type": "user", "name": USER, "auth": {"accessToken": {"role": "write"}}})
         if api and parts[1:] == ["agent-harnesses"]:
-            return self._send(200, [])
+            return self._send(200, {"standardEnvVars": [], "harnesses": {}})
         if api and parts[1] == "telemetry":
             return self._send(200, {})
         if api and parts[1:] == ["validate-yaml"] and method == "POST":

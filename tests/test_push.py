@@ -76,6 +76,7 @@ def subprocess_env(hub: HubServer, home: Path, token: str = TOKEN) -> dict[str, 
     """The user's shell: only --endpoint names the server (HF_ENDPOINT unset), Xet off, fast retries."""
     env = {**os.environ, **hub.client_env(home, token), "MYTHOS_PUSH_BACKOFF": "0.01"}
     env.pop("HF_ENDPOINT")
+    env.pop("HF_HUB_DISABLE_TELEMETRY")  # telemetry on: its global-endpoint requests must reach the emulator too
     return env
 
 
@@ -93,7 +94,8 @@ def test_cli_push_then_download_back_byte_for_byte(exported: Path, hub: HubServe
     plan = plan_push(exported, "tester/tiny", endpoint=hub.url)
     assert lfs_paths(head) == {f.path_in_repo for f in plan.files if f.lfs} == {"model.safetensors"}
     assert hub.count(r"PUT /lfs-upload/\w+/part/") >= 2 and hub.count(r"/complete$") == 1  # multipart
-    assert hub.count("validate-yaml") >= 1  # the card went through the server's YAML check, not huggingface.co
+    # README validation and agent detection use huggingface_hub's global endpoint: they reached the emulator
+    assert hub.count("POST /api/validate-yaml") >= 1 and hub.count("GET /api/agent-harnesses") >= 1
     back = download(hub, "tester/tiny", tmp_path / "dl")
     for rel in local:
         assert (back / rel).read_bytes() == (exported / rel).read_bytes(), rel
@@ -246,3 +248,10 @@ def test_unverified_folder_is_refused(exported: Path, tmp_path: Path):
     folder = Path(shutil.copytree(exported, tmp_path / "out"))
     (folder / "verify.json").unlink()
     assert any("never verified" in p for p in check_folder(folder))
+
+
+def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubServer):
+    first = push(plan_push(exported, "tester/secret", endpoint=hub.url, private=True))
+    assert hub.repos["tester/secret"].private
+    again = push(plan_push(exported, "tester/secret", endpoint=hub.url, private=True))
+    assert again.commit_oid == first.commit_oid and len(hub.commits("tester/secret")) == 2
