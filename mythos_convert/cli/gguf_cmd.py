@@ -1,10 +1,60 @@
-"""`mythos-convert gguf` (placeholder until its issue lands)."""
+"""`mythos-convert gguf SRC`: an HF folder or a native checkpoint -> verified GGUF file(s) for llama.cpp/Ollama."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+from mythos_convert.convert.gguf import ALL, OUTTYPES
 
 
-def gguf() -> None:
-    """Not implemented yet."""
-    raise MythosError("'gguf' is not implemented yet")
+def gguf(
+    src: Annotated[
+        Path, typer.Argument(help="HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt.")
+    ],
+    outtype: Annotated[
+        str, typer.Option("--outtype", help=f"{' | '.join(OUTTYPES)} | {ALL} (or a comma list).")
+    ] = "f16",
+    outfile: Annotated[
+        Path | None,
+        typer.Option("--outfile", help="Output path; `{ftype}` in it becomes the type (default: NAME-SIZE-TYPE.gguf)."),
+    ] = None,
+    force: ForceOpt = False,
+    modelfile: Annotated[
+        bool, typer.Option("--modelfile", help="Also write an Ollama Modelfile beside the GGUF.")
+    ] = False,
+    tokenizer: TokenizerOpt = None,
+    config: ConfigOpt = None,
+    split_max_size: Annotated[
+        str | None, typer.Option("--split-max-size", help="Split into shards of at most this size (500M, 2G).")
+    ] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the llama.cpp parity check.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
+    apply_quiet(quiet)
+    from mythos_convert.convert.gguf_export import export_gguf, render_export
+    from mythos_convert.errors import MythosError
+    from mythos_convert.ui import result
+
+    export = export_gguf(
+        src,
+        outtype,
+        outfile,
+        force=force,
+        tokenizer=tokenizer,
+        config_yaml=config,
+        split_max_size=split_max_size,
+        modelfile=modelfile,
+        verify=not no_verify,
+    )
+    result(render_export(export))
+    if export.modelfile is not None:
+        result(f"Ollama: ollama create mythos -f {export.modelfile}")
+    failed = [name for name, r in export.verify.items() if not r.get("passed")]
+    if failed:
+        reasons = "; ".join(export.verify[failed[0]].get("failures") or ["past tolerance"])
+        raise MythosError(f"verification of {', '.join(failed)} failed: {reasons}")

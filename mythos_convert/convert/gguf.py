@@ -174,10 +174,9 @@ def plan_tensors(config: MythosConfig, outtype: OutType) -> list[TensorPlan]:
         if len(shape) == 1:
             qtype = Q.F32
         elif outtype.low_bit and name == "token_embd.weight":
-            qtype, note = EMBEDDING_KEEP, "kept at Q8_0: embedding and tied output head"
+            qtype, note = EMBEDDING_KEEP, "kept at Q8_0 (embedding = tied output head)"
         if not _fits(shape, qtype):
-            note = f"F16 fallback: row length {shape[-1]} is not a multiple of {qtype.name}'s block"
-            note += f" of {gguf.GGML_QUANT_SIZES[qtype][0]}"
+            note = f"F16 fallback (rows of {shape[-1]}, block {gguf.GGML_QUANT_SIZES[qtype][0]})"
             qtype = Q.F16
         plans.append(TensorPlan(name, shape, qtype, note))
     return plans

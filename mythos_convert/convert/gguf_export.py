@@ -217,7 +217,10 @@ def export_gguf(
     if modelfile:
         from mythos_convert.convert.modelfile import write_modelfile
 
-        export.modelfile = write_modelfile(_modelfile_target(written), source.tokenizer, source.generation, force=force)
+        target = _modelfile_target(written).path
+        export.modelfile = write_modelfile(
+            target, source.tokenizer, source.generation, source.config.max_seq_len, force=force
+        )
     if verify:
         _verify_all(export)
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in written):
@@ -252,3 +255,28 @@ def _rerender_card(folder: Path) -> None:
         write_card(folder)
     except MythosError as exc:
         warn(f"GGUF written, but the model card could not be re-rendered: {exc}")
+
+
+def render_export(export: GGUFExport):
+    """The table `gguf` prints: each file, its size, the tensors stored differently, its parity."""
+    from rich.table import Table
+
+    table = Table(title=f"GGUF from {export.source.path}")
+    for column in ("file", "size", "stored differently", "max |diff|", "top-1", "greedy", "tolerance", "result"):
+        table.add_column(column)
+    for w in export.written:
+        notes = "; ".join(f"{p.name}: {p.note}" for p in w.special) or "-"
+        names = "\n".join(p.name for p in w.paths)
+        r = export.verify.get(w.path.name)
+        if r is None:
+            cells = ["-", "-", "-", "not verified", "-"]
+        else:
+            cells = [
+                f"{r['max_abs_diff']:.3g}",
+                f"{r['argmax_agreement'] * 100:.1f}%",
+                "yes" if r["greedy_equal"] else "no",
+                str(r["tolerance"]),
+                "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
+            ]
+        table.add_row(names, f"{w.nbytes / 1e6:.1f} MB", notes, *cells)
+    return table

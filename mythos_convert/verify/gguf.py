@@ -69,6 +69,19 @@ def _describe_tolerance(tol: Tolerance | None) -> str:
 
 
 @contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """llama.cpp prints context warnings on fd 2 even with verbose=False; hide them while loading."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def no_extra_buffers() -> Iterator[None]:
     """Load llama.cpp models with extra buffer types (the AMX repack) off; see the module docstring."""
     import llama_cpp.llama_cpp as lib
@@ -97,7 +110,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
             "(or mythos-convert[llama-cpp]), or pass --no-verify"
         ) from exc
     kwargs: dict[str, Any] = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
-    with no_extra_buffers():
+    with no_extra_buffers(), _quiet_stderr():
         try:
             return Llama(
                 model_path=str(path),
