@@ -50,9 +50,7 @@ def train(
         force=force,
         normalizer=normalizer,
     )
-    import torch.distributed as dist
-
-    if dist.is_available() and (not dist.is_initialized()) and _rank() != 0:
+    if _rank() != 0:  # under torchrun only rank 0 reports
         return
     loss = f"{result.val_loss:.4f} (ppl {result.val_ppl:.2f})" if result.val_loss is not None else "n/a"
     ui.result(

@@ -1,0 +1,73 @@
+"""The held state-dict contract with the reference implementation, and that the model can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import make_checkpoint, tiny_config, write_config_yaml
+
+from mythos_convert.convert.names import expected_names
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.model.model import Mythos
+from mythos_convert.train.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+
+def _reference_names(cfg: MythosConfig) -> set[str]:
+    """The reference's state-dict keys: every exported tensor plus the tied head and rope buffers."""
+    return set(expected_names("native", cfg.n_layers)) | {"output.weight", "rope_cos", "rope_sin"}
+
+
+@pytest.mark.parametrize("prefix", ["", "_orig_mod.", "module."])
+def test_reference_layout_loads_strict(tmp_path, prefix):
+    cfg = tiny_config(vocab_size=300)
+    path = make_checkpoint(tmp_path / "ckpt.pt", cfg, prefix=prefix, seed=3)
+    raw = torch.load(path, weights_only=True)
+    assert all(k.startswith(prefix) for k in raw["model"])
+    ckpt = load_checkpoint(path)
+    assert set(ckpt.state_dict) == _reference_names(cfg)
+    model = load_model(ckpt)  # strict=True inside
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, raw["model"][prefix + name]), name
+
+
+def test_checkpoint_without_config_loads_with_yaml(tmp_path):
+    cfg = tiny_config(vocab_size=300, n_layers=3)
+    path = make_checkpoint(tmp_path / "old.pt", cfg, embed_config=False)
+    with pytest.raises(MythosError, match="no embedded config"):
+        load_checkpoint(path)
+    ckpt = load_checkpoint(path, config_yaml=write_config_yaml(tmp_path / "cfg.yaml", cfg))
+    assert ckpt.config == cfg
+    load_model(ckpt)
+
+
+def test_ours_load_in_the_reference_way(tmp_path):
+    """What the reference does: torch.load, build from `config`, load_state_dict(strict=True)."""
+    cfg = tiny_config(vocab_size=300)
+    torch.manual_seed(0)
+    model = Mythos(cfg)
+    path = save_checkpoint(tmp_path / "ours.pt", model.state_dict(), cfg, step=5, tokenizer_json="{}")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "step", "config"} <= set(raw)
+    assert set(raw["model"]) == _reference_names(cfg)
+    reference = Mythos(MythosConfig(**raw["config"]))
+    reference.load_state_dict(raw["model"], strict=True)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 9))
+    torch.testing.assert_close(reference(tokens), model(tokens), rtol=0, atol=0)
+
+
+def test_model_overfits_one_batch():
+    cfg = tiny_config(vocab_size=64)
+    torch.manual_seed(0)
+    model = Mythos(cfg)
+    batch = torch.randint(0, cfg.vocab_size, (2, 33))
+    x, y = batch[:, :-1], batch[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _, first = model(x, y)
+    for _ in range(60):
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first.item() == pytest.approx(torch.log(torch.tensor(64.0)).item(), abs=0.3)
+    assert loss.item() < 0.05
