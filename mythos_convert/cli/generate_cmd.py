@@ -46,11 +46,12 @@ def generate(
     source = load_checkpoint(ckpt, config)
     tok, tok_source = resolve_tokenizer(source, tokenizer)
     ids = prompt_ids(tok, prompt)
-    model = load_model(source, getattr(torch, dtype))
-    info(f"tokenizer: {tok_source}; prompt: {len(ids)} tokens; context: {source.config.max_seq_len}")
-    budget = context_budget(model, len(ids), max_new_tokens)
+    limit = source.config.max_seq_len
+    budget = context_budget(limit, len(ids), max_new_tokens)  # before any output: a bad prompt fails cleanly
     if budget < max_new_tokens:
-        warn(f"only {budget} new tokens fit in the {source.config.max_seq_len}-token context after the prompt")
+        warn(f"only {budget} new tokens fit in the {limit}-token context after the prompt")
+    model = load_model(source, getattr(torch, dtype))
+    info(f"tokenizer: {tok_source}; prompt: {len(ids)} tokens; context: {limit}")
 
     out = sys.stdout
     if hasattr(out, "reconfigure"):

@@ -79,9 +79,8 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def context_budget(model: Mythos, n_prompt: int, max_new_tokens: int) -> int:
-    """How many new tokens fit after the prompt; raises if the prompt alone fills the context."""
-    limit = model.config.max_seq_len
+def context_budget(limit: int, n_prompt: int, max_new_tokens: int) -> int:
+    """How many new tokens fit after the prompt in a `limit`-token context; raises if none do."""
     if n_prompt == 0:
         raise MythosError("the prompt is empty: give at least one token (the <bos> token counts)")
     if n_prompt >= limit:
@@ -113,7 +112,7 @@ def stream_ids(
             RNG alone.
         prefill_chunk: feed the prompt in chunks of this many tokens (bounded memory for long prompts).
     """
-    budget = context_budget(model, len(prompt), max_new_tokens)
+    budget = context_budget(model.config.max_seq_len, len(prompt), max_new_tokens)
     if budget == 0:
         return
     generator = None
@@ -160,7 +159,7 @@ def recompute_greedy(model: Mythos, prompt: Sequence[int], max_new_tokens: int) 
     Slow (quadratic); it exists as the ground truth that cached generation must match.
     """
     ids = list(prompt)
-    budget = context_budget(model, len(ids), max_new_tokens)
+    budget = context_budget(model.config.max_seq_len, len(ids), max_new_tokens)
     model.clear_cache()
     with torch.inference_mode():
         for _ in range(budget):
