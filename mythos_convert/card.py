@@ -48,6 +48,7 @@ META_SCHEMA: dict[str, tuple[type, ...]] = {
 }
 INFERENCE_KEYS = {"temperature": float, "top_p": float, "max_new_tokens": int}
 DEFAULT_META: dict[str, Any] = {"model_name": "Mythos", "license": "apache-2.0", "language": "en"}
+LOCAL_MODEL_REF = "path/to/this/folder"  # the quickstart's model id until the Hub repo is known
 REQUIRED_FRONT_MATTER = ("language", "license", "library_name", "pipeline_tag", "tags")
 
 
@@ -388,7 +389,7 @@ def build_card(folder: str | Path, meta_path: str | Path | None = None):
         meta=meta,
         facts=facts,
         limitations=[limitations] if isinstance(limitations, str) else limitations,
-        model_ref=meta.get("hub_repo") or "path/to/this/folder",
+        model_ref=meta.get("hub_repo") or LOCAL_MODEL_REF,
         dataset=_dataset_name(facts, meta),
         inference=meta.get("inference") or {},
     )
@@ -407,6 +408,25 @@ def write_card(folder: Path, meta_path: Path | None = None) -> Path:
         tmp.write_text(str(card), encoding="utf-8")
         tmp.chmod(0o644)  # mkstemp makes 0600; a card is meant to be read
     return path
+
+
+def point_quickstart_at(folder: str | Path, repo_id: str) -> bool:
+    """Make the card's quickstart load `repo_id` instead of the local placeholder (before a push).
+
+    Only the quoted placeholder in the body changes, so a card rendered with `hub_repo` or edited
+    by hand is left alone. Returns whether the card changed.
+    """
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    placeholder = f'"{LOCAL_MODEL_REF}"'
+    if placeholder not in text:
+        return False
+    with atomic_file(path) as tmp:
+        tmp.write_text(text.replace(placeholder, f'"{repo_id}"'), encoding="utf-8")
+        tmp.chmod(0o644)
+    return True
 
 
 def card_problems(text: str) -> list[str]:

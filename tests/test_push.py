@@ -97,6 +97,7 @@ def test_cli_push_then_download_back_byte_for_byte(exported: Path, hub: HubServe
     # README validation and agent detection use huggingface_hub's global endpoint: they reached the emulator
     assert hub.count("POST /api/validate-yaml") >= 1 and hub.count("GET /api/agent-harnesses") >= 1
     back = download(hub, "tester/tiny", tmp_path / "dl")
+    assert 'AutoModelForCausalLM.from_pretrained("tester/tiny")' in (back / "README.md").read_text()
     for rel in local:
         assert (back / rel).read_bytes() == (exported / rel).read_bytes(), rel
     assert set(local_files(back)) == set(local)

@@ -41,6 +41,11 @@ def push(
 
     if not repo:
         raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
+    if not dry_run:
+        from mythos_convert.card import point_quickstart_at
+
+        if point_quickstart_at(out, repo):
+            info(f"README.md: the quickstart now loads {repo!r}")
     plan = plan_push(
         out,
         repo,
