@@ -92,8 +92,6 @@ def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
             if "embedding.weight" in ckpt.state_dict
             else ("float32")
         )
-    if dtype not in HF_DTYPES:
-        raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
     return dtype
 
 
@@ -134,6 +132,8 @@ def export_hf(
             with the failure recorded in verify.json so `push` refuses it).
     """
     started = time.perf_counter()
+    if dtype is not None and dtype not in HF_DTYPES:
+        raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
     out = check_output_dir(out, force)
     source = load_checkpoint(ckpt, config_yaml)
     cfg = source.config
