@@ -149,6 +149,42 @@ def plan_push(
     return PushPlan(folder, repo_id, resolve_endpoint(endpoint), revision, create_pr, private, message, files)
 
 
+def prepare_push(
+    folder: str | Path, repo_id: str, *, dry_run: bool = False, skip_checks: bool = False, **options
+) -> PushPlan:
+    """Plan a push, point the card's quickstart at the repo (not in a dry run), and check the folder.
+
+    `options` are `plan_push`'s keywords. Raises MythosError listing every failed check (unless
+    `skip_checks`), or for a bad folder, repo id or option; nothing has been sent at that point.
+    """
+    from mythos_convert.card import point_quickstart_at
+    from mythos_convert.hub_checks import check_folder
+    from mythos_convert.ui import info
+
+    plan = plan_push(folder, repo_id, **options)  # validates everything before anything changes
+    if not dry_run and point_quickstart_at(folder, repo_id):
+        info(f"README.md: the quickstart now loads {repo_id!r}")
+        plan = plan_push(folder, repo_id, **options)
+    if not skip_checks:
+        problems = check_folder(folder, {f.path_in_repo for f in plan.files})
+        if problems:
+            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+            raise MythosError(f"{folder} fails {len(problems)} check(s): {listed}; fix them or pass --skip-checks")
+        info("checks passed: config, weights, tokenizer, card, last verify")
+    return plan
+
+
+def dry_run_summary(plan: PushPlan) -> str:
+    from mythos_convert.card import human_size
+
+    n_lfs = sum(f.lfs for f in plan.files)
+    return (
+        f"dry run: would upload {len(plan.files)} files ({human_size(plan.total_size)}, {n_lfs} via LFS) to "
+        f"{plan.endpoint}/{plan.repo_id} revision {plan.revision}"
+        f"{' as a pull request' if plan.create_pr else ''} with message {plan.commit_message!r}; nothing uploaded"
+    )
+
+
 # ----------------------------------------------------------------------------- errors and retries
 
 

@@ -145,13 +145,14 @@ def test_include_exclude_and_lfs_plan_agree_with_the_server(with_extras: Path, h
 
 
 def test_dry_run_plans_and_uploads_nothing(exported: Path, hub: HubServer):
+    card = (exported / "README.md").read_bytes()
     run = CliRunner().invoke(
         app, ["push", str(exported), "--repo", "tester/tiny", "--dry-run", "--exclude", "*.gguf", "--endpoint", hub.url]
     )
     assert run.exit_code == 0, run.output
     assert "LFS (pattern *.safetensors)" in run.output and "tokenizer.json" in run.output
     assert "nothing uploaded" in run.output and "tester/tiny" in run.output
-    assert hub.requests == []
+    assert hub.requests == [] and (exported / "README.md").read_bytes() == card  # nothing changed either
 
 
 def test_wrong_token_gives_one_clear_line_and_exit_2(exported: Path, hub: HubServer, tmp_path: Path):

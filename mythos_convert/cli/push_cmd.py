@@ -34,21 +34,19 @@ def push(
     """Publish OUT to the Hub: checks (config, weights, tokenizer, card, last verify), then one commit."""
     apply_quiet(quiet)
     from mythos_convert.errors import MythosError
-    from mythos_convert.hub import plan_push, plan_table
+    from mythos_convert.hub import dry_run_summary, plan_table, prepare_push, resolve_token
     from mythos_convert.hub import push as do_push
-    from mythos_convert.hub_checks import check_folder
     from mythos_convert.ui import info, is_quiet, result
 
     if not repo:
         raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
     if not dry_run:
-        from mythos_convert.card import point_quickstart_at
-
-        if point_quickstart_at(out, repo):
-            info(f"README.md: the quickstart now loads {repo!r}")
-    plan = plan_push(
+        token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
+    plan = prepare_push(
         out,
         repo,
+        dry_run=dry_run,
+        skip_checks=skip_checks,
         endpoint=endpoint,
         revision=revision,
         create_pr=create_pr,
@@ -57,22 +55,9 @@ def push(
         include=include,
         exclude=exclude,
     )
-    if not skip_checks:
-        problems = check_folder(out, {f.path_in_repo for f in plan.files})
-        if problems:
-            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
-            raise MythosError(f"{out} fails {len(problems)} check(s): {listed}; fix them or pass --skip-checks")
-        info("checks passed: config, weights, tokenizer, card, last verify")
     if dry_run:
-        from mythos_convert.card import human_size
-
         result(plan_table(plan))
-        n_lfs = sum(f.lfs for f in plan.files)
-        result(
-            f"dry run: would upload {len(plan.files)} files ({human_size(plan.total_size)}, {n_lfs} via LFS) to "
-            f"{plan.endpoint}/{plan.repo_id} revision {plan.revision}"
-            f"{' as a pull request' if plan.create_pr else ''} with message {plan.commit_message!r}; nothing uploaded"
-        )
+        result(dry_run_summary(plan))
         return
     if is_quiet():
         from huggingface_hub.utils import disable_progress_bars
