@@ -158,9 +158,10 @@ def test_dry_run_plans_and_uploads_nothing(exported: Path, hub: HubServer):
 def test_wrong_token_gives_one_clear_line_and_exit_2(exported: Path, hub: HubServer, tmp_path: Path):
     hub.require_tokens({TOKEN: "write"})
     cmd = [sys.executable, "-m", "mythos_convert", "push", str(exported), "--repo", "tester/tiny"]
-    cmd += ["--endpoint", hub.url, "--skip-checks"]
-    run = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(hub, tmp_path, "hf_bad"), timeout=600)
-    assert run.returncode == 2
+    cmd += ["--skip-checks"]
+    env = {**subprocess_env(hub, tmp_path, "hf_bad"), "HF_ENDPOINT": hub.url}  # the endpoint from the environment
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 2 and hub.count("POST /api/repos/create") == 1  # a 401 is not retried
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "401" in last and "--token" in last and "HF_TOKEN" in last
     assert "Traceback" not in run.stderr
