@@ -383,7 +383,7 @@ def build_card(folder: str | Path, meta_path: str | Path | None = None):
     facts = collect_facts(folder)
     data = card_data(facts, meta)
     limitations = meta.get("limitations") or []
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         data,
         template_str=template_text(),
         meta=meta,
@@ -393,6 +393,8 @@ def build_card(folder: str | Path, meta_path: str | Path | None = None):
         dataset=_dataset_name(facts, meta),
         inference=meta.get("inference") or {},
     )
+    # Optional sections leave runs of blank lines behind; markdown-wise one is enough.
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
 
 
 def write_card(folder: Path, meta_path: Path | None = None) -> Path:
