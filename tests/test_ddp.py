@@ -24,6 +24,15 @@ WEIGHT_ATOL = 1e-4
 LOSS_RTOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared CI machine threads oversubscribe."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     preset = write_preset(tmp_path / "mini.yaml", max_steps=20, eval_interval=10, save_interval=20)

@@ -13,6 +13,15 @@ from mythos_convert.model.model import Mythos
 from mythos_convert.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared CI machine threads oversubscribe."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _reference_names(cfg: MythosConfig) -> set[str]:
     """The reference's state-dict keys: every exported tensor plus the tied head and rope buffers."""
     return set(expected_names("native", cfg.n_layers)) | {"output.weight", "rope_cos", "rope_sin"}

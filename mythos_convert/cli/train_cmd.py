@@ -12,7 +12,7 @@ from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
 
 def train(
     preset: Annotated[
-        str | None, typer.Option(help="tiny, mythos-172m, mythos-500m or a preset YAML file [default: tiny].")
+        str | None, typer.Option(help="tiny, mythos-172m, mythos-500m or a preset YAML file (default: tiny).")
     ] = None,
     data: Annotated[
         list[Path] | None,
@@ -24,7 +24,7 @@ def train(
         Path | None, typer.Option(help="Use this tokenizer.json instead of training one on the data.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Total optimizer steps (overrides the preset).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/<preset>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<preset>).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")
     ] = False,

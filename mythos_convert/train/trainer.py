@@ -25,26 +25,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mythos_convert import ui
-from mythos_convert.atomic import atomic_dir
-from mythos_convert.data.corpus import load_corpus
-from mythos_convert.data.pipeline import TokenData, prepare_documents, tokenize_to_files
-from mythos_convert.data.tokenizer import (
-    check_vocab_fits,
-    load_tokenizer,
-    save_tokenizer,
-    tokenizer_json_text,
-    train_tokenizer,
-)
+from mythos_convert.data.pipeline import TokenData
+from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, tokenizer_json_text
 from mythos_convert.errors import MythosError
-from mythos_convert.model.config import MythosConfig, Preset, TrainingConfig, load_preset
+from mythos_convert.model.config import MythosConfig, TrainingConfig, load_preset
 from mythos_convert.model.model import Mythos
 from mythos_convert.train import distributed as dist_utils
 from mythos_convert.train.checkpoint import save_checkpoint
+from mythos_convert.train.run_folder import CKPT_NAME, DATA_DIR, TOKENIZER_NAME, load_resume, prepare_run
 from mythos_convert.train.schedule import describe, lr_at, make_optimizer
 
-CKPT_NAME = "ckpt.pt"
-TOKENIZER_NAME = "tokenizer.json"
-DATA_DIR = "data"
 STATE_KEY = "trainer_state"  # extra checkpoint key: RNG states for exact resume (ignored by the reference)
 
 
@@ -91,64 +81,6 @@ def _autocast(cfg: TrainingConfig, device: torch.device):
 def precision_of(cfg: TrainingConfig, device: torch.device) -> str:
     bf16 = cfg.bf16 and (device.type != "cuda" or torch.cuda.is_bf16_supported())
     return "bf16 autocast (float32 weights)" if bf16 else "float32"
-
-
-# ---------------------------------------------------------------- the run folder
-
-
-def _prepare_run(
-    out: Path,
-    preset: Preset,
-    data: list[str | Path] | None,
-    tokenizer_path: str | Path | None,
-    normalizer: str,
-    force: bool,
-) -> None:
-    """Write tokenizer.json and data/ into `out` atomically: a failure leaves nothing behind."""
-    cfg, seq_len = preset.model, preset.training.seq_len
-    _check_new_run(out, force)
-    with atomic_dir(out, force) as tmp:
-        corpus = load_corpus(data)
-        ui.info(f"data: {corpus.name} ({len(corpus.texts)} documents)")
-        texts, report = prepare_documents(corpus, seed=preset.training.seed)
-        if tokenizer_path is not None:
-            tok = load_tokenizer(tokenizer_path)
-        else:
-            ui.info(f"training a ByteLevel BPE tokenizer (vocab {cfg.vocab_size}, normalizer {normalizer})")
-            tok = train_tokenizer(texts, cfg.vocab_size, normalizer)
-        size = check_vocab_fits(tok, cfg.vocab_size, where=f"tokenizer {tokenizer_path or '(trained)'}")
-        if size < cfg.vocab_size:
-            ui.warn(f"the tokenizer has {size} tokens, fewer than the model's vocab_size {cfg.vocab_size}")
-        save_tokenizer(tok, tmp / TOKENIZER_NAME)
-        tokens = tokenize_to_files(texts, tok, tmp / DATA_DIR, report, seed=preset.training.seed)
-        if tokens.train.size <= seq_len + 1:
-            raise MythosError(
-                f"the corpus gives only {tokens.train.size} training tokens, fewer than one sequence of "
-                f"{seq_len + 1}: add more text or use a smaller seq_len"
-            )
-        if tokens.val.size < 2:
-            raise MythosError("the corpus is too small to hold out validation tokens: add more text")
-        ui.info(report.description)
-
-
-def _check_new_run(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise MythosError(f"output {out} exists and is not a folder: choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise MythosError(
-            f"output folder {out} is not empty: pass --resume to continue its run, --force to replace it, "
-            "or choose another --out"
-        )
-
-
-def _load_resume(out: Path) -> dict[str, Any]:
-    path = out / CKPT_NAME
-    if not path.is_file():
-        raise MythosError(f"nothing to resume in {out}: it has no {CKPT_NAME}; start a run without --resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged files
-        raise MythosError(f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}") from exc
 
 
 # ---------------------------------------------------------------- the loop
@@ -223,9 +155,11 @@ def evaluate(run: _Run) -> float:
     return float(sums[0] / sums[1])
 
 
-def _rng_states(world: dist_utils.World) -> list[torch.Tensor]:
-    """Every rank's torch RNG state (dropout draws from it), gathered on all ranks."""
-    state = torch.get_rng_state()
+def _rng_states(world: dist_utils.World) -> list[dict[str, torch.Tensor]]:
+    """Every rank's torch RNG states (dropout draws from them), gathered on all ranks."""
+    state = {"cpu": torch.get_rng_state()}
+    if world.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(world.device)
     if not world.distributed:
         return [state]
     gathered: list[Any] = [None] * world.world_size
@@ -325,7 +259,9 @@ def _build(world, config: MythosConfig, tcfg: TrainingConfig, state: dict[str, A
         optimizer.load_state_dict(state["optimizer"])
         rngs = (state.get(STATE_KEY) or {}).get("rng") or []
         if len(rngs) == world.world_size:
-            torch.set_rng_state(rngs[world.rank])
+            torch.set_rng_state(rngs[world.rank]["cpu"])
+            if "cuda" in rngs[world.rank] and world.device.type == "cuda":
+                torch.cuda.set_rng_state(rngs[world.rank]["cuda"], world.device)
         else:
             torch.manual_seed(tcfg.seed + 1 + world.rank + int(state.get("step", 0)))
     else:
@@ -387,7 +323,7 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
         if out is None:
             raise MythosError("--resume needs --out: the folder of the run to continue")
         out = Path(out)
-        state = _load_resume(out)
+        state = load_resume(out)
         if preset is not None or data or tokenizer is not None:
             ui.warn(
                 "--resume continues the run in --out with its own preset, data and tokenizer; other options are ignored"
@@ -406,7 +342,7 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
     if tcfg.seq_len > config.max_seq_len:
         raise MythosError(f"training seq_len {tcfg.seq_len} exceeds the model's max_seq_len {config.max_seq_len}")
     if not resume:
-        dist_utils.run_on_main(lambda: _prepare_run(out, loaded, data, tokenizer, normalizer, force), world)
+        dist_utils.run_on_main(lambda: prepare_run(out, loaded, data, tokenizer, normalizer, force), world)
         if world.distributed:
             torch.distributed.barrier()
     tok = load_tokenizer(out / TOKENIZER_NAME)

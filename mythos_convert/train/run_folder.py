@@ -1,0 +1,83 @@
+"""A training run's folder: `tokenizer.json`, `data/` (token files), `ckpt.pt`.
+
+`prepare_run` writes the tokenizer and the token files into a temporary sibling and renames it
+into place only when everything worked, so bad input (missing files, no usable text, a tokenizer
+too large for the model) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mythos_convert import ui
+from mythos_convert.atomic import atomic_dir
+from mythos_convert.data.corpus import load_corpus
+from mythos_convert.data.pipeline import prepare_documents, tokenize_to_files
+from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, save_tokenizer, train_tokenizer
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import Preset
+
+CKPT_NAME = "ckpt.pt"
+TOKENIZER_NAME = "tokenizer.json"
+DATA_DIR = "data"
+
+
+def prepare_run(
+    out: Path,
+    preset: Preset,
+    data: list[str | Path] | None,
+    tokenizer_path: str | Path | None,
+    normalizer: str,
+    force: bool,
+) -> None:
+    """Write tokenizer.json and data/ into `out` atomically: a failure leaves nothing behind."""
+    cfg, seq_len = preset.model, preset.training.seq_len
+    check_new_run(out, force)
+    given = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None  # fail fast
+    if given is not None:
+        check_vocab_fits(given, cfg.vocab_size, where=f"tokenizer {tokenizer_path}")
+    with atomic_dir(out, force) as tmp:
+        corpus = load_corpus(data)
+        ui.info(f"data: {corpus.name} ({len(corpus.texts)} documents)")
+        texts, report = prepare_documents(corpus, seed=preset.training.seed)
+        if given is not None:
+            tok = given
+        else:
+            ui.info(f"training a ByteLevel BPE tokenizer (vocab {cfg.vocab_size}, normalizer {normalizer})")
+            tok = train_tokenizer(texts, cfg.vocab_size, normalizer)
+        size = check_vocab_fits(tok, cfg.vocab_size, where=f"tokenizer {tokenizer_path or '(trained)'}")
+        if size < cfg.vocab_size:
+            ui.warn(f"the tokenizer has {size} tokens, fewer than the model's vocab_size {cfg.vocab_size}")
+        save_tokenizer(tok, tmp / TOKENIZER_NAME)
+        tokens = tokenize_to_files(texts, tok, tmp / DATA_DIR, report, seed=preset.training.seed)
+        if tokens.train.size <= seq_len + 1:
+            raise MythosError(
+                f"the corpus gives only {tokens.train.size} training tokens, fewer than one sequence of "
+                f"{seq_len + 1}: add more text or use a smaller seq_len"
+            )
+        if tokens.val.size < 2:
+            raise MythosError("the corpus is too small to hold out validation tokens: add more text")
+        ui.info(report.description)
+
+
+def check_new_run(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise MythosError(f"output {out} exists and is not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise MythosError(
+            f"output folder {out} is not empty: pass --resume to continue its run, --force to replace it, "
+            "or choose another --out"
+        )
+
+
+def load_resume(out: Path) -> dict[str, Any]:
+    path = out / CKPT_NAME
+    if not path.is_file():
+        raise MythosError(f"nothing to resume in {out}: it has no {CKPT_NAME}; start a run without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise MythosError(f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}") from exc
