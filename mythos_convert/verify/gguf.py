@@ -47,9 +47,9 @@ GREEDY_PROMPTS = 2  # the first prompt and the longest one
 # logits are far from uniform): see the README's GGUF section for the numbers behind these.
 GGUF_TOLERANCES: dict[str, Tolerance] = {
     "F32": Tolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0, greedy_must_match=True),
-    "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.98, greedy_must_match=False),
-    "BF16": Tolerance(max_abs_diff=2e-1, mean_abs_diff=5e-2, min_argmax_agreement=0.95, greedy_must_match=False),
-    "Q8_0": Tolerance(max_abs_diff=1.0, mean_abs_diff=2e-1, min_argmax_agreement=0.90, greedy_must_match=False),
+    "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.97, greedy_must_match=False),
+    "BF16": Tolerance(max_abs_diff=0.25, mean_abs_diff=5e-2, min_argmax_agreement=0.90, greedy_must_match=False),
+    "Q8_0": Tolerance(max_abs_diff=1.0, mean_abs_diff=0.2, min_argmax_agreement=0.80, greedy_must_match=False),
 }
 TRANSFORMERS_F32_TOLERANCE = 1e-4  # transformers-from-GGUF f32 against the native engine: rounding only
 

@@ -1,0 +1,199 @@
+"""GGUF export speed and memory on the mythos-172m architecture: `mythos-convert gguf` against
+llama.cpp's own `convert_hf_to_gguf.py` (from the llama-cpp-python 0.3.36 sdist) and the copy floor.
+
+Every row runs in a child process, so wall seconds include interpreter start-up and imports, and
+peak RSS is the child's own (`os.wait4` rusage). The floor reads the source safetensors and writes
+as many bytes as the GGUF has, with plain file I/O. llama.cpp's converter refuses our tokenizer
+(unknown pre-tokenizer hash; without sentencepiece it aborts earlier): the script shows the
+refusal, then runs it with those two checks patched out, in this benchmark only, so the weights
+path is compared. Tensor data of both outputs is compared byte for byte per tensor.
+
+    python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0] [--sdist PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _shared import bench_checkpoint, emit, machine  # noqa: E402
+
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+LLAMA_CPP_TYPES = ("f32", "f16", "bf16", "q8_0")  # what convert_hf_to_gguf.py can write in numpy
+
+OURS = """
+import sys
+from mythos_convert.ui import set_quiet
+from mythos_convert.convert.gguf_export import export_gguf
+set_quiet(True)
+export_gguf(sys.argv[1], sys.argv[2], outfile=sys.argv[3], verify=False, force=True)
+"""
+
+FLOOR = """
+import sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+chunk = 16 << 20
+with open(src, "rb") as fin, open(dst, "wb") as fout:
+    written = 0
+    while block := fin.read(chunk):
+        if written < n:
+            fout.write(block[: n - written])
+            written += min(len(block), n - written)
+    while written < n:
+        fout.write(bytes(min(chunk, n - written)))
+        written += min(chunk, n - written)
+"""
+
+# llama.cpp's converter with its two refusals patched out (benchmark only).
+LLAMA_PATCHED = """
+import runpy, sys
+root = sys.argv.pop(1)
+sys.path[:0] = [root, root + "/gguf-py"]
+from conversion import base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+def _no_sentencepiece(self, *args, **kwargs):
+    raise FileNotFoundError("sentencepiece model not used: a byte-level BPE")
+base.TextModel._set_vocab_sentencepiece = _no_sentencepiece
+sys.argv[0] = root + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        err.seek(0)
+        tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+    return wall, usage.ru_maxrss / 1024, proc.returncode, " | ".join(tail)
+
+
+def find_sdist(workdir: Path, explicit: Path | None) -> Path | None:
+    """The llama-cpp-python sdist: given, pip's download cache, or `pip download` (a registry package)."""
+    if explicit is not None:
+        return explicit
+    for found in workdir.glob("llama_cpp_python-*.tar.gz"):
+        return found
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP_PYTHON, "-d"]
+    subprocess.run([*cmd, str(workdir)], check=False, capture_output=True)
+    return next(iter(workdir.glob("llama_cpp_python-*.tar.gz")), None)
+
+
+def extract_converter(sdist: Path, workdir: Path) -> Path:
+    """vendor/llama.cpp's convert_hf_to_gguf.py, conversion/ and gguf-py/ from the sdist."""
+    root = workdir / "llama.cpp"
+    if (root / "convert_hf_to_gguf.py").is_file():
+        return root
+    wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            _, _, rest = member.name.partition("/vendor/llama.cpp/")
+            if rest and rest.startswith(wanted) and (member.isfile() or member.isdir()):
+                member.name = rest
+                tar.extract(member, root, filter="data")
+    return root
+
+
+def tensor_bytes(path: Path) -> dict[str, tuple[int, bytes]]:
+    import gguf
+
+    return {t.name: (int(t.tensor_type), bytes(t.data.tobytes())) for t in gguf.GGUFReader(path).tensors}
+
+
+def compare(ours: Path, theirs: Path) -> str:
+    a, b = tensor_bytes(ours), tensor_bytes(theirs)
+    if set(a) != set(b):
+        return f"tensor sets differ: {sorted(set(a) ^ set(b))[:3]}"
+    differ = [name for name in a if a[name] != b[name]]
+    return "bit-identical" if not differ else f"{len(differ)}/{len(a)} tensors differ (first {differ[0]})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint, HF folder and outputs here")
+    parser.add_argument("--outtypes", default="f32,f16,bf16,q8_0,q4_0")
+    parser.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist (default: pip download)")
+    args = parser.parse_args(argv)
+    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.ui import set_quiet
+
+    set_quiet(True)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mythos-bench-gguf-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        ckpt = bench_checkpoint(workdir / "native")
+        hf_dir = workdir / "hf"
+        if not (hf_dir / "config.json").is_file():
+            export_hf(ckpt, hf_dir, dtype="float32", verify=False, card=False, force=True)
+        source = hf_dir / "model.safetensors"
+        out = workdir / "out"
+        out.mkdir(exist_ok=True)
+
+        notes = [machine(2), f"source: {hf_dir} (float32 safetensors, {source.stat().st_size / 1e6:.0f} MB)"]
+        sdist = find_sdist(workdir, args.sdist)
+        converter = extract_converter(sdist, workdir) if sdist is not None else None
+        if converter is None:
+            notes.append("llama.cpp's converter: the llama-cpp-python sdist could not be obtained")
+        else:
+            plain = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16"]
+            _, _, code, tail = run_child([*plain, "--outfile", str(out / "refused.gguf")])
+            notes.append(f"llama.cpp's converter unpatched: exit {code}: {tail[-200:]}")
+            notes.append("llama.cpp rows: pre-tokenizer check and sentencepiece probe patched out (benchmark only)")
+
+        rows = []
+        for outtype in args.outtypes.split(","):
+            ours_path = out / f"ours-{outtype}.gguf"
+            wall, rss, code, tail = run_child([sys.executable, "-c", OURS, str(hf_dir), outtype, str(ours_path)])
+            if code != 0:
+                raise SystemExit(f"mythos-convert gguf --outtype {outtype} failed: {tail}")
+            size = ours_path.stat().st_size
+            floor_wall, floor_rss, *_ = run_child(
+                [sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)]
+            )
+            row = [outtype, f"{size / 1e6:.0f}", wall, rss, floor_wall, wall / floor_wall]
+            if converter is not None and outtype in LLAMA_CPP_TYPES:
+                theirs = out / f"llama-{outtype}.gguf"
+                cmd = [sys.executable, "-c", LLAMA_PATCHED, str(converter), str(hf_dir), "--outtype", outtype]
+                lwall, lrss, lcode, ltail = run_child([*cmd, "--outfile", str(theirs)])
+                if lcode != 0:
+                    row += ["failed", "-", ltail[-80:]]
+                else:
+                    row += [lwall, lrss, compare(ours_path, theirs)]
+                    theirs.unlink()
+            else:
+                row += ["-", "-", "n/a (llama.cpp's converter has no numpy " + outtype + ")"]
+            rows.append(row)
+            ours_path.unlink()
+            (out / "floor.bin").unlink(missing_ok=True)
+        emit(
+            "GGUF export, mythos-172m (random weights), from the HF folder",
+            [
+                "outtype",
+                "MB",
+                "ours s",
+                "ours peak RSS MiB",
+                "copy floor s",
+                "ours / floor",
+                "llama.cpp s",
+                "llama.cpp peak RSS MiB",
+                "tensor data vs llama.cpp",
+            ],
+            rows,
+            notes,
+        )
+
+
+if __name__ == "__main__":
+    main()
