@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shared import bench_checkpoint, emit, machine  # noqa: E402
+from _shared import bench_checkpoint, emit, machine
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_CPP_TYPES = ("f32", "f16", "bf16", "q8_0")  # what convert_hf_to_gguf.py can write in numpy
@@ -159,9 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             if code != 0:
                 raise SystemExit(f"mythos-convert gguf --outtype {outtype} failed: {tail}")
             size = ours_path.stat().st_size
-            floor_wall, floor_rss, *_ = run_child(
-                [sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)]
-            )
+            floor_wall, *_ = run_child([sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)])
             row = [outtype, f"{size / 1e6:.0f}", wall, rss, floor_wall, wall / floor_wall]
             if converter is not None and outtype in LLAMA_CPP_TYPES:
                 theirs = out / f"llama-{outtype}.gguf"
