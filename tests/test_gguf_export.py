@@ -293,3 +293,22 @@ def test_hf_folder_that_is_not_a_llama(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 512}))
     with pytest.raises(MythosError, match="model_type is 'gpt2'"):
         export_gguf(tmp_path, "f16", verify=False)
+
+
+def test_pre_tokenizer_names_read_from_the_tokenizer(ref_tokenizer_path):
+    from mythos_convert.convert.gguf_vocab import KNOWN_SPLIT_REGEXES, pre_tokenizer_name
+
+    spec = json.loads(ref_tokenizer_path.read_text())
+    assert pre_tokenizer_name(spec) == "gpt-2"
+    for regex, name in KNOWN_SPLIT_REGEXES.items():
+        spec["pre_tokenizer"] = {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+            ],
+        }
+        assert pre_tokenizer_name(spec) == name
+    spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+"
+    with pytest.raises(MythosError, match=r"Sequence\[Split, ByteLevel\]"):
+        pre_tokenizer_name(spec)

@@ -241,7 +241,7 @@ def _verify_all(export: GGUFExport) -> None:
     from mythos_convert.verify.gguf import verify_gguf
 
     for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
-        reference = export.source.reference if export.source.kind == "native" else None
+        reference = export.source.reference  # the checkpoint, or the HF folder (its weights, native engine)
         export.verify[w.path.name] = verify_gguf(w.path, reference, tokenizer_obj=export.source.tokenizer, show=False)
 
 
