@@ -8,6 +8,7 @@ speaks. HfApi itself is never patched. Downloads go back through `snapshot_downl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,13 @@ def test_cli_push_then_download_back_byte_for_byte(exported: Path, hub: HubServe
     for rel in local:
         assert (back / rel).read_bytes() == (exported / rel).read_bytes(), rel
     assert set(local_files(back)) == set(local)
+    # The card's own quickstart, run as a user would (HF_ENDPOINT pointing at this "Hub"), loads and generates.
+    code = re.search(r"```python\n(.*?)```", (back / "README.md").read_text(), re.S).group(1)
+    code = code.replace("max_new_tokens=64", "max_new_tokens=4") + "\nprint('IDS', inputs['input_ids'][0].tolist())\n"
+    env = {**subprocess_env(hub, tmp_path / "home2"), "HF_ENDPOINT": hub.url}
+    user = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert user.returncode == 0, user.stderr[-2000:]
+    assert "IDS [1," in user.stdout  # <bos> (id 1 in the reference tokenizer) and then the prompt
 
 
 def test_revision_creates_the_branch(exported: Path, hub: HubServer, tmp_path: Path):
