@@ -8,12 +8,15 @@ front matter the Hub will accept, and a last `verify` run that passed.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
 from mythos_convert.errors import MythosError
 from mythos_convert.verify.record import RESULTS_FILE, load_results
 from mythos_convert.weights_index import INDEX_FILE, read_header, read_index
+
+_SPLIT_PART = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$")  # a later shard of a split GGUF: verified via the first
 
 
 def _first_line(exc: BaseException) -> str:
@@ -122,6 +125,9 @@ def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
             if isinstance(entry, dict) and entry.get("max_abs_diff") is not None:
                 detail = f" (max abs diff {entry.get('max_abs_diff')} vs tolerance {entry.get('tolerance')})"
             problems.append(f"the last verify of {target} failed{detail}: fix the export and rerun verify")
+    for name in sorted(uploaded or ()):
+        if name.endswith(".gguf") and name not in results and not _SPLIT_PART.search(name):
+            problems.append(f"{name} was never verified: run `mythos-convert verify` on it (or --exclude it)")
     return problems
 
 

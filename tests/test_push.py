@@ -255,10 +255,14 @@ def test_sharded_index_consistency(tiny_ckpt: Path, tmp_path: Path):
     assert any(f"weights file {shards[-1]} is missing" in p for p in problems)
 
 
-def test_unverified_folder_is_refused(exported: Path, tmp_path: Path):
-    folder = Path(shutil.copytree(exported, tmp_path / "out"))
-    (folder / "verify.json").unlink()
-    assert any("never verified" in p for p in check_folder(folder))
+def test_unverified_folder_or_gguf_is_refused(exported: Path, with_extras: Path):
+    uploaded = set(local_files(with_extras))
+    assert check_folder(with_extras, uploaded) == [
+        "mythos-tiny-F16.gguf was never verified: run `mythos-convert verify` on it (or --exclude it)"
+    ]
+    assert check_folder(with_extras, uploaded - {"mythos-tiny-F16.gguf"}) == []  # --exclude '*.gguf'
+    (with_extras / "verify.json").unlink()
+    assert any("never verified (no verify.json)" in p for p in check_folder(with_extras))
 
 
 def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubServer):
