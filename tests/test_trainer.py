@@ -177,3 +177,12 @@ def test_cli_tokenizer_train(monkeypatch, capsys, inputs, tmp_path):
     assert load_tokenizer(out).get_vocab_size() == 400 and "400 tokens" in stdout
     code, _, err = _cli(monkeypatch, capsys, *args)
     assert code == 2 and "already exists" in err
+
+
+def test_resume_before_the_first_checkpoint_starts_the_prepared_run(inputs, tmp_path):
+    preset, corpus = inputs
+    out = tmp_path / "early"
+    first = train(preset, [corpus], out, max_steps=4, stop_after=0, device="cpu")
+    assert first.step == 0 and not (out / "ckpt.pt").exists() and (out / "preset.yaml").is_file()
+    second = train(out=out, resume=True, device="cpu")
+    assert second.step == 4 and load_checkpoint(out / "ckpt.pt").training["train_config"]["max_steps"] == 4

@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from mythos_convert import ui
 from mythos_convert.atomic import atomic_dir
 from mythos_convert.data.corpus import load_corpus
 from mythos_convert.data.pipeline import prepare_documents, tokenize_to_files
-from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, save_tokenizer, train_tokenizer
+from mythos_convert.data.tokenizer import NORMALIZERS, check_vocab_fits, load_tokenizer, save_tokenizer, train_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import Preset
 
 CKPT_NAME = "ckpt.pt"
 TOKENIZER_NAME = "tokenizer.json"
 DATA_DIR = "data"
+PRESET_NAME = "preset.yaml"  # the run's model + training config, so --resume works before the first checkpoint
 
 
 def prepare_run(
@@ -33,9 +35,11 @@ def prepare_run(
     normalizer: str,
     force: bool,
 ) -> None:
-    """Write tokenizer.json and data/ into `out` atomically: a failure leaves nothing behind."""
+    """Write tokenizer.json, data/ and preset.yaml into `out` atomically: a failure leaves nothing behind."""
     cfg, seq_len = preset.model, preset.training.seq_len
     check_new_run(out, force)
+    if normalizer not in NORMALIZERS:
+        raise MythosError(f"unknown normalizer {normalizer!r}: use one of {', '.join(NORMALIZERS)}")
     given = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None  # fail fast
     if given is not None:
         check_vocab_fits(given, cfg.vocab_size, where=f"tokenizer {tokenizer_path}")
@@ -60,6 +64,9 @@ def prepare_run(
             )
         if tokens.val.size < 2:
             raise MythosError("the corpus is too small to hold out validation tokens: add more text")
+        (tmp / PRESET_NAME).write_text(
+            yaml.safe_dump({"model": cfg.to_dict(), "training": preset.training.to_dict()}, sort_keys=False)
+        )
         ui.info(report.description)
 
 
@@ -73,9 +80,12 @@ def check_new_run(out: Path, force: bool) -> None:
         )
 
 
-def load_resume(out: Path) -> dict[str, Any]:
+def load_resume(out: Path) -> dict[str, Any] | None:
+    """The run's checkpoint dict; None when the run was prepared but stopped before its first save."""
     path = out / CKPT_NAME
     if not path.is_file():
+        if (out / PRESET_NAME).is_file() and (out / TOKENIZER_NAME).is_file() and (out / DATA_DIR).is_dir():
+            return None
         raise MythosError(f"nothing to resume in {out}: it has no {CKPT_NAME}; start a run without --resume")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -32,7 +32,14 @@ from mythos_convert.model.config import MythosConfig, TrainingConfig, load_prese
 from mythos_convert.model.model import Mythos
 from mythos_convert.train import distributed as dist_utils
 from mythos_convert.train.checkpoint import save_checkpoint
-from mythos_convert.train.run_folder import CKPT_NAME, DATA_DIR, TOKENIZER_NAME, load_resume, prepare_run
+from mythos_convert.train.run_folder import (
+    CKPT_NAME,
+    DATA_DIR,
+    PRESET_NAME,
+    TOKENIZER_NAME,
+    load_resume,
+    prepare_run,
+)
 from mythos_convert.train.schedule import describe, lr_at, make_optimizer
 
 STATE_KEY = "trainer_state"  # extra checkpoint key: RNG states for exact resume (ignored by the reference)
@@ -328,10 +335,15 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
             ui.warn(
                 "--resume continues the run in --out with its own preset, data and tokenizer; other options are ignored"
             )
-        facts = state.get("training") or {}
-        config = MythosConfig.from_dict(dict(state["config"]))
-        tcfg = TrainingConfig.from_dict(dict(facts.get("train_config") or {}))
-        prior_wall = float(facts.get("wall_seconds", 0.0))
+        if state is None:
+            ui.info(f"{out} has no checkpoint yet: training its prepared data from step 0")
+            saved = load_preset(out / PRESET_NAME)
+            config, tcfg, prior_wall = saved.model, saved.training, 0.0
+        else:
+            facts = state.get("training") or {}
+            config = MythosConfig.from_dict(dict(state["config"]))
+            tcfg = TrainingConfig.from_dict(dict(facts.get("train_config") or {}))
+            prior_wall = float(facts.get("wall_seconds", 0.0))
     else:
         loaded = load_preset(preset or "tiny")
         out = Path(out) if out is not None else Path("runs") / loaded.name
