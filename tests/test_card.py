@@ -285,6 +285,7 @@ def test_user_metadata_changes_the_card(folder: Path, tmp_path: Path):
     assert 'AutoTokenizer.from_pretrained("me/my-model")' in text and "temperature=0.5" in text
 
 
+@pytest.mark.slow
 def test_card_cli_writes_and_reports_errors(folder: Path, tmp_path: Path):
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     (work / "README.md").unlink()

@@ -81,6 +81,7 @@ def subprocess_env(hub: HubServer, home: Path, token: str = TOKEN) -> dict[str, 
     return env
 
 
+@pytest.mark.slow
 def test_cli_push_then_download_back_byte_for_byte(exported: Path, hub: HubServer, tmp_path: Path):
     cmd = [sys.executable, "-m", "mythos_convert", "push", str(exported), "--repo", "tester/tiny"]
     cmd += ["--endpoint", hub.url, "--quiet"]
@@ -163,6 +164,7 @@ def test_dry_run_plans_and_uploads_nothing(exported: Path, hub: HubServer):
     assert hub.requests == [] and (exported / "README.md").read_bytes() == card  # nothing changed either
 
 
+@pytest.mark.slow
 def test_wrong_token_gives_one_clear_line_and_exit_2(exported: Path, hub: HubServer, tmp_path: Path):
     hub.require_tokens({TOKEN: "write"})
     cmd = [sys.executable, "-m", "mythos_convert", "push", str(exported), "--repo", "tester/tiny"]
