@@ -1,0 +1,312 @@
+"""Greedy generation speed on CPU: the native engine against transformers and llama.cpp, same weights.
+
+Batch 1, a 64-token prompt, 256 new tokens, greedy, 2 threads, on the mythos-172m architecture
+with random weights (vocab 3252). Engines: the native engine (float32, bfloat16), transformers'
+`generate` on the folder `mythos-convert hf` exports (float32, bfloat16), llama.cpp through
+llama-cpp-python on the f16 and q8_0 GGUF `mythos-convert gguf` writes (extra buffer types off).
+
+Decoding reads every weight once per token, so the ceiling is bandwidth / weight bytes: the
+table shows each engine's fraction of that roofline, with the read bandwidth measured in the same
+run. tok/s counts all new tokens over the whole call (prompt processing included); "decode tok/s"
+leaves out the time to the first new token.
+
+    python benchmarks/bench_generate.py            # full run (a few minutes on 2 cores)
+    python benchmarks/bench_generate.py --quick    # 64 new tokens, one repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _shared import THREADS_DEFAULT, bench_checkpoint, emit, machine, pin_threads, read_bandwidth_gbs
+
+
+@dataclass
+class Run:
+    first_s: float  # from the prompt to the first new token (prompt processing + one step)
+    total_s: float  # the whole call
+    ids: list[int]
+
+    @property
+    def tok_s(self) -> float:
+        return len(self.ids) / self.total_s
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (len(self.ids) - 1) / max(self.total_s - self.first_s, 1e-9)
+
+
+@dataclass
+class Engine:
+    name: str
+    precision: str
+    weight_bytes: int  # bytes read per decoded token (every weight matrix once)
+    run: Callable[[list[int], int], Run]
+
+
+def _timed(stream) -> Run:
+    started = time.perf_counter()
+    ids, first = [], 0.0
+    for token in stream:
+        if not ids:
+            first = time.perf_counter() - started
+        ids.append(int(token))
+    return Run(first, time.perf_counter() - started, ids)
+
+
+def _param_bytes(model) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+# ---- engines -----------------------------------------------------------------------------------
+
+
+def native_engine(ckpt: Path, precision: str) -> Engine:
+    import torch
+
+    from mythos_convert.model.generate import stream_ids
+    from mythos_convert.train.checkpoint import load_checkpoint, load_model
+
+    model = load_model(load_checkpoint(ckpt), getattr(torch, precision))
+
+    def run(prompt: list[int], n: int) -> Run:
+        return _timed(stream_ids(model, prompt, max_new_tokens=n, eos_id=None))
+
+    return Engine("native", precision, _param_bytes(model), run)
+
+
+class _Clock:
+    """A transformers streamer that only notes when each new token arrives."""
+
+    def __init__(self):
+        self.started, self.times, self.calls = time.perf_counter(), [], 0
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls > 1:  # the first call carries the prompt
+            self.times.append(time.perf_counter() - self.started)
+
+    def end(self):
+        pass
+
+
+def transformers_engine(folder: Path, precision: str, eos: int | None) -> Engine:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, precision)).eval()
+
+    def run(prompt: list[int], n: int) -> Run:
+        cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+        clock = _Clock()
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), generation_config=cfg, streamer=clock)
+        total = time.perf_counter() - clock.started
+        return Run(clock.times[0], total, out[0, len(prompt) :].tolist())
+
+    return Engine("transformers", precision, _param_bytes(model), run)
+
+
+def gguf_bytes(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_bytes) for t in GGUFReader(path).tensors))
+
+
+def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
+    from llama_cpp import Llama
+
+    from mythos_convert.verify.gguf import no_extra_buffers
+
+    with no_extra_buffers():  # the AMX repack crashes quantised models on AMX CPUs (research/gguf.md §5)
+        llm = Llama(
+            model_path=str(path), n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+
+    def run(prompt: list[int], n: int) -> Run:
+        llm.reset()  # no reuse of a cached prompt: every run processes the whole prompt
+
+        def tokens():
+            for count, token in enumerate(llm.generate(prompt, top_k=1, temp=0.0, reset=False), start=1):
+                yield token
+                if count == n:
+                    return
+
+        return _timed(tokens())
+
+    return Engine("llama.cpp", precision, gguf_bytes(path), run)
+
+
+# ---- setup ---------------------------------------------------------------------------------------
+
+
+def export_all(workdir: Path, ckpt: Path, want_gguf: bool) -> tuple[Path, dict[str, Path], list[str]]:
+    """The HF folder (float32) and the f16/q8_0 GGUF files from the one checkpoint (cached in workdir)."""
+    from mythos_convert.convert.hf import export_hf
+
+    notes = []
+    hf_dir = workdir / "hf"
+    if not (hf_dir / "config.json").is_file():
+        export_hf(ckpt, hf_dir, dtype="float32", verify=False, card=False, force=True)
+    ggufs: dict[str, Path] = {}
+    if want_gguf:
+        try:
+            import llama_cpp  # noqa: F401
+
+            from mythos_convert.convert.gguf_export import export_gguf
+        except ImportError as exc:
+            notes.append(f"llama.cpp rows unavailable: {exc}")
+            return hf_dir, ggufs, notes
+        for kind in ("f16", "q8_0"):
+            target = workdir / f"bench-{kind}.gguf"
+            if not target.is_file():
+                export_gguf(ckpt, kind, outfile=target, verify=False, force=True)
+            ggufs[kind] = target
+    return hf_dir, ggufs, notes
+
+
+def prompt_of(tokenizer, length: int) -> list[int]:
+    from mythos_convert.data.corpus import embedded_corpus
+    from mythos_convert.model.generate import prompt_ids
+
+    text = " ".join(embedded_corpus(max_files=20))
+    return prompt_ids(tokenizer, text)[:length]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 new tokens, one repeat")
+    parser.add_argument("--threads", type=int, default=THREADS_DEFAULT)
+    parser.add_argument("--new-tokens", type=int, default=None)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=None, help="best of N runs per engine (default 3)")
+    parser.add_argument("--budget-s", type=float, default=90.0, help="stop repeating an engine after this long")
+    parser.add_argument("--engines", default="native,transformers,llama.cpp")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and exports here")
+    args = parser.parse_args(argv)
+    new_tokens = args.new_tokens or (64 if args.quick else 256)
+    repeats = args.repeats or (1 if args.quick else 3)
+    pin_threads(args.threads)
+
+    import torch
+
+    from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+    from mythos_convert.ui import set_quiet
+
+    set_quiet(True)
+    wanted = set(args.engines.split(","))
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mythos-bench-")))
+        ckpt = bench_checkpoint(workdir / "native")
+        tok = load_tokenizer(ckpt.parent / "tokenizer.json")
+        eos = special_tokens(tok).id("eos")
+        hf_dir, ggufs, notes = export_all(workdir, ckpt, "llama.cpp" in wanted)
+        prompt = prompt_of(tok, args.prompt_tokens)
+
+        engines: list[Engine] = []
+        for precision in ("float32", "bfloat16"):
+            if "native" in wanted:
+                engines.append(native_engine(ckpt, precision))
+            if "transformers" in wanted:
+                engines.append(transformers_engine(hf_dir, precision, eos))
+        if "llama.cpp" in wanted:
+            for kind, path in ggufs.items():
+                engines.append(llama_cpp_engine(path, kind, args.threads))
+
+        bandwidth = read_bandwidth_gbs(args.threads)
+        best: dict[int, Run] = {}
+        spent = dict.fromkeys(range(len(engines)), 0.0)
+        for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits every engine alike
+            for i, engine in enumerate(engines):
+                if spent[i] > args.budget_s and i in best:
+                    continue
+                torch.manual_seed(0)
+                run = engine.run(prompt, new_tokens)
+                spent[i] += run.total_s
+                if i not in best or run.total_s < best[i].total_s:
+                    best[i] = run
+        bandwidth = max(bandwidth, read_bandwidth_gbs(args.threads))
+        env = machine(args.threads)
+
+    rows = _rows(engines, best, bandwidth)
+    notes = [
+        f"machine: {env}",
+        f"model: mythos-172m architecture, random weights; prompt {len(prompt)} tokens, {new_tokens} new, greedy, "
+        f"batch 1; best of {repeats}",
+        f"read bandwidth (torch sum over 1 GiB, {args.threads} threads): {bandwidth:.1f} GB/s; "
+        "roofline tok/s = bandwidth / weight bytes per token",
+        *notes,
+    ]
+    emit("Generation speed (tokens/s, higher is better)", HEADERS, rows, notes)
+
+
+HEADERS = [
+    "engine",
+    "weights",
+    "tok/s",
+    "decode tok/s",
+    "first token s",
+    "x transformers fp32",
+    "MB read/token",
+    "roofline tok/s",
+    "% of roofline",
+    "same tokens as native fp32",
+]
+
+
+def _rows(engines: list[Engine], best: dict[int, Run], bandwidth: float) -> list[list[object]]:
+    def find(name: str, precision: str) -> Run | None:
+        for i, e in enumerate(engines):
+            if e.name == name and e.precision == precision:
+                return best[i]
+        return None
+
+    base = find("transformers", "float32")
+    native = find("native", "float32")
+    rows = []
+    for i, engine in enumerate(engines):
+        run = best[i]
+        roofline = bandwidth * 1e9 / engine.weight_bytes
+        same = _common_prefix(run.ids, native.ids) if native else None
+        rows.append(
+            [
+                engine.name,
+                engine.precision,
+                run.tok_s,
+                run.decode_tok_s,
+                run.first_s,
+                f"{run.tok_s / base.tok_s:.2f}x" if base else "-",
+                engine.weight_bytes / 1e6,
+                roofline,
+                f"{100 * run.decode_tok_s / roofline:.0f}%",
+                f"{same}/{len(run.ids)}" if same is not None else "-",
+            ]
+        )
+    return rows
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+if __name__ == "__main__":
+    main()
