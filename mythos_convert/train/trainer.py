@@ -77,17 +77,29 @@ def windows(tokens: np.ndarray, offsets: np.ndarray, seq_len: int, device: torch
     return chunk[:, :-1], chunk[:, 1:]
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: a bf16 GPU, or a CPU with native bf16 (AVX512-BF16/AMX).
+
+    On other CPUs torch runs bf16 matmuls several times slower than float32, so we train in float32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
 def _autocast(cfg: TrainingConfig, device: torch.device):
-    if not cfg.bf16:
-        return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if not (cfg.bf16 and bf16_supported(device)):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def precision_of(cfg: TrainingConfig, device: torch.device) -> str:
-    bf16 = cfg.bf16 and (device.type != "cuda" or torch.cuda.is_bf16_supported())
-    return "bf16 autocast (float32 weights)" if bf16 else "float32"
+    return "bf16 autocast (float32 weights)" if cfg.bf16 and bf16_supported(device) else "float32"
 
 
 # ---------------------------------------------------------------- the loop
@@ -377,8 +389,11 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
     )
     ui.info(
         f"model: {raw_model.num_parameters() / 1e6:.2f} M parameters; {tokens.train.size:,} train / "
-        f"{tokens.val.size:,} val tokens; {run.tokens_per_step:,} tokens per step on {world.world_size} process(es)"
+        f"{tokens.val.size:,} val tokens; {run.tokens_per_step:,} tokens per step on {world.world_size} process(es), "
+        f"{precision_of(tcfg, world.device)}"
     )
+    if tcfg.bf16 and not bf16_supported(world.device):
+        ui.info(f"bf16 requested, but {world.device.type} here has no fast bf16 matmul: training in float32")
     val_history: list[tuple[int, float]] = []
     if run.step >= tcfg.max_steps:
         ui.info(f"the run is already at step {run.step} of {tcfg.max_steps}: pass --max-steps to train further")
