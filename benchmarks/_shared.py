@@ -115,8 +115,21 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def emit(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: Sequence[str] = ()) -> None:
-    """Print the table (markdown, readable as is and pasteable into the README); record JSON rows."""
+SUMMARY_HEADERS = ["benchmark", "engine", "setting", "metric", "value", "vs baseline", "note"]
+
+
+def emit(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: Sequence[str] = (),
+    summary: Sequence[Sequence[object]] = (),
+) -> None:
+    """Print the table (markdown, readable as is and pasteable into the README); record JSON rows.
+
+    `summary` rows (engine, setting, metric, value, vs baseline, note) feed run.py's combined table;
+    without them run.py shows the first three columns of `rows`.
+    """
     print(f"\n### {title}\n")
     for note in notes:
         print(f"- {note}")
@@ -125,6 +138,12 @@ def emit(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], n
     sys.stdout.flush()
     target = os.environ.get(JSON_ENV)
     if target:
-        record = {"title": title, "headers": list(headers), "rows": [list(r) for r in rows], "notes": list(notes)}
+        record = {
+            "title": title,
+            "headers": list(headers),
+            "rows": [list(r) for r in rows],
+            "notes": list(notes),
+            "summary": [list(r) for r in summary],
+        }
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

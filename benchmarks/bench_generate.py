@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         "roofline tok/s = bandwidth / weight bytes per token",
         *notes,
     ]
-    emit("Generation speed (tokens/s, higher is better)", HEADERS, rows, notes)
+    summary = [[r[0], r[1], "tok/s", r[2], r[5], f"{r[8]} of roofline"] for r in rows]
+    emit("Generation speed (tokens/s, higher is better)", HEADERS, rows, notes, summary)
 
 
 HEADERS = [

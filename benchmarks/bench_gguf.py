@@ -2,7 +2,8 @@
 llama.cpp's own `convert_hf_to_gguf.py` (from the llama-cpp-python 0.3.36 sdist) and the copy floor.
 
 Every row runs in a child process, so wall seconds include interpreter start-up and imports, and
-peak RSS is the child's own (`os.wait4` rusage). The floor reads the source safetensors and writes
+peak RSS is the child's own (`os.wait4` rusage). The parent stays small (setup and the byte
+comparison run in children too), because Linux carries a parent's peak RSS into a forked child. The floor reads the source safetensors and writes
 as many bytes as the GGUF has, with plain file I/O. llama.cpp's converter refuses our tokenizer
 (unknown pre-tokenizer hash; without sentencepiece it aborts earlier): the script shows the
 refusal, then runs it with those two checks patched out, in this benchmark only, so the weights
@@ -120,28 +121,48 @@ def compare(ours: Path, theirs: Path) -> str:
     return "bit-identical" if not differ else f"{len(differ)}/{len(a)} tensors differ (first {differ[0]})"
 
 
+def setup(workdir: Path) -> None:
+    """Child: the 172m checkpoint (random weights) and its float32 HF folder, cached in workdir."""
+    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.ui import set_quiet
+
+    set_quiet(True)
+    ckpt = bench_checkpoint(workdir / "native")
+    if not (workdir / "hf" / "config.json").is_file():
+        export_hf(ckpt, workdir / "hf", dtype="float32", verify=False, card=False, force=True)
+    print(machine(2))
+
+
+def in_child(*args: str) -> str:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_gguf {args[0]} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint, HF folder and outputs here")
     parser.add_argument("--outtypes", default="f32,f16,bf16,q8_0,q4_0")
     parser.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist (default: pip download)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # setup WORKDIR | compare OURS THEIRS
     args = parser.parse_args(argv)
-    from mythos_convert.convert.hf import export_hf
-    from mythos_convert.ui import set_quiet
-
-    set_quiet(True)
+    if args.child:
+        if args.child[0] == "setup":
+            setup(Path(args.child[1]))
+        else:
+            print(compare(Path(args.child[1]), Path(args.child[2])))
+        return
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mythos-bench-gguf-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        ckpt = bench_checkpoint(workdir / "native")
+        machine_line = in_child("--child", "setup", str(workdir))
         hf_dir = workdir / "hf"
-        if not (hf_dir / "config.json").is_file():
-            export_hf(ckpt, hf_dir, dtype="float32", verify=False, card=False, force=True)
         source = hf_dir / "model.safetensors"
         out = workdir / "out"
         out.mkdir(exist_ok=True)
 
-        notes = [machine(2), f"source: {hf_dir} (float32 safetensors, {source.stat().st_size / 1e6:.0f} MB)"]
+        notes = [machine_line, f"source: {hf_dir} (float32 safetensors, {source.stat().st_size / 1e6:.0f} MB)"]
         sdist = find_sdist(workdir, args.sdist)
         converter = extract_converter(sdist, workdir) if sdist is not None else None
         if converter is None:
@@ -168,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 if lcode != 0:
                     row += ["failed", "-", ltail[-80:]]
                 else:
-                    row += [lwall, lrss, compare(ours_path, theirs)]
+                    row += [lwall, lrss, in_child("--child", "compare", str(ours_path), str(theirs))]
                     theirs.unlink()
             else:
                 row += ["-", "-", "n/a (llama.cpp's converter has no numpy " + outtype + ")"]
