@@ -59,7 +59,10 @@ import runpy, sys
 root = sys.argv.pop(1)
 sys.path[:0] = [root, root + "/gguf-py"]
 from conversion import base
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+if "--keep-pre-check" in sys.argv:
+    sys.argv.remove("--keep-pre-check")
+else:
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
 def _no_sentencepiece(self, *args, **kwargs):
     raise FileNotFoundError("sentencepiece model not used: a byte-level BPE")
 base.TextModel._set_vocab_sentencepiece = _no_sentencepiece
@@ -170,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             plain = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16"]
             _, _, code, tail = run_child([*plain, "--outfile", str(out / "refused.gguf")])
-            notes.append(f"llama.cpp's converter unpatched: exit {code}: {tail[-200:]}")
+            notes.append(f"llama.cpp's converter unpatched: exit {code}: {tail[-160:]}")
+            patched = [sys.executable, "-c", LLAMA_PATCHED, str(converter), str(hf_dir), "--outtype", "f16"]
+            _, _, code, tail = run_child([*patched, "--keep-pre-check", "--outfile", str(out / "refused.gguf")])
+            notes.append(f"... with sentencepiece installed (probe patched): exit {code}: {tail[-160:]}")
             notes.append("llama.cpp rows: pre-tokenizer check and sentencepiece probe patched out (benchmark only)")
 
         rows = []

@@ -186,8 +186,8 @@ def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     """float32 array -> the bytes (as an array) of `qtype`: plain casts or gguf.quants."""
     if qtype == Q.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
-    if qtype == Q.F16:
-        return np.ascontiguousarray(array).astype(np.float16)
+    if qtype == Q.F16:  # torch's cast: same IEEE rounding as numpy's astype, several times faster
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
     return gguf.quants.quantize(np.ascontiguousarray(array), qtype)
 
 
