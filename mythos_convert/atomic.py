@@ -17,6 +17,17 @@ from pathlib import Path
 from mythos_convert.errors import MythosError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give outputs the modes a normal write would (0644/0755)."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 def check_output_dir(path: str | Path, force: bool) -> Path:
     """Refuse a non-empty existing folder unless force; refuse a file where a folder should go."""
     path = Path(path)
@@ -51,6 +62,7 @@ def atomic_dir(final: str | Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _publish_mode(tmp, is_dir=True)
     old = None
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
@@ -73,6 +85,7 @@ def atomic_file(final: str | Path, force: bool = True) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _publish_mode(tmp, is_dir=False)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
