@@ -118,7 +118,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
                 n_batch=n_ctx,
                 n_ubatch=n_ctx,
                 logits_all=True,
-                n_threads=max(1, min(4, os.cpu_count() or 1)),
+                n_threads=max(1, min(8, (os.cpu_count() or 2) // 2)),  # llama-cpp-python's default, capped
                 verbose=False,
                 **kwargs,
             )
@@ -219,6 +219,50 @@ def _native_fn(model):
     return run
 
 
+def _incremental(prefill, step):
+    """A `greedy_continue` step function that feeds only the new token when the sequence grew by one.
+
+    Greedy decoding then costs one cached step per token in both engines instead of a recompute
+    of the whole sequence; only the last row of logits is returned (all greedy needs).
+    """
+    state: dict[str, list[int]] = {"ids": []}
+
+    def run(ids: list[int]) -> torch.Tensor:
+        prev = state["ids"]
+        if prev and len(ids) == len(prev) + 1 and ids[:-1] == prev:
+            last = step(ids[-1], len(prev))
+        else:
+            last = prefill(ids)
+        state["ids"] = list(ids)
+        return last[None, :]
+
+    return run
+
+
+def _native_greedy_fn(model):
+    def prefill(ids: list[int]) -> torch.Tensor:
+        model.setup_cache(1, model.config.max_seq_len, torch.float32, fuse=False)
+        with torch.no_grad():
+            return model(torch.tensor([ids]))[0, -1].float()
+
+    def step(token: int, start: int) -> torch.Tensor:
+        with torch.no_grad():
+            return model(torch.tensor([[token]]), start=start)[0, -1].float()
+
+    return _incremental(prefill, step)
+
+
+def _llama_greedy_fn(llm):
+    def prefill(ids: list[int]) -> torch.Tensor:
+        return llama_logits(llm, ids)[-1]
+
+    def step(token: int, start: int) -> torch.Tensor:
+        llm.eval([token])
+        return torch.from_numpy(np.array(llm.scores[start], dtype=np.float32))
+
+    return _incremental(prefill, step)
+
+
 # --- transformers ------------------------------------------------------------------------------
 
 
@@ -295,7 +339,10 @@ def verify_gguf(
         [compare_logits(r, llama_fn(s)) for r, s in zip(refs, seqs, strict=True)], list(map(len, seqs))
     )
     greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
-    greedy_equal = all(greedy_continue(native_fn, s) == greedy_continue(llama_fn, s) for s in greedy_seqs)
+    greedy_equal = all(
+        greedy_continue(_native_greedy_fn(model), s) == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs
+    )
+    model.clear_cache()
     texts = list(dict.fromkeys([*TOKENIZER_TEXTS, *NORMALIZER_PROBES, *PROMPTS]))
     tok_agreement, tok_diffs = tokenization_diffs(llm, tok, texts)
     llm.close()
