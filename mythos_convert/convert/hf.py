@@ -86,13 +86,11 @@ def make_readable(folder: Path) -> None:
 
 
 def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
-    if dtype is None:
-        return (
-            dtype_name(ckpt.state_dict["embedding.weight"].dtype)
-            if "embedding.weight" in ckpt.state_dict
-            else ("float32")
-        )
-    return dtype
+    """The requested dtype, else the checkpoint's (that of its embedding)."""
+    if dtype is not None:
+        return dtype
+    embedding = ckpt.state_dict.get("embedding.weight")
+    return dtype_name(embedding.dtype) if embedding is not None else "float32"
 
 
 def export_hf(

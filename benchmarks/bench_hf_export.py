@@ -1,0 +1,212 @@
+"""HF export speed and memory on the mythos-172m architecture: `mythos-convert hf` against the obvious
+alternatives and the copy floor.
+
+The checkpoint is in the reference's layout with AdamW state (about 3x the weights on disk), random
+weights, built once and cached (`--cache`, default `.bench_cache/hf-export/`). Every row runs in a
+child process, so wall seconds include interpreter start-up and imports, and peak RSS is that
+child's own (`os.wait4` rusage). The checkpoint is read once before timing, so every row starts from
+a warm page cache; each row is the best of `--repeats` runs.
+
+- ours: `python -m mythos_convert hf CKPT OUT --no-verify -q` (verify is timed in its own row)
+- (a) reference script: `torch.load` of the whole file (optimizer included), build the model,
+  `load_state_dict`, remap names, `save_file`
+- (b) transformers: `torch.load`, build `LlamaForCausalLM(config)`, `load_state_dict`, `save_pretrained`
+- (c) floor: copy as many bytes as the export's weights from the checkpoint file to a new file
+
+    python benchmarks/bench_hf_export.py [--cache DIR] [--repeats N] [--dtype float32|bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _shared import bench_tokenizer, emit, machine
+
+ARCH = "mythos-172m"
+
+NAIVE = """
+import sys, torch
+from safetensors.torch import save_file
+from mythos_convert.convert.names import convert_name
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.model.model import Mythos
+ckpt, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+data = torch.load(ckpt, map_location="cpu", weights_only=True)  # the whole file, optimizer included
+model = Mythos(MythosConfig.from_dict(data["config"]))
+model.load_state_dict(data["model"])
+state = {}
+for name, tensor in model.state_dict().items():
+    if name in ("rope_cos", "rope_sin", "output.weight"):
+        continue
+    state[convert_name(name, "native", "hf")] = tensor.to(dtype).contiguous()
+save_file(state, out + "/model.safetensors", metadata={"format": "pt"})
+"""
+
+TRANSFORMERS = """
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from mythos_convert.convert.names import convert_name
+from mythos_convert.model.config import MythosConfig
+ckpt, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+data = torch.load(ckpt, map_location="cpu", weights_only=True)
+cfg = MythosConfig.from_dict(data["config"])
+config = LlamaConfig(
+    vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
+    num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+    max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+    tie_word_embeddings=True,
+)
+model = LlamaForCausalLM(config)
+state = {convert_name(k, "native", "hf"): v for k, v in data["model"].items() if k not in ("rope_cos", "rope_sin")}
+model.load_state_dict(state, strict=True)
+model.to(dtype).save_pretrained(out)
+"""
+
+FLOOR = """
+import sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+chunk = 16 << 20
+with open(src, "rb") as fin, open(dst + "/copy.bin", "wb") as fout:
+    left = n
+    while left:
+        block = fin.read(min(chunk, left))
+        fout.write(block)
+        left -= len(block)
+"""
+
+
+def reference_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """`folder/ckpt.pt` in the reference layout: model, AdamW state, step, config; tokenizer beside it."""
+    import torch
+
+    from mythos_convert.model.config import load_preset
+    from mythos_convert.model.model import Mythos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = load_preset(ARCH).model
+    bench_tokenizer(folder, cfg.vocab_size)
+    path = folder / "ckpt.pt"
+    if path.is_file():
+        return path
+    torch.manual_seed(seed)
+    model = Mythos(cfg)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    for p in params:  # the state one real step leaves, without paying for a backward pass
+        optimizer.state[p] = {
+            "step": torch.tensor(1.0),
+            "exp_avg": torch.randn_like(p) * 1e-3,
+            "exp_avg_sq": torch.rand_like(p) * 1e-6,
+        }
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 1000, "config": cfg.to_dict()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.rename(path)
+    return path
+
+
+def run_child(args: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process; raise with its stderr if it fails."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        if status:
+            err.seek(0)
+            raise RuntimeError(f"{args[:4]} failed: {err.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def best_of(repeats: int, make_args, out: Path) -> tuple[float, int]:
+    walls, rss = [], 0
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        wall, peak = run_child(make_args(out))
+        walls.append(wall)
+        rss = max(rss, peak)
+    return min(walls), rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cache", type=Path, default=Path(__file__).resolve().parents[1] / ".bench_cache" / "hf-export"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    ckpt = reference_checkpoint(args.cache / "native")
+    with open(ckpt, "rb") as fh:  # warm the page cache: every row reads from memory, not the disk
+        while fh.read(64 << 20):
+            pass
+    py = sys.executable
+    work = args.cache / "runs"
+    ours_out = work / "ours"
+
+    def ours(out: Path) -> list[str]:
+        return [
+            py,
+            "-m",
+            "mythos_convert",
+            "hf",
+            str(ckpt),
+            str(out),
+            "--no-verify",
+            "-q",
+            "--force",
+            "--dtype",
+            args.dtype,
+        ]
+
+    rows = {}
+    rows["ours: mythos-convert hf --no-verify"] = best_of(args.repeats, ours, ours_out)
+    weights = sum(p.stat().st_size for p in ours_out.glob("*.safetensors"))
+    rows["(a) torch.load + model + remap + save_file"] = best_of(
+        args.repeats, lambda o: [py, "-c", NAIVE, str(ckpt), str(o), args.dtype], work / "naive"
+    )
+    rows["(b) transformers LlamaForCausalLM + save_pretrained"] = best_of(
+        args.repeats, lambda o: [py, "-c", TRANSFORMERS, str(ckpt), str(o), args.dtype], work / "transformers"
+    )
+    rows["(c) floor: copy the same bytes disk to disk"] = best_of(
+        args.repeats, lambda o: [py, "-c", FLOOR, str(ckpt), str(o), str(weights)], work / "floor"
+    )
+    floor = rows["(c) floor: copy the same bytes disk to disk"][0]
+    table = [
+        [name, round(wall, 2), round(rss / 2**20), round(rss / weights, 2), round(wall / floor, 2)]
+        for name, (wall, rss) in rows.items()
+    ]
+    verify_wall, verify_rss = run_child(
+        [py, "-m", "mythos_convert", "verify", str(ours_out), "--ckpt", str(ckpt), "-q"]
+    )
+    table.append(["verify (separate, not in ours)", round(verify_wall, 2), round(verify_rss / 2**20), "-", "-"])
+    shutil.rmtree(work, ignore_errors=True)
+    emit(
+        f"HF export of {ARCH} ({args.dtype}, {weights / 1e6:.0f} MB of weights; checkpoint {ckpt.stat().st_size / 1e6:.0f} MB with AdamW state)",
+        ["variant", "wall s", "peak RSS MiB", "RSS / weights", "x floor"],
+        table,
+        notes=[
+            machine(torch_threads()),
+            f"best of {args.repeats} runs per row, each in a fresh child process (start-up and imports included), warm page cache",
+            "targets: ours within 1.5x of the floor, peak RSS under 1.3x the weights",
+        ],
+    )
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()
