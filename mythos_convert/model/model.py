@@ -12,7 +12,8 @@ Speed (decoding is bound by reading every weight once per token): the cache is p
 written in place; RoPE slices are taken once per forward, not per layer; linears call `linear()`,
 which avoids F.linear's slow bf16 kernels on CPUs without native bf16 (AVX2);
 `setup_cache` also builds fused q|k|v and w1|w3 weights for inference only (plain attributes, so
-state-dict names and saved checkpoints never change), dropped again by `clear_cache`.
+state-dict names and saved checkpoints never change), dropped again by `clear_cache`, and for a
+batch of one a `DecodePlan` (decode.py) that runs each new token with the per-layer work hoisted.
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class Mythos(nn.Module):
         self.register_buffer("rope_cos", cos)  # persistent: the reference saves them
         self.register_buffer("rope_sin", sin)
         self.caches: list[KVCache] | None = None
+        self.decode_plan = None  # set by setup_cache(batch=1): see decode.py
         self.apply(self._init_weights)
         scale = 0.02 / (2 * cfg.n_layers) ** 0.5  # GPT-2 style: shrink residual projections
         for name, param in self.named_parameters():
@@ -251,16 +253,22 @@ class Mythos(nn.Module):
         device = self.embedding.weight.device
         cfg = self.config
         self.caches = [KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, device) for _ in self.layers]
+        self.decode_plan = None
         for layer in self.layers:
             if fuse:
                 layer.attention.fuse()
                 layer.feed_forward.fuse()
             else:
                 layer.attention.wqkv = layer.feed_forward.w13 = None
+        if fuse and batch == 1 and dtype == self.embedding.weight.dtype:
+            from mythos_convert.model.decode import DecodePlan  # the one-token fast path
+
+            self.decode_plan = DecodePlan(self, self.caches)
 
     def clear_cache(self) -> None:
         """Drop the KV cache and the fused inference weights."""
         self.caches = None
+        self.decode_plan = None
         for layer in self.layers:
             layer.attention.wqkv = layer.feed_forward.w13 = None
 
@@ -283,6 +291,8 @@ class Mythos(nn.Module):
             raise ValueError(f"cannot run position {end - 1}: max_seq_len is {self.config.max_seq_len}")
         if start > 0 and self.caches is None:
             raise ValueError("start > 0 needs a KV cache: call setup_cache() first")
+        if self.decode_plan is not None and tokens.shape == (1, 1) and targets is None and not torch.is_grad_enabled():
+            return self.decode_plan.step(tokens, start)  # one token on top of the cache: the hot loop
         x = self.embedding(tokens)  # [B, T, D]
         # once per forward, not per layer: the position slices of the RoPE tables
         cos, sin = self.rope_cos[start:end].to(x.dtype), signed_sin(self.rope_sin[start:end].to(x.dtype))
