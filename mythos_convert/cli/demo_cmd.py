@@ -1,10 +1,38 @@
-"""`mythos-convert demo` (placeholder until its issue lands)."""
+"""`mythos-convert demo [OUT]`: the whole product on the embedded default, ending with one table."""
 
 from __future__ import annotations
 
-from mythos_convert.errors import MythosError
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
 
 
-def demo() -> None:
-    """Not implemented yet."""
-    raise MythosError("'demo' is not implemented yet")
+def demo(
+    out: Annotated[Path, typer.Argument(help="Folder for everything the demo makes.")] = Path("demo-out"),
+    max_steps: Annotated[int | None, typer.Option(help="Training steps (default: the tiny preset's).")] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train tiny on the embedded corpus, export to HF and GGUF (f16, q8_0), verify, card, push --dry-run."""
+    apply_quiet(quiet)
+    from mythos_convert.demo import load_commands, run_demo, summary_table
+    from mythos_convert.hub import plan_table
+    from mythos_convert.ui import result
+
+    outcome = run_demo(out, force=force, max_steps=max_steps)
+    result(plan_table(outcome.push_plan))
+    result(summary_table(outcome))
+    for line in load_commands(outcome):
+        result(f"  {line}")
+    if outcome.val_loss is not None:
+        result(
+            f"validation loss {outcome.val_loss:.3f} (uniform baseline {outcome.uniform_loss:.3f}); "
+            f"train {outcome.seconds['train']:.0f}s, hf {outcome.seconds['hf']:.0f}s, gguf {outcome.seconds['gguf']:.0f}s"
+        )
+    result(
+        f"next: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME   "
+        f"(or: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME --dry-run)"
+    )

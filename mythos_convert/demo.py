@@ -1,0 +1,183 @@
+"""From nothing to a publish-ready model in one call: the product's whole pipeline on the embedded corpus.
+
+`run_demo` trains the `tiny` preset on the embedded default corpus, then runs the real pipeline on
+the result (no shortcuts): `hf` export with its verify, GGUF f16 and q8_0 with theirs, the card,
+and a dry-run push plan. Every step is the same library call the individual commands make.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mythos_convert import ui
+from mythos_convert.atomic import check_output_dir
+from mythos_convert.errors import MythosError
+
+DEMO_REPO = "your-name/mythos-tiny"  # only planned (dry run), never contacted
+DEMO_GGUF_TYPES = "f16,q8_0"
+
+
+@dataclass
+class Artifact:
+    """One row of the demo's closing table."""
+
+    name: str
+    path: Path
+    size: int
+    parity: str
+    load: str
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    checkpoint: Path
+    hf_folder: Path
+    artifacts: list[Artifact] = field(default_factory=list)
+    val_loss: float | None = None
+    uniform_loss: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    push_plan: Any = None
+
+    @property
+    def passed(self) -> bool:
+        return all(a.parity.startswith("ok") or a.parity == "-" for a in self.artifacts)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _parity(result: dict[str, Any] | None) -> str:
+    """`ok  max|diff| 3.1e-06, greedy equal` from a verify result."""
+    if not result:
+        return "-"
+    status = "ok" if result.get("passed") else "FAILED"
+    greedy = result.get("greedy_equal")
+    greedy_text = "greedy equal" if greedy else ("greedy differs" if greedy is not None else "")
+    top1 = result.get("argmax_agreement")
+    top1_text = f"top-1 {top1:.3f}" if isinstance(top1, (int, float)) else ""
+    diff = result.get("max_abs_diff")
+    diff_text = f"max|diff| {diff:.2e}" if isinstance(diff, (int, float)) else ""
+    return f"{status}  " + ", ".join(t for t in (diff_text, top1_text, greedy_text) if t)
+
+
+def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: int | None = None) -> DemoResult:
+    """Train tiny on the embedded corpus, export to HF and GGUF, verify, card, plan a push.
+
+    Raises:
+        MythosError: a non-empty `out` without `force`, or any failing step (named).
+    """
+    import math
+
+    from mythos_convert.card import write_card
+    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.hub import plan_push
+    from mythos_convert.hub_checks import check_folder
+    from mythos_convert.train.trainer import train
+
+    out = check_output_dir(out, force)
+    run_dir, hf_dir = out / "run", out / "hf"
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    ui.info("[bold]1/5[/bold] training the tiny preset on the embedded corpus")
+    trained = train("tiny", None, run_dir, max_steps=max_steps, force=force)
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ui.info("[bold]2/5[/bold] exporting to a transformers folder and verifying it")
+    hf = export_hf(trained.checkpoint, hf_dir, force=force, verify=True)
+    seconds["hf"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ui.info("[bold]3/5[/bold] writing GGUF f16 and q8_0 and verifying them in llama.cpp")
+    gguf = export_gguf(hf_dir, DEMO_GGUF_TYPES, force=force, modelfile=True, verify=True)
+    seconds["gguf"] = time.perf_counter() - t0
+
+    ui.info("[bold]4/5[/bold] rendering the model card")
+    card = write_card(hf_dir)
+
+    ui.info("[bold]5/5[/bold] planning the push (dry run: nothing is uploaded)")
+    plan = plan_push(hf_dir, DEMO_REPO)
+    problems = check_folder(hf_dir, {f.path_in_repo for f in plan.files})
+    if problems:
+        raise MythosError(f"the exported folder fails the push checks: {'; '.join(problems)}")
+
+    from mythos_convert.model.config import load_preset
+
+    vocab = load_preset("tiny").model.vocab_size
+    result = DemoResult(
+        out=out,
+        checkpoint=trained.checkpoint,
+        hf_folder=hf_dir,
+        val_loss=trained.val_loss,
+        uniform_loss=math.log(vocab),
+        seconds=seconds,
+        push_plan=plan,
+    )
+    result.artifacts.append(
+        Artifact(
+            "native checkpoint",
+            trained.checkpoint,
+            _size(trained.checkpoint),
+            "-",
+            f"mythos-convert generate {trained.checkpoint} 'The meaning of'",
+        )
+    )
+    result.artifacts.append(
+        Artifact(
+            "transformers folder",
+            hf_dir,
+            _size(hf_dir),
+            _parity(hf.verify),
+            f"AutoModelForCausalLM.from_pretrained('{hf_dir}')",
+        )
+    )
+    for written in gguf.written:
+        result.artifacts.append(
+            Artifact(
+                f"GGUF {written.outtype.label}",
+                written.path,
+                written.nbytes,
+                _parity(gguf.verify.get(written.path.name)),
+                f"python examples/run_with_llama_cpp.py {written.path}",
+            )
+        )
+    result.artifacts.append(Artifact("model card", card, _size(card), "-", f"less {card}"))
+    if not result.passed:
+        failed = [a.name for a in result.artifacts if a.parity.startswith("FAILED")]
+        raise MythosError(f"demo parity check failed for {', '.join(failed)}: see the verify tables above")
+    return result
+
+
+def summary_table(result: DemoResult):
+    """The closing table: each artifact, its size and its parity figures (paths relative to OUT)."""
+    from rich.table import Table
+
+    from mythos_convert.card import human_size
+
+    table = Table(title=f"mythos-convert demo: {result.out}")
+    for column in ("artifact", "file", "size", "parity vs native model"):
+        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
+    for a in result.artifacts:
+        table.add_row(a.name, _relative(a.path, result.out), human_size(a.size), a.parity)
+    return table
+
+
+def load_commands(result: DemoResult) -> list[str]:
+    """How to use each artifact, one line each (printed under the table)."""
+    return [f"{a.name}: {a.load}" for a in result.artifacts]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
