@@ -74,3 +74,11 @@ def test_only_q_and_k_are_permuted(native_keys):
     permuted = {k for k, t in transforms.items() if t}
     assert permuted == {k for k in native_keys if ".wq." in k or ".wk." in k}
     assert {transforms[k] for k in permuted} == {"permute_q", "permute_k"}
+
+
+def test_native_shapes_match_the_model():
+    from mythos_convert.convert.hf_weights import native_shapes
+
+    cfg = tiny_config(n_layers=3, n_heads=6, n_kv_heads=2, d_model=96, vocab_size=333)
+    model = random_model(cfg)
+    assert native_shapes(cfg) == {k: tuple(v.shape) for k, v in model.state_dict().items()}

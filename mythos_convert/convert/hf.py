@@ -146,7 +146,12 @@ def export_hf(
     with atomic_dir(out, force) as tmp:
         info(f"exporting {source.path} ({cfg.num_parameters():,} parameters) to {out} as {dtype}")
         files = write_safetensors(
-            tmp, weights, TORCH_DTYPES[dtype], max_shard_size=max_shard_size, allow_nonfinite=allow_nonfinite
+            tmp,
+            weights,
+            TORCH_DTYPES[dtype],
+            max_shard_size=max_shard_size,
+            allow_nonfinite=allow_nonfinite,
+            source_file=source.path,
         )
         del weights
         _write_json(tmp / "config.json", hf_config_dict(cfg, specials, dtype))

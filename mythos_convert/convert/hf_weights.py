@@ -2,9 +2,9 @@
 
 Weights come from the memory-mapped checkpoint and go through the one name table; the tied head is
 stored once as `model.embed_tokens.weight` (no `lm_head.weight`). Shards are planned by
-huggingface_hub's `split_torch_state_dict_into_shards` on meta tensors of the target dtype and each
-shard is written by `safetensors.torch.save_file`, which writes straight from tensor memory; so
-peak memory is the cast copies of one shard at most (none when the dtype is unchanged).
+huggingface_hub's `split_torch_state_dict_into_shards` on meta tensors of the target dtype (its
+names, its index layout) and each shard is streamed by `safetensors_stream.write_file`, which gives
+the checkpoint's pages back after each tensor: peak memory is about one tensor, not the model.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors.torch import save_file
 
 from mythos_convert.convert.names import NATIVE_DROPPED, TIED_HEAD, convert_name, expected_names
+from mythos_convert.convert.safetensors_stream import PageReleaser, write_file
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import progress_task
@@ -36,12 +36,29 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def native_shapes(cfg: MythosConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of every native tensor for `cfg`, from the model itself built on the meta device (no memory)."""
-    from mythos_convert.model.model import Mythos
+    """Shape of every native tensor for `cfg`, rope buffers included (a test checks them against the model).
 
-    with torch.device("meta"):
-        model = Mythos(cfg)
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    Computed, not read off a model built on the meta device: that costs seconds of imports.
+    """
+    d, hd, ffn = cfg.d_model, cfg.head_dim, cfg.ffn_dim
+    q, kv = cfg.n_heads * hd, cfg.n_kv_heads * hd
+    layer = {
+        "attn_norm.weight": (d,),
+        "attention.wq.weight": (q, d),
+        "attention.wk.weight": (kv, d),
+        "attention.wv.weight": (kv, d),
+        "attention.wo.weight": (d, q),
+        "ffn_norm.weight": (d,),
+        "feed_forward.w1.weight": (ffn, d),
+        "feed_forward.w2.weight": (d, ffn),
+        "feed_forward.w3.weight": (ffn, d),
+    }
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (cfg.vocab_size, d)}
+    for i in range(cfg.n_layers):
+        shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    shapes.update({"norm.weight": (d,), "output.weight": (cfg.vocab_size, d)})
+    shapes.update({"rope_cos": (cfg.max_seq_len, hd), "rope_sin": (cfg.max_seq_len, hd)})
+    return shapes
 
 
 def select_native_weights(cfg: MythosConfig, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,11 +93,19 @@ def select_native_weights(cfg: MythosConfig, state: Mapping[str, torch.Tensor]) 
     return selected
 
 
+def _finite(tensor: torch.Tensor) -> bool:
+    """No NaN/Inf: min and max propagate NaN and show Inf, in one pass with no tensor-sized temporary."""
+    if not tensor.numel():
+        return True
+    low, high = tensor.aminmax()
+    return bool(torch.isfinite(low) and torch.isfinite(high))
+
+
 def cast_checked(name: str, tensor: torch.Tensor, dtype: torch.dtype, allow_nonfinite: bool) -> torch.Tensor:
     """Cast to `dtype` (contiguous); refuse NaN/Inf, naming the tensor and whether the cast caused it."""
     out = tensor.to(dtype).contiguous()
-    if not allow_nonfinite and not bool(torch.isfinite(out).all()):
-        cause = "after casting (values overflow the dtype)" if bool(torch.isfinite(tensor).all()) else ""
+    if not allow_nonfinite and not _finite(out):
+        cause = "after casting (values overflow the dtype)" if _finite(tensor) else ""
         raise MythosError(
             f"tensor {name} holds NaN or Inf values {cause}".rstrip()
             + ": the checkpoint is damaged (or pass --allow-nonfinite to export it anyway)"
@@ -95,11 +120,14 @@ def write_safetensors(
     *,
     max_shard_size: int | str = "5GB",
     allow_nonfinite: bool = False,
+    source_file: Path | None = None,
 ) -> list[str]:
     """Write native `weights` under HF names into `folder`; return the file names written.
 
     Single file `model.safetensors`, or `model-0000k-of-0000n.safetensors` plus the index when the
     total exceeds `max_shard_size` (a tensor larger than that gets a shard of its own).
+    `source_file` is the memory-mapped checkpoint the tensors come from: its pages are given back
+    after each tensor is written.
     """
     hf_names = {convert_name(n, "native", "hf"): n for n in weights}
     plan_input = {hf: torch.empty(weights[n].shape, dtype=dtype, device="meta") for hf, n in hf_names.items()}
@@ -110,14 +138,23 @@ def write_safetensors(
     except ValueError as exc:
         raise MythosError(f"--max-shard-size {max_shard_size!r} is not a size like 5GB or 500MB ({exc})") from exc
     total = sum(t.numel() for t in plan_input.values())
+    releaser = PageReleaser(source_file)
+
+    def prepare(hf: str, tensor: torch.Tensor) -> torch.Tensor:
+        return cast_checked(hf_names[hf], tensor, dtype, allow_nonfinite)
+
     with progress_task("writing safetensors", total=total) as advance:
         for filename, names in split.filename_to_tensors.items():
-            shard = {}
-            for hf in names:
-                shard[hf] = cast_checked(hf_names[hf], weights[hf_names[hf]], dtype, allow_nonfinite)
-                advance(shard[hf].numel())
-            save_file(shard, folder / filename, metadata=SAFETENSORS_METADATA)
-            del shard
+            shard = {hf: weights[hf_names[hf]] for hf in names}
+            write_file(
+                folder / filename,
+                shard,
+                dtype,
+                metadata=SAFETENSORS_METADATA,
+                prepare=prepare,
+                releaser=releaser,
+                advance=advance,
+            )
     if split.is_sharded:
         index = {"metadata": dict(split.metadata), "weight_map": dict(sorted(split.tensor_to_filename.items()))}
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
