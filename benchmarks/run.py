@@ -33,7 +33,23 @@ def discover(only: set[str] | None) -> list[Path]:
     return scripts
 
 
+def accepted(script: Path, extra: list[str]) -> list[str]:
+    """The options of `extra` the script knows (its source names them); e.g. --quick goes only where it exists."""
+    source = script.read_text(encoding="utf-8")
+    out, skip = [], False
+    for i, arg in enumerate(extra):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--") and f'"{arg.split("=")[0]}"' not in source:
+            skip = "=" not in arg and i + 1 < len(extra) and not extra[i + 1].startswith("--")
+            continue
+        out.append(arg)
+    return out
+
+
 def run_one(script: Path, extra: list[str], json_path: Path, timeout: float) -> tuple[int, float]:
+    extra = accepted(script, extra)
     env = dict(os.environ, **{JSON_ENV: str(json_path)})
     started = time.perf_counter()
     print(f"\n## {script.name} {' '.join(extra)}".rstrip(), flush=True)
@@ -44,7 +60,7 @@ def run_one(script: Path, extra: list[str], json_path: Path, timeout: float) -> 
     return code, time.perf_counter() - started
 
 
-def combined_rows(records: list[dict], failures: dict[str, int]) -> list[list[object]]:
+def combined_rows(records: list[dict], failures: dict[str, int], silent: list[str]) -> list[list[object]]:
     rows: list[list[object]] = []
     for record in records:
         title = record["title"].split(" (")[0]
@@ -56,6 +72,7 @@ def combined_rows(records: list[dict], failures: dict[str, int]) -> list[list[ob
                 [title, *row[:2], headers[2] if len(headers) > 2 else "", *row[2:3], "", ""] for row in record["rows"]
             ]
     rows += [[name, "-", "-", "failed", f"exit {code}", "-", "see its output above"] for name, code in failures.items()]
+    rows += [[name, "-", "-", "-", "-", "-", "table in its output above"] for name in silent]
     return rows
 
 
@@ -70,17 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         print("no benchmarks found", file=sys.stderr)
         return 2
     failures: dict[str, int] = {}
+    silent: list[str] = []  # succeeded without JSON rows: their own table is in the output
     with tempfile.TemporaryDirectory(prefix="mythos-bench-run-") as tmp:
         json_path = Path(tmp) / "results.jsonl"
         json_path.touch()
         for script in scripts:
+            before = len(json_path.read_text().splitlines())
             code, seconds = run_one(script, extra, json_path, args.timeout)
             print(f"({script.name}: exit {code}, {seconds:.0f} s)", flush=True)
             if code != 0:
                 failures[script.name] = code
+            elif len(json_path.read_text().splitlines()) == before:
+                silent.append(script.name)
         records = [json.loads(line) for line in json_path.read_text().splitlines() if line.strip()]
     print("\n## All benchmarks\n")
-    print(markdown_table(SUMMARY_HEADERS, combined_rows(records, failures)))
+    print(markdown_table(SUMMARY_HEADERS, combined_rows(records, failures, silent)))
     return 1 if failures else 0
 
 
