@@ -12,6 +12,7 @@ a warm page cache; each row is the best of `--repeats` runs.
   `load_state_dict`, remap names, `save_file`
 - (b) transformers: `torch.load`, build `LlamaForCausalLM(config)`, `load_state_dict`, `save_pretrained`
 - (c) floor: copy as many bytes as the export's weights from the checkpoint file to a new file
+- start-up only: the CLI's interpreter start and imports (torch), which every `ours` run pays
 
     python benchmarks/bench_hf_export.py [--cache DIR] [--repeats N] [--dtype float32|bfloat16]
 """
@@ -185,6 +186,9 @@ def main() -> None:
     )
     rows["(c) floor: copy the same bytes disk to disk"] = best_of(
         args.repeats, lambda o: [py, "-c", FLOOR, str(ckpt), str(o), str(weights)], work / "floor"
+    )
+    rows["start-up only: python -m mythos_convert --version"] = best_of(
+        args.repeats, lambda o: [py, "-m", "mythos_convert", "--version"], work / "startup"
     )
     floor = rows["(c) floor: copy the same bytes disk to disk"][0]
     table = [

@@ -21,11 +21,12 @@ _TRANSFORMERS_VERSION_FALLBACK = "4.46.3"
 
 
 def _transformers_version() -> str:
-    try:
-        import transformers
+    """The installed transformers' version, read from its metadata (importing it costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return transformers.__version__
-    except ImportError:  # writing a config needs no transformers
+    try:
+        return version("transformers")
+    except PackageNotFoundError:  # writing a config needs no transformers
         return _TRANSFORMERS_VERSION_FALLBACK
 
 
