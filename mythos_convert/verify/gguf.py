@@ -44,8 +44,12 @@ from mythos_convert.verify.parity import (
 )
 
 GREEDY_PROMPTS = 2  # the first prompt and the longest one
-# Measured on the tiny fixture, random configs and the 172m preset (random weights scaled x5, so
-# logits are far from uniform): see the README's GGUF section for the numbers behind these.
+# Gates for llama.cpp (F32 KV cache) against the native engine in float32; |diff| bounds are for
+# reference logits with a standard deviation up to 1 and grow with it (`scaled_tolerance`).
+# Measured (max |diff|, top-1): tiny fixture F32 3.1e-6, F16 5.7e-3, BF16 4.1e-2 (98.7%), Q8_0
+# 0.134 (94.9%); four random configs (odd heads, GQA 3:1..1:1, vocab 513-600) F16 <= 1.6e-2
+# (>= 99.6%), BF16 <= 0.13 (>= 98.3%), Q8_0 <= 0.55 (>= 89%); the 172m preset at its default init
+# F32 3.0e-6, F16 3.3e-3 (100%). 4/5-bit types are reported with top-1, not gated.
 GGUF_TOLERANCES: dict[str, Tolerance] = {
     "F32": Tolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0, greedy_must_match=True),
     "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.97, greedy_must_match=False),
