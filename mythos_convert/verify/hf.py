@@ -21,6 +21,7 @@ import torch
 from mythos_convert.convert.hf_config import same_architecture
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
 from mythos_convert.convert.hf_weights import TORCH_DTYPES
+from mythos_convert.convert.tokenizer_export import check_vocab_fits
 from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.train.checkpoint import NativeCheckpoint, load_checkpoint, load_model
@@ -261,6 +262,7 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
         raise MythosError(f"{folder} is not an export of {native.path}: their configs differ")
     if tokenizer is None:
         tokenizer, _ = resolve_tokenizer(native)
+    check_vocab_fits(tokenizer, native.config.vocab_size)
     dtype_name = src.stored_dtype()
     tol = tolerance_for(dtype_name)
     info(f"verifying {folder} ({dtype_name}) against {native.path}")
