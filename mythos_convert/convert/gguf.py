@@ -30,7 +30,7 @@ from gguf.utility import model_weight_count_rounded_notation
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file
 from mythos_convert.convert.gguf_vocab import GGUFVocab
-from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, lookup, transform_of
+from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
@@ -292,6 +292,11 @@ def gguf_tensors(
                     f"tensor {name} has shape {list(array.shape)}, the config needs {list(shapes[target])}: "
                     "the weights and the config disagree"
                 )
+            if not np.isfinite(array).all():
+                raise MythosError(
+                    f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
+                    "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
+                )
             transform = transform_of(name, src)
             if transform is not None:
                 array = TRANSFORMS[transform](array, config)
@@ -375,7 +380,14 @@ class _Output:
     def __init__(self, outtype: OutType, final: Path, plans: list[TensorPlan], split_max_size: int):
         self.outtype, self.final, self.plans = outtype, final, plans
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.stem}.tmp-", dir=final.parent))
-        self.writer = gguf.GGUFWriter(self.tmpdir / final.name, "llama", split_max_size=split_max_size)
+        try:
+            self.writer = gguf.GGUFWriter(self.tmpdir / final.name, "llama", split_max_size=split_max_size)
+            self._add_infos(plans)
+        except BaseException:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            raise
+
+    def _add_infos(self, plans: list[TensorPlan]) -> None:
         for plan in plans:
             if plan.qtype in (Q.F32, Q.F16):
                 dtype = np.float32 if plan.qtype == Q.F32 else np.float16
@@ -487,9 +499,3 @@ def write_gguf(
             out.abort()
         raise
     return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
-
-
-def check_tensor_names(names: Iterable[str], src: str) -> None:
-    """Raise MythosError naming the first name the table does not know."""
-    for name in names:
-        lookup(name, src)
