@@ -28,6 +28,18 @@ def _publish_mode(path: Path, is_dir: bool) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
 
 
+@contextlib.contextmanager
+def _refused(final: Path) -> Iterator[None]:
+    """The system refusing to create an output (a file where a folder goes, permissions) is bad input."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or final.parent
+        raise MythosError(
+            f"cannot create output {final} ({exc.strerror or exc}: {where}): choose a path in a writable folder"
+        ) from exc
+
+
 def check_output_dir(path: str | Path, force: bool) -> Path:
     """Refuse a non-empty existing folder unless force; refuse a file where a folder should go."""
     path = Path(path)
@@ -55,8 +67,9 @@ def atomic_dir(final: str | Path, force: bool = False) -> Iterator[Path]:
     On any exception the temporary folder is removed and `final` is untouched.
     """
     final = check_output_dir(final, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    with _refused(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
     except BaseException:
@@ -79,8 +92,9 @@ def atomic_file(final: str | Path, force: bool = True) -> Iterator[Path]:
     final = Path(final)
     if not force:
         check_output_file(final, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    with _refused(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     try:

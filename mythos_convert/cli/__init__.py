@@ -76,21 +76,47 @@ _register()
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: every failure ends as one line on stderr and a meaningful exit code.
+
+    2: bad input (a MythosError, a usage mistake, a file the system refuses); 1: a bug; 130: Ctrl-C.
+    """
     if "--debug" in sys.argv:
         _state["debug"] = True
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except MythosError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(exc, str(exc), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        _fail(exc, "interrupted", 130, prefix="")
+    except OSError as exc:  # the system refused a file (disk full, permissions, a file where a folder goes)
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(exc, f"{exc.strerror or exc}{where}: check the path, permissions and free space", 2)
+    except Exception as exc:
+        if _is_click_error(exc):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command or group: show its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            _fail(exc, f"{exc.format_message()}{_usage_hint(exc)}", exc.exit_code)
+        # anything else is a bug: say so in one line unless debugging
+        _fail(exc, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, prefix="")
+    if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
         typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a bug: say so in one line unless debugging
-        if _state["debug"]:
-            raise
-        typer.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(exc: BaseException, message: str, code: int, prefix: str = "error: ") -> None:
+    if _state["debug"]:
+        raise exc
+    text = " ".join(message.split("\n")).strip()
+    typer.echo(f"{prefix}{text}", err=True)
+    sys.exit(code)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """Usage mistakes (click's, or typer's vendored click's) that click would print as a boxed block."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def _usage_hint(exc: BaseException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    return f" (see `{ctx.command_path} --help`)" if ctx is not None else ""

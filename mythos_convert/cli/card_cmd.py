@@ -23,6 +23,9 @@ def card(
     """Render OUT/README.md from the folder's real tensors, training record, GGUF files and verify results."""
     apply_quiet(quiet)
     from mythos_convert.card import write_card
+    from mythos_convert.errors import MythosError
     from mythos_convert.ui import result
 
+    if out.is_dir() and not (out / "config.json").is_file():  # a card for no model would mislead
+        raise MythosError(f"{out} has no config.json: pass the folder `mythos-convert hf` wrote")
     result(str(write_card(out, meta)))

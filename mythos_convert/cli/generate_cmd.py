@@ -34,6 +34,7 @@ def generate(
     apply_quiet(quiet)
     import torch
 
+    from mythos_convert.convert.tokenizer_export import check_vocab_fits
     from mythos_convert.data.tokenizer import resolve_tokenizer
     from mythos_convert.errors import MythosError
     from mythos_convert.model.generate import Sampling, context_budget, eos_id, prompt_ids, stream_ids, stream_text
@@ -45,12 +46,13 @@ def generate(
     sampling = Sampling(temperature=temperature, top_k=top_k or None, top_p=top_p)
     source = load_checkpoint(ckpt, config)
     tok, tok_source = resolve_tokenizer(source, tokenizer)
+    check_vocab_fits(tok, source.config.vocab_size)  # larger ids would index past the embedding
     ids = prompt_ids(tok, prompt)
     limit = source.config.max_seq_len
     budget = context_budget(limit, len(ids), max_new_tokens)  # before any output: a bad prompt fails cleanly
+    model = load_model(source, getattr(torch, dtype))  # names a missing or misshapen tensor
     if budget < max_new_tokens:
         warn(f"only {budget} new tokens fit in the {limit}-token context after the prompt")
-    model = load_model(source, getattr(torch, dtype))
     info(f"tokenizer: {tok_source}; prompt: {len(ids)} tokens; context: {limit}")
 
     out = sys.stdout

@@ -51,8 +51,8 @@ class GGUFSource:
 
 def _ordered(names: list[str], present: list[str], get: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
     """Known names in table order, then anything else (the writer names unknown tensors)."""
-    extra = [n for n in present if n not in set(names)]
-    for name in [n for n in names if n in set(present)] + extra:
+    known, have = set(names), set(present)
+    for name in [n for n in names if n in have] + [n for n in present if n not in known]:
         yield name, get(name)
 
 
@@ -206,13 +206,13 @@ def export_gguf(
     source = open_source(src, tokenizer, config_yaml)
     vocab = build_vocab(source.tokenizer, source.config.vocab_size)
     warnings = [w for w in [vocab.normalizer_warning()] if w]
-    for line in warnings:
-        warn(line)
     meta = load_metadata(source.config, source.generation)
     paths = output_paths(source.out_dir, types, meta, outfile)
     written = write_gguf(
         source.tensors(), source.kind, source.config, vocab, meta, paths, split_max_size=max_size, force=force
     )
+    for line in warnings:  # after the write: a refused input gets its error alone
+        warn(line)
     export = GGUFExport(source, written, warnings=warnings)
     if modelfile:
         from mythos_convert.convert.modelfile import write_modelfile

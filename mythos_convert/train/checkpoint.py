@@ -7,7 +7,7 @@ costs about one copy of the weights. Writing goes to a temporary name and is ren
 from __future__ import annotations
 
 import pickle
-import zipfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +59,14 @@ class NativeCheckpoint:
 
 
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" in str(exc) and "zip" in str(exc):  # legacy (non-zip) files cannot be mapped
-            return torch.load(path, map_location="cpu", weights_only=True)
-        raise
+    with warnings.catch_warnings():  # torch warns about pickle protocols; the error, if any, says it all
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" in str(exc) and "zip" in str(exc):  # legacy (non-zip) files cannot be mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
 
 
 def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> NativeCheckpoint:
@@ -79,12 +81,21 @@ def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> 
         MythosError: missing, truncated or corrupt file; no weights; no config anywhere.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MythosError(f"checkpoint {path} is a folder: pass the ckpt.pt file (e.g. {path / 'ckpt.pt'})")
     if not path.is_file():
         raise MythosError(f"checkpoint {path} does not exist: pass the path of a ckpt.pt file")
     try:
         data = _torch_load(path)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain types
+        raise MythosError(
+            f"checkpoint {path} holds Python objects other than tensors and plain values, so it is not a "
+            "Mythos checkpoint (or is unsafe to load): pass a ckpt.pt written by the trainer or the reference"
+        ) from exc
+    except Exception as exc:  # a torn or foreign file fails in many ways (zip, EOF, bad opcodes, KeyError)
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        if not isinstance(exc, (RuntimeError, OSError)):  # e.g. "KeyError: 101" says more than "101"
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         raise MythosError(
             f"checkpoint {path} is truncated or not a PyTorch checkpoint ({reason[:120]}): re-copy or re-save it"
         ) from exc
@@ -157,9 +168,26 @@ def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
         state["output.weight"] = state["embedding.weight"]
     for name in ("rope_cos", "rope_sin"):
         state.setdefault(name, getattr(model, name))  # formats that drop the buffers
+    check_weights_match(model.state_dict(), state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise MythosError(f"checkpoint weights do not match its config: {str(exc).splitlines()[0]}") from exc
     model.eval()
     return model.to(dtype) if dtype is not None else model
+
+
+def check_weights_match(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
+    """Raise MythosError naming the first missing, unknown or wrongly shaped tensor (with both shapes)."""
+    for name, want in expected.items():
+        if name not in state:
+            raise MythosError(f"checkpoint lacks tensor {name}, which its config requires: the file is incomplete")
+        got = state[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise MythosError(
+                f"tensor {name} has shape {tuple(got.shape)} but the config expects {tuple(want.shape)}: "
+                "the config does not describe these weights (check --config)"
+            )
+    unknown = [name for name in state if name not in expected]
+    if unknown:
+        raise MythosError(f"checkpoint has tensor {unknown[0]}, which its config does not know (check --config)")
