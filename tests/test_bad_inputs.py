@@ -345,7 +345,13 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(world: World) -> dict[str, Outcome]:
+def inputs_before(world: World) -> dict[str, str]:
+    """The shared inputs as they were before any case ran."""
+    return snapshot(world.root)
+
+
+@pytest.fixture(scope="module")
+def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
     """Run every case (two CLI processes at a time), each in its own folder, recording that folder."""
     long_prompt = "word " * 300  # well past the 128-token context
 
@@ -362,16 +368,11 @@ def outcomes(world: World) -> dict[str, Outcome]:
         return dict(zip([c.id for c in CASES], pool.map(one, CASES), strict=True))
 
 
-@pytest.fixture(scope="module")
-def inputs_before(world: World) -> dict[str, str]:
-    return snapshot(world.root)
-
-
 # ---------------------------------------------------------------- the table
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, world: World, outcomes, inputs_before):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, world: World, outcomes):
     outcome = outcomes[c.id]
     d = world.cases / c.id
     assert_one_error_line(outcome.proc, tuple(e.format(W=world.root, D=d) for e in c.expect))
