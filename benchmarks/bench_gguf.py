@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outtypes", default="f32,f16,bf16,q8_0,q4_0")
     parser.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist (default: pip download)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per converter")
+    parser.add_argument("--quick", action="store_true", help="f16 and q8_0 only, one run each")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # setup WORKDIR | compare OURS THEIRS
     args = parser.parse_args(argv)
+    if args.quick:
+        args.outtypes, args.repeats = "f16,q8_0", 1
     if args.child:
         if args.child[0] == "setup":
             setup(Path(args.child[1]))
