@@ -124,6 +124,8 @@ def stream_ids(
             generator.manual_seed(seed)
     device = model.embedding.weight.device
     tokens = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()  # no dropout while generating
     model.setup_cache(1, len(prompt) + budget)
     try:
         logits = _prefill(model, tokens, prefill_chunk or len(prompt))
@@ -138,6 +140,7 @@ def stream_ids(
             pos += 1
     finally:
         model.clear_cache()
+        model.train(was_training)
 
 
 def _prefill(model: Mythos, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
