@@ -74,9 +74,7 @@ def make_reference_tokenizer(path: Path, vocab_size: int = 512, nfkc: bool = Tru
 
 def tiny_config(vocab_size: int = 512, **overrides) -> MythosConfig:
     """2 layers, GQA 4/2, head_dim 16, SwiGLU width 256: tiny but exercises every code path."""
-    fields = dict(
-        vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=128
-    )
+    fields = dict(vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=128)
     fields.update(overrides)
     return MythosConfig(**fields).validate()
 

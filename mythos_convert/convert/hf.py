@@ -23,7 +23,7 @@ from mythos_convert.convert.hf_config import (
     generation_config_dict,
     hf_config_dict,
 )
-from mythos_convert.convert.hf_read import META_FILE
+from mythos_convert.convert.hf_read import LOCAL_FILE, META_FILE
 from mythos_convert.convert.hf_weights import TORCH_DTYPES, dtype_name, select_native_weights, write_safetensors
 from mythos_convert.convert.tokenizer_export import (
     check_vocab_fits,
@@ -64,12 +64,21 @@ def _provenance(ckpt: NativeCheckpoint, tokenizer, tokenizer_source: str, dtype:
         "step": ckpt.step,
         "training": ckpt.training,
         "source_checkpoint": path.name if path else None,
-        "source_checkpoint_path": str(path) if path else None,
-        "tokenizer_source": tokenizer_source,
+        "tokenizer_source": tokenizer_source
+        if not Path(tokenizer_source).is_absolute()
+        else Path(tokenizer_source).name,
         # the training post-processor (the export rewrites it to BOS-only); `native` restores it
         "native_post_processor": post_processor,
         "dtype": dtype,
         "mythos_convert_version": __version__,
+    }
+
+
+def _local_paths(ckpt: NativeCheckpoint, tokenizer_source: str) -> dict[str, Any]:
+    """Absolute local paths, kept in a hidden file that `push` does not publish."""
+    return {
+        "source_checkpoint_path": str(ckpt.path.resolve()) if ckpt.path is not None else None,
+        "tokenizer_source_path": tokenizer_source,
     }
 
 
@@ -162,6 +171,7 @@ def export_hf(
         _write_json(tmp / "tokenizer_config.json", tokenizer_config_dict(specials, cfg.max_seq_len))
         _write_json(tmp / "special_tokens_map.json", special_tokens_map_dict(specials))
         _write_json(tmp / META_FILE, meta)
+        _write_json(tmp / LOCAL_FILE, _local_paths(source, tok_source))
         files += ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
         files += ["special_tokens_map.json", META_FILE]
         timings["write"] = time.perf_counter() - started

@@ -22,7 +22,10 @@ from mythos_convert.model.config import MythosConfig
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-META_FILE = "mythos.json"  # provenance written by `mythos-convert hf`
+META_FILE = "mythos.json"  # provenance written by `mythos-convert hf` (published with the model)
+# Local paths (source checkpoint, tokenizer) that `verify` defaults to. Hidden, so `push` never
+# publishes them: a user's directory layout is nobody else's business.
+LOCAL_FILE = ".mythos-local.json"
 EMBED = convert_name("embedding.weight", "native", "hf")
 _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
@@ -142,4 +145,7 @@ def read_hf_folder(folder: str | Path) -> HFSource:
     config = mythos_config_from_hf(config_json)
     meta_path = folder / META_FILE
     meta = _read_json(meta_path, "provenance file") if meta_path.is_file() else {}
+    local_path = folder / LOCAL_FILE
+    if local_path.is_file():
+        meta = {**meta, **_read_json(local_path, "local paths file")}
     return HFSource(folder=folder, config=config, config_json=config_json, weight_map=_weight_map(folder), meta=meta)

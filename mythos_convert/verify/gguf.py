@@ -390,7 +390,7 @@ def verify_gguf(
         "n_tokens": sum(map(len, seqs)),
         "n_sequences": len(seqs),
         "reference": reference,
-        "checkpoint": str(ckpt) if ckpt is not None else None,
+        "checkpoint": Path(ckpt).name if ckpt is not None else None,  # a name: verify.json is published
         "engine": "llama.cpp via llama-cpp-python, F32 KV cache, extra buffer types off (AMX workaround)",
         "failures": failures,
     }

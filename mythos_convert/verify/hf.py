@@ -298,7 +298,7 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
         "tokenizer_agreement": tok_agreement,
         "n_tokens": sum(len(s) for s in seqs),
         "n_sequences": len(seqs),
-        "checkpoint": str(native.path) if native.path else None,
+        "checkpoint": native.path.name if native.path else None,  # a name: verify.json is published
         "failures": failures,
     }
     if drift is not None:
