@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,3 +34,12 @@ def tiny_ckpt(tmp_path_factory, ref_tokenizer_path, tiny_cfg) -> Path:
     folder = tmp_path_factory.mktemp("ckpt")
     (folder / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
     return make_checkpoint(folder / "ckpt.pt", tiny_cfg)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CI machine threads oversubscribe."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,14 +12,7 @@ from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.model import Mythos
 from mythos_convert.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared CI machine threads oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_names(cfg: MythosConfig) -> set[str]:

@@ -14,14 +14,7 @@ from mythos_convert.train.checkpoint import load_checkpoint, load_model
 from mythos_convert.train.schedule import lr_at, make_optimizer
 from mythos_convert.train.trainer import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared CI machine threads oversubscribe."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
