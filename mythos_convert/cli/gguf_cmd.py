@@ -8,16 +8,17 @@ from typing import Annotated
 import typer
 
 from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
-from mythos_convert.convert.gguf import ALL, OUTTYPES
+
+# Spelled out so the CLI starts without importing torch (2 s); tests/test_cli.py checks it
+# against mythos_convert.convert.gguf.OUTTYPES.
+OUTTYPE_HELP = "f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0 | all"
 
 
 def gguf(
     src: Annotated[
         Path, typer.Argument(help="HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt.")
     ],
-    outtype: Annotated[
-        str, typer.Option("--outtype", help=f"{' | '.join(OUTTYPES)} | {ALL} (or a comma list).")
-    ] = "f16",
+    outtype: Annotated[str, typer.Option("--outtype", help=f"{OUTTYPE_HELP} (or a comma list).")] = "f16",
     outfile: Annotated[
         Path | None,
         typer.Option("--outfile", help="Output path; `{ftype}` in it becomes the type (default: NAME-SIZE-TYPE.gguf)."),
