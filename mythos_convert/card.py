@@ -408,7 +408,6 @@ def write_card(folder: Path, meta_path: Path | None = None) -> Path:
     path = folder / CARD_FILE
     with atomic_file(path) as tmp:
         tmp.write_text(str(card), encoding="utf-8")
-        tmp.chmod(0o644)  # mkstemp makes 0600; a card is meant to be read
     return path
 
 
@@ -427,7 +426,6 @@ def point_quickstart_at(folder: str | Path, repo_id: str) -> bool:
         return False
     with atomic_file(path) as tmp:
         tmp.write_text(text.replace(placeholder, f'"{repo_id}"'), encoding="utf-8")
-        tmp.chmod(0o644)
     return True
 
 

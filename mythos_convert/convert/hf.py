@@ -82,18 +82,6 @@ def _local_paths(ckpt: NativeCheckpoint, tokenizer_source: str) -> dict[str, Any
     }
 
 
-def make_readable(folder: Path) -> None:
-    """Give the folder and its files the usual umask modes (temporary files are created 0600/0700)."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
-
-
 def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
     """The requested dtype, else the checkpoint's (that of its embedding)."""
     if dtype is not None:
@@ -186,7 +174,6 @@ def export_hf(
 
             write_card(tmp)
             files.append("README.md")
-        make_readable(tmp)
     export = HFExport(out, dtype, files, time.perf_counter() - started, result, timings)
     if result is not None and not result["passed"]:
         raise MythosError(

@@ -50,5 +50,4 @@ def write_modelfile(
     path = check_output_file(Path(gguf_path).parent / MODELFILE, force)
     with atomic_file(path) as tmp:
         tmp.write_text(modelfile_text(Path(gguf_path).name, tokenizer, generation, context_length))
-        tmp.chmod(0o644)
     return path

@@ -323,5 +323,5 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
     if show:
         result(render_table(rows, title=f"verify {name or folder.name}: native vs transformers LlamaForCausalLM"))
     if record:
-        record_result(folder, "hf", out).chmod(0o644)  # written through a 0600 temporary file
+        record_result(folder, "hf", out)
     return out
