@@ -30,6 +30,7 @@ from gguf.utility import model_weight_count_rounded_notation
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file
 from mythos_convert.convert.gguf_vocab import GGUFVocab
+from mythos_convert.convert.hf_weights import native_shapes
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
@@ -126,22 +127,12 @@ TRANSFORMS = {  # named by the name table's rows
 
 
 def gguf_shapes(config: MythosConfig) -> dict[str, tuple[int, ...]]:
-    """GGUF name -> numpy shape ([out, in] as in HF; ggml's order is the reverse), tied model."""
-    d, hd, ffn = config.d_model, config.head_dim, config.ffn_dim
-    by_template = {
-        "token_embd.weight": (config.vocab_size, d),
-        "output_norm.weight": (d,),
-        "blk.{i}.attn_norm.weight": (d,),
-        "blk.{i}.ffn_norm.weight": (d,),
-        "blk.{i}.attn_q.weight": (config.n_heads * hd, d),
-        "blk.{i}.attn_k.weight": (config.n_kv_heads * hd, d),
-        "blk.{i}.attn_v.weight": (config.n_kv_heads * hd, d),
-        "blk.{i}.attn_output.weight": (d, config.n_heads * hd),
-        "blk.{i}.ffn_gate.weight": (ffn, d),
-        "blk.{i}.ffn_up.weight": (ffn, d),
-        "blk.{i}.ffn_down.weight": (d, ffn),
-    }
-    return {name: by_template[re.sub(r"\.\d+\.", ".{i}.", name)] for name in expected_names("gguf", config.n_layers)}
+    """GGUF name -> numpy shape ([out, in] as in HF; ggml's order is the reverse), tied model.
+
+    The shapes are the native ones: neither HF nor GGUF transposes, the q/k permutation keeps shapes.
+    """
+    native = native_shapes(config)
+    return {name: native[convert_name(name, "gguf", "native")] for name in expected_names("gguf", config.n_layers)}
 
 
 @dataclass(frozen=True)
