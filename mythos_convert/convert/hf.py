@@ -23,17 +23,25 @@ from mythos_convert.convert.hf_config import (
     generation_config_dict,
     hf_config_dict,
 )
+from mythos_convert.convert.hf_layout import select_native_weights
 from mythos_convert.convert.hf_read import LOCAL_FILE, META_FILE
-from mythos_convert.convert.hf_weights import TORCH_DTYPES, dtype_name, select_native_weights, write_safetensors
+from mythos_convert.convert.safetensors_copy import copyable, write_safetensors_copy
 from mythos_convert.convert.tokenizer_export import (
     check_vocab_fits,
     special_tokens_map_dict,
     tokenizer_config_dict,
     tokenizer_json_text,
 )
+from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
 from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
-from mythos_convert.train.checkpoint import NativeCheckpoint, load_checkpoint
+from mythos_convert.train.checkpoint import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    NativeCheckpoint,
+    checkpoint_from_data,
+    load_checkpoint,
+)
 from mythos_convert.ui import info
 
 META_FORMAT_VERSION = 1
@@ -87,7 +95,50 @@ def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
     if dtype is not None:
         return dtype
     embedding = ckpt.state_dict.get("embedding.weight")
-    return dtype_name(embedding.dtype) if embedding is not None else "float32"
+    if embedding is None:
+        return "float32"
+    if isinstance(embedding, TensorRef):
+        return embedding.dtype
+    from mythos_convert.convert.hf_weights import dtype_name
+
+    return dtype_name(embedding.dtype)
+
+
+def _copyable_source(
+    path: str | Path, config_yaml: str | Path | None, dtype: str | None
+) -> tuple[NativeCheckpoint, dict[str, Any]] | None:
+    """The checkpoint read without torch, and its export weights, when they can be copied byte for byte.
+
+    None (use the torch path) unless the file is a plain torch zip, every tensor outside the model
+    and optimizer state is absent, and each exported tensor is stored contiguously in the export
+    dtype with the head, if stored, being the embedding itself. Reading and checking go through
+    the same functions as the torch path, so the same inputs give the same errors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = read_torch_zip(path)
+    except NotPlain:
+        return None
+    if not isinstance(data, dict) or any(
+        contains_tensor(v) for k, v in data.items() if k not in (MODEL_KEY, OPTIMIZER_KEY)
+    ):
+        return None
+    try:
+        source = checkpoint_from_data(data, path, config_yaml, lambda value: isinstance(value, TensorRef))
+        state = source.state_dict
+        embed, head = state.get("embedding.weight"), state.get("output.weight")
+        if head is not None and head != embed:
+            return None  # a separate head: the torch path compares it with the embedding
+        if not isinstance(embed, TensorRef) or (dtype is None and embed.dtype not in HF_DTYPES):
+            return None  # the torch path names what is wrong
+        weights = select_native_weights(source.config, state)
+    except MythosError:  # refused: the torch path refuses it too, in its own order of checks
+        return None
+    if not copyable(weights, _resolve_dtype(source, dtype)):
+        return None
+    return source, weights
 
 
 def export_hf(
@@ -130,26 +181,39 @@ def export_hf(
     if dtype is not None and dtype not in HF_DTYPES:
         raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
     out = check_output_dir(out, force)
-    source = load_checkpoint(ckpt, config_yaml)
+    # Without verify, nothing needs torch when the weights can be copied byte for byte (seconds saved).
+    plain = None if verify else _copyable_source(ckpt, config_yaml, dtype)
+    if plain is not None:
+        source, weights = plain
+    else:
+        source = load_checkpoint(ckpt, config_yaml)
     cfg = source.config
     tok, tok_source = resolve_tokenizer(source, tokenizer)
     check_vocab_fits(tok, cfg.vocab_size)
     specials = special_tokens(tok)
     dtype = _resolve_dtype(source, dtype)
-    weights = select_native_weights(cfg, source.state_dict)
+    if plain is None:
+        weights = select_native_weights(cfg, source.state_dict)
     meta = _provenance(source, tok, tok_source, dtype)
     timings: dict[str, float] = {}
     result = None
     with atomic_dir(out, force) as tmp:
         info(f"exporting {source.path} ({cfg.num_parameters():,} parameters) to {out} as {dtype}")
-        files = write_safetensors(
-            tmp,
-            weights,
-            TORCH_DTYPES[dtype],
-            max_shard_size=max_shard_size,
-            allow_nonfinite=allow_nonfinite,
-            source_file=source.path,
-        )
+        if plain is not None:
+            files = write_safetensors_copy(
+                tmp, weights, source.path, dtype, max_shard_size=max_shard_size, allow_nonfinite=allow_nonfinite
+            )
+        else:
+            from mythos_convert.convert.hf_weights import TORCH_DTYPES, write_safetensors
+
+            files = write_safetensors(
+                tmp,
+                weights,
+                TORCH_DTYPES[dtype],
+                max_shard_size=max_shard_size,
+                allow_nonfinite=allow_nonfinite,
+                source_file=source.path,
+            )
         del weights
         _write_json(tmp / "config.json", hf_config_dict(cfg, specials, dtype))
         _write_json(

@@ -10,15 +10,17 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from mythos_convert.convert.hf_config import mythos_config_from_hf
 from mythos_convert.convert.names import HF_IGNORED, TIED_HEAD, convert_name
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+
+if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
+    import torch
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -99,6 +101,8 @@ class HFSource:
             raise MythosError(
                 f"{self.folder} stores {TIED_HEAD['hf']} but no {EMBED}: Mythos needs the embedding; re-save the model"
             )
+        import torch
+
         embed = self.get_tensor(EMBED)
         if head.shape != embed.shape or not torch.equal(head, embed):
             raise MythosError(

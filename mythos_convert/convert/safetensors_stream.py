@@ -12,13 +12,13 @@ sorted by name, padded with spaces to 8 bytes, little-endian data.
 from __future__ import annotations
 
 import ctypes
-import json
 import mmap
-import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+
+from mythos_convert.convert.hf_layout import SAFETENSORS_DTYPES, layout_header
 
 CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 _MADV_DONTNEED = 4
@@ -27,16 +27,8 @@ _PAGE = mmap.PAGESIZE
 
 def header_bytes(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]], metadata: Mapping[str, str]) -> bytes:
     """The length-prefixed JSON header for tensors `name -> (shape, dtype)` laid out in name order."""
-    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    for name in sorted(specs):
-        shape, dtype = specs[name]
-        size = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
+    names = {code: name for name, (code, _) in SAFETENSORS_DTYPES.items()}
+    return layout_header({name: (shape, names[CODES[dtype]]) for name, (shape, dtype) in specs.items()}, metadata)
 
 
 class PageReleaser:

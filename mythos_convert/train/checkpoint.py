@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.names import NATIVE_DROPPED, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml
+
+if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can run without it
+    import torch
 
 # Keys of the checkpoint dict, the reference's plus our extras (which the reference ignores).
 MODEL_KEY, OPTIMIZER_KEY, STEP_KEY, CONFIG_KEY = "model", "optimizer", "step", "config"
@@ -59,6 +60,8 @@ class NativeCheckpoint:
 
 
 def _torch_load(path: Path) -> Any:
+    import torch
+
     with warnings.catch_warnings():  # torch warns about pickle protocols; the error, if any, says it all
         warnings.simplefilter("ignore")
         try:
@@ -99,11 +102,24 @@ def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> 
         raise MythosError(
             f"checkpoint {path} is truncated or not a PyTorch checkpoint ({reason[:120]}): re-copy or re-save it"
         ) from exc
+    import torch
+
+    return checkpoint_from_data(data, path, config_yaml, lambda value: isinstance(value, torch.Tensor))
+
+
+def checkpoint_from_data(
+    data: Any, path: Path, config_yaml: str | Path | None, is_tensor: Callable[[Any], bool]
+) -> NativeCheckpoint:
+    """Interpret what a checkpoint file unpickled to (tensors recognised by `is_tensor`).
+
+    Shared by `load_checkpoint` and the torch-free reader of `hf --no-verify`, so both accept,
+    refuse and strip exactly the same things.
+    """
     if not isinstance(data, Mapping):
         raise MythosError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict with a 'model' key")
     if MODEL_KEY in data and isinstance(data[MODEL_KEY], Mapping):
         state = data[MODEL_KEY]
-    elif data and all(isinstance(v, torch.Tensor) for v in data.values()):
+    elif data and all(is_tensor(v) for v in data.values()):
         state = data  # a bare state dict: accept it, the config must then come from YAML
     else:
         raise MythosError(f"checkpoint {path} has no 'model' state dict (keys: {sorted(map(str, data))[:8]})")
@@ -153,6 +169,8 @@ def save_checkpoint(
         payload[TRAINING_KEY] = dict(training)
     if extra:
         payload.update(extra)
+    import torch
+
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
