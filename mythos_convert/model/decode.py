@@ -1,15 +1,15 @@
 """The hot loop of generation: one new token for a batch of one, with per-layer work hoisted out.
 
-Decoding reads every weight once per token, so its ceiling is memory bandwidth; what keeps an
-eager PyTorch engine below it is the fixed cost of each operator call. `DecodePlan` is built once
-by `Mythos.setup_cache(batch=1)` and then runs a token with about half the operator calls of the
-module path: plain per-layer tensors instead of module calls, fused q|k|v and w1|w3 products,
-1-D matrix-vector products (`torch.mv`, which also has the fast bf16 kernel), residual adds fused
-into `addmv` in float32, RoPE rows for the step taken once (not per layer), rotation for q and k
-in one call, and keys/values written into the preallocated cache in place.
+Decoding reads every weight once per token, so its ceiling is memory bandwidth. `DecodePlan` is
+built once by `Mythos.setup_cache(batch=1)` and runs a token as five operations per layer on plain
+per-layer tensors (no module calls): norm + fused q|k|v product, attention (RoPE on q and k, the
+cache write, one query over the cache), output product + residual, norm + fused w1|w3 product,
+SwiGLU + w2 product + residual. Two implementations of those five share one signature:
+`TorchOps` (torch calls, the fallback, runs anywhere) and `kernels.CompiledOps` (AVX2 C that
+streams the weights at memory speed and has no per-operator overhead; see kernels/__init__.py).
 
-It computes what the module path computes (float32: the same to ~1e-6; the tests compare both
-against a full recomputation); it is used only under no_grad/inference_mode.
+Both compute what the module path computes, rounding bfloat16 where it rounds (float32: the same to
+~1e-6; the tests compare every path against a full recomputation). Used only under no_grad.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from mythos_convert.model import kernels
 
 
 @dataclass
@@ -32,17 +34,49 @@ class LayerPlan:
     v: torch.Tensor
 
 
+class TorchOps:
+    """The five operations in torch: 1-D products (`torch.mv` has the one fast bf16 kernel on AVX2)."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.float32 = dtype is torch.float32
+
+    def matvec(self, w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        if add is None:
+            return torch.mv(w, x)
+        if self.float32:
+            return torch.addmv(add, w, x)  # add + w x in one call
+        return add + torch.mv(w, x)  # bf16 addmv has no fast kernel; mv does
+
+    def norm_matvec(self, w: torch.Tensor, x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+        x32 = x.float()  # the module's formula (and transformers'): normalise in fp32, round, scale
+        return torch.mv(w, (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * g)
+
+    def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2)
+        return self.matvec(w, F.silu(gate).mul_(up), add)
+
+    def attend(self, qkv, cos, sin, k_cache, v_cache, pos: int, n_q: int, n_kv: int, head_dim: int) -> torch.Tensor:
+        d, end = head_dim, pos + 1
+        qkv = qkv.view(n_q + 2 * n_kv, d)
+        qk = qkv[: n_q + n_kv]
+        qk = qk * cos + qk.unflatten(-1, (2, -1)).flip(-2).flatten(-2) * sin  # RoPE, q and k at once
+        k_cache[0, :, pos].copy_(qk[n_q:])
+        v_cache[0, :, pos].copy_(qkv[n_q + n_kv :])
+        att = F.scaled_dot_product_attention(
+            qk[:n_q].view(1, n_q, 1, d), k_cache[:, :, :end], v_cache[:, :, :end], enable_gqa=n_kv != n_q
+        )
+        return att.view(-1)
+
+
 class DecodePlan:
     """Per-layer tensors and constants for `step`; valid while the model's cache lives."""
 
-    def __init__(self, model, caches):
+    def __init__(self, model, caches, compiled: bool = True):
         cfg = model.config
         self.n_q, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.eps = cfg.norm_eps
-        self.gqa = cfg.n_kv_heads != cfg.n_heads
         self.embedding = model.embedding.weight
         self.dtype = self.embedding.dtype
-        self.float32 = self.dtype is torch.float32
         self.norm = model.norm.weight
         self.output = model.output.weight
         from mythos_convert.model.model import signed_sin
@@ -62,34 +96,22 @@ class DecodePlan:
             )
             for layer, cache in zip(model.layers, caches, strict=True)
         ]
+        ops = compiled and self._all_contiguous_cpu() and kernels.compiled_ops(self.dtype, self.head_dim)
+        self.ops = ops or TorchOps(self.dtype)
 
-    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        if self.float32:
-            return torch.rms_norm(x, (x.shape[-1],), weight, self.eps)  # one call, same formula
-        x32 = x.float()  # the module's formula exactly (and transformers'): normalise in fp32, round, scale
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * weight
-
-    def _residual(self, x: torch.Tensor, weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        if self.float32:
-            return torch.addmv(x, weight, h)  # x + W h in one call
-        return x + torch.mv(weight, h)  # bf16 addmv has no fast kernel; mv does
+    def _all_contiguous_cpu(self) -> bool:
+        tensors = [self.embedding, self.norm, self.output, self.cos, self.sin]
+        tensors += [t for layer in self.layers for t in vars(layer).values()]
+        return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype is self.dtype for t in tensors)
 
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits [1, 1, V] for `token` ([1, 1]) at position `pos`, its k/v written into the cache."""
-        n_q, n_kv, d = self.n_q, self.n_kv, self.head_dim
-        end = pos + 1
+        ops, eps = self.ops, self.eps
         cos, sin = self.cos[pos], self.sin[pos]  # [d], once per token
         x = self.embedding[int(token)]  # [D]
         for layer in self.layers:
-            qkv = torch.mv(layer.wqkv, self._norm(x, layer.attn_norm)).view(n_q + 2 * n_kv, d)
-            qk = qkv[: n_q + n_kv]
-            qk = qk * cos + qk.unflatten(-1, (2, -1)).flip(-2).flatten(-2) * sin  # RoPE, q and k at once
-            layer.k[0, :, pos].copy_(qk[n_q:])
-            layer.v[0, :, pos].copy_(qkv[n_q + n_kv :])
-            att = F.scaled_dot_product_attention(
-                qk[:n_q].view(1, n_q, 1, d), layer.k[:, :, :end], layer.v[:, :, :end], enable_gqa=self.gqa
-            )
-            x = self._residual(x, layer.wo, att.view(-1))
-            gate, up = torch.mv(layer.w13, self._norm(x, layer.ffn_norm)).chunk(2)
-            x = self._residual(x, layer.w2, F.silu(gate).mul_(up))
-        return torch.mv(self.output, self._norm(x, self.norm)).view(1, 1, -1)
+            qkv = ops.norm_matvec(layer.wqkv, x, layer.attn_norm, eps)
+            att = ops.attend(qkv, cos, sin, layer.k, layer.v, pos, self.n_q, self.n_kv, self.head_dim)
+            x = ops.matvec(layer.wo, att, add=x)
+            x = ops.swiglu_matvec(layer.w2, ops.norm_matvec(layer.w13, x, layer.ffn_norm, eps), add=x)
+        return ops.norm_matvec(self.output, x, self.norm, eps).view(1, 1, -1)

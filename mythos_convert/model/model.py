@@ -240,13 +240,21 @@ class Mythos(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def setup_cache(
-        self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None, *, fuse: bool = True
+        self,
+        batch: int,
+        max_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        fuse: bool = True,
+        compiled: bool = True,
     ) -> None:
         """Preallocate a KV cache per layer for generation (drop it with `clear_cache`).
 
         With `fuse`, also build fused q|k|v and w1|w3 weights, used only while the cache is in use
         under no_grad/inference_mode: fewer, larger matrix-vector products per token. They are
         copies of the current weights, so call `setup_cache` again after changing the weights or dtype.
+        `compiled=False` keeps the one-token path on torch's operations even where the AVX2 kernels
+        run (see model/kernels).
         """
         max_len = max_len or self.config.max_seq_len
         dtype = dtype or self.embedding.weight.dtype
@@ -263,7 +271,7 @@ class Mythos(nn.Module):
         if fuse and batch == 1 and dtype == self.embedding.weight.dtype:
             from mythos_convert.model.decode import DecodePlan  # the one-token fast path
 
-            self.decode_plan = DecodePlan(self, self.caches)
+            self.decode_plan = DecodePlan(self, self.caches, compiled=compiled)
 
     def clear_cache(self) -> None:
         """Drop the KV cache and the fused inference weights."""

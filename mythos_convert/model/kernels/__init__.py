@@ -1,0 +1,193 @@
+"""The decode step's operations compiled for AVX2, with torch's as the fallback.
+
+Decoding reads every weight once per token, and on CPU torch's matrix-vector kernels reach about
+half the read bandwidth (float32 through MKL's sgemv on row-major weights, bfloat16 on AVX2 with
+no fast kernel at all), while ~600 tiny operator calls per token add a fifth on top: together
+most of what separated this engine from llama.cpp. `decode_ops.c` (~200 lines) streams the weights
+and fuses the small work into the products. It is compiled on first use with the system C
+compiler (about a second) into the user cache and loaded with ctypes, so installing the package
+needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
+compiler, `MYTHOS_KERNELS=0`, the build or its self-test fails) the decode plan runs its torch
+operations instead; `status()` says which and why (`mythos-convert generate --debug` prints it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("decode_ops.c")
+ABI = 2
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+DISABLE_ENV = "MYTHOS_KERNELS"  # "0" turns the compiled kernels off
+MAX_HEAD_DIM = 1024  # the attention kernel's per-head accumulator
+SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    library: ctypes.CDLL | None
+    reason: str  # the library's path, or why torch's operations run instead
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mythos-convert" / "kernels"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile to a temporary name beside `target` and rename: concurrent first uses cannot clash."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp.so")
+    os.close(fd)
+    try:
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=True, capture_output=True, timeout=120)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    ptr, long, cint, cfloat = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+    signatures = {
+        "mv": [ptr, ptr, ptr, ptr, long, long, cint],
+        "norm_mv": [ptr, ptr, ptr, cfloat, ptr, long, long, cint],
+        "swiglu_mv": [ptr, ptr, ptr, ptr, long, long, cint],
+        "attend": [ptr, ptr, ptr, ptr, ptr, ptr, long, long, long, long, long, cint],
+    }
+    for name, argtypes in signatures.items():
+        for suffix in SUFFIX.values():
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, None
+    lib.mythos_abi.restype = ctypes.c_int
+    return lib
+
+
+def _self_test(lib: ctypes.CDLL) -> str | None:
+    """Products with tails in both loops against torch, both dtypes; None when all agree."""
+    gen = torch.Generator().manual_seed(0)
+    for n, k in ((37, 75), (64, 256)):
+        w, x, add = torch.randn(n, k, generator=gen), torch.randn(k, generator=gen), torch.randn(n, generator=gen)
+        if not torch.allclose(CompiledOps(lib, torch.float32).matvec(w, x, add), torch.addmv(add, w, x), atol=1e-4):
+            return f"the float32 self-test failed at {n}x{k}"
+        wb, xb, addb = w.bfloat16(), x.bfloat16(), add.bfloat16()
+        want = addb + torch.mv(wb.float(), xb.float()).bfloat16()
+        if (CompiledOps(lib, torch.bfloat16).matvec(wb, xb, addb).float() - want.float()).abs().max() > 0.07:
+            return f"the bfloat16 self-test failed at {n}x{k}"
+    return None
+
+
+@functools.cache
+def status() -> KernelStatus:
+    """Load (building once if needed) the compiled operations, or say why torch's are used."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        return KernelStatus(None, f"{DISABLE_ENV}=0")
+    if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform != "linux":
+        return KernelStatus(None, f"no AVX2 kernels for {sys.platform}/{platform.machine()}")
+    if not {"avx2", "fma"} <= _cpu_flags():
+        return KernelStatus(None, "the CPU lacks AVX2/FMA")
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + str(compiler).encode()).hexdigest()[:16]
+    target = cache_dir() / f"decode_ops-{key}.so"
+    try:
+        if not target.is_file():
+            if compiler is None:
+                return KernelStatus(None, "no C compiler (cc/gcc) to build the AVX2 kernels")
+            _build(compiler, target)
+        lib = _bind(ctypes.CDLL(str(target)))
+    except (OSError, AttributeError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc).encode()
+        return KernelStatus(None, f"kernel build/load failed: {detail.decode(errors='replace').strip()[:300]}")
+    if lib.mythos_abi() != ABI:
+        return KernelStatus(None, f"{target} implements another ABI")
+    failure = _self_test(lib)
+    return KernelStatus(None, failure) if failure else KernelStatus(lib, str(target))
+
+
+def compiled_ops(dtype: torch.dtype, head_dim: int) -> CompiledOps | None:
+    """The compiled operations for CPU tensors of `dtype`, or None where torch's must run."""
+    lib = status().library
+    if lib is None or dtype not in SUFFIX or head_dim > MAX_HEAD_DIM or head_dim % 2:
+        return None
+    return CompiledOps(lib, dtype)
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class CompiledOps:
+    """The decode plan's operations (same signatures as decode.TorchOps) on contiguous CPU tensors.
+
+    Every argument must be contiguous and of the one dtype; the plan guarantees it, and the
+    pointers are read while the tensors are alive (the caller holds them).
+    """
+
+    def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype):
+        self.dtype = dtype
+        suffix = SUFFIX[dtype]
+        self._mv = getattr(lib, f"mv_{suffix}")
+        self._norm_mv = getattr(lib, f"norm_mv_{suffix}")
+        self._swiglu_mv = getattr(lib, f"swiglu_mv_{suffix}")
+        self._attend = getattr(lib, f"attend_{suffix}")
+
+    def matvec(self, w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """add + w @ x"""
+        out = torch.empty(w.shape[0], dtype=self.dtype)
+        self._mv(w.data_ptr(), x.data_ptr(), _ptr(add), out.data_ptr(), *w.shape, torch.get_num_threads())
+        return out
+
+    def norm_matvec(self, w: torch.Tensor, x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+        """w @ (rmsnorm(x) * g)"""
+        out = torch.empty(w.shape[0], dtype=self.dtype)
+        self._norm_mv(w.data_ptr(), x.data_ptr(), g.data_ptr(), eps, out.data_ptr(), *w.shape, torch.get_num_threads())
+        return out
+
+    def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+        """add + w @ (silu(gate) * up), gate_up = [gate | up]"""
+        out = torch.empty(w.shape[0], dtype=self.dtype)
+        self._swiglu_mv(
+            w.data_ptr(), gate_up.data_ptr(), add.data_ptr(), out.data_ptr(), *w.shape, torch.get_num_threads()
+        )
+        return out
+
+    def attend(self, qkv, cos, sin, k_cache, v_cache, pos: int, n_q: int, n_kv: int, head_dim: int) -> torch.Tensor:
+        """RoPE on q and k, k/v into the caches [1, K, max_len, d] at pos, attention over 0..pos: [H d]."""
+        out = torch.empty(n_q * head_dim, dtype=self.dtype)
+        self._attend(
+            qkv.data_ptr(),
+            cos.data_ptr(),
+            sin.data_ptr(),
+            k_cache.data_ptr(),
+            v_cache.data_ptr(),
+            out.data_ptr(),
+            n_q,
+            n_kv,
+            head_dim,
+            pos,
+            k_cache.shape[2],
+            torch.get_num_threads(),
+        )
+        return out

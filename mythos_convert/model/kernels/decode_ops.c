@@ -1,0 +1,229 @@
+/* The batch-1 decode step's operations for x86-64 with AVX2 and FMA, in float32 and bfloat16.
+ *
+ * Decoding one token reads every weight once, so the matrix-vector products are written to stream
+ * memory: each thread walks its own contiguous run of rows front to back (one sequential stream the
+ * hardware prefetcher follows), x stays in L1, four independent accumulators hide the FMA latency,
+ * sums are accumulated in float32. torch's own kernels reach about half the read bandwidth here
+ * (MKL's sgemv on row-major weights; bfloat16 on AVX2 has no fast kernel at all). The small work
+ * around them (RMSNorm, SwiGLU, RoPE, the cache write, attention for one query) is fused into the
+ * same calls, because an eager step otherwise spends a fifth of its time on ~600 tiny operator calls.
+ *
+ * bfloat16 tensors are passed as their bit patterns (uint16_t). Every bfloat16 result is rounded
+ * where the module path (mythos_convert/model/model.py) rounds it, to nearest even, so the two
+ * paths differ only by the order of float32 sums.
+ *
+ * Threads: OpenMP, as many as the caller passes (torch.get_num_threads()). Loaded after torch, the
+ * library binds to the libgomp already in the process, so torch and these kernels share one pool.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ABI_VERSION 2
+#define STACK_FLOATS 8192
+
+/* ---- scalars --------------------------------------------------------------------------------- */
+
+static inline float bf(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf(float f) { /* round to nearest even; NaN stays NaN, as in torch */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float round_bf(float f) { return bf(to_bf(f)); }
+
+static inline float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* ---- dot products ---------------------------------------------------------------------------- */
+
+static inline float hsum(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_hadd_ps(lo, lo);
+    lo = _mm_hadd_ps(lo, lo);
+    return _mm_cvtss_f32(lo);
+}
+
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline float dot_f32(const float *w, const float *x, long K) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long k = 0;
+    for (; k + 32 <= K; k += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; k < K; k++) s += w[k] * x[k];
+    return s;
+}
+
+static inline float dot_bf16(const uint16_t *w, const float *x, long K) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long k = 0;
+    for (; k + 32 <= K; k += 32) {
+        a0 = _mm256_fmadd_ps(load_bf16x8(w + k), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(load_bf16x8(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(load_bf16x8(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(load_bf16x8(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w + k), _mm256_loadu_ps(x + k), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; k < K; k++) s += bf(w[k]) * x[k];
+    return s;
+}
+
+/* y = add + W @ xf, W [N, K] row-major; xf already float32 (and already rounded like the module's input). */
+static void mv_core_f32(const float *W, const float *xf, const float *add, float *y, long N, long K, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long n = 0; n < N; n++) {
+        float s = dot_f32(W + n * K, xf, K);
+        y[n] = add ? add[n] + s : s;
+    }
+}
+
+static void mv_core_bf16(const uint16_t *W, const float *xf, const uint16_t *add, uint16_t *y, long N, long K,
+                         int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long n = 0; n < N; n++) {
+        float s = round_bf(dot_bf16(W + n * K, xf, K));
+        y[n] = add ? to_bf(bf(add[n]) + s) : to_bf(s);
+    }
+}
+
+/* ---- the input of a product, in float32 ---------------------------------------------------------- */
+
+static float *scratch(float *stack, long n) { return n <= STACK_FLOATS ? stack : (float *)malloc((size_t)n * sizeof(float)); }
+static void release(float *buf, float *stack) { if (buf != stack) free(buf); }
+
+/* rsqrt(mean(x^2) + eps), x given in float32 */
+static float rms_scale(const float *x, long K, float eps) {
+    float sum = 0.0f;
+    for (long k = 0; k < K; k++) sum += x[k] * x[k];
+    return 1.0f / sqrtf(sum / (float)K + eps);
+}
+
+/* ---- exported operations ---------------------------------------------------------------------- */
+
+int mythos_abi(void) { return ABI_VERSION; }
+
+void mv_f32(const float *W, const float *x, const float *add, float *y, long N, long K, int threads) {
+    mv_core_f32(W, x, add, y, N, K, threads);
+}
+
+void mv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *add, uint16_t *y, long N, long K, int threads) {
+    float stack[STACK_FLOATS], *xf = scratch(stack, K);
+    if (!xf) return;
+    for (long k = 0; k < K; k++) xf[k] = bf(x[k]);
+    mv_core_bf16(W, xf, add, y, N, K, threads);
+    release(xf, stack);
+}
+
+/* y = W @ (rmsnorm(x) * g): the norm before q|k|v, before w1|w3 and before the output head */
+void norm_mv_f32(const float *W, const float *x, const float *g, float eps, float *y, long N, long K, int threads) {
+    float stack[STACK_FLOATS], *xf = scratch(stack, K);
+    if (!xf) return;
+    float r = rms_scale(x, K, eps);
+    for (long k = 0; k < K; k++) xf[k] = (x[k] * r) * g[k];
+    mv_core_f32(W, xf, NULL, y, N, K, threads);
+    release(xf, stack);
+}
+
+void norm_mv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *g, float eps, uint16_t *y, long N, long K,
+                  int threads) {
+    float stack[STACK_FLOATS], *xf = scratch(stack, K);
+    if (!xf) return;
+    for (long k = 0; k < K; k++) xf[k] = bf(x[k]);
+    float r = rms_scale(xf, K, eps);
+    for (long k = 0; k < K; k++) xf[k] = round_bf(round_bf(xf[k] * r) * bf(g[k])); /* normalise in fp32, round, scale */
+    mv_core_bf16(W, xf, NULL, y, N, K, threads);
+    release(xf, stack);
+}
+
+/* y = add + W @ (silu(gate) * up), gu = [gate (K) | up (K)] */
+void swiglu_mv_f32(const float *W, const float *gu, const float *add, float *y, long N, long K, int threads) {
+    float stack[STACK_FLOATS], *xf = scratch(stack, K);
+    if (!xf) return;
+    for (long k = 0; k < K; k++) xf[k] = silu(gu[k]) * gu[K + k];
+    mv_core_f32(W, xf, add, y, N, K, threads);
+    release(xf, stack);
+}
+
+void swiglu_mv_bf16(const uint16_t *W, const uint16_t *gu, const uint16_t *add, uint16_t *y, long N, long K,
+                    int threads) {
+    float stack[STACK_FLOATS], *xf = scratch(stack, K);
+    if (!xf) return;
+    for (long k = 0; k < K; k++) xf[k] = round_bf(round_bf(silu(bf(gu[k]))) * bf(gu[K + k]));
+    mv_core_bf16(W, xf, add, y, N, K, threads);
+    release(xf, stack);
+}
+
+/* One query's attention at position pos, for all heads, on top of the cache.
+ * qkv [(n_q + 2 n_kv) d]: q heads, k heads, v heads (from the fused projection). RoPE (rotate-half
+ * layout, sin_signed = [-sin | sin]) goes onto q and k; k and v are written into the caches
+ * [n_kv, max_len, d] at pos; out [n_q d] = softmax(q k^T / sqrt(d)) v over positions 0..pos, query
+ * head h reading kv head h / (n_q / n_kv). */
+#define ATTEND(SUFFIX, T, LOAD, STORE, ROUND)                                                                     \
+    void attend_##SUFFIX(const T *qkv, const T *cos, const T *sin, T *kc, T *vc, T *out, long n_q, long n_kv,      \
+                         long d, long pos, long max_len, int threads) {                                           \
+        long half = d / 2, group = n_q / n_kv, end = pos + 1;                                                    \
+        float qstack[STACK_FLOATS], *q = scratch(qstack, n_q * d);                                               \
+        if (!q) return;                                                                                          \
+        for (long h = 0; h < n_q + n_kv; h++) {                                                                  \
+            const T *src = qkv + h * d;                                                                          \
+            for (long i = 0; i < d; i++) {                                                                       \
+                float swapped = LOAD(src[i < half ? i + half : i - half]);                                       \
+                float v = ROUND(ROUND(LOAD(src[i]) * LOAD(cos[i])) + ROUND(swapped * LOAD(sin[i])));             \
+                if (h < n_q) q[h * d + i] = v;                                                                   \
+                else kc[((h - n_q) * max_len + pos) * d + i] = STORE(v);                                         \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (long h = 0; h < n_kv; h++) memcpy(vc + (h * max_len + pos) * d, qkv + (n_q + n_kv + h) * d, d * sizeof(T)); \
+        float scale = 1.0f / sqrtf((float)d);                                                                    \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)")                                        \
+        for (long h = 0; h < n_q; h++) {                                                                         \
+            float sstack[STACK_FLOATS], *score = scratch(sstack, end);                                          \
+            const T *keys = kc + (h / group) * max_len * d, *values = vc + (h / group) * max_len * d;           \
+            const float *qh = q + h * d;                                                                         \
+            float top = -INFINITY, total = 0.0f, acc[1024];                                                      \
+            for (long t = 0; t < end; t++) {                                                                     \
+                float s = 0.0f;                                                                                  \
+                for (long i = 0; i < d; i++) s += qh[i] * LOAD(keys[t * d + i]);                                 \
+                score[t] = s * scale;                                                                            \
+                if (score[t] > top) top = score[t];                                                              \
+            }                                                                                                    \
+            for (long i = 0; i < d; i++) acc[i] = 0.0f;                                                          \
+            for (long t = 0; t < end; t++) {                                                                     \
+                float p = expf(score[t] - top);                                                                  \
+                total += p;                                                                                      \
+                for (long i = 0; i < d; i++) acc[i] += p * LOAD(values[t * d + i]);                              \
+            }                                                                                                    \
+            for (long i = 0; i < d; i++) out[h * d + i] = STORE(acc[i] / total);                                 \
+            release(score, sstack);                                                                              \
+        }                                                                                                        \
+        release(q, qstack);                                                                                      \
+    }
+
+static inline float load_f32(float v) { return v; }
+static inline float store_f32(float v) { return v; }
+static inline float keep(float v) { return v; }
+
+ATTEND(f32, float, load_f32, store_f32, keep)
+ATTEND(bf16, uint16_t, bf, to_bf, round_bf)
