@@ -181,7 +181,7 @@ def test_allow_nonfinite_copies_the_values(tmp_path, ref_tokenizer_path, monkeyp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_finite_check_agrees_with_torch(dtype, monkeypatch):
-    monkeypatch.setattr(safetensors_copy, "_CHECK_CHUNK", 256)  # several chunks, bad values at their edges
+    monkeypatch.setattr(safetensors_copy, "_CHUNK", 256)  # several chunks, bad values at their edges
     gen = torch.Generator().manual_seed(0)
     base = (torch.randn(1000, generator=gen) * 100).to(dtype)
     name = str(dtype).removeprefix("torch.")

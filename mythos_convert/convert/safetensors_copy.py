@@ -3,17 +3,19 @@
 When every exported tensor is stored contiguously in the checkpoint in the export dtype, its
 safetensors data is exactly its bytes in the checkpoint file (both little-endian, row-major). So
 each file is the header (`hf_layout.layout_header`) followed by byte ranges of the checkpoint,
-moved by the kernel (`os.copy_file_range`, falling back to `write` from a mapping) with no
-conversion. The NaN/Inf refusal reads each range once through a short-lived mapping (numpy on the
-mapped pages, a few MiB at a time), so peak memory stays at one window, not the model. The bytes
+moved by the kernel (`os.copy_file_range`, falling back to read/write through a buffer) with no
+conversion. The NaN/Inf refusal reads each range once more into a small reused buffer (numpy
+min/max, a few MiB at a time, faster here than mapping the pages) on a second thread, alongside
+the copy; memory stays at a few MiB, not the model. The bytes
 written are those of the torch path (tested), which stays the path for casts and for verify.
 """
 
 from __future__ import annotations
 
-import mmap
+import collections
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +32,15 @@ from mythos_convert.convert.torch_zip import TensorRef
 from mythos_convert.errors import MythosError
 from mythos_convert.ui import progress_task
 
-WINDOW = 64 << 20  # bytes mapped at a time
-_CHECK_CHUNK = 4 << 20  # bytes checked at a time, so the two passes of min/max hit the cache
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # fault the window in at once (Linux)
+_CHUNK = 4 << 20  # bytes read and checked at a time: the two passes of min/max hit the cache
 # dtype -> mask of the exponent bits of a 16-bit float: all ones means Inf or NaN
 _EXPONENT16 = {"bfloat16": 0x7F80, "float16": 0x7C00}
 
 
 def finite(view: memoryview, dtype: str) -> bool:
     """No NaN/Inf among the little-endian `dtype` values in `view`."""
-    for start in range(0, len(view), _CHECK_CHUNK):
-        chunk = view[start : start + _CHECK_CHUNK]
+    for start in range(0, len(view), _CHUNK):
+        chunk = view[start : start + _CHUNK]
         if dtype == "float32":  # min and max propagate NaN and show Inf
             values = np.frombuffer(chunk, dtype=np.float32)
             if not (np.isfinite(values.min()) and np.isfinite(values.max())):
@@ -52,12 +52,37 @@ def finite(view: memoryview, dtype: str) -> bool:
     return True
 
 
+class _Reader:
+    """Reads byte ranges of a file through one reusable buffer (a few MiB: it stays in the CPU cache)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = memoryview(bytearray(_CHUNK))
+
+    def chunks(self, offset: int, count: int) -> Iterator[memoryview]:
+        """The range, chunk by chunk; each chunk is valid until the next is read."""
+        end = offset + count
+        while offset < end:
+            view = self.buffer[: min(_CHUNK, end - offset)]
+            got = os.preadv(self.fd, [view], offset)
+            if got == 0:
+                raise MythosError("checkpoint file shrank while it was being read: re-copy it and retry")
+            yield view[:got]
+            offset += got
+
+    def finite(self, offset: int, count: int, dtype: str) -> bool:
+        """Are the `dtype` values in bytes [offset, offset + count) all finite?"""
+        # a chunk boundary never splits a value: chunks and tensor starts are multiples of the item size
+        return all(finite(chunk, dtype) for chunk in self.chunks(offset, count))
+
+
 class _RangeCopier:
-    """Copies byte ranges of `source` to the end of `dest`, checking them on the way when asked."""
+    """Appends byte ranges of file `source` to file `dest`: in the kernel where it can, else through a buffer."""
 
     def __init__(self, source: int, dest: int):
         self.source, self.dest = source, dest
         self.kernel_copy = hasattr(os, "copy_file_range")
+        self.reader: _Reader | None = None
 
     def write(self, view: memoryview) -> None:
         while view:
@@ -79,22 +104,12 @@ class _RangeCopier:
             done += moved
         return True
 
-    def copy(self, offset: int, count: int, check: Callable[[memoryview], bool] | None) -> bool:
-        """Append `count` bytes from `offset`; return False (stopping there) if `check` fails on them."""
-        for start in range(offset, offset + count, WINDOW):
-            size = min(WINDOW, offset + count - start)
-            if check is None and self.kernel_copy and self._kernel_copy(start, size):
-                continue
-            base = start - start % mmap.ALLOCATIONGRANULARITY
-            with mmap.mmap(
-                self.source, start + size - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
-            ) as mapped:
-                with memoryview(mapped) as whole, whole[start - base :] as view:
-                    if check is not None and not check(view):
-                        return False
-                    if not (self.kernel_copy and self._kernel_copy(start, size)):
-                        self.write(view)
-        return True
+    def copy(self, offset: int, count: int) -> None:
+        if self.kernel_copy and self._kernel_copy(offset, count):
+            return
+        self.reader = self.reader or _Reader(self.source)
+        for chunk in self.reader.chunks(offset, count):
+            self.write(chunk)
 
 
 def copyable(weights: Mapping[str, object], dtype: str) -> bool:
@@ -115,19 +130,35 @@ def write_safetensors_copy(
     hf_names = {convert_name(n, "native", "hf"): n for n in weights}
     split = plan_shards({hf: weights[n].shape for hf, n in hf_names.items()}, dtype, max_shard_size)
     total = sum(t.numel() for t in weights.values())
-    check = None if allow_nonfinite else (lambda view: finite(view, dtype))
-    with open(source_file, "rb") as src, progress_task("writing safetensors", total=total) as advance:
+    with (
+        open(source_file, "rb") as src,
+        ThreadPoolExecutor(1) as checker,
+        progress_task("writing safetensors", total=total) as advance,
+    ):
+        # The NaN/Inf check of a tensor runs on a second thread while the kernel copies it; the
+        # copy runs at most one tensor ahead of the check, and any failure raises before return.
+        pending: collections.deque[tuple[str, Future[bool]]] = collections.deque()
+        reader = _Reader(src.fileno())  # the checker thread's own buffer
+
+        def settle(keep: int) -> None:
+            while len(pending) > keep:
+                name, verdict = pending.popleft()
+                if not verdict.result():
+                    raise nonfinite_error(name, after_cast=False)
+
         for filename, names in split.filename_to_tensors.items():
             with open(folder / filename, "wb", buffering=0) as out:
                 copier = _RangeCopier(src.fileno(), out.fileno())
-                copier.write(
-                    memoryview(
-                        layout_header({hf: (weights[hf_names[hf]].shape, dtype) for hf in names}, SAFETENSORS_METADATA)
-                    )
-                )
+                header = layout_header({hf: (weights[hf_names[hf]].shape, dtype) for hf in names}, SAFETENSORS_METADATA)
+                copier.write(memoryview(header))
                 for hf in sorted(names):
                     tensor = weights[hf_names[hf]]
-                    if tensor.nbytes and not copier.copy(*tensor.file_range(), check):
-                        raise nonfinite_error(hf_names[hf], after_cast=False)
+                    if tensor.nbytes and not allow_nonfinite:
+                        verdict = checker.submit(reader.finite, *tensor.file_range(), dtype)
+                        pending.append((hf_names[hf], verdict))
+                    if tensor.nbytes:
+                        copier.copy(*tensor.file_range())
                     advance(tensor.numel())
+                    settle(keep=1)
+            settle(keep=0)
     return write_index(folder, split)
