@@ -164,3 +164,26 @@ def test_generation_is_the_same_with_and_without_kernels(tiny_ckpt):
         for flag in ("1", "0")
     ]
     assert outputs[0].stdout == outputs[1].stdout
+
+
+def _drive(tuner, seconds_for, steps):
+    picks = []
+    for _ in range(steps):
+        threads = tuner.pick()
+        picks.append(threads)
+        tuner.record(threads, seconds_for(threads))
+    return picks
+
+
+def test_thread_tuner_follows_the_load():
+    """Both counts are timed first; the faster runs; the other is re-timed and taken when it wins."""
+    from mythos_convert.model.decode import ThreadTuner
+
+    tuner = ThreadTuner(2)
+    warmup = ThreadTuner.TRIALS * 2
+    picks = _drive(tuner, {2: 0.02, 1: 0.03}.__getitem__, warmup + 200)  # quiet: 2 threads are faster
+    assert picks[:warmup] == [2] * ThreadTuner.TRIALS + [1] * ThreadTuner.TRIALS
+    assert picks[warmup:].count(2) > 190 and 1 in picks[warmup:]  # runs 2, still probes 1
+    picks = _drive(tuner, {2: 0.3, 1: 0.05}.__getitem__, 200)  # busy: a barrier waits on a preempted thread
+    assert picks[-100:].count(1) > 95
+    assert _drive(ThreadTuner(1), lambda t: 0.01, 10) == [1] * 10

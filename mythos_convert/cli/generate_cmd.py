@@ -38,6 +38,7 @@ def generate(
     from mythos_convert.data.tokenizer import resolve_tokenizer
     from mythos_convert.errors import MythosError
     from mythos_convert.model.generate import Sampling, context_budget, eos_id, prompt_ids, stream_ids, stream_text
+    from mythos_convert.model.kernels import describe
     from mythos_convert.train.checkpoint import load_checkpoint, load_model
     from mythos_convert.ui import info, warn
 
@@ -75,4 +76,5 @@ def generate(
     out.write("\n")
     out.flush()
     seconds = time.perf_counter() - started
-    info(f"{count} tokens in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} tokens/s, {dtype})")
+    engine = describe(getattr(torch, dtype))
+    info(f"{count} tokens in {seconds:.2f} s ({count / max(seconds, 1e-9):.1f} tokens/s, {dtype}, {engine})")

@@ -14,6 +14,7 @@ Both compute what the module path computes, rounding bfloat16 where it rounds (f
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,42 @@ class TorchOps:
         return att.view(-1)
 
 
+class ThreadTuner:
+    """How many threads the compiled step uses, chosen by timing the steps themselves.
+
+    On a quiet machine all of torch's threads read the weights fastest. When other processes hold
+    the cores, every parallel region ends at a barrier that waits a whole scheduler slice for a
+    descheduled thread: measured here with one core kept busy, 2 threads decoded 1.0-1.4 tok/s
+    and 1 thread 3.0. So the first steps time both counts, the faster one runs, and every
+    `PROBE_EVERY` steps the other is timed again, in case the load came or went.
+    """
+
+    PROBE_EVERY = 64
+    TRIALS = 3  # steps per count at the start; the first of each is a warm-up and not counted
+
+    def __init__(self, threads: int):
+        self.choices = [threads, 1] if threads > 1 else [threads]
+        self.seconds: dict[int, float] = {}  # moving average of a step's time per thread count
+        self.steps = 0
+
+    def pick(self) -> int:
+        if len(self.choices) == 1:
+            return self.choices[0]
+        warmup = self.TRIALS * len(self.choices)
+        if self.steps < warmup:
+            return self.choices[self.steps // self.TRIALS]
+        best = min(self.seconds, key=self.seconds.__getitem__)
+        if (self.steps - warmup) % self.PROBE_EVERY == self.PROBE_EVERY - 1:
+            return next(c for c in self.choices if c != best)
+        return best
+
+    def record(self, threads: int, seconds: float) -> None:
+        if self.steps >= self.TRIALS * len(self.choices) or self.steps % self.TRIALS:
+            previous = self.seconds.get(threads)
+            self.seconds[threads] = seconds if previous is None else 0.5 * (previous + seconds)
+        self.steps += 1
+
+
 class DecodePlan:
     """Per-layer tensors and constants for `step`; valid while the model's cache lives."""
 
@@ -98,6 +135,7 @@ class DecodePlan:
         ]
         ops = compiled and self._all_contiguous_cpu() and kernels.compiled_ops(self.dtype, self.head_dim)
         self.ops = ops or TorchOps(self.dtype)
+        self.tuner = ThreadTuner(torch.get_num_threads()) if ops else None
 
     def _all_contiguous_cpu(self) -> bool:
         tensors = [self.embedding, self.norm, self.output, self.cos, self.sin]
@@ -106,6 +144,15 @@ class DecodePlan:
 
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits [1, 1, V] for `token` ([1, 1]) at position `pos`, its k/v written into the cache."""
+        if self.tuner is None:
+            return self._step(token, pos)
+        self.ops.threads = threads = self.tuner.pick()
+        started = time.perf_counter()
+        logits = self._step(token, pos)
+        self.tuner.record(threads, time.perf_counter() - started)
+        return logits
+
+    def _step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         ops, eps = self.ops, self.eps
         cos, sin = self.cos[pos], self.sin[pos]  # [d], once per token
         x = self.embedding[int(token)]  # [D]

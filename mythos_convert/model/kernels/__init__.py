@@ -8,7 +8,7 @@ and fuses the small work into the products. It is compiled on first use with the
 compiler (about a second) into the user cache and loaded with ctypes, so installing the package
 needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
 compiler, `MYTHOS_KERNELS=0`, the build or its self-test fails) the decode plan runs its torch
-operations instead; `status()` says which and why (`mythos-convert generate --debug` prints it).
+operations instead; `describe()` says which and why (`mythos-convert generate` prints it).
 """
 
 from __future__ import annotations
@@ -134,6 +134,14 @@ def compiled_ops(dtype: torch.dtype, head_dim: int) -> CompiledOps | None:
     return CompiledOps(lib, dtype)
 
 
+def describe(dtype: torch.dtype) -> str:
+    """Which operations decode one token in `dtype` on CPU, in words: for logs and benchmark tables."""
+    lib = status().library
+    if lib is None:
+        return f"torch operations ({status().reason})"
+    return "AVX2 kernels" if dtype in SUFFIX else f"torch operations (no kernels for {dtype})"
+
+
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -147,6 +155,7 @@ class CompiledOps:
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype):
         self.dtype = dtype
+        self.threads = torch.get_num_threads()  # the decode plan tunes it: see decode.ThreadTuner
         suffix = SUFFIX[dtype]
         self._mv = getattr(lib, f"mv_{suffix}")
         self._norm_mv = getattr(lib, f"norm_mv_{suffix}")
@@ -156,21 +165,19 @@ class CompiledOps:
     def matvec(self, w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         """add + w @ x"""
         out = torch.empty(w.shape[0], dtype=self.dtype)
-        self._mv(w.data_ptr(), x.data_ptr(), _ptr(add), out.data_ptr(), *w.shape, torch.get_num_threads())
+        self._mv(w.data_ptr(), x.data_ptr(), _ptr(add), out.data_ptr(), *w.shape, self.threads)
         return out
 
     def norm_matvec(self, w: torch.Tensor, x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
         """w @ (rmsnorm(x) * g)"""
         out = torch.empty(w.shape[0], dtype=self.dtype)
-        self._norm_mv(w.data_ptr(), x.data_ptr(), g.data_ptr(), eps, out.data_ptr(), *w.shape, torch.get_num_threads())
+        self._norm_mv(w.data_ptr(), x.data_ptr(), g.data_ptr(), eps, out.data_ptr(), *w.shape, self.threads)
         return out
 
     def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
         """add + w @ (silu(gate) * up), gate_up = [gate | up]"""
         out = torch.empty(w.shape[0], dtype=self.dtype)
-        self._swiglu_mv(
-            w.data_ptr(), gate_up.data_ptr(), add.data_ptr(), out.data_ptr(), *w.shape, torch.get_num_threads()
-        )
+        self._swiglu_mv(w.data_ptr(), gate_up.data_ptr(), add.data_ptr(), out.data_ptr(), *w.shape, self.threads)
         return out
 
     def attend(self, qkv, cos, sin, k_cache, v_cache, pos: int, n_q: int, n_kv: int, head_dim: int) -> torch.Tensor:
@@ -188,6 +195,6 @@ class CompiledOps:
             head_dim,
             pos,
             k_cache.shape[2],
-            torch.get_num_threads(),
+            self.threads,
         )
         return out
