@@ -6,7 +6,9 @@ copy path switched off), and compares every file byte for byte; errors must be t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +120,18 @@ def test_copy_path_writes_the_same_bytes(variant, tmp_path, ref_tokenizer_path, 
         assert "model.safetensors.index.json" in copied and len([n for n in copied if "-of-" in n]) > 2
     if variant in ("bfloat16", "float16"):
         assert json.loads(copied["config.json"])["dtype"] == variant
+
+
+def test_without_copy_file_range_the_bytes_are_the_same(tmp_path, ref_tokenizer_path, monkeypatch, copies):
+    """File systems that refuse copy_file_range (EXDEV, EOPNOTSUPP) get the read/write fallback."""
+
+    def refuse(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    ckpt = _ckpt(tmp_path, ref_tokenizer_path)
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    copied, by_torch = _both_ways(ckpt, tmp_path, monkeypatch, copies, max_shard_size=60_000)
+    assert copied == by_torch
 
 
 def test_casts_untied_heads_and_odd_files_take_the_torch_path(tmp_path, ref_tokenizer_path, monkeypatch, copies):
