@@ -1,7 +1,8 @@
 """Greedy generation speed on CPU: the native engine against transformers and llama.cpp, same weights.
 
 Batch 1, a 64-token prompt, 256 new tokens, greedy, 2 threads, on the mythos-172m architecture
-with random weights (vocab 3252). Engines: the native engine (float32, bfloat16), transformers'
+with random weights (vocab 3252). Engines: the native engine (float32, bfloat16) on its AVX2 decode
+kernels and, as "native, torch ops", on torch's operations (its fallback), transformers'
 `generate` on the folder `mythos-convert hf` exports (float32, bfloat16), llama.cpp through
 llama-cpp-python on the f16 and q8_0 GGUF `mythos-convert gguf` writes (extra buffer types off).
 
@@ -75,7 +76,7 @@ def _param_bytes(model) -> int:
 # ---- engines -----------------------------------------------------------------------------------
 
 
-def native_engine(ckpt: Path, precision: str) -> Engine:
+def native_engine(ckpt: Path, precision: str, compiled: bool = True) -> Engine:
     import torch
 
     from mythos_convert.model.generate import stream_ids
@@ -84,9 +85,9 @@ def native_engine(ckpt: Path, precision: str) -> Engine:
     model = load_model(load_checkpoint(ckpt), getattr(torch, precision))
 
     def run(prompt: list[int], n: int) -> Run:
-        return _timed(stream_ids(model, prompt, max_new_tokens=n, eos_id=None))
+        return _timed(stream_ids(model, prompt, max_new_tokens=n, eos_id=None, compiled=compiled))
 
-    return Engine("native", precision, _param_bytes(model), run)
+    return Engine("native" if compiled else "native, torch ops", precision, _param_bytes(model), run)
 
 
 class _Clock:
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=None, help="best of N runs per engine (default 3)")
     parser.add_argument("--budget-s", type=float, default=90.0, help="stop repeating an engine after this long")
-    parser.add_argument("--engines", default="native,transformers,llama.cpp")
+    parser.add_argument("--engines", default="native,native-torch,transformers,llama.cpp")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and exports here")
     args = parser.parse_args(argv)
     new_tokens = args.new_tokens or (64 if args.quick else 256)
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+    from mythos_convert.model import kernels
     from mythos_convert.ui import set_quiet
 
     set_quiet(True)
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         for precision in ("float32", "bfloat16"):
             if "native" in wanted:
                 engines.append(native_engine(ckpt, precision))
+            if "native-torch" in wanted and kernels.status().library is not None:
+                engines.append(native_engine(ckpt, precision, compiled=False))
             if "transformers" in wanted:
                 engines.append(transformers_engine(hf_dir, precision, eos))
         if "llama.cpp" in wanted:
@@ -249,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         f"batch 1; best of {repeats}",
         f"read bandwidth (torch sum over 1 GiB, {args.threads} threads): {bandwidth:.1f} GB/s; "
         "roofline tok/s = bandwidth / weight bytes per token",
+        f"native decode step: {kernels.describe(torch.float32)}; 'native, torch ops' is the same engine on "
+        "torch's operations (the fallback where the kernels cannot run)",
         *notes,
     ]
     summary = [[r[0], r[1], "tok/s", r[2], r[5], f"{r[8]} of roofline"] for r in rows]

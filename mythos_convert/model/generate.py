@@ -100,6 +100,7 @@ def stream_ids(
     eos_id: int | None = None,
     seed: int | None = None,
     prefill_chunk: int | None = None,
+    compiled: bool = True,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1), stopping after `eos_id` or `max_new_tokens`.
 
@@ -111,6 +112,7 @@ def stream_ids(
         seed: seeds a private `torch.Generator`, so sampling is reproducible and leaves the global
             RNG alone.
         prefill_chunk: feed the prompt in chunks of this many tokens (bounded memory for long prompts).
+        compiled: False decodes with torch's operations even where the AVX2 kernels run (model/kernels).
     """
     budget = context_budget(model.config.max_seq_len, len(prompt), max_new_tokens)
     if budget == 0:
@@ -126,7 +128,7 @@ def stream_ids(
     tokens = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()  # no dropout while generating
-    model.setup_cache(1, len(prompt) + budget)
+    model.setup_cache(1, len(prompt) + budget, compiled=compiled)
     try:
         logits = _prefill(model, tokens, prefill_chunk or len(prompt))
         pos = len(prompt)
