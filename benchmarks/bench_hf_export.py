@@ -9,6 +9,8 @@ a warm page cache, and `sync` runs before every run, so no run pays for writing 
 run's output. Each row shows the best of `--repeats` runs and the spread of all of them.
 
 - ours: `python -m mythos_convert hf CKPT OUT --no-verify -q` (verify is timed in its own row)
+- ours without CLI and card: the same export as a library call, without the model card (what the
+  export itself costs; the CLI's start-up and the card's imports are the rest of `ours`)
 - (a) reference script: `torch.load` of the whole file (optimizer included), build the model,
   `load_state_dict`, remap names, `save_file`
 - (b) transformers: `torch.load`, build `LlamaForCausalLM(config)`, `load_state_dict`, `save_pretrained`
@@ -76,6 +78,14 @@ model = LlamaForCausalLM(config)
 state = {convert_name(k, "native", "hf"): v for k, v in data["model"].items() if k not in ("rope_cos", "rope_sin")}
 model.load_state_dict(state, strict=True)
 model.to(dtype).save_pretrained(out)
+"""
+
+LIBRARY = """
+import sys
+from mythos_convert.convert.hf import export_hf
+from mythos_convert.ui import set_quiet
+set_quiet(True)
+export_hf(sys.argv[1], sys.argv[2], dtype=sys.argv[3], force=True, verify=False, card=False)
 """
 
 FLOOR = """
@@ -206,6 +216,9 @@ def main() -> None:
     rows = {}
     rows["ours: mythos-convert hf --no-verify"] = best_of(args.repeats, ours, ours_out)
     weights = sum(p.stat().st_size for p in ours_out.glob("*.safetensors"))
+    rows["ours without CLI and card: export_hf(verify=False, card=False)"] = best_of(
+        args.repeats, lambda o: [py, "-c", LIBRARY, str(ckpt), str(o), args.dtype], work / "library"
+    )
     rows["(a) torch.load + model + remap + save_file"] = best_of(
         args.repeats, lambda o: [py, "-c", NAIVE, str(ckpt), str(o), args.dtype], work / "naive"
     )
