@@ -4,6 +4,11 @@ The folder holds model.safetensors (or shards + index), config.json (v4 and v5 s
 generation_config.json, hand-written tokenizer files (BOS-only post-processor), mythos.json
 (provenance for the card and for `native`), verify.json and a README.md card. Everything is
 written into a temporary sibling folder and renamed into place, so a crash leaves an old output intact.
+
+Without verify, a checkpoint whose weights need no cast is read without torch (`torch_zip`) and
+its tensor bytes are copied into the safetensors files (`safetensors_copy`): the same files as the
+torch path (`hf_weights`), without its seconds of imports. Casts, verify and anything unusual take
+the torch path.
 """
 
 from __future__ import annotations
