@@ -180,10 +180,12 @@ def test_thread_tuner_follows_the_load():
     from mythos_convert.model.decode import ThreadTuner
 
     tuner = ThreadTuner(2)
-    warmup = ThreadTuner.TRIALS * 2
-    picks = _drive(tuner, {2: 0.02, 1: 0.03}.__getitem__, warmup + 200)  # quiet: 2 threads are faster
-    assert picks[:warmup] == [2] * ThreadTuner.TRIALS + [1] * ThreadTuner.TRIALS
-    assert picks[warmup:].count(2) > 190 and 1 in picks[warmup:]  # runs 2, still probes 1
-    picks = _drive(tuner, {2: 0.3, 1: 0.05}.__getitem__, 200)  # busy: a barrier waits on a preempted thread
-    assert picks[-100:].count(1) > 95
+    picks = _drive(tuner, {2: 0.02, 1: 0.03}.__getitem__, 3 + 300)  # quiet: 2 threads are faster
+    assert picks[:3] == [2, 2, 1]  # the first step is a warm-up
+    assert picks[3:].count(2) > 290 and 1 in picks[3:]  # runs 2, still probes 1 now and then
+    picks = _drive(tuner, {2: 0.3, 1: 0.05}.__getitem__, 300)  # busy: a barrier waits on a preempted thread
+    assert picks[1] == 1  # switched after the first slow step; 2 threads only in the periodic probes
+    assert picks[1:].count(1) == 299 - 300 // ThreadTuner.PROBE_EVERY
+    picks = _drive(tuner, {2: 0.02, 1: 0.05}.__getitem__, 300)  # quiet again: the next probe brings 2 back
+    assert picks[-100:].count(2) >= 99
     assert _drive(ThreadTuner(1), lambda t: 0.01, 10) == [1] * 10

@@ -76,30 +76,29 @@ class ThreadTuner:
     the cores, every parallel region ends at a barrier that waits a whole scheduler slice for a
     descheduled thread: measured here with one core kept busy, 2 threads decoded 1.0-1.4 tok/s
     and 1 thread 3.0. So the first steps time both counts, the faster one runs, and every
-    `PROBE_EVERY` steps the other is timed again, in case the load came or went.
+    `PROBE_EVERY` steps the other is timed again, in case the load went (one step in 128: <1%).
     """
 
-    PROBE_EVERY = 64
-    TRIALS = 3  # steps per count at the start; the first of each is a warm-up and not counted
+    PROBE_EVERY = 128  # a load that comes shows at once (the running count's steps slow down); one that goes, here
 
     def __init__(self, threads: int):
         self.choices = [threads, 1] if threads > 1 else [threads]
+        self.start = [threads, threads, 1]  # the very first step warms up and is not counted
         self.seconds: dict[int, float] = {}  # moving average of a step's time per thread count
         self.steps = 0
 
     def pick(self) -> int:
         if len(self.choices) == 1:
             return self.choices[0]
-        warmup = self.TRIALS * len(self.choices)
-        if self.steps < warmup:
-            return self.choices[self.steps // self.TRIALS]
+        if self.steps < len(self.start):
+            return self.start[self.steps]
         best = min(self.seconds, key=self.seconds.__getitem__)
-        if (self.steps - warmup) % self.PROBE_EVERY == self.PROBE_EVERY - 1:
+        if (self.steps - len(self.start)) % self.PROBE_EVERY == self.PROBE_EVERY - 1:
             return next(c for c in self.choices if c != best)
         return best
 
     def record(self, threads: int, seconds: float) -> None:
-        if self.steps >= self.TRIALS * len(self.choices) or self.steps % self.TRIALS:
+        if self.steps > 0:
             previous = self.seconds.get(threads)
             self.seconds[threads] = seconds if previous is None else 0.5 * (previous + seconds)
         self.steps += 1
