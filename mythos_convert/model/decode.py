@@ -98,9 +98,11 @@ class ThreadTuner:
         return best
 
     def record(self, threads: int, seconds: float) -> None:
+        """The running count's time is averaged over steps; a probe's replaces the stale one outright."""
         if self.steps > 0:
             previous = self.seconds.get(threads)
-            self.seconds[threads] = seconds if previous is None else 0.5 * (previous + seconds)
+            running = previous is not None and threads == min(self.seconds, key=self.seconds.__getitem__)
+            self.seconds[threads] = 0.5 * (previous + seconds) if running else seconds
         self.steps += 1
 
 
