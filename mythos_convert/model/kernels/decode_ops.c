@@ -55,11 +55,6 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-static inline __m256 load_bf16x8(const uint16_t *p) {
-    __m128i h = _mm_loadu_si128((const __m128i *)p);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
 static inline float dot_f32(const float *w, const float *x, long K) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     long k = 0;
@@ -75,16 +70,27 @@ static inline float dot_f32(const float *w, const float *x, long K) {
     return s;
 }
 
-static inline float dot_bf16(const uint16_t *w, const float *x, long K) {
+/* bfloat16 is the high half of a float32: of 16 weights loaded as 8 32-bit words, `word << 16` is
+ * the even ones and `word & 0xffff0000` the odd ones, two plain integer ops and no shuffle (4% more
+ * tokens/s than widening 8 at a time, measured on the mythos-172m step). x comes de-interleaved to
+ * match, per block of 16: 8 evens, then 8 odds (xeo); the tail uses x as is. */
+static inline float dot_bf16(const uint16_t *w, const float *xeo, const float *x, long K) {
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     long k = 0;
     for (; k + 32 <= K; k += 32) {
-        a0 = _mm256_fmadd_ps(load_bf16x8(w + k), _mm256_loadu_ps(x + k), a0);
-        a1 = _mm256_fmadd_ps(load_bf16x8(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
-        a2 = _mm256_fmadd_ps(load_bf16x8(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
-        a3 = _mm256_fmadd_ps(load_bf16x8(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + k));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + k + 16));
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_loadu_ps(xeo + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, high)), _mm256_loadu_ps(xeo + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_loadu_ps(xeo + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, high)), _mm256_loadu_ps(xeo + k + 24), a3);
     }
-    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w + k), _mm256_loadu_ps(x + k), a0);
+    for (; k + 16 <= K; k += 16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(w + k));
+        a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xeo + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), _mm256_loadu_ps(xeo + k + 8), a1);
+    }
     float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; k < K; k++) s += bf(w[k]) * x[k];
     return s;
@@ -99,13 +105,24 @@ static void mv_core_f32(const float *W, const float *xf, const float *add, float
     }
 }
 
+static float *scratch(float *stack, long n);
+static void release(float *buf, float *stack);
+
 static void mv_core_bf16(const uint16_t *W, const float *xf, const uint16_t *add, uint16_t *y, long N, long K,
                          int threads) {
+    float stack[STACK_FLOATS], *xeo = scratch(stack, K);
+    if (!xeo) return;
+    for (long b = 0; b + 16 <= K; b += 16)
+        for (int i = 0; i < 8; i++) {
+            xeo[b + i] = xf[b + 2 * i];
+            xeo[b + 8 + i] = xf[b + 2 * i + 1];
+        }
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long n = 0; n < N; n++) {
-        float s = round_bf(dot_bf16(W + n * K, xf, K));
+        float s = round_bf(dot_bf16(W + n * K, xeo, xf, K));
         y[n] = add ? to_bf(bf(add[n]) + s) : to_bf(s);
     }
+    release(xeo, stack);
 }
 
 /* ---- the input of a product, in float32 ---------------------------------------------------------- */
