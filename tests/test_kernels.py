@@ -71,11 +71,16 @@ def test_matvec_and_residual(lib, dtype, n, k):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_norm_matvec(lib, dtype):
+@pytest.mark.parametrize("rows", [(96,), (48, 16, 16), (40, 40)])  # the head; q|k|v (GQA); w1|w3
+def test_norm_matvec_of_stacked_matrices(lib, dtype, rows):
+    """Up to three matrices read in place give the product of their fused copy."""
     compiled, reference = _ops(lib, dtype)
-    w, x = _rand(96, 72, dtype=dtype), 3 * _rand(72, dtype=dtype, seed=1)
+    ws = tuple(_rand(n, 72, dtype=dtype, seed=10 + i) for i, n in enumerate(rows))
+    x = 3 * _rand(72, dtype=dtype, seed=1)
     g = (1 + 0.3 * _rand(72, dtype=torch.float32, seed=2)).to(dtype)
-    _close(compiled.norm_matvec(w, x, g, 1e-5), reference.norm_matvec(w, x, g, 1e-5), dtype)
+    fused = (torch.cat(ws),)
+    _close(compiled.norm_matvec(ws, x, g, 1e-5), reference.norm_matvec(fused, x, g, 1e-5), dtype)
+    _close(reference.norm_matvec(ws, x, g, 1e-5), reference.norm_matvec(fused, x, g, 1e-5), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -26,10 +26,10 @@ from mythos_convert.model import kernels
 @dataclass
 class LayerPlan:
     attn_norm: torch.Tensor  # [D]
-    wqkv: torch.Tensor  # [(H + 2K) d, D]
+    wqkv: tuple[torch.Tensor, ...]  # stacked: [(H + 2K) d, D] (wq, wk, wv, or the fused copy)
     wo: torch.Tensor  # [D, H d]
     ffn_norm: torch.Tensor  # [D]
-    w13: torch.Tensor  # [2 F, D]
+    w13: tuple[torch.Tensor, ...]  # stacked: [2 F, D] (w1, w3, or the fused copy)
     w2: torch.Tensor  # [D, F]
     k: torch.Tensor  # cache [1, K, max_len, d]
     v: torch.Tensor
@@ -48,9 +48,11 @@ class TorchOps:
             return torch.addmv(add, w, x)  # add + w x in one call
         return add + torch.mv(w, x)  # bf16 addmv has no fast kernel; mv does
 
-    def norm_matvec(self, w: torch.Tensor, x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+    def norm_matvec(self, ws: tuple[torch.Tensor, ...], x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+        """[ws stacked] @ (rmsnorm(x) * g); one fused matrix makes it one call"""
         x32 = x.float()  # the module's formula (and transformers'): normalise in fp32, round, scale
-        return torch.mv(w, (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * g)
+        h = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * g
+        return torch.cat([torch.mv(w, h) for w in ws]) if len(ws) > 1 else torch.mv(ws[0], h)
 
     def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
         gate, up = gate_up.chunk(2)
@@ -110,6 +112,8 @@ class DecodePlan:
     """Per-layer tensors and constants for `step`; valid while the model's cache lives."""
 
     def __init__(self, model, caches, compiled: bool = True):
+        """`compiled`: use the AVX2 operations where they run. They read q|k|v and w1|w3 as stacked
+        products straight from the module's weights; torch's need fused copies (built here)."""
         cfg = model.config
         self.n_q, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.eps = cfg.norm_eps
@@ -121,27 +125,33 @@ class DecodePlan:
 
         self.cos = model.rope_cos.to(self.dtype)
         self.sin = signed_sin(model.rope_sin.to(self.dtype))
-        self.layers = [
-            LayerPlan(
-                layer.attn_norm.weight,
-                layer.attention.wqkv,
-                layer.attention.wo.weight,
-                layer.ffn_norm.weight,
-                layer.feed_forward.w13,
-                layer.feed_forward.w2.weight,
-                cache.k,
-                cache.v,
-            )
-            for layer, cache in zip(model.layers, caches, strict=True)
-        ]
-        ops = compiled and self._all_contiguous_cpu() and kernels.compiled_ops(self.dtype, self.head_dim)
+        ops = compiled and _contiguous_cpu(model, self.dtype) and kernels.compiled_ops(self.dtype, self.head_dim)
         self.ops = ops or TorchOps(self.dtype)
         self.tuner = ThreadTuner(torch.get_num_threads()) if ops else None
-
-    def _all_contiguous_cpu(self) -> bool:
-        tensors = [self.embedding, self.norm, self.output, self.cos, self.sin]
-        tensors += [t for layer in self.layers for t in vars(layer).values()]
-        return all(t.device.type == "cpu" and t.is_contiguous() and t.dtype is self.dtype for t in tensors)
+        self.layers = []
+        for layer, cache in zip(model.layers, caches, strict=True):
+            attention, ffn = layer.attention, layer.feed_forward
+            if ops:
+                qkv, w13 = (
+                    (attention.wq.weight, attention.wk.weight, attention.wv.weight),
+                    (ffn.w1.weight, ffn.w3.weight),
+                )
+            else:
+                attention.fuse()
+                ffn.fuse()
+                qkv, w13 = (attention.wqkv,), (ffn.w13,)
+            self.layers.append(
+                LayerPlan(
+                    layer.attn_norm.weight,
+                    qkv,
+                    attention.wo.weight,
+                    layer.ffn_norm.weight,
+                    w13,
+                    ffn.w2.weight,
+                    cache.k,
+                    cache.v,
+                )
+            )
 
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits [1, 1, V] for `token` ([1, 1]) at position `pos`, its k/v written into the cache."""
@@ -162,4 +172,9 @@ class DecodePlan:
             att = ops.attend(qkv, cos, sin, layer.k, layer.v, pos, self.n_q, self.n_kv, self.head_dim)
             x = ops.matvec(layer.wo, att, add=x)
             x = ops.swiglu_matvec(layer.w2, ops.norm_matvec(layer.w13, x, layer.ffn_norm, eps), add=x)
-        return ops.norm_matvec(self.output, x, self.norm, eps).view(1, 1, -1)
+        return ops.norm_matvec((self.output,), x, self.norm, eps).view(1, 1, -1)
+
+
+def _contiguous_cpu(model, dtype: torch.dtype) -> bool:
+    """Whether every weight is a contiguous CPU tensor of `dtype`: what the compiled operations read."""
+    return all(p.device.type == "cpu" and p.is_contiguous() and p.dtype is dtype for p in model.parameters())

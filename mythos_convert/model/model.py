@@ -250,11 +250,12 @@ class Mythos(nn.Module):
     ) -> None:
         """Preallocate a KV cache per layer for generation (drop it with `clear_cache`).
 
-        With `fuse`, also build fused q|k|v and w1|w3 weights, used only while the cache is in use
-        under no_grad/inference_mode: fewer, larger matrix-vector products per token. They are
-        copies of the current weights, so call `setup_cache` again after changing the weights or dtype.
-        `compiled=False` keeps the one-token path on torch's operations even where the AVX2 kernels
-        run (see model/kernels).
+        With `fuse`, also prepare the inference fast paths, used only while the cache is in use under
+        no_grad/inference_mode. For a batch of one that is a `DecodePlan` (decode.py); where its AVX2
+        operations run they read the weights in place, otherwise (and for larger batches) fused q|k|v
+        and w1|w3 copies of the current weights make fewer, larger products. Call `setup_cache` again
+        after changing the weights or dtype. `compiled=False` keeps the one-token path on torch's
+        operations even where the AVX2 kernels run (see model/kernels).
         """
         max_len = max_len or self.config.max_seq_len
         dtype = dtype or self.embedding.weight.dtype
@@ -263,15 +264,15 @@ class Mythos(nn.Module):
         self.caches = [KVCache(batch, cfg.n_kv_heads, max_len, cfg.head_dim, dtype, device) for _ in self.layers]
         self.decode_plan = None
         for layer in self.layers:
-            if fuse:
-                layer.attention.fuse()
-                layer.feed_forward.fuse()
-            else:
-                layer.attention.wqkv = layer.feed_forward.w13 = None
+            layer.attention.wqkv = layer.feed_forward.w13 = None
         if fuse and batch == 1 and dtype == self.embedding.weight.dtype:
-            from mythos_convert.model.decode import DecodePlan  # the one-token fast path
+            from mythos_convert.model.decode import DecodePlan  # the one-token fast path (fuses what it needs)
 
             self.decode_plan = DecodePlan(self, self.caches, compiled=compiled)
+        elif fuse:
+            for layer in self.layers:
+                layer.attention.fuse()
+                layer.feed_forward.fuse()
 
     def clear_cache(self) -> None:
         """Drop the KV cache and the fused inference weights."""

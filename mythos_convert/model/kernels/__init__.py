@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("decode_ops.c")
-ABI = 2
+ABI = 3
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 DISABLE_ENV = "MYTHOS_KERNELS"  # "0" turns the compiled kernels off
 MAX_HEAD_DIM = 1024  # the attention kernel's per-head accumulator
@@ -73,7 +73,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, long, cint, cfloat = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
     signatures = {
         "mv": [ptr, ptr, ptr, ptr, long, long, cint],
-        "norm_mv": [ptr, ptr, ptr, cfloat, ptr, long, long, cint],
+        "norm_mv": [ptr, long, ptr, long, ptr, long, ptr, ptr, cfloat, ptr, long, cint],
         "swiglu_mv": [ptr, ptr, ptr, ptr, long, long, cint],
         "attend": [ptr, ptr, ptr, ptr, ptr, ptr, long, long, long, long, long, cint],
     }
@@ -168,10 +168,12 @@ class CompiledOps:
         self._mv(w.data_ptr(), x.data_ptr(), _ptr(add), out.data_ptr(), *w.shape, self.threads)
         return out
 
-    def norm_matvec(self, w: torch.Tensor, x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
-        """w @ (rmsnorm(x) * g)"""
-        out = torch.empty(w.shape[0], dtype=self.dtype)
-        self._norm_mv(w.data_ptr(), x.data_ptr(), g.data_ptr(), eps, out.data_ptr(), *w.shape, self.threads)
+    def norm_matvec(self, ws: tuple[torch.Tensor, ...], x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+        """[ws stacked] @ (rmsnorm(x) * g), for one to three matrices of x's width (q|k|v, w1|w3, the head)"""
+        segments = [(w.data_ptr(), w.shape[0]) for w in ws] + [(None, 0)] * (3 - len(ws))
+        out = torch.empty(sum(n for _, n in segments), dtype=self.dtype)
+        pointers = [value for segment in segments for value in segment]
+        self._norm_mv(*pointers, x.data_ptr(), g.data_ptr(), eps, out.data_ptr(), x.shape[0], self.threads)
         return out
 
     def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 #define STACK_FLOATS 8192
 
 /* ---- scalars --------------------------------------------------------------------------------- */
@@ -97,10 +97,18 @@ static inline float dot_bf16(const uint16_t *w, const float *xeo, const float *x
 }
 
 /* y = add + W @ xf, W [N, K] row-major; xf already float32 (and already rounded like the module's input). */
-static void mv_core_f32(const float *W, const float *xf, const float *add, float *y, long N, long K, int threads) {
+/* The rows of up to three matrices [N0 | N1 | N2, K] read as one stacked matrix: q|k|v and w1|w3 are
+ * multiplied as one product without a fused copy of the weights (which cost as much memory again,
+ * and a copy's time on every generate call). */
+#define STACKED_ROW(W0, N0, W1, N1, W2, n, K) \
+    ((n) < (N0) ? (W0) + (n) * (K) : (n) < (N0) + (N1) ? (W1) + ((n) - (N0)) * (K) : (W2) + ((n) - (N0) - (N1)) * (K))
+
+static void mv_core_f32(const float *W0, long N0, const float *W1, long N1, const float *W2, long N2, const float *xf,
+                        const float *add, float *y, long K, int threads) {
+    long N = N0 + N1 + N2;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long n = 0; n < N; n++) {
-        float s = dot_f32(W + n * K, xf, K);
+        float s = dot_f32(STACKED_ROW(W0, N0, W1, N1, W2, n, K), xf, K);
         y[n] = add ? add[n] + s : s;
     }
 }
@@ -108,8 +116,9 @@ static void mv_core_f32(const float *W, const float *xf, const float *add, float
 static float *scratch(float *stack, long n);
 static void release(float *buf, float *stack);
 
-static void mv_core_bf16(const uint16_t *W, const float *xf, const uint16_t *add, uint16_t *y, long N, long K,
-                         int threads) {
+static void mv_core_bf16(const uint16_t *W0, long N0, const uint16_t *W1, long N1, const uint16_t *W2, long N2,
+                         const float *xf, const uint16_t *add, uint16_t *y, long K, int threads) {
+    long N = N0 + N1 + N2;
     float stack[STACK_FLOATS], *xeo = scratch(stack, K);
     if (!xeo) return;
     for (long b = 0; b + 16 <= K; b += 16)
@@ -119,7 +128,7 @@ static void mv_core_bf16(const uint16_t *W, const float *xf, const uint16_t *add
         }
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long n = 0; n < N; n++) {
-        float s = round_bf(dot_bf16(W + n * K, xeo, xf, K));
+        float s = round_bf(dot_bf16(STACKED_ROW(W0, N0, W1, N1, W2, n, K), xeo, xf, K));
         y[n] = add ? to_bf(bf(add[n]) + s) : to_bf(s);
     }
     release(xeo, stack);
@@ -142,35 +151,36 @@ static float rms_scale(const float *x, long K, float eps) {
 int mythos_abi(void) { return ABI_VERSION; }
 
 void mv_f32(const float *W, const float *x, const float *add, float *y, long N, long K, int threads) {
-    mv_core_f32(W, x, add, y, N, K, threads);
+    mv_core_f32(W, N, NULL, 0, NULL, 0, x, add, y, K, threads);
 }
 
 void mv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *add, uint16_t *y, long N, long K, int threads) {
     float stack[STACK_FLOATS], *xf = scratch(stack, K);
     if (!xf) return;
     for (long k = 0; k < K; k++) xf[k] = bf(x[k]);
-    mv_core_bf16(W, xf, add, y, N, K, threads);
+    mv_core_bf16(W, N, NULL, 0, NULL, 0, xf, add, y, K, threads);
     release(xf, stack);
 }
 
-/* y = W @ (rmsnorm(x) * g): the norm before q|k|v, before w1|w3 and before the output head */
-void norm_mv_f32(const float *W, const float *x, const float *g, float eps, float *y, long N, long K, int threads) {
+/* y = [W0; W1; W2] @ (rmsnorm(x) * g): the norm before q|k|v, before w1|w3 and before the output head */
+void norm_mv_f32(const float *W0, long N0, const float *W1, long N1, const float *W2, long N2, const float *x,
+                 const float *g, float eps, float *y, long K, int threads) {
     float stack[STACK_FLOATS], *xf = scratch(stack, K);
     if (!xf) return;
     float r = rms_scale(x, K, eps);
     for (long k = 0; k < K; k++) xf[k] = (x[k] * r) * g[k];
-    mv_core_f32(W, xf, NULL, y, N, K, threads);
+    mv_core_f32(W0, N0, W1, N1, W2, N2, xf, NULL, y, K, threads);
     release(xf, stack);
 }
 
-void norm_mv_bf16(const uint16_t *W, const uint16_t *x, const uint16_t *g, float eps, uint16_t *y, long N, long K,
-                  int threads) {
+void norm_mv_bf16(const uint16_t *W0, long N0, const uint16_t *W1, long N1, const uint16_t *W2, long N2,
+                  const uint16_t *x, const uint16_t *g, float eps, uint16_t *y, long K, int threads) {
     float stack[STACK_FLOATS], *xf = scratch(stack, K);
     if (!xf) return;
     for (long k = 0; k < K; k++) xf[k] = bf(x[k]);
     float r = rms_scale(xf, K, eps);
     for (long k = 0; k < K; k++) xf[k] = round_bf(round_bf(xf[k] * r) * bf(g[k])); /* normalise in fp32, round, scale */
-    mv_core_bf16(W, xf, NULL, y, N, K, threads);
+    mv_core_bf16(W0, N0, W1, N1, W2, N2, xf, NULL, y, K, threads);
     release(xf, stack);
 }
 
@@ -179,7 +189,7 @@ void swiglu_mv_f32(const float *W, const float *gu, const float *add, float *y, 
     float stack[STACK_FLOATS], *xf = scratch(stack, K);
     if (!xf) return;
     for (long k = 0; k < K; k++) xf[k] = silu(gu[k]) * gu[K + k];
-    mv_core_f32(W, xf, add, y, N, K, threads);
+    mv_core_f32(W, N, NULL, 0, NULL, 0, xf, add, y, K, threads);
     release(xf, stack);
 }
 
@@ -188,7 +198,7 @@ void swiglu_mv_bf16(const uint16_t *W, const uint16_t *gu, const uint16_t *add, 
     float stack[STACK_FLOATS], *xf = scratch(stack, K);
     if (!xf) return;
     for (long k = 0; k < K; k++) xf[k] = round_bf(round_bf(silu(bf(gu[k]))) * bf(gu[K + k]));
-    mv_core_bf16(W, xf, add, y, N, K, threads);
+    mv_core_bf16(W, N, NULL, 0, NULL, 0, xf, add, y, K, threads);
     release(xf, stack);
 }
 
