@@ -92,7 +92,7 @@ def test_cached_greedy_equals_recompute(model, seed):
 
 
 def test_bfloat16_decode_matches_its_full_pass(tiny_cfg):
-    """bf16 decoding goes through torch.mv (fast bf16 GEMV): same logits as bf16 F.linear, within bf16."""
+    """bf16 decoding (the AVX2 kernels, or torch.mv where they cannot run): F.linear's logits, within bf16."""
     model = random_model(tiny_cfg, seed=4).to(torch.bfloat16)
     ids = torch.tensor([_prompt(24, tiny_cfg.vocab_size, seed=2)])
     with torch.inference_mode():

@@ -11,9 +11,10 @@ Shapes: B batch, T new tokens, S cached + new tokens, D d_model, H heads, K kv h
 Speed (decoding is bound by reading every weight once per token): the cache is preallocated and
 written in place; RoPE slices are taken once per forward, not per layer; linears call `linear()`,
 which avoids F.linear's slow bf16 kernels on CPUs without native bf16 (AVX2);
-`setup_cache` also builds fused q|k|v and w1|w3 weights for inference only (plain attributes, so
-state-dict names and saved checkpoints never change), dropped again by `clear_cache`, and for a
-batch of one a `DecodePlan` (decode.py) that runs each new token with the per-layer work hoisted.
+`setup_cache` also prepares, for inference only, a `DecodePlan` (decode.py) that runs each new token
+of a batch of one through five fused operations per layer (AVX2 kernels where they run), and where
+torch's operations run, fused q|k|v and w1|w3 weights (plain attributes, so state-dict names and
+saved checkpoints never change), dropped again by `clear_cache`.
 """
 
 from __future__ import annotations
