@@ -194,3 +194,24 @@ def test_thread_tuner_follows_the_load():
     picks = _drive(tuner, {2: 0.02, 1: 0.05}.__getitem__, 300)  # quiet again: the next probe brings 2 back
     assert picks[-100:].count(2) >= 99
     assert _drive(ThreadTuner(1), lambda t: 0.01, 10) == [1] * 10
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_call_per_token_is_the_five_operations_bit_for_bit(dtype):
+    """`step_*` in C chains the same operations as the Python loop: same logits and cache, every bit."""
+    cfg = tiny_config(vocab_size=301, d_model=60, n_heads=6, n_kv_heads=2, d_ff=130)
+    model = random_model(cfg, seed=8).to(dtype)
+    ids = torch.randint(5, cfg.vocab_size, (12,), generator=torch.Generator().manual_seed(2)).tolist()
+    runs = []
+    with torch.inference_mode():
+        for whole in (True, False):
+            model.setup_cache(1, 16)
+            plan = model.decode_plan
+            assert plan.whole_token is not None
+            step = plan.step if whole else plan.step_by_operations
+            logits = [step(torch.tensor([[token]]), pos) for pos, token in enumerate(ids)]
+            runs.append((torch.cat(logits), plan.layers[-1].k.clone(), plan.layers[-1].v.clone()))
+            model.clear_cache()
+    for got, want in zip(*runs, strict=True):
+        assert torch.equal(got, want)

@@ -128,7 +128,7 @@ class DecodePlan:
         ops = compiled and _contiguous_cpu(model, self.dtype) and kernels.compiled_ops(self.dtype, self.head_dim)
         self.ops = ops or TorchOps(self.dtype)
         self.tuner = ThreadTuner(torch.get_num_threads()) if ops else None
-        self.layers = []
+        self.layers: list[LayerPlan] = []
         for layer, cache in zip(model.layers, caches, strict=True):
             attention, ffn = layer.attention, layer.feed_forward
             if ops:
@@ -152,6 +152,8 @@ class DecodePlan:
                     cache.v,
                 )
             )
+        # the compiled operations also run the whole token in one call: no Python between products
+        self.whole_token = ops.bind_step(self) if ops else None
 
     def step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits [1, 1, V] for `token` ([1, 1]) at position `pos`, its k/v written into the cache."""
@@ -164,6 +166,12 @@ class DecodePlan:
         return logits
 
     def _step(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        if self.whole_token is not None:
+            return self.whole_token(int(token), pos).view(1, 1, -1)
+        return self.step_by_operations(token, pos)
+
+    def step_by_operations(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        """The token as the five operations per layer, called one by one from Python."""
         ops, eps = self.ops, self.eps
         cos, sin = self.cos[pos], self.sin[pos]  # [d], once per token
         x = self.embedding[int(token)]  # [D]

@@ -22,13 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("decode_ops.c")
-ABI = 3
+ABI = 4
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 DISABLE_ENV = "MYTHOS_KERNELS"  # "0" turns the compiled kernels off
 MAX_HEAD_DIM = 1024  # the attention kernel's per-head accumulator
@@ -76,6 +77,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "norm_mv": [ptr, long, ptr, long, ptr, long, ptr, ptr, cfloat, ptr, long, cint],
         "swiglu_mv": [ptr, ptr, ptr, ptr, long, long, cint],
         "attend": [ptr, ptr, ptr, ptr, ptr, ptr, long, long, long, long, long, cint],
+        "step": [ptr, long, ptr, ptr, ptr, long, ptr, ptr, long, long, long, long, long, long, long, cfloat, ptr, cint],
     }
     for name, argtypes in signatures.items():
         for suffix in SUFFIX.values():
@@ -161,6 +163,7 @@ class CompiledOps:
         self._norm_mv = getattr(lib, f"norm_mv_{suffix}")
         self._swiglu_mv = getattr(lib, f"swiglu_mv_{suffix}")
         self._attend = getattr(lib, f"attend_{suffix}")
+        self._step = getattr(lib, f"step_{suffix}")
 
     def matvec(self, w: torch.Tensor, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         """add + w @ x"""
@@ -200,3 +203,40 @@ class CompiledOps:
             self.threads,
         )
         return out
+
+    def bind_step(self, plan) -> Callable[[int, int], torch.Tensor]:
+        """`run(token_id, pos) -> logits [V]`: the plan's whole token in one call (see step_* in the C file).
+
+        The weight and cache pointers are gathered once here; the plan keeps every tensor alive.
+        """
+        fields = ("attn_norm", "wqkv", "wo", "ffn_norm", "w13", "w2", "k", "v")
+        pointers = []
+        for layer in plan.layers:
+            attn_norm, wqkv, wo, ffn_norm, w13, w2, k, v = (getattr(layer, f) for f in fields)
+            pointers += [attn_norm, *wqkv, wo, ffn_norm, *w13, w2, k, v]
+        table = (ctypes.c_void_p * len(pointers))(*(t.data_ptr() for t in pointers))
+        vocab, width = plan.output.shape
+        ffn = plan.layers[0].w2.shape[1]
+        max_len = plan.layers[0].k.shape[2]
+        fixed_tail = (max_len, width, plan.n_q, plan.n_kv, plan.head_dim, ffn, plan.eps)
+
+        def run(token_id: int, pos: int) -> torch.Tensor:
+            logits = torch.empty(vocab, dtype=self.dtype)
+            self._step(
+                table,
+                len(plan.layers),
+                plan.embedding[token_id].data_ptr(),
+                plan.norm.data_ptr(),
+                plan.output.data_ptr(),
+                vocab,
+                plan.cos[pos].data_ptr(),
+                plan.sin[pos].data_ptr(),
+                pos,
+                *fixed_tail,
+                logits.data_ptr(),
+                self.threads,
+            )
+            return logits
+
+        run.table = table  # the pointer array lives as long as the closure
+        return run

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 3
+#define ABI_VERSION 4
 #define STACK_FLOATS 8192
 
 /* ---- scalars --------------------------------------------------------------------------------- */
@@ -254,3 +254,35 @@ static inline float keep(float v) { return v; }
 
 ATTEND(f32, float, load_f32, store_f32, keep)
 ATTEND(bf16, uint16_t, bf, to_bf, round_bf)
+
+/* ---- one whole token --------------------------------------------------------------------------- */
+
+/* The five operations of every layer and the output head in one call: no Python between the ~120
+ * products of a token (each call from Python costs 5-8 us of ctypes and allocation).
+ * layers: per layer 11 pointers: attn_norm, wq, wk, wv, wo, ffn_norm, w1, w3, w2, k cache, v cache.
+ * x: the token's embedding row [D] (read only); logits [V]. */
+#define STEP(SUFFIX, T)                                                                                          \
+    void step_##SUFFIX(void *const *layers, long n_layers, const T *x_in, const T *norm, const T *output, long V, \
+                       const T *cos, const T *sin, long pos, long max_len, long D, long n_q, long n_kv, long d,     \
+                       long F, float eps, T *logits, int threads) {                                              \
+        long n_qkv = (n_q + 2 * n_kv) * d;                                                                       \
+        T *x = (T *)malloc((size_t)(D + n_qkv + n_q * d + 2 * F) * sizeof(T));                                  \
+        if (!x) return;                                                                                          \
+        T *qkv = x + D, *att = qkv + n_qkv, *gu = att + n_q * d;                                                 \
+        memcpy(x, x_in, (size_t)D * sizeof(T));                                                                  \
+        for (long l = 0; l < n_layers; l++) {                                                                    \
+            void *const *p = layers + 11 * l;                                                                    \
+            norm_mv_##SUFFIX((const T *)p[1], n_q * d, (const T *)p[2], n_kv * d, (const T *)p[3], n_kv * d, x,    \
+                             (const T *)p[0], eps, qkv, D, threads);                                             \
+            attend_##SUFFIX(qkv, cos, sin, (T *)p[9], (T *)p[10], att, n_q, n_kv, d, pos, max_len, threads);      \
+            mv_##SUFFIX((const T *)p[4], att, x, x, D, n_q * d, threads);                                        \
+            norm_mv_##SUFFIX((const T *)p[6], F, (const T *)p[7], F, NULL, 0, x, (const T *)p[5], eps, gu, D,      \
+                             threads);                                                                           \
+            swiglu_mv_##SUFFIX((const T *)p[8], gu, x, x, D, F, threads);                                        \
+        }                                                                                                        \
+        norm_mv_##SUFFIX(output, V, NULL, 0, NULL, 0, x, norm, eps, logits, D, threads);                         \
+        free(x);                                                                                                 \
+    }
+
+STEP(f32, float)
+STEP(bf16, uint16_t)
