@@ -207,6 +207,32 @@ void swiglu_mv_bf16(const uint16_t *W, const uint16_t *gu, const uint16_t *add, 
  * layout, sin_signed = [-sin | sin]) goes onto q and k; k and v are written into the caches
  * [n_kv, max_len, d] at pos; out [n_q d] = softmax(q k^T / sqrt(d)) v over positions 0..pos, query
  * head h reading kv head h / (n_q / n_kv). */
+/* Attention's inner loops, vectorised like the products: q . k_t (qeo is q de-interleaved for the
+ * bf16 dot) and acc += p v_t. */
+static inline float key_dot_f32(const float *k, const float *q, const float *qeo, long d) {
+    (void)qeo;
+    return dot_f32(k, q, d);
+}
+static inline float key_dot_bf16(const uint16_t *k, const float *q, const float *qeo, long d) {
+    return dot_bf16(k, qeo, q, d);
+}
+static inline void value_axpy_f32(float *acc, float p, const float *v, long d) {
+    __m256 pv = _mm256_set1_ps(p);
+    long i = 0;
+    for (; i + 8 <= d; i += 8)
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(acc + i)));
+    for (; i < d; i++) acc[i] += p * v[i];
+}
+static inline void value_axpy_bf16(float *acc, float p, const uint16_t *v, long d) {
+    __m256 pv = _mm256_set1_ps(p);
+    long i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(v + i))), 16));
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(pv, w, _mm256_loadu_ps(acc + i)));
+    }
+    for (; i < d; i++) acc[i] += p * bf(v[i]);
+}
+
 #define ATTEND(SUFFIX, T, LOAD, STORE, ROUND)                                                                     \
     void attend_##SUFFIX(const T *qkv, const T *cos, const T *sin, T *kc, T *vc, T *out, long n_q, long n_kv,      \
                          long d, long pos, long max_len, int threads) {                                           \
@@ -229,18 +255,21 @@ void swiglu_mv_bf16(const uint16_t *W, const uint16_t *gu, const uint16_t *add, 
             float sstack[STACK_FLOATS], *score = scratch(sstack, end);                                          \
             const T *keys = kc + (h / group) * max_len * d, *values = vc + (h / group) * max_len * d;           \
             const float *qh = q + h * d;                                                                         \
-            float top = -INFINITY, total = 0.0f, acc[1024];                                                      \
+            float top = -INFINITY, total = 0.0f, acc[1024], qeo[1024];                                           \
+            for (long b = 0; b + 16 <= d; b += 16)                                                               \
+                for (int i = 0; i < 8; i++) {                                                                    \
+                    qeo[b + i] = qh[b + 2 * i];                                                                  \
+                    qeo[b + 8 + i] = qh[b + 2 * i + 1];                                                          \
+                }                                                                                                \
             for (long t = 0; t < end; t++) {                                                                     \
-                float s = 0.0f;                                                                                  \
-                for (long i = 0; i < d; i++) s += qh[i] * LOAD(keys[t * d + i]);                                 \
-                score[t] = s * scale;                                                                            \
+                score[t] = key_dot_##SUFFIX(keys + t * d, qh, qeo, d) * scale;                                   \
                 if (score[t] > top) top = score[t];                                                              \
             }                                                                                                    \
             for (long i = 0; i < d; i++) acc[i] = 0.0f;                                                          \
             for (long t = 0; t < end; t++) {                                                                     \
                 float p = expf(score[t] - top);                                                                  \
                 total += p;                                                                                      \
-                for (long i = 0; i < d; i++) acc[i] += p * LOAD(values[t * d + i]);                              \
+                value_axpy_##SUFFIX(acc, p, values + t * d, d);                                                 \
             }                                                                                                    \
             for (long i = 0; i < d; i++) out[h * d + i] = STORE(acc[i] / total);                                 \
             release(score, sstack);                                                                              \
