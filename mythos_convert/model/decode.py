@@ -2,11 +2,12 @@
 
 Decoding reads every weight once per token, so its ceiling is memory bandwidth. `DecodePlan` is
 built once by `Mythos.setup_cache(batch=1)` and runs a token as five operations per layer on plain
-per-layer tensors (no module calls): norm + fused q|k|v product, attention (RoPE on q and k, the
-cache write, one query over the cache), output product + residual, norm + fused w1|w3 product,
+per-layer tensors (no module calls): norm + stacked q|k|v product, attention (RoPE on q and k, the
+cache write, one query over the cache), output product + residual, norm + stacked w1|w3 product,
 SwiGLU + w2 product + residual. Two implementations of those five share one signature:
 `TorchOps` (torch calls, the fallback, runs anywhere) and `kernels.CompiledOps` (AVX2 C that
-streams the weights at memory speed and has no per-operator overhead; see kernels/__init__.py).
+streams the weights at memory speed; see kernels/__init__.py). The compiled ones also chain the
+five for every layer in one call per token (`whole_token`), bit-identical to calling them from here.
 
 Both compute what the module path computes, rounding bfloat16 where it rounds (float32: the same to
 ~1e-6; the tests compare every path against a full recomputation). Used only under no_grad.

@@ -3,7 +3,7 @@
 Decoding reads every weight once per token, and on CPU torch's matrix-vector kernels reach about
 half the read bandwidth (float32 through MKL's sgemv on row-major weights, bfloat16 on AVX2 with
 no fast kernel at all), while ~600 tiny operator calls per token add a fifth on top: together
-most of what separated this engine from llama.cpp. `decode_ops.c` (~250 lines) streams the weights
+most of what separated this engine from llama.cpp. `decode_ops.c` (~300 lines) streams the weights
 and fuses the small work into the products. It is compiled on first use with the system C
 compiler (about a second) into the user cache and loaded with ctypes, so installing the package
 needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
