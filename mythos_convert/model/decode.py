@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mythos_convert.model import kernels
+from mythos_convert.model.model import rms_norm, signed_sin
 
 
 @dataclass
@@ -51,8 +52,7 @@ class TorchOps:
 
     def norm_matvec(self, ws: tuple[torch.Tensor, ...], x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
         """[ws stacked] @ (rmsnorm(x) * g); one fused matrix makes it one call"""
-        x32 = x.float()  # the module's formula (and transformers'): normalise in fp32, round, scale
-        h = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * g
+        h = rms_norm(x, g, eps)  # the module's formula
         return torch.cat([torch.mv(w, h) for w in ws]) if len(ws) > 1 else torch.mv(ws[0], h)
 
     def swiglu_matvec(self, w: torch.Tensor, gate_up: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
@@ -122,8 +122,6 @@ class DecodePlan:
         self.dtype = self.embedding.dtype
         self.norm = model.norm.weight
         self.output = model.output.weight
-        from mythos_convert.model.model import signed_sin
-
         self.cos = model.rope_cos.to(self.dtype)
         self.sin = signed_sin(model.rope_sin.to(self.dtype))
         ops = compiled and _contiguous_cpu(model, self.dtype) and kernels.compiled_ops(self.dtype, self.head_dim)

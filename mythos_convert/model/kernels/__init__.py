@@ -209,11 +209,9 @@ class CompiledOps:
 
         The weight and cache pointers are gathered once here; the plan keeps every tensor alive.
         """
-        fields = ("attn_norm", "wqkv", "wo", "ffn_norm", "w13", "w2", "k", "v")
-        pointers = []
+        pointers = []  # 11 per layer, in the order step_* reads them: the compiled plan stacks 3 + 2 matrices
         for layer in plan.layers:
-            attn_norm, wqkv, wo, ffn_norm, w13, w2, k, v = (getattr(layer, f) for f in fields)
-            pointers += [attn_norm, *wqkv, wo, ffn_norm, *w13, w2, k, v]
+            pointers += [layer.attn_norm, *layer.wqkv, layer.wo, layer.ffn_norm, *layer.w13, layer.w2, layer.k, layer.v]
         table = (ctypes.c_void_p * len(pointers))(*(t.data_ptr() for t in pointers))
         vocab, width = plan.output.shape
         ffn = plan.layers[0].w2.shape[1]
@@ -238,5 +236,4 @@ class CompiledOps:
             )
             return logits
 
-        run.table = table  # the pointer array lives as long as the closure
         return run

@@ -96,10 +96,16 @@ static inline float dot_bf16(const uint16_t *w, const float *xeo, const float *x
     return s;
 }
 
-/* y = add + W @ xf, W [N, K] row-major; xf already float32 (and already rounded like the module's input). */
-/* The rows of up to three matrices [N0 | N1 | N2, K] read as one stacked matrix: q|k|v and w1|w3 are
- * multiplied as one product without a fused copy of the weights (which cost as much memory again,
- * and a copy's time on every generate call). */
+/* A product's input in float32: on the stack up to STACK_FLOATS, else on the heap. */
+static float *scratch(float *stack, long n) { return n <= STACK_FLOATS ? stack : (float *)malloc((size_t)n * sizeof(float)); }
+static void release(float *buf, float *stack) { if (buf != stack) free(buf); }
+
+/* ---- products ---------------------------------------------------------------------------------- */
+
+/* y = add + [W0; W1; W2] @ xf, each W row-major [N_i, K]; xf already float32 (and rounded like the
+ * module's input). The rows of up to three matrices read as one stacked matrix: q|k|v and w1|w3 are
+ * one product without a fused copy of the weights (as much memory again, and a copy's time on every
+ * generate call). y may be add itself: row n reads add[n] before it writes y[n]. */
 #define STACKED_ROW(W0, N0, W1, N1, W2, n, K) \
     ((n) < (N0) ? (W0) + (n) * (K) : (n) < (N0) + (N1) ? (W1) + ((n) - (N0)) * (K) : (W2) + ((n) - (N0) - (N1)) * (K))
 
@@ -112,9 +118,6 @@ static void mv_core_f32(const float *W0, long N0, const float *W1, long N1, cons
         y[n] = add ? add[n] + s : s;
     }
 }
-
-static float *scratch(float *stack, long n);
-static void release(float *buf, float *stack);
 
 static void mv_core_bf16(const uint16_t *W0, long N0, const uint16_t *W1, long N1, const uint16_t *W2, long N2,
                          const float *xf, const uint16_t *add, uint16_t *y, long K, int threads) {
@@ -133,11 +136,6 @@ static void mv_core_bf16(const uint16_t *W0, long N0, const uint16_t *W1, long N
     }
     release(xeo, stack);
 }
-
-/* ---- the input of a product, in float32 ---------------------------------------------------------- */
-
-static float *scratch(float *stack, long n) { return n <= STACK_FLOATS ? stack : (float *)malloc((size_t)n * sizeof(float)); }
-static void release(float *buf, float *stack) { if (buf != stack) free(buf); }
 
 /* rsqrt(mean(x^2) + eps), x given in float32 */
 static float rms_scale(const float *x, long K, float eps) {
