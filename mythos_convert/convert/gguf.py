@@ -30,7 +30,7 @@ from gguf.utility import model_weight_count_rounded_notation
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file
 from mythos_convert.convert.gguf_vocab import GGUFVocab
-from mythos_convert.convert.hf_weights import native_shapes
+from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig

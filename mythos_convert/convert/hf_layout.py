@@ -8,6 +8,7 @@ pick, refuse, shard and lay out tensors identically. Nothing here needs tensor d
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,13 +99,6 @@ def nonfinite_error(name: str, after_cast: bool) -> MythosError:
     )
 
 
-def numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
-
-
 def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_size: int | str) -> StateDictSplit:
     """huggingface_hub's shard plan for tensors `hf name -> shape` stored as `dtype`, in the given order.
 
@@ -115,7 +109,7 @@ def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_siz
     try:
         return split_state_dict_into_shards_factory(
             dict(shapes),
-            get_storage_size=lambda shape: numel(shape) * itemsize,
+            get_storage_size=lambda shape: math.prod(shape) * itemsize,
             filename_pattern=FILENAME_PATTERN,
             max_shard_size=max_shard_size,
         )
@@ -143,7 +137,7 @@ def layout_header(specs: Mapping[str, tuple[tuple[int, ...], str]], metadata: Ma
     for name in sorted(specs):
         shape, dtype = specs[name]
         code, itemsize = SAFETENSORS_DTYPES[dtype]
-        size = numel(shape) * itemsize
+        size = math.prod(shape) * itemsize
         header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode()

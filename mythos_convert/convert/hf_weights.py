@@ -2,8 +2,9 @@
 
 Weights come from the memory-mapped checkpoint and go through the one name table; the tied head is
 stored once as `model.embed_tokens.weight` (no `lm_head.weight`). Shards are planned by
-huggingface_hub's sharding helper (`hf_layout.plan_shards`: its names, its index layout) and each shard is streamed by `safetensors_stream.write_file`, which gives
-the checkpoint's pages back after each tensor: peak memory is about one tensor, not the model.
+huggingface_hub's sharding helper (`hf_layout.plan_shards`: its names, its index layout) and each
+shard is streamed by `safetensors_stream.write_file`, which gives the checkpoint's pages back
+after each tensor: peak memory is about one tensor, not the model.
 """
 
 from __future__ import annotations
@@ -13,16 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mythos_convert.convert.hf_layout import (  # noqa: F401 (native_shapes, select_native_weights: re-exported)
-    FILENAME_PATTERN,
-    INDEX_FILE,
-    SAFETENSORS_METADATA,
-    native_shapes,
-    nonfinite_error,
-    plan_shards,
-    select_native_weights,
-    write_index,
-)
+from mythos_convert.convert.hf_layout import SAFETENSORS_METADATA, nonfinite_error, plan_shards, write_index
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.safetensors_stream import PageReleaser, write_file
 from mythos_convert.errors import MythosError

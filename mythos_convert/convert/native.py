@@ -16,8 +16,8 @@ import torch
 
 from mythos_convert.atomic import check_output_file
 from mythos_convert.convert.hf_config import same_architecture
+from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
-from mythos_convert.convert.hf_weights import native_shapes
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig

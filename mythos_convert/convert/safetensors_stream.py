@@ -18,17 +18,16 @@ from pathlib import Path
 
 import torch
 
-from mythos_convert.convert.hf_layout import SAFETENSORS_DTYPES, layout_header
+from mythos_convert.convert.hf_layout import layout_header
 
-CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
 
 
 def header_bytes(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]], metadata: Mapping[str, str]) -> bytes:
     """The length-prefixed JSON header for tensors `name -> (shape, dtype)` laid out in name order."""
-    names = {code: name for name, (code, _) in SAFETENSORS_DTYPES.items()}
-    return layout_header({name: (shape, names[CODES[dtype]]) for name, (shape, dtype) in specs.items()}, metadata)
+    return layout_header({name: (shape, DTYPE_NAMES[dtype]) for name, (shape, dtype) in specs.items()}, metadata)
 
 
 class PageReleaser:

@@ -16,6 +16,7 @@ ever resolved, so reading is as safe as `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import pickle
 import struct
@@ -71,10 +72,7 @@ class TensorRef:
         return self.storage.dtype
 
     def numel(self) -> int:
-        n = 1
-        for size in self.shape:
-            n *= size
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
