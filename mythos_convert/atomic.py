@@ -3,11 +3,17 @@
 Every output goes to a temporary name beside its destination and is renamed into place only when
 complete. An existing non-empty output is refused unless the caller passes `force`; with force the
 old output is swapped out only after the new one is complete, so a crash mid-write leaves it intact.
+
+While an output is written, `.NAME.lock` beside it is held with `flock`: a second run to the same
+output is refused at once, and the refusal is checked again at rename time. The kernel drops the
+lock when its process dies, so the file a crash leaves behind is recognisably stale: the next run
+takes it over and removes the dead run's `.NAME.tmp-*` / `.NAME.old-*` leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -60,47 +66,124 @@ def check_output_file(path: str | Path, force: bool) -> Path:
     return path
 
 
+def _lock_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.lock"
+
+
+def _holder(lock: Path) -> str:
+    try:
+        pid = lock.read_text().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+@contextlib.contextmanager
+def output_lock(final: Path) -> Iterator[None]:
+    """Hold `.NAME.lock` beside `final` for the block; refuse at once if another run holds it.
+
+    The lock is `flock` on the file, so it dies with its process. After taking it, the file on disk
+    must still be the one locked (another run may have removed it in between); else retry.
+
+    Raises:
+        MythosError: another run is writing the same output.
+    """
+    lock = _lock_path(final)
+    while True:
+        with _refused(final):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MythosError(
+                f"another mythos-convert run{_holder(lock)} is writing {final}: wait for it to finish, "
+                "or write to another output"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _remove_stale_leftovers(final)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _remove_stale_leftovers(final: Path) -> None:
+    """Temporaries of `final` from a run that died (SIGKILL, power loss): only the lock holder writes them."""
+    patterns = {f".{final.name}.tmp-*", f".{final.name}.old-*", f".{final.stem}.tmp-*"}  # the GGUF writer's: stem
+    for pattern in sorted(patterns):
+        for path in final.parent.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `final` in one rename.
 
-    On any exception the temporary folder is removed and `final` is untouched.
+    On any exception the temporary folder is removed and `final` is untouched. The output lock is
+    held throughout, and the non-empty check is repeated just before the rename.
     """
     final = check_output_dir(final, force)
     with _refused(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _publish_mode(tmp, is_dir=True)
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.rmdir(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with output_lock(final):
+        check_output_dir(final, force)
+        with _refused(final):
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            yield tmp
+            check_output_dir(final, force)  # another process may have put something there meanwhile
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish_mode(tmp, is_dir=True)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rmdir(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_file(final: str | Path, force: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; renamed onto `final` only if the block succeeds."""
+    """Yield a temporary path beside `final`; renamed onto `final` only if the block succeeds.
+
+    The output lock is held throughout; without `force` an existing file is refused before and
+    again at rename time.
+    """
     final = Path(final)
     if not force:
         check_output_file(final, force)
     with _refused(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        _publish_mode(tmp, is_dir=False)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with output_lock(final):
+        with _refused(final):
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            if not force:
+                check_output_file(final, force)
+            _publish_mode(tmp, is_dir=False)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()

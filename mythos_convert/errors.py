@@ -11,3 +11,7 @@ class MythosError(Exception):
     """A problem with the user's input, files or environment; the message says what to do."""
 
     exit_code = 2
+
+
+class UnsafePathError(MythosError):
+    """A folder's file points outside it or is a link or special file: never read past, never skipped."""

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from mythos_convert import __version__
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import folder_files, refuse_unsafe, scan_folder
 
 T = TypeVar("T")
 
@@ -94,13 +95,64 @@ def _select(paths: list[str], include: Sequence[str] | None, exclude: Sequence[s
 
 
 def local_files(folder: Path) -> list[str]:
-    """Files a push considers: everything but hidden entries (caches, atomic-write temporaries, .git)."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-            out.append(rel.as_posix())
-    return out
+    """Files a push considers: every regular file but hidden entries (caches, atomic-write temporaries, .git).
+
+    Raises:
+        MythosError: a symlink or special file anywhere in the folder (`safe_paths.folder_files`).
+    """
+    return folder_files(folder)
+
+
+def select_files(folder: Path, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+    """The files an upload takes, refusing any selected symlink or special file (an excluded one is left alone)."""
+    files, unsafe = scan_folder(folder)
+    selected = _select(files + list(unsafe), include, exclude)
+    refuse_unsafe(folder, {rel: unsafe[rel] for rel in selected if rel in unsafe})
+    return selected
+
+
+# What a credential looks like: a Hugging Face token, a private key, cloud keys. A file holding one
+# is never uploaded, whatever its name; so is a file named like a credential store.
+_SECRET = re.compile(
+    rb"hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|AKIA[0-9A-Z]{16}"
+)
+_SECRET_NAMES = re.compile(
+    r"(^|/)(token|stored_tokens|\.?netrc|\.?git-credentials|credentials(\.\w+)?|id_(rsa|ed25519|ecdsa))$"
+)
+_SCAN_LIMIT = 16 * 1024 * 1024  # text files and small binaries are scanned whole; weights are not
+
+
+def credential_problem(folder: Path, rel: str, token: str | None = None) -> str | None:
+    """Why `rel` looks like credentials (None: it does not). Weights (LFS by pattern) are not scanned."""
+    if _SECRET_NAMES.search(rel):
+        return f"{rel} is named like a credentials file"
+    path = folder / rel
+    if path.stat().st_size > _SCAN_LIMIT or any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p) for p in _WEIGHTS):
+        return None
+    data = path.read_bytes()
+    if (token and token.encode() in data) or _SECRET.search(data):
+        return f"{rel} contains what looks like an access token or private key"
+    return None
+
+
+_WEIGHTS = ("*.safetensors", "*.gguf", "*.bin", "*.pt", "*.pth")
+
+
+def _saved_token() -> str | None:
+    """The token this machine would push with (HF_TOKEN or the saved login), to refuse uploading it."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def refuse_credentials(folder: Path, files: Sequence[str], token: str | None = None) -> None:
+    """Refuse a push that would publish a token or key (checked again right before the commit)."""
+    problems = [p for rel in files if (p := credential_problem(folder, rel, token))]
+    if problems:
+        raise MythosError(
+            f"refusing to upload credentials: {'; '.join(problems)}; remove the file(s) from {folder} "
+            "or leave them out with --exclude"
+        )
 
 
 def resolve_endpoint(endpoint: str | None) -> str:
@@ -134,9 +186,10 @@ def plan_push(
     revision = revision or "main"
     if create_pr and revision != "main":
         raise MythosError("--create-pr opens a pull request against main: drop --revision or drop --create-pr")
-    selected = _select(local_files(folder), include, exclude)
+    selected = select_files(folder, include, exclude)
     if not selected:
         raise MythosError(f"no files of {folder} are selected for upload: check --include / --exclude")
+    refuse_credentials(folder, selected, _saved_token())
     files = []
     for rel in selected:
         local = folder / rel
@@ -309,8 +362,20 @@ def push(
     """
     token = resolve_token(token)
     attempts, backoff = retry_settings(attempts, backoff)
+    recheck_files(plan, token)
     with endpoint_scope(plan.endpoint):
         return _push(plan, token, attempts, backoff)
+
+
+def recheck_files(plan: PushPlan, token: str | None = None) -> None:
+    """Right before the commit: every planned file is still a regular file inside the folder, and none
+    holds credentials (the token being used included). The checks between plan and push take time."""
+    present, unsafe = scan_folder(plan.folder)
+    refuse_unsafe(plan.folder, {f.path_in_repo: unsafe[f.path_in_repo] for f in plan.files if f.path_in_repo in unsafe})
+    gone = [f.path_in_repo for f in plan.files if f.path_in_repo not in present]
+    if gone:
+        raise MythosError(f"{', '.join(gone)} changed or disappeared from {plan.folder} during the push: rerun push")
+    refuse_credentials(plan.folder, [f.path_in_repo for f in plan.files], token)
 
 
 def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResult:

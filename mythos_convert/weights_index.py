@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import inside
 
 INDEX_FILE = "model.safetensors.index.json"
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
+FLOAT_DTYPES = ("F32", "F16", "BF16")  # a Llama folder's weights; anything else is a corrupt header
 
 
 @dataclass(frozen=True)
@@ -56,22 +58,36 @@ def read_header(path: str | Path) -> dict[str, dict]:
         header = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MythosError(f"weights file {path} has a corrupt safetensors header: re-export the folder") from exc
+    if not isinstance(header, dict):
+        raise MythosError(f"weights file {path} has a corrupt safetensors header: re-export the folder")
     header.pop("__metadata__", None)
+    if not all(isinstance(v, dict) for v in header.values()):
+        raise MythosError(f"weights file {path} has a corrupt safetensors header: re-export the folder")
+    for name, entry in header.items():
+        if entry.get("dtype") not in FLOAT_DTYPES:
+            raise MythosError(
+                f"tensor {name} in {path} is stored as {entry.get('dtype')}, not a float type "
+                f"({', '.join(FLOAT_DTYPES)}): the weights file is corrupt or not a Llama model; re-export the folder"
+            )
     return header
 
 
 def weight_files(folder: str | Path) -> list[str]:
     """The weight files of a folder: the index's shards when there is an index, else *.safetensors."""
     folder = Path(folder)
-    index = folder / INDEX_FILE
+    index = inside(folder, INDEX_FILE)
     if index.is_file():
         return sorted(set(read_index(folder).values()))
-    return sorted(p.name for p in folder.glob("*.safetensors"))
+    return sorted(p.name for p in folder.glob("*.safetensors") if inside(folder, p.name))
 
 
 def read_index(folder: str | Path) -> dict[str, str]:
-    """The `weight_map` of a sharded folder (tensor name -> shard file)."""
-    path = Path(folder) / INDEX_FILE
+    """The `weight_map` of a sharded folder (tensor name -> shard file), every shard inside the folder.
+
+    Raises:
+        MythosError: not a valid index, or a shard name that escapes the folder or is a link.
+    """
+    path = inside(folder, INDEX_FILE)
     try:
         data = json.loads(path.read_text())
         weight_map = data["weight_map"]
@@ -79,6 +95,8 @@ def read_index(folder: str | Path) -> dict[str, str]:
         raise MythosError(f"{path} is not a valid safetensors index (no weight_map): re-export the folder") from exc
     if not isinstance(weight_map, dict):
         raise MythosError(f"{path} has a weight_map that is not a mapping: re-export the folder")
+    for name in sorted({str(v) for v in weight_map.values()}):
+        inside(folder, name, f"shard listed in {INDEX_FILE}")
     return {str(k): str(v) for k, v in weight_map.items()}
 
 

@@ -36,10 +36,12 @@ def train(
     from mythos_convert.data.corpus import load_corpus
     from mythos_convert.data.pipeline import prepare_documents
     from mythos_convert.data.tokenizer import save_tokenizer, train_tokenizer
+    from mythos_convert.safe_paths import refuse_output_over_inputs
 
     check_output_file(out, force)
+    refuse_output_over_inputs(out, [("data", d) for d in data or []])
     texts, report = prepare_documents(load_corpus(data))
     ui.info(report.description)
     tok = train_tokenizer(texts, vocab_size, normalizer)
-    save_tokenizer(tok, out)
+    save_tokenizer(tok, out, force=force)
     ui.result(f"{out}  {tok.get_vocab_size(with_added_tokens=True)} tokens  normalizer {normalizer}")

@@ -13,6 +13,7 @@ runs in numpy through `gguf.quants`, bit-identical to llama.cpp's own quantizer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ import torch
 from gguf.utility import model_weight_count_rounded_notation
 
 from mythos_convert import __version__
-from mythos_convert.atomic import check_output_file
+from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert.gguf_vocab import GGUFVocab
 from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
@@ -277,11 +278,13 @@ def gguf_tensors(
             target = convert_name(name, src, "gguf")
             array = _to_numpy(tensor)
             if target not in shapes:
-                raise MythosError(f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers")
+                raise MythosError(f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers: the config does not describe "
+                    "these weights; pass the matching --config or re-export the folder"
+                )
             if tuple(array.shape) != shapes[target]:
                 raise MythosError(
                     f"tensor {name} has shape {list(array.shape)}, the config needs {list(shapes[target])}: "
-                    "the weights and the config disagree"
+                    "the weights and the config disagree; pass the matching --config or re-export the folder"
                 )
             if not np.isfinite(array).all():
                 raise MythosError(
@@ -298,7 +301,10 @@ def gguf_tensors(
             _check_tied(head, embedding, name)
             head = None
     if head is not None:
-        raise MythosError(f"{TIED_HEAD[src]} is present but the embedding is missing")
+        raise MythosError(
+            f"{TIED_HEAD[src]} is present but the embedding is missing: the weights are incomplete; "
+            "re-save or re-export them"
+        )
 
 
 def _check_tied(head, embedding, name: str) -> None:
@@ -312,7 +318,7 @@ def _check_tied(head, embedding, name: str) -> None:
     if not same and not np.array_equal(_to_numpy(head), _to_numpy(embedding)):
         raise MythosError(
             f"the output head ({name}) differs from the embedding: Mythos ties them, and an untied head "
-            "is not supported by this converter"
+            "is not supported by this converter; convert a model whose head is the embedding"
         )
 
 
@@ -322,7 +328,7 @@ def _in_plan_order(stream: Iterator[tuple[str, np.ndarray]], order: list[str]) -
     position = 0
     for name, array in stream:
         if name in pending or order.index(name) < position:
-            raise MythosError(f"tensor {name} appears twice in the source")
+            raise MythosError(f"tensor {name} appears twice in the source: re-save or re-export the weights")
         pending[name] = array
         while position < len(order) and order[position] in pending:
             yield order[position], pending.pop(order[position])
@@ -330,7 +336,8 @@ def _in_plan_order(stream: Iterator[tuple[str, np.ndarray]], order: list[str]) -
     missing = order[position:]
     if missing:
         raise MythosError(
-            f"{len(missing)} tensor(s) missing from the source, first {missing[0]}: the weights are incomplete"
+            f"{len(missing)} tensor(s) missing from the source, first {missing[0]}: the weights are incomplete; "
+            "re-save or re-export them"
         )
 
 
@@ -472,21 +479,27 @@ def write_gguf(
     if src not in ("native", "hf"):
         raise ValueError(f"src must be 'native' or 'hf', got {src!r}")
     chosen = [(OUTTYPES[name], Path(path)) for name, path in outputs.items()]
-    for outtype, path in chosen:
-        check_outputs(path, count_shards(config, outtype, split_max_size), force)
+    n_shards = {path: count_shards(config, outtype, split_max_size) for outtype, path in chosen}
+    for _outtype, path in chosen:
+        check_outputs(path, n_shards[path], force)
         path.parent.mkdir(parents=True, exist_ok=True)
-    opened: list[_Output] = []
-    try:
-        for outtype, path in chosen:
-            opened.append(_Output(outtype, path, plan_tensors(config, outtype), split_max_size))
-            opened[-1].write_header(config, vocab, metadata)
-        order = list(gguf_shapes(config))
-        stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
-        for index, (_name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
+    with contextlib.ExitStack() as locks:
+        for _outtype, path in chosen:
+            locks.enter_context(output_lock(path))
+        opened: list[_Output] = []
+        try:
+            for outtype, path in chosen:
+                opened.append(_Output(outtype, path, plan_tensors(config, outtype), split_max_size))
+                opened[-1].write_header(config, vocab, metadata)
+            order = list(gguf_shapes(config))
+            stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
+            for index, (_name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
+                for out in opened:
+                    out.write(out.plans[index], array)
+            for _outtype, path in chosen:  # another run may have written there meanwhile
+                check_outputs(path, n_shards[path], force)
+        except BaseException:
             for out in opened:
-                out.write(out.plans[index], array)
-    except BaseException:
-        for out in opened:
-            out.abort()
-        raise
-    return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
+                out.abort()
+            raise
+        return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]

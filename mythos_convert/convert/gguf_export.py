@@ -27,6 +27,7 @@ from mythos_convert.convert.gguf_vocab import build_vocab
 from mythos_convert.convert.names import expected_names
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.safe_paths import inside, refuse_output_over_inputs
 from mythos_convert.ui import info, warn
 
 GENERATION_CONFIG = "generation_config.json"
@@ -43,6 +44,7 @@ class GGUFSource:
     tensors: Callable[[], Iterator[tuple[str, Any]]]  # canonical order: nothing is held back
     generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json, if any
     reference: Path | None = None  # what verify compares against: a checkpoint or the HF folder
+    inputs: list[Path] = field(default_factory=list)  # every file read: no output may replace one
 
     @property
     def out_dir(self) -> Path:
@@ -72,6 +74,7 @@ def native_source(path: Path, tokenizer: str | Path | None, config_yaml: str | P
         tok,
         lambda: _ordered(order, list(weights), weights.__getitem__),
         reference=path,
+        inputs=[path],
     )
 
 
@@ -85,7 +88,7 @@ def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
         raise MythosError(f"{folder} has no tokenizer.json: pass --tokenizer PATH/tokenizer.json")
     tok = load_tokenizer(tok_path)
     generation = {}
-    if (folder / GENERATION_CONFIG).is_file():
+    if inside(folder, GENERATION_CONFIG).is_file():
         try:
             generation = json.loads((folder / GENERATION_CONFIG).read_text())
         except json.JSONDecodeError as exc:
@@ -100,6 +103,7 @@ def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
         lambda: _ordered(order, src.tensor_names(), src.get_tensor),
         generation=generation,
         reference=folder,
+        inputs=src.files(),
     )
 
 
@@ -208,6 +212,9 @@ def export_gguf(
     warnings = [w for w in [vocab.normalizer_warning()] if w]
     meta = load_metadata(source.config, source.generation)
     paths = output_paths(source.out_dir, types, meta, outfile)
+    inputs = [("source file", p) for p in source.inputs] + [("tokenizer", tokenizer), ("config", config_yaml)]
+    for path in paths.values():
+        refuse_output_over_inputs(path, inputs)
     written = write_gguf(
         source.tensors(), source.kind, source.config, vocab, meta, paths, split_max_size=max_size, force=force
     )

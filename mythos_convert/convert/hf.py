@@ -40,6 +40,7 @@ from mythos_convert.convert.tokenizer_export import (
 from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
 from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.train.checkpoint import (
     MODEL_KEY,
     OPTIMIZER_KEY,
@@ -185,6 +186,7 @@ def export_hf(
     started = time.perf_counter()
     if dtype is not None and dtype not in HF_DTYPES:
         raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
+    refuse_output_over_inputs(out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config_yaml)])
     out = check_output_dir(out, force)
     # Without verify, nothing needs torch when the weights can be copied byte for byte (seconds saved).
     plain = None if verify else _copyable_source(ckpt, config_yaml, dtype)

@@ -18,12 +18,14 @@ from mythos_convert.convert.hf_config import mythos_config_from_hf
 from mythos_convert.convert.names import HF_IGNORED, TIED_HEAD, convert_name
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.safe_paths import inside
+from mythos_convert.weights_index import INDEX_FILE, read_header
 
 if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
     import torch
 
 SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+GENERATION_FILE = "generation_config.json"
 META_FILE = "mythos.json"  # provenance written by `mythos-convert hf` (published with the model)
 # Local paths (source checkpoint, tokenizer) that `verify` defaults to. Hidden, so `push` never
 # publishes them: a user's directory layout is nobody else's business.
@@ -54,8 +56,14 @@ class HFSource:
 
     @property
     def tokenizer_path(self) -> Path | None:
-        path = self.folder / "tokenizer.json"
+        path = inside(self.folder, "tokenizer.json")
         return path if path.is_file() else None
+
+    def files(self) -> list[Path]:
+        """Every file of the folder this source reads: what no output may replace."""
+        names = ["config.json", GENERATION_FILE, META_FILE, LOCAL_FILE, INDEX_FILE, "tokenizer.json"]
+        names += sorted(set(self.weight_map.values()))
+        return [self.folder / n for n in names if (self.folder / n).exists()]
 
     @property
     def tied(self) -> bool:
@@ -112,17 +120,20 @@ class HFSource:
 
 
 def _weight_map(folder: Path) -> dict[str, str]:
-    index = folder / INDEX_FILE
+    """Tensor name -> weights file; every file named stays inside the folder."""
+    index = inside(folder, INDEX_FILE)
     if index.is_file():
         data = _read_json(index, "index")
         weight_map = data.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise MythosError(f"index {index} has no weight_map: re-export the folder")
+        for name in sorted({str(f) for f in weight_map.values()}):
+            inside(folder, name, f"shard listed in {INDEX_FILE}")
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
             raise MythosError(f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}")
         return {str(k): str(v) for k, v in weight_map.items()}
-    single = folder / SINGLE_FILE
+    single = inside(folder, SINGLE_FILE)
     if not single.is_file():
         raise MythosError(f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: is it an HF model folder?")
     try:
@@ -130,6 +141,25 @@ def _weight_map(folder: Path) -> dict[str, str]:
             return {name: SINGLE_FILE for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise MythosError(f"{single} is not a readable safetensors file ({exc}): re-export the folder") from exc
+
+
+def _check_dtypes(folder: Path, weight_map: dict[str, str], config_json: dict[str, Any]) -> None:
+    """Every stored tensor is a float type (`read_header`) and, when config.json declares one, that dtype.
+
+    A header that says I32 where the weights are floats (same byte size) would otherwise be
+    converted as integers without a word.
+    """
+    declared = config_json.get("torch_dtype", config_json.get("dtype"))
+    for filename in sorted(set(weight_map.values())):
+        for name, entry in read_header(folder / filename).items():
+            if name not in weight_map or HF_IGNORED.search(name):
+                continue
+            dtype = _SAFETENSORS_DTYPES[str(entry["dtype"])]  # read_header refuses non-float types
+            if isinstance(declared, str) and declared in _SAFETENSORS_DTYPES.values() and dtype != declared:
+                raise MythosError(
+                    f"tensor {name} in {filename} is stored as {dtype} but config.json declares {declared}: "
+                    "re-export the folder, or fix torch_dtype in config.json"
+                )
 
 
 def read_hf_folder(folder: str | Path) -> HFSource:
@@ -142,14 +172,18 @@ def read_hf_folder(folder: str | Path) -> HFSource:
     folder = Path(folder)
     if not folder.is_dir():
         raise MythosError(f"{folder} is not a folder: pass an HF model folder (config.json + safetensors)")
-    config_path = folder / "config.json"
+    config_path = inside(folder, "config.json")
     if not config_path.is_file():
         raise MythosError(f"{folder} has no config.json: is it an HF model folder?")
     config_json = _read_json(config_path, "config")
     config = mythos_config_from_hf(config_json)
-    meta_path = folder / META_FILE
+    meta_path = inside(folder, META_FILE)
     meta = _read_json(meta_path, "provenance file") if meta_path.is_file() else {}
-    local_path = folder / LOCAL_FILE
+    local_path = inside(folder, LOCAL_FILE)
     if local_path.is_file():
         meta = {**meta, **_read_json(local_path, "local paths file")}
-    return HFSource(folder=folder, config=config, config_json=config_json, weight_map=_weight_map(folder), meta=meta)
+    for name in (GENERATION_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        inside(folder, name)  # read later, by us or by transformers: refuse a link now
+    weight_map = _weight_map(folder)
+    _check_dtypes(folder, weight_map, config_json)
+    return HFSource(folder=folder, config=config, config_json=config_json, weight_map=weight_map, meta=meta)

@@ -48,6 +48,6 @@ def write_modelfile(
 ) -> Path:
     """Write `Modelfile` beside `gguf_path` (refused if it exists, unless force)."""
     path = check_output_file(Path(gguf_path).parent / MODELFILE, force)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, force=force) as tmp:
         tmp.write_text(modelfile_text(Path(gguf_path).name, tokenizer, generation, context_length))
     return path

@@ -174,10 +174,10 @@ def check_vocab_fits(tokenizer: Tokenizer, model_vocab: int, where: str = "the t
     return size
 
 
-def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> Path:
-    """Write tokenizer.json atomically."""
+def save_tokenizer(tokenizer: Tokenizer, path: str | Path, *, force: bool = True) -> Path:
+    """Write tokenizer.json atomically (`force=False`: refuse an existing file, also at rename time)."""
     from mythos_convert.atomic import atomic_file
 
-    with atomic_file(path) as tmp:
+    with atomic_file(path, force=force) as tmp:
         tmp.write_text(tokenizer_json_text(tokenizer), encoding="utf-8")
     return Path(path)

@@ -30,6 +30,7 @@ from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, toke
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, TrainingConfig, load_preset
 from mythos_convert.model.model import Mythos
+from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.train import distributed as dist_utils
 from mythos_convert.train.checkpoint import save_checkpoint
 from mythos_convert.train.run_folder import (
@@ -264,7 +265,10 @@ def _check_batch(tcfg: TrainingConfig, world: dist_utils.World) -> None:
         )
     for name in ("max_steps", "eval_interval", "save_interval", "log_interval", "batch_size", "seq_len"):
         if getattr(tcfg, name) <= 0:
-            raise MythosError(f"training field {name} must be positive, got {getattr(tcfg, name)}")
+            raise MythosError(
+                f"training field {name} must be positive, got {getattr(tcfg, name)}: set {name} under `training:` "
+                "(or its command-line option) to a positive number"
+            )
 
 
 def _build(world, config: MythosConfig, tcfg: TrainingConfig, state: dict[str, Any] | None):
@@ -359,12 +363,19 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
     else:
         loaded = load_preset(preset or "tiny")
         out = Path(out) if out is not None else Path("runs") / loaded.name
+        preset_file = Path(preset) if preset is not None and Path(preset).is_file() else None
+        refuse_output_over_inputs(
+            out, [("preset", preset_file), ("tokenizer", tokenizer), *(("data", d) for d in data or [])]
+        )
         config, tcfg, prior_wall = loaded.model, loaded.training, 0.0
     if max_steps is not None:
         tcfg.max_steps = int(max_steps)
     _check_batch(tcfg, world)
     if tcfg.seq_len > config.max_seq_len:
-        raise MythosError(f"training seq_len {tcfg.seq_len} exceeds the model's max_seq_len {config.max_seq_len}")
+        raise MythosError(
+            f"training seq_len {tcfg.seq_len} exceeds the model's max_seq_len {config.max_seq_len}: lower seq_len "
+            "under `training:` or raise max_seq_len under `model:`"
+        )
     if not resume:
         dist_utils.run_on_main(lambda: prepare_run(out, loaded, data, tokenizer, normalizer, force), world)
         if world.distributed:
