@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,11 @@ from mythos_convert.verify.parity import (
     compare_logits,
     greedy_continue,
     merge_comparisons,
+    nonfinite_reasons,
     random_ids,
     render_table,
 )
+from mythos_convert.verify.record import file_digest, hash_files, record_result
 
 GREEDY_PROMPTS = 2  # the first prompt and the longest one
 # Gates for llama.cpp (F32 KV cache) against the native engine in float32; |diff| bounds are for
@@ -49,7 +52,7 @@ GREEDY_PROMPTS = 2  # the first prompt and the longest one
 # Measured (max |diff|, top-1): tiny fixture F32 3.1e-6, F16 5.7e-3, BF16 4.1e-2 (98.7%), Q8_0
 # 0.134 (94.9%); four random configs (odd heads, GQA 3:1..1:1, vocab 513-600) F16 <= 1.6e-2
 # (>= 99.6%), BF16 <= 0.13 (>= 98.3%), Q8_0 <= 0.55 (>= 89%); the 172m preset at its default init
-# F32 3.0e-6, F16 3.3e-3 (100%). 4/5-bit types are reported with top-1, not gated.
+# F32 3.0e-6, F16 3.3e-3 (100%). 4/5-bit types are reported with top-1, gated only on finite logits.
 GGUF_TOLERANCES: dict[str, Tolerance] = {
     "F32": Tolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0, greedy_must_match=True),
     "F16": Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.97, greedy_must_match=False),
@@ -72,7 +75,7 @@ def scaled_tolerance(tol: Tolerance, logit_std: float) -> Tolerance:
 
 def _describe_tolerance(tol: Tolerance | None) -> str:
     if tol is None:
-        return "reported (top-1)"
+        return "reported (top-1), logits must be finite"
     parts = [f"max<={tol.max_abs_diff:.3g}"]
     if tol.min_argmax_agreement is not None:
         parts.append(f"top-1>={tol.min_argmax_agreement:g}")
@@ -139,7 +142,10 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
                 **kwargs,
             )
         except ValueError as exc:
-            raise MythosError(f"llama.cpp could not load {path} ({exc}): the file is not a valid model") from exc
+            raise MythosError(
+                f"llama.cpp could not load {path} ({exc}): the file is not a valid model; "
+                "re-export it with `mythos-convert gguf`"
+            ) from exc
 
 
 def llama_logits(llm, ids: list[int]) -> torch.Tensor:
@@ -178,8 +184,14 @@ def _gguf_facts(path: Path) -> dict[str, Any]:
     """file type label and split count, read from the header with gguf-py."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
-    file_type = int(reader.get_field(gguf.Keys.General.FILE_TYPE).contents())
+    try:
+        reader = gguf.GGUFReader(path)
+        file_type = int(reader.get_field(gguf.Keys.General.FILE_TYPE).contents())
+    except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a foreign file
+        raise MythosError(
+            f"{path} is not a GGUF file mythos-convert can read ({type(exc).__name__}: {str(exc)[:80]}): "
+            "pass a .gguf file written by `mythos-convert gguf`"
+        ) from exc
     labels = {int(t.file_type): t.label for t in OUTTYPES.values()}
     split = reader.get_field(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
     return {"label": labels.get(file_type, f"file_type {file_type}"), "shards": int(split.contents()) if split else 1}
@@ -196,8 +208,19 @@ def _native_from_hf(folder: Path):
     return load_model(NativeCheckpoint(config=src.config, state_dict=state), torch.float32), src
 
 
+def _shard_names(name: str, n_shards: int) -> list[str]:
+    """The file names of a (possibly split) GGUF, given its first shard's name."""
+    if n_shards <= 1:
+        return [name]
+    return [re.sub(r"-00001-of-(\d{5})\.gguf$", f"-{i:05d}-of-\\1.gguf", name) for i in range(1, n_shards + 1)]
+
+
 def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
-    """(native model, tokenizer, description) for a GGUF file."""
+    """(native model, tokenizer, description, source digest) for a GGUF file.
+
+    The digest (sha256/size of the checkpoint, or of the folder's weight files) is taken before
+    the reference is read, and names files only by name: verify.json is published.
+    """
     from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
     from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
@@ -207,15 +230,20 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
         folder, ckpt = Path(ckpt), None
     if ckpt is None:
         if not (folder / "config.json").is_file():
-            raise MythosError(f"no reference for {gguf_path.name}: pass --ckpt with the native checkpoint")
+            raise MythosError(
+                f"no reference for {gguf_path.name} (no config.json beside it): pass --ckpt with the native checkpoint"
+            )
+        weights = sorted(p.name for p in folder.glob("*.safetensors") if p.is_file())
+        source = {"name": f"{folder.name}/", "files": hash_files(folder, weights)}
         model, src = _native_from_hf(folder)
         if tok is None:
             tok = load_tokenizer(src.tokenizer_path or folder)
-        return model, tok, f"native engine on {folder.name}/ weights"
+        return model, tok, f"native engine on {folder.name}/ weights", source
+    source = {"name": Path(ckpt).name, **file_digest(ckpt)} if Path(ckpt).is_file() else None
     native = load_checkpoint(ckpt, config_yaml)
     if tok is None:
         tok, _ = resolve_tokenizer(native)
-    return load_model(native, torch.float32), tok, f"native engine on {Path(ckpt).name}"
+    return load_model(native, torch.float32), tok, f"native engine on {Path(ckpt).name}", source
 
 
 def _sequences(tok, vocab_size: int, max_len: int) -> list[list[int]]:
@@ -335,11 +363,12 @@ def verify_gguf(
     """
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
-        raise MythosError(f"GGUF file {gguf_path} does not exist")
+        raise MythosError(f"GGUF file {gguf_path} does not exist: pass the path of a .gguf file")
     facts = _gguf_facts(gguf_path)
+    files = hash_files(gguf_path.parent, _shard_names(gguf_path.name, facts["shards"]))  # before llama.cpp reads them
     label = facts["label"]
     tol = GGUF_TOLERANCES.get(label)
-    model, tok, reference = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
+    model, tok, reference, source = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
     cfg = model.config
     info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {reference}")
     seqs = _sequences(tok, cfg.vocab_size, cfg.max_seq_len)
@@ -355,7 +384,8 @@ def verify_gguf(
     if tol is not None:
         tol = scaled_tolerance(tol, logit_std)
     comparison = merge_comparisons(
-        [compare_logits(r, llama_fn(s)) for r, s in zip(refs, seqs, strict=True)], list(map(len, seqs))
+        [compare_logits(r, llama_fn(s), ("native", "GGUF")) for r, s in zip(refs, seqs, strict=True)],
+        list(map(len, seqs)),
     )
     greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
     greedy_equal = all(
@@ -366,11 +396,7 @@ def verify_gguf(
     tok_agreement, tok_diffs = tokenization_diffs(llm, tok, texts)
     llm.close()
 
-    logit_failures: list[str] = []
-    if tol is not None:
-        logit_failures = check(comparison, tol, greedy_equal)[1]
-    elif not np.isfinite(comparison["max_abs_diff"]):
-        logit_failures = ["llama.cpp produced non-finite logits"]
+    logit_failures = check(comparison, tol, greedy_equal)[1]  # NaN/Inf fail every type, gated or not
     unexpected = [d for d in tok_diffs if not d["expected"]]
     failures = list(logit_failures)
     if unexpected:
@@ -393,6 +419,8 @@ def verify_gguf(
         "checkpoint": Path(ckpt).name if ckpt is not None else None,  # a name: verify.json is published
         "engine": "llama.cpp via llama-cpp-python, F32 KV cache, extra buffer types off (AMX workaround)",
         "failures": failures,
+        "files": files,
+        "source": source,
     }
     rows = [
         {
@@ -413,12 +441,19 @@ def verify_gguf(
         hf = transformers_from_gguf(gguf_path)
         hf_fn = _hf_fn(hf)
         hf_cmp = merge_comparisons(
-            [compare_logits(r, hf_fn(s)) for r, s in zip(refs, seqs, strict=True)], list(map(len, seqs))
+            [
+                compare_logits(r, hf_fn(s), ("native", "transformers-from-GGUF"))
+                for r, s in zip(refs, seqs, strict=True)
+            ],
+            list(map(len, seqs)),
         )
         out["transformers"] = hf_cmp
-        hf_ok = label != "F32" or hf_cmp["max_abs_diff"] <= TRANSFORMERS_F32_TOLERANCE
+        hf_failures = nonfinite_reasons(hf_cmp)
+        if label == "F32" and not hf_cmp["max_abs_diff"] <= TRANSFORMERS_F32_TOLERANCE:  # NaN-safe
+            hf_failures.append(f"transformers-from-GGUF max |diff| {hf_cmp['max_abs_diff']:.3g} > 1e-4")
+        hf_ok = not hf_failures
         if not hf_ok:
-            failures.append(f"transformers-from-GGUF max |diff| {hf_cmp['max_abs_diff']:.3g} > 1e-4")
+            failures.extend(hf_failures)
             out["passed"] = False
         rows.append(
             {
@@ -434,7 +469,5 @@ def verify_gguf(
             kind = "expected (normalizer)" if diff["expected"] else "UNEXPECTED"
             result(f"  tokenization differs, {kind}: {diff['text']!r}")
     if record:
-        from mythos_convert.verify.record import record_result
-
         record_result(gguf_path.parent, gguf_path.name, out)
     return out

@@ -22,7 +22,7 @@ from mythos_convert.convert.hf_config import same_architecture
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
 from mythos_convert.convert.hf_weights import TORCH_DTYPES
 from mythos_convert.convert.tokenizer_export import check_vocab_fits
-from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
+from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.train.checkpoint import NativeCheckpoint, load_checkpoint, load_model
 from mythos_convert.ui import info, result
@@ -38,13 +38,14 @@ from mythos_convert.verify.parity import (
     render_table,
     tolerance_for,
 )
-from mythos_convert.verify.record import record_result
+from mythos_convert.verify.record import file_digest, hash_files, hf_bound_files, record_result
 
 # Greedy decoding runs on the longest prompt (over 32 tokens, so 32 more reach past position 64):
 # each step reads every weight once, the slowest part of verify on a 150M model (0.4 s/step on 2 cores).
 # Below this size matmuls are too small for threads to help, and on a busy machine OpenMP threads
 # waiting on each other made a tiny model's verify 30x slower (68 s vs 1.9 s measured on 2 cores).
 SINGLE_THREAD_PARAMS = 30_000_000
+NAMES = ("native", "transformers")  # the sides as non-finite logits are reported ("native logits are NaN at ...")
 
 
 @contextlib.contextmanager
@@ -85,6 +86,24 @@ def _native_source(src: HFSource, ckpt: NativeCheckpoint | str | Path | None, co
     return load_checkpoint(ckpt, config_yaml)
 
 
+def _recorded_tokenizer(src: HFSource, native: NativeCheckpoint):
+    """The tokenizer the export was made with (recorded in its local paths file), else the checkpoint's.
+
+    An export made with `--tokenizer` has no tokenizer beside its checkpoint, so looking only
+    there failed although the folder says which file it used.
+    """
+    recorded = src.meta.get("tokenizer_source_path")
+    if isinstance(recorded, str) and Path(recorded).is_file():
+        info(f"tokenizer: {recorded}, recorded at export time (--tokenizer overrides)")
+        return load_tokenizer(recorded)
+    try:
+        return resolve_tokenizer(native)[0]
+    except MythosError as exc:
+        if isinstance(recorded, str) and recorded and recorded != "embedded in the checkpoint":
+            raise MythosError(f"{exc} (the tokenizer recorded at export time, {recorded}, no longer exists)") from exc
+        raise
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' load report, progress bars and length warnings: verify prints its own table."""
@@ -110,10 +129,16 @@ def load_hf_model(folder: Path):
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         found = list(loading.get(kind) or [])
         if found:
-            raise MythosError(f"transformers reports {kind.replace('_', ' ')} loading {folder}: {found[:4]}")
+            raise MythosError(
+                f"transformers reports {kind.replace('_', ' ')} loading {folder}: {found[:4]}; "
+                "re-export the folder with `mythos-convert hf`"
+            )
     on_meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if on_meta:
-        raise MythosError(f"transformers left parameters on the meta device loading {folder}: {on_meta[:4]}")
+        raise MythosError(
+            f"transformers left parameters on the meta device loading {folder}: {on_meta[:4]}; "
+            "re-export the folder with `mythos-convert hf`"
+        )
     return model.eval()
 
 
@@ -252,17 +277,32 @@ def verify_hf(
     it failed. A failed verification is returned, not raised: the CLI turns it into an exit code.
     """
     folder = Path(folder)
+    files = hash_files(folder, hf_bound_files(folder))  # before reading: a later change cannot pass as verified
     src = read_hf_folder(folder)
     with _threads_for(src.config.num_parameters()):
-        return _verify(folder, src, ckpt, tokenizer, config_yaml, record=record, show=show, name=name)
+        out = _verify(folder, src, ckpt, tokenizer, config_yaml, show=show, name=name)
+    out["files"] = files
+    if record:
+        record_result(folder, "hf", out)
+    return out
 
 
-def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record: bool, show: bool, name) -> dict:
+def _source_digest(native: NativeCheckpoint) -> dict[str, Any] | None:
+    """sha256/size of the checkpoint file the folder was compared with (a name only: verify.json is published)."""
+    if native.path is None or not Path(native.path).is_file():
+        return None
+    return {"name": Path(native.path).name, **file_digest(native.path)}
+
+
+def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
     native = _native_source(src, ckpt, config_yaml)
     if not same_architecture(native.config, src.config):
-        raise MythosError(f"{folder} is not an export of {native.path}: their configs differ")
+        raise MythosError(
+            f"{folder} is not an export of {native.path}: their configs differ; pass --ckpt with the "
+            "checkpoint it was exported from"
+        )
     if tokenizer is None:
-        tokenizer, _ = resolve_tokenizer(native)
+        tokenizer = _recorded_tokenizer(src, native)
     check_vocab_fits(tokenizer, native.config.vocab_size)
     dtype_name = src.stored_dtype()
     tol = tolerance_for(dtype_name)
@@ -276,9 +316,9 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
 
     drift = None
     if TORCH_DTYPES[dtype_name] != torch.float32:
-        drift = merge_comparisons([compare_logits(native_fn(s), hf_fn(s)) for s in seqs], [len(s) for s in seqs])
+        drift = merge_comparisons([compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs], [len(s) for s in seqs])
         _cast_native(ref_model, TORCH_DTYPES[dtype_name])
-    parts = [compare_logits(native_fn(s), hf_fn(s)) for s in seqs]
+    parts = [compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs]
     comparison = merge_comparisons(parts, [len(s) for s in seqs])
     greedy_seqs = [max(seqs[: len(PROMPTS)], key=len)]
     greedy_equal = _greedy_equal(ref_model, hf_model, greedy_seqs, src.config.max_seq_len)
@@ -299,6 +339,7 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
         "n_tokens": sum(len(s) for s in seqs),
         "n_sequences": len(seqs),
         "checkpoint": native.path.name if native.path else None,  # a name: verify.json is published
+        "source": _source_digest(native),
         "failures": failures,
     }
     if drift is not None:
@@ -322,6 +363,4 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, record
         rows.append({"name": f"{dtype_name} vs f32 weights (info)", **drift, "tolerance": "not gated"})
     if show:
         result(render_table(rows, title=f"verify {name or folder.name}: native vs transformers LlamaForCausalLM"))
-    if record:
-        record_result(folder, "hf", out)
     return out

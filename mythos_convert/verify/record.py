@@ -1,47 +1,145 @@
 """Where verify results live: `verify.json` in the exported folder, one entry per target.
 
-The card shows the last results, and `push` refuses a folder whose last verify failed. Schema:
+The card shows the last results, and `push` refuses a folder whose last verify failed, or whose
+files changed since it. Schema:
 
-    {"version": 1,
+    {"version": 2,
      "results": {"hf": {...}, "mythos-tiny-F16.gguf": {...}}}
 
 Each result is a flat dict: `passed` (bool), `target`, `kind` ("hf" or "gguf"), `dtype`,
 `max_abs_diff`, `mean_abs_diff`, `argmax_agreement` (0..1), `greedy_equal` (bool or null),
 `tolerance`, `tokenizer_agreement` (0..1 or null), `n_tokens`, `checkpoint`, `timestamp` (ISO),
-plus any extra fields the verifier adds.
+plus any extra fields the verifier adds. Since version 2 a result binds itself to what it checked:
+`files` maps each verified file (relative to the folder) to `{"sha256", "size"}`, and `source`
+holds the same for the reference (the checkpoint file, or the folder's weights for a GGUF checked
+against them). Version 1 files have no `files`: `push` asks for a new verify. Non-finite figures
+are stored as the strings "NaN", "Infinity", "-Infinity" so the published file is strict JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.errors import MythosError
 
 RESULTS_FILE = "verify.json"
+RESULTS_VERSION = 2
+# Files of an HF folder that decide what it computes or how it tokenizes: an HF verify binds them.
+HF_BOUND_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors.index.json",
+)
+_CHUNK = 1 << 20
 
 
-def load_results(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """All recorded results of a folder (empty when it was never verified)."""
+def needs_verify(name: str) -> bool:
+    """Is `name` (relative to the folder) a file that push publishes only as verified?"""
+    return name in HF_BOUND_NAMES or name.endswith((".safetensors", ".gguf"))
+
+
+def hf_bound_files(folder: str | Path) -> list[str]:
+    """The files of an HF folder that its verify binds: weight shards, index, config, tokenizer files."""
+    folder = Path(folder)
+    names = [p.name for p in folder.glob("*.safetensors") if p.is_file()]
+    names += [n for n in HF_BOUND_NAMES if (folder / n).is_file()]
+    return sorted(names)
+
+
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """sha256 and size of one file (read in 1 MiB chunks: about 1 s per 600 MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "size": Path(path).stat().st_size}
+
+
+def hash_files(folder: str | Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`{name: {"sha256", "size"}}` for files named relative to `folder`."""
+    folder = Path(folder)
+    return {name: file_digest(folder / name) for name in sorted(set(names))}
+
+
+def changed_files(folder: str | Path, files: dict[str, Any], names: Iterable[str] | None = None) -> list[str]:
+    """Which recorded files (all, or only `names`) are missing or differ from their recorded hash now.
+
+    The size is compared first, so a changed length costs no hashing.
+    """
+    folder = Path(folder)
+    changed = []
+    for name in sorted(files if names is None else set(names) & set(files)):
+        want, path = files[name], folder / name
+        if not isinstance(want, dict) or not path.is_file() or path.stat().st_size != want.get("size"):
+            changed.append(name)
+        elif file_digest(path)["sha256"] != want.get("sha256"):
+            changed.append(name)
+    return changed
+
+
+def is_bound(folder: str | Path, entry: Any) -> bool:
+    """Does a result record file hashes, all of which match the folder's files now?"""
+    files = entry.get("files") if isinstance(entry, dict) else None
+    return isinstance(files, dict) and bool(files) and not changed_files(folder, files)
+
+
+def load_results(folder: str | Path, strict: bool = False) -> dict[str, dict[str, Any]]:
+    """All recorded results of a folder (empty when it was never verified).
+
+    A verify.json that does not parse, or is not shaped like one, reads as empty, unless `strict`:
+    then it is a MythosError (push must not mistake a damaged record for a missing one).
+    """
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         return {}
     try:
-        return dict(json.loads(path.read_text()).get("results", {}))
-    except (json.JSONDecodeError, AttributeError):
-        return {}
+        data = json.loads(path.read_text())
+        results = data.get("results", {})
+        if not isinstance(results, dict):
+            raise ValueError("`results` is not a mapping")
+        return dict(results)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError) as exc:
+        if not strict:
+            return {}
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise MythosError(
+            f"{path} is corrupted ({detail}): delete it and re-run `mythos-convert verify` on the folder"
+        ) from None
+
+
+def _strict_json(value: Any) -> Any:
+    """Non-finite floats as strings (NaN logits are a result to record, and JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def record_result(folder: str | Path, target: str, result: dict[str, Any]) -> Path:
-    """Store one target's result (replacing its previous one), atomically."""
+    """Store one target's result (replacing its previous one), atomically.
+
+    A damaged verify.json is replaced rather than refused: re-running verify is how it gets fixed.
+    """
     folder = Path(folder)
     results = load_results(folder)
     entry = dict(result)
     entry.setdefault("timestamp", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     results[target] = entry
     path = folder / RESULTS_FILE
+    payload = _strict_json({"version": RESULTS_VERSION, "results": results})
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({"version": 1, "results": results}, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
