@@ -20,7 +20,7 @@ import yaml
 
 from mythos_convert.atomic import atomic_file
 from mythos_convert.errors import MythosError
-from mythos_convert.verify.record import load_results
+from mythos_convert.verify.record import is_bound, load_results
 from mythos_convert.weights_index import TensorInfo, read_tensors
 
 CARD_FILE = "README.md"
@@ -263,12 +263,18 @@ def training_facts(provenance: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_rows(folder: Path) -> list[dict[str, Any]]:
-    """verify.json as table rows (target order: hf first, then the GGUF files by name)."""
+    """verify.json as table rows (target order: hf first, then the GGUF files by name).
+
+    Only results whose recorded file hashes match the folder's files now are shown: a figure for
+    weights that have changed since (or from a verify.json without hashes) would be a claim the
+    card cannot back.
+    """
     results = load_results(folder)
     rows = []
     for target in sorted(results, key=lambda t: (t != "hf", t)):
-        entry = results[target] if isinstance(results[target], dict) else {}
-        rows.append({"target": target, **entry})
+        entry = results[target]
+        if is_bound(folder, entry):
+            rows.append({"target": target, **entry})
     return rows
 
 

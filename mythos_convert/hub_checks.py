@@ -2,7 +2,8 @@
 
 A published repo is what people download, so it must load: the config and tokenizer through
 transformers (locally, no network), weights consistent with their index and headers, a card whose
-front matter the Hub will accept, and a last `verify` run that passed.
+front matter the Hub will accept, and a last `verify` run that passed on these very files (their
+sha256 as recorded in verify.json).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
 from mythos_convert.errors import MythosError
-from mythos_convert.verify.record import RESULTS_FILE, load_results
+from mythos_convert.verify.record import RESULTS_FILE, changed_files, load_results, needs_verify
 from mythos_convert.weights_index import INDEX_FILE, read_header, read_index
 
 _SPLIT_PART = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$")  # a later shard of a split GGUF: verified via the first
@@ -111,23 +112,65 @@ def check_card(folder: Path) -> list[str]:
     return card_problems(path.read_text(encoding="utf-8"))
 
 
+def _verify_command(folder: Path, target: str) -> str:
+    """The command that re-verifies one target of verify.json."""
+    return f"mythos-convert verify {folder if target == 'hf' else folder / target}"
+
+
 def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
-    """The last verify must exist and pass, for the HF export and for every GGUF that will be uploaded."""
-    results = load_results(folder)
+    """The last verify must exist, pass and still match the files, for the HF export and every GGUF uploaded.
+
+    A result binds the sha256 of each file it checked (`verify.record`); each uploaded file is
+    re-hashed and one changed since is refused, as is a result with no hashes (an older verify.json).
+    With `uploaded` (the push's file list), a weight, config or tokenizer file that no passing
+    result covers is listed as never verified.
+    """
+    try:
+        results = load_results(folder, strict=True)
+    except MythosError as exc:
+        return [str(exc)]
     if not results:
         return [f"the folder was never verified (no {RESULTS_FILE}): run `mythos-convert verify` on it first"]
     problems = []
+    covered: set[str] = set()
+    reported: set[str] = set()  # targets already refused: their files are not listed again as unverified
     for target, entry in sorted(results.items()):
         if uploaded is not None and target != "hf" and target not in uploaded:
             continue
+        command = _verify_command(folder, target)
         if not isinstance(entry, dict) or entry.get("passed") is not True:
             detail = ""
             if isinstance(entry, dict) and entry.get("max_abs_diff") is not None:
                 detail = f" (max abs diff {entry.get('max_abs_diff')} vs tolerance {entry.get('tolerance')})"
             problems.append(f"the last verify of {target} failed{detail}: fix the export and rerun verify")
+            reported.add(target)
+            continue
+        files = entry.get("files")
+        if not isinstance(files, dict) or not files:
+            problems.append(
+                f"the verify result of {target} records no file hashes ({RESULTS_FILE} from an older "
+                f"mythos-convert): re-run verify, `{command}`"
+            )
+            reported.add(target)
+            continue
+        covered |= set(files)
+        changed = changed_files(folder, files, None if uploaded is None else uploaded)
+        if changed:
+            problems.append(f"{', '.join(changed)} changed since `verify` checked it ({target}): re-run `{command}`")
     for name in sorted(uploaded or ()):
         if name.endswith(".gguf") and name not in results and not _SPLIT_PART.search(name):
             problems.append(f"{name} was never verified: run `mythos-convert verify` on it (or --exclude it)")
+    if "hf" not in reported:
+        unverified = sorted(
+            n for n in uploaded or () if needs_verify(n) and not n.endswith(".gguf") and n not in covered
+        )
+        if unverified:
+            verified = sorted(n for n in uploaded or () if n in covered)
+            problems.append(
+                f"{len(unverified)} file(s) were never verified: {', '.join(unverified)}"
+                + (f" (verified: {', '.join(verified)})" if verified else "")
+                + f": run `{_verify_command(folder, 'hf')}` (or --exclude them)"
+            )
     return problems
 
 

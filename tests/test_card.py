@@ -27,7 +27,7 @@ from mythos_convert.convert.names import convert_name
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import load_preset
 from mythos_convert.model.model import Mythos
-from mythos_convert.verify.record import record_result
+from mythos_convert.verify.record import hash_files, hf_bound_files, record_result
 
 GOLDEN = Path(__file__).parent / "golden" / "card_tiny.md"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +174,7 @@ def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
             "argmax_agreement": 1.0,
             "greedy_equal": True,
             "n_tokens": 64,
+            "files": hash_files(work, hf_bound_files(work)),  # the card shows only results bound to the files
         },
     )
     record_result(
@@ -188,6 +189,7 @@ def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
             "argmax_agreement": 0.93,
             "greedy_equal": False,
             "n_tokens": 64,
+            "files": hash_files(work, [gguf.name]),
         },
     )
     text = write_card(work).read_text()
@@ -320,6 +322,7 @@ def test_golden_card_for_the_tiny_preset(tmp_path: Path, ref_tokenizer_path: Pat
             "argmax_agreement": 1.0,
             "greedy_equal": True,
             "n_tokens": 64,
+            "files": hash_files(out, hf_bound_files(out)),
         },
     )
     text = normalise(write_card(out).read_text())

@@ -36,10 +36,12 @@ def push(
     from mythos_convert.errors import MythosError
     from mythos_convert.hub import dry_run_summary, plan_table, prepare_push, resolve_token
     from mythos_convert.hub import push as do_push
-    from mythos_convert.ui import info, is_quiet, result
+    from mythos_convert.ui import info, is_quiet, result, warn
 
     if not repo:
         raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
+    if skip_checks:
+        warn("--skip-checks: publishing without the checks (the last verify and its file hashes are not checked)")
     if not dry_run:
         token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
     plan = prepare_push(
