@@ -11,7 +11,10 @@ from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOp
 
 # Spelled out so the CLI starts without importing torch (2 s); tests/test_cli.py checks it
 # against mythos_convert.convert.gguf.OUTTYPES.
-OUTTYPE_HELP = "f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0 | all"
+OUTTYPE_HELP = (
+    "f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q5_k_s | q5_1 | q5_0 | q4_k_m | q4_k_s | q4_1 | q4_0 | "
+    "q3_k_l | q3_k_m | q3_k_s | q2_k | all"
+)
 
 
 def gguf(
@@ -58,4 +61,7 @@ def gguf(
     failed = [name for name, r in export.verify.items() if not r.get("passed")]
     if failed:
         reasons = "; ".join(export.verify[failed[0]].get("failures") or ["past tolerance"])
-        raise MythosError(f"verification of {', '.join(failed)} failed: {reasons}")
+        raise MythosError(
+            f"verification of {', '.join(failed)} failed: {reasons}; the files were written with the failure "
+            "in verify.json: report this as a bug"
+        )

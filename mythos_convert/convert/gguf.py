@@ -30,6 +30,7 @@ from gguf.utility import model_weight_count_rounded_notation
 
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file, output_lock
+from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
 from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
@@ -39,44 +40,53 @@ from mythos_convert.ui import track
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
+KQUANT_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+IMATRIX_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # llama.cpp weights these by the imatrix too
 
 
 @dataclass(frozen=True)
 class OutType:
-    """One `--outtype`: the tensor type of the 2-D weights and the file type llama.cpp records."""
+    """One `--outtype` (llama-quantize's name for it) and the file type llama.cpp records."""
 
     name: str  # as typed on the command line
-    qtype: gguf.GGMLQuantizationType
     file_type: gguf.LlamaFileType
 
     @property
-    def label(self) -> str:  # as it appears in file names: F16, Q8_0
-        return self.name.upper()
+    def qtype(self) -> gguf.GGMLQuantizationType:
+        """The type of the file's ordinary matrices; some tensors get others (`gguf_types`)."""
+        return MAIN_TYPE[self.file_type]
 
     @property
-    def low_bit(self) -> bool:
-        """4- and 5-bit types: the embedding (also the tied output head) stays at Q8_0."""
-        return self.qtype in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
+    def label(self) -> str:  # as it appears in file names: F16, Q8_0, Q4_K_M
+        return self.name.upper()
 
 
-# Every type gguf.quants can write in numpy that llama.cpp runs for a dense llama. Left out:
-# K-quants and IQ types (no numpy quantizer), TQ1_0/TQ2_0 (ternary: only for ternary-trained
-# weights) and MXFP4 (llama.cpp's file type for it is MoE-only).
+# Every type llama.cpp runs for a dense llama that this package can quantize: the float and legacy
+# types (gguf.quants, or kquants with an importance matrix) and the K-quant mixes (kquants). Left
+# out: IQ types, TQ1_0/TQ2_0 (ternary-trained weights only), MXFP4 (MoE-only in llama.cpp).
 OUTTYPES: dict[str, OutType] = {
     t.name: t
     for t in (
-        OutType("f32", Q.F32, F.ALL_F32),
-        OutType("f16", Q.F16, F.MOSTLY_F16),
-        OutType("bf16", Q.BF16, F.MOSTLY_BF16),
-        OutType("q8_0", Q.Q8_0, F.MOSTLY_Q8_0),
-        OutType("q5_1", Q.Q5_1, F.MOSTLY_Q5_1),
-        OutType("q5_0", Q.Q5_0, F.MOSTLY_Q5_0),
-        OutType("q4_1", Q.Q4_1, F.MOSTLY_Q4_1),
-        OutType("q4_0", Q.Q4_0, F.MOSTLY_Q4_0),
+        OutType("f32", F.ALL_F32),
+        OutType("f16", F.MOSTLY_F16),
+        OutType("bf16", F.MOSTLY_BF16),
+        OutType("q8_0", F.MOSTLY_Q8_0),
+        OutType("q6_k", F.MOSTLY_Q6_K),
+        OutType("q5_k_m", F.MOSTLY_Q5_K_M),
+        OutType("q5_k_s", F.MOSTLY_Q5_K_S),
+        OutType("q5_1", F.MOSTLY_Q5_1),
+        OutType("q5_0", F.MOSTLY_Q5_0),
+        OutType("q4_k_m", F.MOSTLY_Q4_K_M),
+        OutType("q4_k_s", F.MOSTLY_Q4_K_S),
+        OutType("q4_1", F.MOSTLY_Q4_1),
+        OutType("q4_0", F.MOSTLY_Q4_0),
+        OutType("q3_k_l", F.MOSTLY_Q3_K_L),
+        OutType("q3_k_m", F.MOSTLY_Q3_K_M),
+        OutType("q3_k_s", F.MOSTLY_Q3_K_S),
+        OutType("q2_k", F.MOSTLY_Q2_K),
     )
 }
 ALL = "all"
-EMBEDDING_KEEP = Q.Q8_0  # what llama.cpp's quantizer keeps the tied embedding at in 4/5-bit files
 QUANTIZATION_VERSION = 2  # gguf.GGML_QUANT_VERSION
 
 
@@ -149,37 +159,40 @@ class TensorPlan:
         return prod(self.shape[:-1]) * self.shape[-1] // block * size
 
 
-def _fits(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> bool:
-    return shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] == 0
+def plan_tensors(config: MythosConfig, outtype: OutType, *, imatrix: bool = False) -> list[TensorPlan]:
+    """Each tensor's type in a file of `outtype`, chosen by llama.cpp's rules (`gguf_types`).
 
-
-def plan_tensors(config: MythosConfig, outtype: OutType) -> list[TensorPlan]:
-    """Each tensor's type in a file of `outtype`.
-
-    1-D tensors (norms) stay F32. In 4/5-bit files the embedding, which is also the tied output
-    head, is kept at Q8_0 as llama.cpp's quantizer does. A tensor whose row length is not a
-    multiple of the type's block falls back to F16 (noted).
+    1-D tensors (norms) stay F32; the tied embedding takes the output head's type; the _S/_M/_L
+    mixes give some layers more bits; a row that does not fit a type's block falls back (noted).
     """
-    plans = []
-    for name, shape in gguf_shapes(config).items():
-        qtype, note = outtype.qtype, ""
-        if len(shape) == 1:
-            qtype = Q.F32
-        elif outtype.low_bit and name == "token_embd.weight":
-            qtype, note = EMBEDDING_KEEP, "kept at Q8_0 (embedding = tied output head)"
-        if not _fits(shape, qtype):
-            note = f"F16 fallback (rows of {shape[-1]}, block {gguf.GGML_QUANT_SIZES[qtype][0]})"
-            qtype = Q.F16
-        plans.append(TensorPlan(name, shape, qtype, note))
-    return plans
+    shapes = gguf_shapes(config)
+    choices = choose_types(
+        outtype.file_type,
+        shapes,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        n_kv_heads=config.n_kv_heads,
+        imatrix=imatrix,
+    )
+    return [TensorPlan(name, shape, choices[name].qtype, choices[name].why) for name, shape in shapes.items()]
 
 
-def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    """float32 array -> the bytes (as an array) of `qtype`: plain casts or gguf.quants."""
+def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """float32 array -> the bytes (as an array) of `qtype`: plain casts, gguf.quants or kquants.
+
+    gguf.quants gives llama.cpp's bytes for the legacy types without an importance matrix;
+    K-quants, and legacy types weighted by an importance matrix, are `kquants`' (llama.cpp has
+    other code paths for those).
+    """
     if qtype == Q.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
     if qtype == Q.F16:  # torch's cast: same IEEE rounding as numpy's astype, several times faster
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
+    if qtype in KQUANT_TYPES or (imatrix is not None and qtype in IMATRIX_TYPES):
+        from mythos_convert.convert import kquants  # TODO(kquants lands): import at the top
+
+        rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
+        return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
     return gguf.quants.quantize(np.ascontiguousarray(array), qtype)
 
 
@@ -278,7 +291,8 @@ def gguf_tensors(
             target = convert_name(name, src, "gguf")
             array = _to_numpy(tensor)
             if target not in shapes:
-                raise MythosError(f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers: the config does not describe "
+                raise MythosError(
+                    f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers: the config does not describe "
                     "these weights; pass the matching --config or re-export the folder"
                 )
             if tuple(array.shape) != shapes[target]:
@@ -406,8 +420,10 @@ class _Output:
         w.add_quantization_version(QUANTIZATION_VERSION)
         vocab.add_to(w)
         w.add_string(KEY_VERSION, __version__)
-        kept = [f"{p.name}={p.qtype.name}" for p in self.plans if p.note.startswith("kept")]
-        fallback = [p.name for p in self.plans if p.note.startswith("F16 fallback")]
+        main = self.outtype.qtype
+        matrices = [p for p in self.plans if len(p.shape) > 1]
+        fallback = [p.name for p in matrices if p.qtype == Q.F16 != main]
+        kept = [f"{p.name}={p.qtype.name}" for p in matrices if p.qtype not in (main, Q.F16)]
         if kept:
             w.add_array(KEY_KEPT, kept)
         if fallback:
