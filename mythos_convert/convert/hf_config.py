@@ -7,17 +7,28 @@ only top-level `rope_theta`/`torch_dtype` and silently falls back to theta 10000
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mythos_convert.data.tokenizer import SpecialTokens
 from mythos_convert.errors import MythosError
-from mythos_convert.model.config import MythosConfig, ffn_width
+from mythos_convert.model.config import LIMITS, MythosConfig, ffn_width, short_repr
 
 HF_DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.9
 # What transformers writes for a config with no transformers_version; any 4.46+ reads the file.
 _TRANSFORMERS_VERSION_FALLBACK = "4.46.3"
+# config.json size fields -> the native field whose limit bounds them (head_dim is bounded like d_model)
+HF_SIZE_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "d_model",
+    "intermediate_size": "d_ff",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads",
+    "max_position_embeddings": "max_seq_len",
+}
 
 
 def _transformers_version() -> str:
@@ -73,10 +84,10 @@ def generation_config_dict(
     specials: SpecialTokens, *, temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P
 ) -> dict[str, Any]:
     """generation_config.json: sampling defaults with `do_sample: true` (else transformers refuses to save it)."""
-    if temperature <= 0:
-        raise MythosError(f"--temperature must be positive, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):  # NaN passes `<= 0`
+        raise MythosError(f"--temperature must be positive, got {temperature}: pass e.g. --temperature 0.8")
     if not 0 < top_p <= 1:
-        raise MythosError(f"--top-p must be in (0, 1], got {top_p}")
+        raise MythosError(f"--top-p must be in (0, 1], got {top_p}: pass e.g. --top-p 0.9")
     return {
         "bos_token_id": specials.id("bos"),
         "eos_token_id": specials.id("eos"),
@@ -96,19 +107,33 @@ def _rope_theta(config: dict[str, Any]) -> float:
         if value is None:
             continue
         if not isinstance(value, dict):
-            raise MythosError(f"config.json field {field} must be a mapping or null, got {value!r}")
+            raise MythosError(
+                f"config.json field {field} must be a mapping or null, got {short_repr(value)}: fix it or set it to null"
+            )
         kind = value.get("rope_type", value.get("type", "default"))
         if kind != "default":
             raise MythosError(
                 f"config.json field {field} asks for rope_type {kind!r}: Mythos has plain RoPE, "
-                "so a model with RoPE scaling cannot be converted"
+                "so a model with RoPE scaling cannot be converted; convert one with plain RoPE"
             )
         extra = sorted(set(value) - {"rope_type", "type", "rope_theta"})
         if extra:
-            raise MythosError(f"config.json field {field} has scaling parameters {extra} Mythos cannot represent")
-    thetas = {float(v) for v in ((params or {}).get("rope_theta"), config.get("rope_theta")) if v is not None}
+            raise MythosError(
+                f"config.json field {field} has scaling parameters {short_repr(extra)} Mythos cannot represent: "
+                "only models with plain RoPE convert"
+            )
+    values = [v for v in ((params or {}).get("rope_theta"), config.get("rope_theta")) if v is not None]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MythosError(
+                f"config.json rope_theta must be a number, got {short_repr(value)}: fix it (e.g. 10000.0)"
+            )
+    thetas = {float(v) for v in values}
     if len(thetas) > 1:
-        raise MythosError(f"config.json has two different RoPE thetas {sorted(thetas)} (rope_parameters vs rope_theta)")
+        raise MythosError(
+            f"config.json has two different RoPE thetas {sorted(thetas)} (rope_parameters vs rope_theta): "
+            "make them equal"
+        )
     return thetas.pop() if thetas else 10000.0
 
 
@@ -118,7 +143,8 @@ def d_ff_for_width(intermediate_size: int) -> int:
     if ffn_width(d_ff) != intermediate_size:
         raise MythosError(
             f"config.json field intermediate_size={intermediate_size} is not reachable by the Mythos SwiGLU "
-            "width rule (multiples of 256): this model cannot be represented as a Mythos checkpoint"
+            "width rule (multiples of 256): this model cannot be represented as a Mythos checkpoint; "
+            "only folders `mythos-convert hf` wrote convert"
         )
     return d_ff
 
@@ -131,48 +157,74 @@ def mythos_config_from_hf(config: dict[str, Any]) -> MythosConfig:
     """
     model_type = config.get("model_type")
     if model_type != "llama":
-        raise MythosError(f"config.json field model_type is {model_type!r}: only 'llama' folders map to Mythos")
+        raise MythosError(
+            f"config.json field model_type is {short_repr(model_type)}: only 'llama' folders map to Mythos; "
+            "pass a folder that `mythos-convert hf` wrote"
+        )
     for field in ("attention_bias", "mlp_bias"):
         if config.get(field):
-            raise MythosError(f"config.json field {field} is true: Mythos linear layers have no bias")
+            raise MythosError(
+                f"config.json field {field} is true: Mythos linear layers have no bias, so only models without "
+                "biases convert"
+            )
     act = config.get("hidden_act", "silu")
     if act != "silu":
-        raise MythosError(f"config.json field hidden_act is {act!r}: Mythos uses silu (SwiGLU)")
-    required = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "max_position_embeddings",
-    )
-    missing = [field for field in required if field not in config]
+        raise MythosError(
+            f"config.json field hidden_act is {short_repr(act)}: Mythos uses silu (SwiGLU), so only silu models convert"
+        )
+    missing = [field for field in HF_SIZE_FIELDS if field not in config and field != "num_key_value_heads"]
     if missing:
-        raise MythosError(f"config.json lacks field(s) {missing}: it is not a complete Llama config")
-    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-    head_dim = config.get("head_dim")
-    if head_dim is not None and heads and int(head_dim) * heads != hidden:
+        raise MythosError(
+            f"config.json lacks field(s) {missing}: it is not a complete Llama config; re-export the folder"
+        )
+    sizes = {field: _size(config, field) for field in HF_SIZE_FIELDS if config.get(field) is not None}
+    hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
+    head_dim = _size(config, "head_dim") if config.get("head_dim") is not None else None
+    if head_dim is not None and head_dim * heads != hidden:
         raise MythosError(
             f"config.json field head_dim={head_dim} differs from hidden_size/num_attention_heads="
-            f"{hidden}/{heads}: Mythos derives head_dim from d_model"
+            f"{hidden}/{heads}: Mythos derives head_dim from d_model; remove head_dim or fix it"
         )
     eps = config.get("rms_norm_eps")
     if eps is None:
         raise MythosError("config.json lacks rms_norm_eps: its value differs between transformers versions, add it")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise MythosError(
+            f"config.json field rms_norm_eps must be a number, got {short_repr(eps)}: fix it (e.g. 1e-05)"
+        )
     return MythosConfig.from_dict(
         {
-            "vocab_size": int(config["vocab_size"]),
+            "vocab_size": sizes["vocab_size"],
             "d_model": hidden,
-            "n_layers": int(config["num_hidden_layers"]),
+            "n_layers": sizes["num_hidden_layers"],
             "n_heads": heads,
-            "n_kv_heads": int(config.get("num_key_value_heads") or heads),
-            "d_ff": d_ff_for_width(int(config["intermediate_size"])),
-            "max_seq_len": int(config["max_position_embeddings"]),
+            "n_kv_heads": sizes.get("num_key_value_heads", heads),
+            "d_ff": d_ff_for_width(sizes["intermediate_size"]),
+            "max_seq_len": sizes["max_position_embeddings"],
             "dropout": 0.0,
             "norm_eps": float(eps),
             "rope_theta": _rope_theta(config),
         }
     )
+
+
+def _size(config: dict[str, Any], field: str) -> int:
+    """A config.json size field: a positive JSON integer within the native field's limit, else MythosError.
+
+    Checked here, in transformers' names, so the message names the field the user sees in the file.
+    """
+    value, limit = config[field], LIMITS[HF_SIZE_FIELDS.get(field, "d_model")]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise MythosError(
+            f"config.json field {field} must be a positive integer, got {short_repr(value)}: "
+            "fix it or re-export the folder"
+        )
+    if value > limit:
+        raise MythosError(
+            f"config.json field {field}={value} is larger than {limit:,}, the most any real model needs: "
+            "the config is damaged; fix it or re-export the folder"
+        )
+    return value
 
 
 def same_architecture(a: MythosConfig, b: MythosConfig) -> bool:

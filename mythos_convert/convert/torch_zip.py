@@ -216,12 +216,22 @@ def read_torch_zip(path: str | Path) -> Any:
         raise NotPlain(f"pickle: {type(exc).__name__}") from exc
 
 
-def contains_tensor(value: Any) -> bool:
-    """Does a plain value (dicts, lists, tuples) hold a TensorRef anywhere?"""
-    if isinstance(value, TensorRef):
-        return True
-    if isinstance(value, dict):
-        return any(contains_tensor(v) for v in value.values()) or any(isinstance(k, TensorRef) for k in value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(contains_tensor(v) for v in value)
+def contains_tensor(value: Any, budget: int = 10_000_000) -> bool:
+    """Does a plain value (dicts, lists, tuples) hold a TensorRef anywhere?
+
+    Iterative, so a value nested thousands deep is walked instead of raising RecursionError here.
+    Past `budget` items (a pickle repeating one list exponentially) it answers True: the caller
+    then takes the torch path, whose checkpoint reader refuses such values by name.
+    """
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, TensorRef) or seen > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
     return False

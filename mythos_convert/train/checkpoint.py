@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.names import NATIVE_DROPPED, strip_native_prefixes
 from mythos_convert.errors import MythosError
-from mythos_convert.model.config import MythosConfig, config_from_yaml
+from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
 
 if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can run without it
     import torch
@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can ru
 MODEL_KEY, OPTIMIZER_KEY, STEP_KEY, CONFIG_KEY = "model", "optimizer", "step", "config"
 TOKENIZER_KEY = "tokenizer_json"  # the tokenizer.json text, so a lone ckpt.pt is self-contained
 TRAINING_KEY = "training"  # facts for the model card, see TRAINING_FACTS below
+# How deep plain values (config, training facts) may nest: ours nest 3 levels; a value nested
+# thousands deep would end in RecursionError in whatever walks it next (json, repr, the card).
+MAX_NESTING = 100
+MAX_VALUES = 10_000_000
 
 # The `training` dict the trainer records (all optional; the card shows what is there):
 TRAINING_FACTS = {
@@ -116,13 +120,31 @@ def checkpoint_from_data(
     refuse and strip exactly the same things.
     """
     if not isinstance(data, Mapping):
-        raise MythosError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict with a 'model' key")
+        raise MythosError(
+            f"checkpoint {path} holds a {type(data).__name__}, expected a dict with a 'model' key: "
+            "pass a ckpt.pt written by the trainer or the reference"
+        )
     if MODEL_KEY in data and isinstance(data[MODEL_KEY], Mapping):
         state = data[MODEL_KEY]
     elif data and all(is_tensor(v) for v in data.values()):
         state = data  # a bare state dict: accept it, the config must then come from YAML
     else:
-        raise MythosError(f"checkpoint {path} has no 'model' state dict (keys: {sorted(map(str, data))[:8]})")
+        raise MythosError(
+            f"checkpoint {path} has no 'model' state dict (keys: {short_repr(sorted(map(str, data))[:8])}): "
+            "pass a ckpt.pt written by the trainer or the reference"
+        )
+    for name, value in state.items():
+        if not isinstance(name, str) or not is_tensor(value):
+            raise MythosError(
+                f"checkpoint {path} has a 'model' entry {short_repr(name)} holding a {type(value).__name__}, "
+                "not a tensor: re-save the checkpoint from the model's state_dict()"
+            )
+    for key, value in data.items():
+        if key != MODEL_KEY and key != OPTIMIZER_KEY and too_deep(value):
+            raise MythosError(
+                f"checkpoint {path} nests the value of {short_repr(key)} more than {MAX_NESTING} levels deep "
+                f"(or repeats it past {MAX_VALUES:,} values): it is damaged or hostile; re-save it with plain values"
+            )
     state_dict = {strip_native_prefixes(k): v for k, v in state.items()}
     if config_yaml is not None:
         config = config_from_yaml(config_yaml)
@@ -130,16 +152,36 @@ def checkpoint_from_data(
         config = MythosConfig.from_dict(dict(data[CONFIG_KEY]))
     else:
         raise MythosError(f"checkpoint {path} has no embedded config: pass --config with a YAML file holding `model:`")
+    training = data.get(TRAINING_KEY)
     step = data.get(STEP_KEY, 0)
     return NativeCheckpoint(
         config=config,
         state_dict=state_dict,
         step=int(step) if isinstance(step, (int, float)) else 0,
         tokenizer_json=data.get(TOKENIZER_KEY) if isinstance(data.get(TOKENIZER_KEY), str) else None,
-        training=dict(data.get(TRAINING_KEY) or {}),
+        training=dict(training) if isinstance(training, Mapping) else {},
         raw=data,
         path=path,
     )
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING, budget: int = MAX_VALUES) -> bool:
+    """Do dicts, lists and tuples inside `value` nest past `limit` levels or hold over `budget` values?
+
+    Iterative (no RecursionError), and shared references count each time they occur, as anything
+    walking the value later would see them: a pickled value can repeat itself exponentially.
+    """
+    stack, seen = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if depth > limit or seen > budget:
+            return True
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def save_checkpoint(
@@ -152,10 +194,12 @@ def save_checkpoint(
     tokenizer_json: str | None = None,
     training: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write a checkpoint in the reference layout, atomically (temporary name, then rename).
 
     Only plain Python types and tensors go in, so `torch.load(weights_only=True)` reads it.
+    `replace=False` refuses an existing file, before and at rename time (training replaces its own).
     """
     payload: dict[str, Any] = {
         MODEL_KEY: {strip_native_prefixes(k): v for k, v in model_state.items()},
@@ -171,39 +215,59 @@ def save_checkpoint(
         payload.update(extra)
     import torch
 
-    with atomic_file(path) as tmp:
+    with atomic_file(path, force=replace) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 
 
 def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
-    """Build the native model from a checkpoint (strict load); for running it, not for converting."""
+    """Build the native model from a checkpoint (strict load); for running it, not for converting.
+
+    The weights are checked against the config before the model is built, so a config that does
+    not describe them (or asks for absurd sizes) fails by name instead of allocating the model.
+    """
+    from mythos_convert.convert.hf_layout import native_shapes
     from mythos_convert.model.model import Mythos  # local: converters must not need the model
 
-    model = Mythos(ckpt.config)
     state = dict(ckpt.state_dict)
     if "output.weight" not in state and "embedding.weight" in state:
         state["output.weight"] = state["embedding.weight"]
-    for name in ("rope_cos", "rope_sin"):
+    check_weights_match(native_shapes(ckpt.config), state, optional=ROPE_BUFFERS)
+    model = Mythos(ckpt.config)
+    for name in ROPE_BUFFERS:
         state.setdefault(name, getattr(model, name))  # formats that drop the buffers
-    check_weights_match(model.state_dict(), state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise MythosError(f"checkpoint weights do not match its config: {str(exc).splitlines()[0]}") from exc
+        raise MythosError(
+            f"checkpoint weights do not match its config: {str(exc).splitlines()[0]} (check --config)"
+        ) from exc
     model.eval()
     return model.to(dtype) if dtype is not None else model
 
 
-def check_weights_match(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
-    """Raise MythosError naming the first missing, unknown or wrongly shaped tensor (with both shapes)."""
+ROPE_BUFFERS = ("rope_cos", "rope_sin")
+
+
+def check_weights_match(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], optional: tuple[str, ...] = ()
+) -> None:
+    """Raise MythosError naming the first missing, unknown or wrongly shaped tensor (with both shapes).
+
+    `expected` maps names to shapes; names in `optional` may be absent.
+    """
     for name, want in expected.items():
         if name not in state:
-            raise MythosError(f"checkpoint lacks tensor {name}, which its config requires: the file is incomplete")
-        got = state[name]
-        if tuple(got.shape) != tuple(want.shape):
+            if name in optional:
+                continue
             raise MythosError(
-                f"tensor {name} has shape {tuple(got.shape)} but the config expects {tuple(want.shape)}: "
+                f"checkpoint lacks tensor {name}, which its config requires: the file is incomplete; "
+                "re-save it, or pass the --config that matches it"
+            )
+        got = state[name]
+        if tuple(got.shape) != tuple(want):
+            raise MythosError(
+                f"tensor {name} has shape {tuple(got.shape)} but the config expects {tuple(want)}: "
                 "the config does not describe these weights (check --config)"
             )
     unknown = [name for name in state if name not in expected]
