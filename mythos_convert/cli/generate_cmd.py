@@ -37,14 +37,24 @@ def generate(
     from mythos_convert.convert.tokenizer_export import check_vocab_fits
     from mythos_convert.data.tokenizer import resolve_tokenizer
     from mythos_convert.errors import MythosError
-    from mythos_convert.model.generate import Sampling, context_budget, eos_id, prompt_ids, stream_ids, stream_text
+    from mythos_convert.model.generate import (
+        Sampling,
+        check_seed,
+        context_budget,
+        eos_id,
+        first_nonfinite,
+        prompt_ids,
+        stream_ids,
+        stream_text,
+    )
     from mythos_convert.model.kernels import describe
     from mythos_convert.train.checkpoint import load_checkpoint, load_model
     from mythos_convert.ui import info, warn
 
     if dtype not in DTYPES:
-        raise MythosError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise MythosError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}: pass --dtype float32")
     sampling = Sampling(temperature=temperature, top_k=top_k or None, top_p=top_p)
+    check_seed(seed)  # all sampling input is checked before the model loads
     source = load_checkpoint(ckpt, config)
     tok, tok_source = resolve_tokenizer(source, tokenizer)
     check_vocab_fits(tok, source.config.vocab_size)  # larger ids would index past the embedding
@@ -52,6 +62,12 @@ def generate(
     limit = source.config.max_seq_len
     budget = context_budget(limit, len(ids), max_new_tokens)  # before any output: a bad prompt fails cleanly
     model = load_model(source, getattr(torch, dtype))  # names a missing or misshapen tensor
+    damaged = first_nonfinite(model)
+    if damaged is not None:  # sampling fails on NaN probabilities, greedy decoding returns noise
+        raise MythosError(
+            f"tensor {damaged} holds NaN or Inf values: the checkpoint is damaged; generate from a healthy "
+            "checkpoint (e.g. an earlier one)"
+        )
     if budget < max_new_tokens:
         warn(f"only {budget} new tokens fit in the {limit}-token context after the prompt")
     info(f"tokenizer: {tok_source}; prompt: {len(ids)} tokens; context: {limit}")

@@ -17,6 +17,7 @@ Typical use::
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,12 +42,15 @@ class Sampling:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise MythosError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):  # NaN passes `< 0`
+            raise MythosError(
+                f"--temperature must be a finite number >= 0 (0 is greedy), got {self.temperature}: "
+                "pass e.g. --temperature 0.8"
+            )
         if self.top_k is not None and self.top_k < 0:
-            raise MythosError(f"top-k must be >= 0 (0 keeps every token), got {self.top_k}")
+            raise MythosError(f"--top-k must be >= 0 (0 keeps every token), got {self.top_k}: pass e.g. --top-k 50")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise MythosError(f"top-p must be in (0, 1], got {self.top_p}")
+            raise MythosError(f"--top-p must be in (0, 1], got {self.top_p}: pass e.g. --top-p 0.9")
 
     @property
     def greedy(self) -> bool:
@@ -67,6 +71,11 @@ def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Genera
     if sampling.top_p is not None and sampling.top_p < 1.0:
         logits = _top_p_filter(logits, sampling.top_p)
     probs = torch.softmax(logits, dim=-1)
+    if not bool(torch.isfinite(probs).all()):  # multinomial would fail with a bare RuntimeError
+        raise MythosError(
+            "the model's logits are NaN or Inf, so there is nothing to sample from: the checkpoint's weights "
+            "are damaged (or overflow in this dtype); try --dtype float32 or a healthy checkpoint"
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -82,11 +91,11 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def context_budget(limit: int, n_prompt: int, max_new_tokens: int) -> int:
     """How many new tokens fit after the prompt in a `limit`-token context; raises if none do."""
     if n_prompt == 0:
-        raise MythosError("the prompt is empty: give at least one token (the <bos> token counts)")
+        raise MythosError("the prompt is empty and the tokenizer has no <bos>: give a prompt of at least one token")
     if n_prompt >= limit:
         raise MythosError(f"the prompt is {n_prompt} tokens but the model's context is {limit}: shorten the prompt")
     if max_new_tokens < 0:
-        raise MythosError(f"max-new-tokens must be >= 0, got {max_new_tokens}")
+        raise MythosError(f"--max-new-tokens must be >= 0, got {max_new_tokens}: pass e.g. --max-new-tokens 128")
     return min(max_new_tokens, limit - n_prompt)
 
 
@@ -115,6 +124,7 @@ def stream_ids(
         compiled: False decodes with torch's operations even where the AVX2 kernels run (model/kernels).
     """
     budget = context_budget(model.config.max_seq_len, len(prompt), max_new_tokens)
+    check_seed(seed)
     if budget == 0:
         return
     generator = None
@@ -143,6 +153,24 @@ def stream_ids(
     finally:
         model.clear_cache()
         model.train(was_training)
+
+
+# torch.Generator.manual_seed takes any integer from -2**63 to 2**64 - 1
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def check_seed(seed: int | None) -> None:
+    """Refuse a seed torch cannot take (it would fail mid-generation with a bare RuntimeError)."""
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise MythosError(f"--seed {seed} does not fit in 64 bits: pass a seed from 0 to {SEED_RANGE[1]}")
+
+
+def first_nonfinite(model: Mythos) -> str | None:
+    """The name of the first parameter holding NaN or Inf, or None (sampling from it would fail)."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            return name
+    return None
 
 
 def _prefill(model: Mythos, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -225,6 +253,13 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     The tokenizer's own normalizer runs if it has one; if it has none, the text is NFKC-normalised
     here, as the data pipeline normalised the training text.
     """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes the shell passed through as surrogates
+        raise MythosError(
+            f"the prompt is not valid UTF-8 (a byte that is no character at position {exc.start}): "
+            "pass the prompt as UTF-8 text (check the terminal's or file's encoding)"
+        ) from exc
     if tokenizer.normalizer is None:
         text = unicodedata.normalize("NFKC", text)
     ids = tokenizer.encode(text, add_special_tokens=False).ids
