@@ -11,6 +11,7 @@ The release's words (license, developer, prompts, limitations, citation) come fr
 from __future__ import annotations
 
 import json
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 import yaml
 
 from mythos_convert.atomic import atomic_file
-from mythos_convert.errors import MythosError
+from mythos_convert.errors import MythosError, UnsafePathError
+from mythos_convert.model.config import bounded_yaml_load, short_repr
+from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
 from mythos_convert.verify.record import is_bound, load_results
 from mythos_convert.weights_index import TensorInfo, read_tensors
 
@@ -47,6 +50,8 @@ META_SCHEMA: dict[str, tuple[type, ...]] = {
     "citation": (str, type(None)),
 }
 INFERENCE_KEYS = {"temperature": float, "top_p": float, "max_new_tokens": int}
+# Keys whose list form must hold strings only (the template prints each entry as text).
+LIST_OF_STRINGS = ("language", "base_model", "datasets", "tags", "widget", "limitations")
 DEFAULT_META: dict[str, Any] = {"model_name": "Mythos", "license": "apache-2.0", "language": "en"}
 LOCAL_MODEL_REF = "path/to/this/folder"  # the quickstart's model id until the Hub repo is known
 REQUIRED_FRONT_MATTER = ("language", "license", "library_name", "pipeline_tag", "tags")
@@ -74,7 +79,7 @@ def load_meta(path: str | Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise MythosError(f"card metadata {path} does not exist: pass --meta with a YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = bounded_yaml_load(path.read_text(encoding="utf-8"), f"card metadata {path}")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or str(exc)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -83,18 +88,24 @@ def load_meta(path: str | Path | None = None) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise MythosError(f"card metadata {path} must be a YAML mapping of keys, got {type(data).__name__}")
+        raise MythosError(
+            f"card metadata {path} must be a YAML mapping of keys, got {type(data).__name__}: "
+            "write `key: value` lines (see mythos_convert/model_card/mythos.yaml)"
+        )
     unknown = sorted(set(map(str, data)) - set(META_SCHEMA))
     if unknown:
-        raise MythosError(f"card metadata {path} has unknown key(s) {unknown}; known keys: {sorted(META_SCHEMA)}")
+        raise MythosError(
+            f"card metadata {path} has unknown key(s) {short_repr(unknown)}: remove or rename them; "
+            f"known keys: {sorted(META_SCHEMA)}"
+        )
     for key, value in data.items():
         if not isinstance(value, META_SCHEMA[key]):
             kinds = " or ".join("null" if t is type(None) else t.__name__ for t in META_SCHEMA[key])
-            raise MythosError(f"card metadata {path}: {key} must be {kinds}, got {type(value).__name__}")
+            raise MythosError(f"card metadata {path}: {key} must be {kinds}, got {type(value).__name__}: fix {key}")
     _check_inference(path, data.get("inference"))
-    for key in ("widget", "tags", "datasets"):
-        if any(not isinstance(v, str) for v in data.get(key) or []):
-            raise MythosError(f"card metadata {path}: every entry of {key} must be a string")
+    for key in LIST_OF_STRINGS:
+        if isinstance(data.get(key), list) and any(not isinstance(v, str) for v in data[key]):
+            raise MythosError(f"card metadata {path}: every entry of {key} must be a string: quote or fix them")
     return {**DEFAULT_META, **{k: v for k, v in data.items() if v is not None}}
 
 
@@ -103,13 +114,22 @@ def _check_inference(path: Path, inference: dict | None) -> None:
         return
     unknown = sorted(set(inference) - set(INFERENCE_KEYS))
     if unknown:
-        raise MythosError(f"card metadata {path}: unknown inference key(s) {unknown}; known: {sorted(INFERENCE_KEYS)}")
+        raise MythosError(
+            f"card metadata {path}: unknown inference key(s) {short_repr(unknown)}: remove them; "
+            f"known: {sorted(INFERENCE_KEYS)}"
+        )
     for key, kind in INFERENCE_KEYS.items():
         value = inference.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise MythosError(f"card metadata {path}: inference.{key} must be a number, got {value!r}")
+            raise MythosError(
+                f"card metadata {path}: inference.{key} must be a number, got {short_repr(value)}: fix inference.{key}"
+            )
+        if value is not None and not math.isfinite(value):
+            raise MythosError(f"card metadata {path}: inference.{key} must be finite, got {value}: fix inference.{key}")
         if value is not None and kind is int and int(value) != value:
-            raise MythosError(f"card metadata {path}: inference.{key} must be a whole number, got {value!r}")
+            raise MythosError(
+                f"card metadata {path}: inference.{key} must be a whole number, got {value!r}: fix inference.{key}"
+            )
 
 
 # ----------------------------------------------------------------------------- reading the folder
@@ -122,6 +142,56 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# config.json fields the card states, with the JSON types each may have (a damaged file must not
+# become a card full of "None"); the first seven are sizes, so positive integers.
+CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
+    "vocab_size": (int,),
+    "hidden_size": (int,),
+    "intermediate_size": (int,),
+    "num_hidden_layers": (int,),
+    "num_attention_heads": (int,),
+    "num_key_value_heads": (int,),
+    "max_position_embeddings": (int,),
+    "head_dim": (int,),
+    "rms_norm_eps": (float, int),
+    "rope_theta": (float, int),
+    "hidden_act": (str,),
+    "tie_word_embeddings": (bool,),
+    "rope_parameters": (dict,),
+}
+REQUIRED_CONFIG_FIELDS = (*tuple(CONFIG_FIELDS)[:7], "rms_norm_eps")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json checked field by field ({} when the folder has none).
+
+    Unlike the optional files, a config.json that is present but damaged is refused: the card
+    would state its architecture as "None" and still look like a card.
+    """
+    path = folder / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MythosError(
+            f"{path} is not readable JSON ({str(exc)[:80]}): re-export the folder with `mythos-convert hf`"
+        ) from exc
+    if not isinstance(data, dict):
+        raise MythosError(f"{path} holds a {type(data).__name__}, not a JSON object: re-export the folder")
+    for key, kinds in CONFIG_FIELDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        wrong = (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds)
+        if wrong or (kinds == (int,) and value <= 0):
+            kind = "a positive integer" if kinds == (int,) else " or ".join(t.__name__ for t in kinds)
+            raise MythosError(
+                f"{path} field {key} must be {kind}, got {short_repr(value)}: fix it or re-export the folder"
+            )
+    return data
 
 
 def human_count(n: int) -> str:
@@ -281,9 +351,11 @@ def verify_rows(folder: Path) -> list[dict[str, Any]]:
 def collect_facts(folder: str | Path) -> dict[str, Any]:
     """Everything the card states, read from the folder; missing optional files give empty sections."""
     folder = Path(folder)
-    config = _read_json(folder / "config.json")
+    config = read_config(folder)
     try:
         tensors = read_tensors(folder)
+    except UnsafePathError:
+        raise
     except MythosError:
         tensors = {}
     provenance = _read_json(folder / PROVENANCE_FILE)
@@ -407,11 +479,14 @@ def write_card(folder: Path, meta_path: Path | None = None) -> Path:
     """Write `folder/README.md` atomically from the folder's contents and the metadata; return its path.
 
     Called by `mythos-convert card`, and by the hf and gguf exporters after they write a folder.
-    Optional files (mythos.json, verify.json, GGUF files, tokenizer) may be missing.
+    Optional files (mythos.json, verify.json, GGUF files, tokenizer) may be missing. A folder
+    holding a symlink or special file is refused: the card would describe what it points at.
     """
     folder = Path(folder)
-    card = build_card(folder, meta_path)
     path = folder / CARD_FILE
+    refuse_unsafe(folder, scan_folder(folder)[1])
+    refuse_output_over_inputs(path, [("metadata file", meta_path)])
+    card = build_card(folder, meta_path)
     with atomic_file(path) as tmp:
         tmp.write_text(str(card), encoding="utf-8")
     return path
