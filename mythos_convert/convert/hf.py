@@ -92,7 +92,10 @@ def _local_paths(ckpt: NativeCheckpoint, tokenizer_source: str) -> dict[str, Any
     """Absolute local paths, kept in a hidden file that `push` does not publish."""
     return {
         "source_checkpoint_path": str(ckpt.path.resolve()) if ckpt.path is not None else None,
-        "tokenizer_source_path": tokenizer_source,
+        # absolute, so `verify` finds a --tokenizer given as a relative path from any directory
+        "tokenizer_source_path": str(Path(tokenizer_source).resolve())
+        if Path(tokenizer_source).is_file()
+        else tokenizer_source,
     }
 
 

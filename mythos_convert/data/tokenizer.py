@@ -66,24 +66,42 @@ def special_tokens(tokenizer: Tokenizer) -> SpecialTokens:
     return SpecialTokens(**roles)
 
 
-def load_tokenizer(source: str | Path) -> Tokenizer:
-    """Load a `tokenizer.json` file (or a folder holding one)."""
+TOKENIZER_FIX = "pass the tokenizer.json the model was trained with"
+
+
+def load_tokenizer(source: str | Path, fix: str = TOKENIZER_FIX) -> Tokenizer:
+    """Load a `tokenizer.json` file (or a folder holding one) that can encode text; `fix` ends the error."""
     path = Path(source)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise MythosError(f"tokenizer {path} does not exist: pass --tokenizer with a tokenizer.json file")
     try:
-        return Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
-        raise MythosError(f"tokenizer {path} is not a valid tokenizers JSON file: {str(exc)[:120]}") from exc
+        raise MythosError(f"tokenizer {path} is not a valid tokenizers JSON file ({str(exc)[:120]}): {fix}") from exc
+    return _check_encodes(tokenizer, f"tokenizer {path}", fix)
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:
     try:
-        return Tokenizer.from_str(text)
+        tokenizer = Tokenizer.from_str(text)
     except Exception as exc:
-        raise MythosError(f"the tokenizer stored in the checkpoint is not valid: {str(exc)[:120]}") from exc
+        raise MythosError(
+            f"the tokenizer stored in the checkpoint is not valid ({str(exc)[:120]}): "
+            "pass --tokenizer with the model's tokenizer.json"
+        ) from exc
+    return _check_encodes(tokenizer, "the tokenizer stored in the checkpoint", "pass --tokenizer with the model's one")
+
+
+def _check_encodes(tokenizer: Tokenizer, what: str, fix: str) -> Tokenizer:
+    """A tokenizer file can parse yet fail on every text (e.g. its `<unk>` missing from the vocab):
+    find out here, once, rather than from a bare Exception in the middle of a command."""
+    try:
+        tokenizer.encode("Hello, world! 123")
+    except Exception as exc:
+        raise MythosError(f"{what} cannot encode text ({str(exc)[:120]}): {fix}") from exc
+    return tokenizer
 
 
 def resolve_tokenizer(ckpt: NativeCheckpoint, explicit: str | Path | None = None) -> tuple[Tokenizer, str]:
@@ -140,7 +158,8 @@ def train_tokenizer(
     if vocab_size < len(alphabet) + len(SPECIAL_TOKENS):
         raise MythosError(
             f"vocab_size {vocab_size} is too small: a ByteLevel BPE needs at least "
-            f"{len(alphabet) + len(SPECIAL_TOKENS)} (256 bytes + {len(SPECIAL_TOKENS)} specials)"
+            f"{len(alphabet) + len(SPECIAL_TOKENS)} (256 bytes + {len(SPECIAL_TOKENS)} specials); "
+            f"pass --vocab-size {len(alphabet) + len(SPECIAL_TOKENS)} or more"
         )
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     if normalizer == "nfkc":

@@ -35,7 +35,7 @@ def verify(
     target = Path(target)
     if target.suffix == ".gguf":
         if not target.is_file():
-            raise MythosError(f"GGUF file {target} does not exist")
+            raise MythosError(f"GGUF file {target} does not exist: pass the path of a .gguf file")
         from mythos_convert.verify.gguf import verify_gguf
 
         return verify_gguf(target, ckpt, tokenizer=tokenizer, config_yaml=config_yaml, **kwargs)
