@@ -108,7 +108,10 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     plan = plan_push(hf_dir, DEMO_REPO)
     problems = check_folder(hf_dir, {f.path_in_repo for f in plan.files})
     if problems:
-        raise MythosError(f"the exported folder fails the push checks: {'; '.join(problems)}")
+        raise MythosError(
+            f"the exported folder fails the push checks: {'; '.join(problems)}; rerun with --force, "
+            "and report a bug if it fails again"
+        )
 
     from mythos_convert.model.config import load_preset
 

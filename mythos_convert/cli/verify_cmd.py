@@ -27,4 +27,7 @@ def verify(
     outcome = run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config)
     if not outcome.get("passed"):
         reasons = "; ".join(outcome.get("failures") or []) or "past tolerance"
-        raise MythosError(f"verification of {out} failed: {reasons}")
+        raise MythosError(
+            f"verification of {out} failed: {reasons}; check that --ckpt is the checkpoint it was exported from, "
+            "then re-export it (report a bug if it still fails)"
+        )

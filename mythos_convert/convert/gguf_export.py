@@ -156,7 +156,7 @@ def output_paths(out_dir: Path, outtypes: list[OutType], meta: GGUFMetadata, out
         return {t.name: out_dir / f"{meta.basename}-{meta.size_label}-{t.label}.gguf" for t in outtypes}
     outfile = Path(outfile)
     if outfile.suffix != ".gguf":
-        raise MythosError(f"--outfile {outfile} must end in .gguf")
+        raise MythosError(f"--outfile {outfile} must end in .gguf: pass e.g. --outfile {outfile.with_suffix('.gguf')}")
     if "{ftype}" in outfile.name:
         return {t.name: outfile.with_name(outfile.name.replace("{ftype}", t.label)) for t in outtypes}
     if len(outtypes) == 1:

@@ -129,7 +129,8 @@ def _check_model(spec: dict) -> None:
     if model.get("type") != "BPE":
         raise MythosError(
             f"tokenizer model {model.get('type')!r} is not supported for GGUF: only byte-level BPE "
-            "(tokenizers' BPE with a ByteLevel pre-tokenizer) maps to llama.cpp's gpt2 vocabulary"
+            "(tokenizers' BPE with a ByteLevel pre-tokenizer) maps to llama.cpp's gpt2 vocabulary; retrain the "
+            "tokenizer with `mythos-convert tokenizer train`"
         )
     decoder = spec.get("decoder") or {}
     if decoder.get("type") != "ByteLevel":

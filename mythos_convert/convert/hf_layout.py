@@ -70,7 +70,10 @@ def select_native_weights(cfg: MythosConfig, state: Mapping[str, Any]) -> dict[s
     selected = {}
     for name in expected_names("native", cfg.n_layers, tied=True):
         if name not in state:
-            raise MythosError(f"checkpoint lacks tensor {name} that its config (n_layers={cfg.n_layers}) requires")
+            raise MythosError(
+                f"checkpoint lacks tensor {name} that its config (n_layers={cfg.n_layers}) requires: "
+                "the file is incomplete; re-save it, or pass the --config that matches it"
+            )
         tensor = state[name]
         if tuple(tensor.shape) != shapes[name]:
             raise MythosError(
@@ -85,7 +88,8 @@ def select_native_weights(cfg: MythosConfig, state: Mapping[str, Any]) -> dict[s
 
         if head.shape != embed.shape or not torch.equal(head, embed):
             raise MythosError(
-                "checkpoint's output.weight differs from embedding.weight: Mythos exports need a tied head"
+                "checkpoint's output.weight differs from embedding.weight: Mythos exports need a tied head; "
+                "re-save the checkpoint with output.weight equal to embedding.weight"
             )
     return selected
 
@@ -114,7 +118,9 @@ def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_siz
             max_shard_size=max_shard_size,
         )
     except ValueError as exc:
-        raise MythosError(f"--max-shard-size {max_shard_size!r} is not a size like 5GB or 500MB ({exc})") from exc
+        raise MythosError(
+            f"--max-shard-size {max_shard_size!r} is not a size ({exc}): pass e.g. --max-shard-size 5GB or 500MB"
+        ) from exc
 
 
 def write_index(folder: Path, split: StateDictSplit) -> list[str]:

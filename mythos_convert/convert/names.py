@@ -81,7 +81,10 @@ def lookup(name: str, src: str) -> tuple[NameRow, int | None]:
     template, layer = _template(name)
     row = _BY_FORMAT[src].get(template)
     if row is None:
-        raise MythosError(f"unknown {src} tensor name {name!r}: it has no entry in the Mythos/Llama name table")
+        raise MythosError(
+            f"unknown {src} tensor name {name!r}: it has no entry in the Mythos/Llama name table; "
+            "remove it from the weights (only Mythos/Llama tensors convert)"
+        )
     return row, layer
 
 

@@ -131,7 +131,10 @@ def _read_jsonl(path: Path) -> Iterator[str]:
             except json.JSONDecodeError as exc:
                 raise MythosError(f"{path}:{lineno} is not valid JSON ({exc.msg}): fix the line or remove it") from exc
             if not isinstance(record, dict) or "text" not in record:
-                raise MythosError(f"{path}:{lineno} has no `text` field: each JSONL line must be an object with `text`")
+                raise MythosError(
+                    f"{path}:{lineno} has no `text` field: each JSONL line must be an object with `text`; "
+                    "fix the line or remove it"
+                )
             if isinstance(record["text"], str):
                 yield record["text"]
 
@@ -144,9 +147,14 @@ def _read_parquet(path: Path) -> Iterator[str]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid and friends
-        raise MythosError(f"{path} is not a readable Parquet file: {str(exc)[:120]}") from exc
+        raise MythosError(
+            f"{path} is not a readable Parquet file ({str(exc)[:120]}): re-copy it or leave it out"
+        ) from exc
     if "text" not in parquet.schema_arrow.names:
-        raise MythosError(f"{path} has no `text` column (columns: {parquet.schema_arrow.names[:8]})")
+        raise MythosError(
+            f"{path} has no `text` column (columns: {parquet.schema_arrow.names[:8]}): rename the text column "
+            "to `text` or leave the file out"
+        )
     for batch in parquet.iter_batches(columns=["text"]):
         yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
 
@@ -175,7 +183,9 @@ def data_files(paths: list[str | Path]) -> list[Path]:
                 and _base_suffix(p) in known
             )
             if not found:
-                raise MythosError(f"data folder {path} holds no .txt, .md, .jsonl or .parquet files")
+                raise MythosError(
+                    f"data folder {path} holds no .txt, .md, .jsonl or .parquet files: pass a folder with such files"
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -198,7 +208,9 @@ def read_documents(paths: list[str | Path]) -> Corpus:
         except UnicodeDecodeError as exc:
             raise MythosError(f"data file {path} is not UTF-8 text: convert it or leave it out") from exc
         except (OSError, EOFError) as exc:
-            raise MythosError(f"cannot read data file {path}: {exc.strerror or exc}") from exc
+            raise MythosError(
+                f"cannot read data file {path}: {exc.strerror or exc}; check its permissions or leave it out"
+            ) from exc
     name = ", ".join(str(p) for p in paths)
     return Corpus(name=name, texts=texts, sources=[str(p) for p in files])
 

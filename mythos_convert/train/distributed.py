@@ -56,7 +56,10 @@ def setup(device: str | None = None) -> World:
         try:
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
         except (RuntimeError, ValueError) as exc:
-            raise MythosError(f"cannot join the torchrun process group ({backend}): {exc}") from exc
+            raise MythosError(
+                f"cannot join the torchrun process group ({backend}): {exc}; check MASTER_ADDR/MASTER_PORT "
+                "and that every rank was started"
+            ) from exc
     return World(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
@@ -102,7 +105,7 @@ def run_on_main(fn, world: World):
     if failure is not None:
         raise failure
     if error is not None:
-        raise MythosError(f"rank 0 failed: {error}")
+        raise MythosError(f"rank 0 failed: {error} (rank 0's own error line says what to fix)")
     return broadcast_object(result, world)
 
 

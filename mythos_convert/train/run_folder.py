@@ -90,4 +90,7 @@ def load_resume(out: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged files
-        raise MythosError(f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}") from exc
+        raise MythosError(
+            f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}; restore the file, or start a new "
+            "run with --force"
+        ) from exc
