@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class Case:
     id: str
     argv: tuple[str, ...]
     expect: tuple[str, ...]
-    pre: str | None = None  # "export" -> D/out, "nonempty" -> D/out/keep.txt, "ckpt" -> D/existing.pt, ...
+    pre: str | None = (
+        None  # "export" -> D/out, "nonempty" -> D/out/keep.txt, "ckpt" -> D/existing.pt, "copy:NAME" -> D/out, ...
+    )
 
 
 def case(id: str, argv: str, *expect: str, pre: str | None = None) -> Case:
@@ -136,9 +139,77 @@ CASES = [
     case("push-no-token", "push {W}/hf --repo me/mythos", "no Hugging Face token", "--token", "HF_TOKEN"),
     case("push-bad-repo-id", "push {W}/hf --repo mythos --dry-run", "'mythos'", "OWNER/NAME"),
     case("push-folder-fails-checks", "push {W}/hf --repo me/mythos --dry-run", "fails", "verify", "--skip-checks"),
+    # card on a damaged config.json: refused, README.md left as it was (issue 12)
+    case(
+        "card-config-torn", "card {D}/out", "config.json", "not readable JSON", "re-export", pre="copy:hf_config_torn"
+    ),
+    case("card-config-wrong-type", "card {D}/out", "hidden_size", "'sixty-four'", "re-export", pre="copy:hf_size_str"),
+    case("card-config-incomplete", "card {D}/out", "lacks ['vocab_size']", "re-export", pre="copy:hf_no_vocab"),
+    # config values of the wrong type or absurd size, checked before anything is built (issue 12)
+    case("hf-config-size-not-a-number", "native {W}/hf_size_str {D}/back.pt", "hidden_size", "'sixty-four'", "fix it"),
+    case("hf-config-eps-not-a-number", "native {W}/hf_eps_str {D}/back.pt", "rms_norm_eps", "'tiny'", "fix it"),
+    case("hf-config-vocab-absurd", "gguf {W}/hf_vocab_huge --outfile {D}/m.gguf", "vocab_size=1000000000000", "fix it"),
+    case("hf-config-layers-absurd", "native {W}/hf_layers_huge {D}/back.pt", "num_hidden_layers=100000", "larger than"),
+    case("hf-config-context-absurd", "native {W}/hf_ctx_huge {D}/back.pt", "max_position_embeddings=10000000000"),
+    case("ckpt-config-size-not-a-number", "hf {W}/size_str/ckpt.pt {D}/out", "d_model", "'sixty-four'", "fix d_model"),
+    case("ckpt-config-eps-not-a-number", "generate {W}/eps_str/ckpt.pt hello", "norm_eps", "'tiny'", "fix norm_eps"),
+    case("ckpt-config-layers-absurd", "generate {W}/layers_huge/ckpt.pt hello", "n_layers=100000", "larger than"),
+    case("ckpt-config-vocab-absurd", "hf {W}/vocab_huge/ckpt.pt {D}/out --no-verify", "vocab_size=1000000000000"),
+    case("ckpt-config-context-absurd", "gguf {W}/ctx_huge/ckpt.pt --outfile {D}/m.gguf", "max_seq_len=10000000000"),
+    case("yaml-config-layers-absurd", "hf {W}/noconf/ckpt.pt {D}/out --config {W}/bad/layers.yaml", "n_layers=100000"),
+    case(
+        "config-too-big-for-its-weights",  # within the limits: refused by the weights, before the model is built
+        "generate {W}/big/ckpt.pt hello",
+        "embedding.weight",
+        "(512, 64)",
+        "(512, 65536)",
+    ),
+    case("ckpt-model-entry-not-a-tensor", "hf {W}/listweight/ckpt.pt {D}/out", "norm.weight", "not a tensor"),
+    # sampling input (issue 12)
+    case("generate-temperature-nan", f"generate {CK} hello --temperature nan", "--temperature", "nan", "pass e.g."),
+    case("generate-top-p-nan", f"generate {CK} hello --top-p nan", "--top-p", "nan", "pass e.g."),
+    case("generate-seed-beyond-64-bits", f"generate {CK} hello --seed {2**80}", "--seed", "64 bits", "pass a seed"),
+    case("generate-prompt-not-utf8", f"generate {CK} {{BADUTF8}}", "not valid UTF-8", "pass the prompt as UTF-8"),
+    case("generate-nan-weights", "generate {W}/nan/ckpt.pt hello", "layers.0.feed_forward.w1.weight", "NaN"),
+    # malformed tokenizers, a file that is not GGUF, values nested too deep (issue 12)
+    case("native-tokenizer-torn", "native {W}/hf_tok_torn {D}/back.pt", "tokenizer.json", "not a valid", "re-export"),
+    case("verify-tokenizer-torn", "verify {W}/hf --tokenizer {W}/bad/torn_tokenizer.json", "torn_tokenizer.json"),
+    case(
+        "verify-tokenizer-cannot-encode",
+        "verify {W}/hf --tokenizer {W}/bad/no_unk.json",
+        "no_unk.json",
+        "cannot encode",
+        "<unk>",
+    ),
+    case("verify-not-gguf", "verify {W}/bad/x.gguf", "x.gguf", "not a GGUF file", "mythos-convert gguf"),
+    case("ckpt-training-nested-deep", "hf {W}/deep/ckpt.pt {D}/out --no-verify", "'training'", "levels deep"),
+    case("ckpt-config-nested-deep", "generate {W}/deepconfig/ckpt.pt hello", "'config'", "levels deep"),
+    # YAML that expands without bound, and metadata of the wrong types (issue 12)
+    case("card-meta-alias-bomb", "card {D}/out --meta {W}/bad/bomb.yaml", "bomb.yaml", "expands", pre="export"),
+    case("config-yaml-alias-bomb", "hf {W}/noconf/ckpt.pt {D}/out --config {W}/bad/bomb_config.yaml", "expands"),
+    case(
+        "card-meta-limitations-not-strings",
+        "card {D}/out --meta {W}/bad/limits.yaml",
+        "limitations",
+        "must be a string",
+        pre="export",
+    ),
+    # verify finds the tokenizer the export recorded; when that is gone it says so (issue 12)
+    case(
+        "verify-recorded-tokenizer-gone",
+        "verify {W}/hf_gone_tok",
+        "no tokenizer found",
+        "recorded at export time",
+        "--tokenizer",
+    ),
+    # messages that say what to do, not only the rule (issue 12)
+    case("generate-negative-max-new-tokens", f"generate {CK} hello --max-new-tokens -5", "-5", "--max-new-tokens 128"),
+    case("gguf-outfile-not-gguf", "gguf {W}/hf --outfile {D}/m.bin", "must end in .gguf", "--outfile"),
+    case("hf-bad-shard-size", f"hf {CK} {{D}}/out --no-verify --max-shard-size lots", "lots", "--max-shard-size 5GB"),
     # a usage mistake is one line too
     case("usage-missing-argument", f"generate {CK}", "Missing argument", "--help"),
 ]
+BAD_UTF8 = "caf\udce9"  # the byte 0xE9 alone, as Python passes a non-UTF-8 argv entry (surrogateescape)
 
 
 # ---------------------------------------------------------------- running the CLI
@@ -242,6 +313,15 @@ def _set_config(key: str, value):
     return edit
 
 
+def _drop_config(key: str):
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        del config[key]
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    return edit
+
+
 def _untie(folder: Path) -> None:
     weights = load_file(folder / "model.safetensors")
     weights["lm_head.weight"] = weights["model.embed_tokens.weight"] * 2
@@ -258,6 +338,58 @@ def _word_level(folder: Path) -> None:
 def _truncate(path: Path, keep: float) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _set_native(key: str, value):
+    def edit(payload: dict) -> None:
+        payload["config"][key] = value
+
+    return edit
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _deep_variant(root: Path, name: str, tokenizer: Path, key: str) -> None:
+    """A checkpoint whose `key` dict holds a list nested 30000 deep. torch.save recurses once per
+    level, so it saves from a thread with a large stack under a raised recursion limit."""
+
+    def save() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(200_000)
+        try:
+            _variant(root, name, tokenizer, lambda p: p.setdefault(key, {}).__setitem__("nested", _nested(30_000)))
+        finally:
+            sys.setrecursionlimit(limit)
+
+    stack = threading.stack_size(512 << 20)
+    try:
+        thread = threading.Thread(target=save)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(stack)
+    assert (root / name / "ckpt.pt").is_file()
+
+
+def _alias_bomb(path: Path, head: str) -> None:
+    """Billion laughs under `head`: nine levels of nine aliases, 9**9 strings once expanded."""
+    lines = [head, "  - &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"  - &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _no_unk(source: Path, target: Path) -> None:
+    """A tokenizer.json that parses but cannot encode anything: its <unk> is not in its vocabulary."""
+    tok = json.loads(source.read_text())
+    tok.update(added_tokens=[], post_processor=None)
+    tok["model"].update(vocab={}, merges=[])
+    target.write_text(json.dumps(tok))
 
 
 def _poison(name: str, value: float):
@@ -291,6 +423,16 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     preset["model"]["n_heads"] = 5
     (bad / "preset.yaml").write_text(yaml.safe_dump(preset))
     (bad / "meta.yaml").write_text("license: [mit\nwidget:: - broken\n")
+    layers = yaml.safe_load((bad / "heads.yaml").read_text())
+    layers["model"].update(n_heads=4, n_layers=100_000)
+    (bad / "layers.yaml").write_text(yaml.safe_dump(layers))
+    _alias_bomb(bad / "bomb.yaml", "limitations:")
+    _alias_bomb(bad / "bomb_config.yaml", "model:\n  n_layers:")
+    (bad / "limits.yaml").write_text("limitations: [1, [2, 3]]\n")
+    (bad / "x.gguf").write_text("a text file named like a GGUF\n")
+    shutil.copy(tok, bad / "torn_tokenizer.json")
+    _truncate(bad / "torn_tokenizer.json", 0.5)
+    _no_unk(tok, bad / "no_unk.json")
 
     (W / "noconf").mkdir()
     make_checkpoint(W / "noconf" / "ckpt.pt", cfg, embed_config=False)
@@ -299,6 +441,16 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _variant(W, "shape", tok, lambda p: p["model"].__setitem__("layers.0.attention.wk.weight", torch.zeros(16, 64)))
     _variant(W, "nan", tok, _poison("layers.0.feed_forward.w1.weight", float("nan")))
     _variant(W, "inf", tok, _poison("embedding.weight", float("inf")))
+    _variant(W, "size_str", tok, _set_native("d_model", "sixty-four"))
+    _variant(W, "eps_str", tok, _set_native("norm_eps", "tiny"))
+    _variant(W, "layers_huge", tok, _set_native("n_layers", 100_000))
+    _variant(W, "vocab_huge", tok, _set_native("vocab_size", 10**12))
+    _variant(W, "ctx_huge", tok, _set_native("max_seq_len", 10**10))
+    big = dict(d_model=65536, n_heads=512, n_kv_heads=512, n_layers=1000, d_ff=1 << 20, max_seq_len=1 << 20)
+    _variant(W, "big", tok, lambda p: p["config"].update(big))
+    _variant(W, "listweight", tok, lambda p: p["model"].__setitem__("norm.weight", [1.0] * 64))
+    _deep_variant(W, "deep", tok, "training")
+    _deep_variant(W, "deepconfig", tok, "config")
     make_checkpoint(W / "notok" / "ckpt.pt", cfg)  # no tokenizer beside it, none inside it
     make_reference_tokenizer(W / "bigtok" / "tokenizer.json", vocab_size=900)
     make_checkpoint(W / "bigtok" / "ckpt.pt", cfg)
@@ -314,6 +466,20 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _hf_variant(W, "hf_notok", lambda f: (f / "tokenizer.json").unlink())
     _hf_variant(W, "hf_wordlevel", _word_level)
     _hf_variant(W, "hf_truncated", lambda f: _truncate(f / "model.safetensors", 0.5))
+    _hf_variant(W, "hf_size_str", _set_config("hidden_size", "sixty-four"))
+    _hf_variant(W, "hf_eps_str", _set_config("rms_norm_eps", "tiny"))
+    _hf_variant(W, "hf_vocab_huge", _set_config("vocab_size", 10**12))
+    _hf_variant(W, "hf_layers_huge", _set_config("num_hidden_layers", 100_000))
+    _hf_variant(W, "hf_ctx_huge", _set_config("max_position_embeddings", 10**10))
+    _hf_variant(W, "hf_config_torn", lambda f: _truncate(f / "config.json", 0.5))
+    _hf_variant(W, "hf_no_vocab", _drop_config("vocab_size"))
+    _hf_variant(W, "hf_tok_torn", lambda f: _truncate(f / "tokenizer.json", 0.5))
+    # exported with --tokenizer from a file that is gone since: verify must say what was recorded
+    gone = root / "gone" / "tokenizer.json"
+    gone.parent.mkdir()
+    shutil.copy(tok, gone)
+    export_hf(W / "notok" / "ckpt.pt", W / "hf_gone_tok", tokenizer=gone, verify=False)
+    shutil.rmtree(gone.parent)
     (W / "pre").mkdir()
     export_gguf(W / "hf", "f16", W / "pre" / "m.gguf", verify=False)
 
@@ -335,6 +501,8 @@ def _place_previous_output(kind: str | None, d: Path, W: Path) -> None:
         shutil.copy(W / "pre" / "m.gguf", d / "m.gguf")
     elif kind == "tok":
         shutil.copy(W / "ck" / "tokenizer.json", d / "tokenizer.json")
+    elif kind is not None and kind.startswith("copy:"):  # a damaged folder the command would write into
+        shutil.copytree(W / kind.removeprefix("copy:"), d / "out")
 
 
 @dataclass
@@ -360,7 +528,7 @@ def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
         d.mkdir()
         _place_previous_output(c.pre, d, world.root)
         before = snapshot(d)
-        args = [a.format(W=world.root, D=d, LONG=long_prompt) for a in c.argv]
+        args = [a.format(W=world.root, D=d, LONG=long_prompt, BADUTF8=BAD_UTF8) for a in c.argv]
         proc = run_cli(args, world.env, d)
         return Outcome(proc, before, snapshot(d))
 
@@ -409,6 +577,25 @@ def test_a_bug_is_one_line_with_a_debug_hint(world: World, tmp_path: Path):
     assert proc.stderr.strip().splitlines() == [
         "internal error: RuntimeError: simulated bug (rerun with --debug for the traceback)"
     ]
+
+
+def test_verify_uses_the_tokenizer_the_export_recorded(world: World, tmp_path: Path):
+    """An export made with --tokenizer verifies without options (the recorded file, said in an info
+    line); --tokenizer still overrides it."""
+    tok = tmp_path / "elsewhere" / "tokenizer.json"
+    tok.parent.mkdir()
+    shutil.copy(world.root / "ck" / "tokenizer.json", tok)
+    out = tmp_path / "out"
+    export_hf(world.root / "notok" / "ckpt.pt", out, tokenizer=tok, verify=False)
+
+    proc = run_cli(["verify", str(out)], world.env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = " ".join((proc.stdout + proc.stderr).split())  # rich wraps long lines (and folds paths)
+    assert "recorded at export time (--tokenizer overrides)" in said
+
+    again = run_cli(["verify", str(out), "--tokenizer", str(world.root / "ck" / "tokenizer.json")], world.env, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "recorded at export time" not in again.stdout + again.stderr
 
 
 # ---------------------------------------------------------------- interrupted runs
