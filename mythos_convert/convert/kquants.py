@@ -1,0 +1,566 @@
+"""llama.cpp's K-quants (Q2_K..Q6_K) and its importance-weighted legacy quants, in numpy.
+
+gguf-py quantizes only the legacy types, and only without an importance matrix; llama.cpp's
+`quantize_<type>(src, dst, nrow, n_per_row, quant_weights)` is what users' files are made with.
+This module gives the same bytes without a llama.cpp build. Every step is the C code's float32
+arithmetic in the C code's order: products and sums are float32, sums over a block's elements run
+sequentially from 0 (numpy's `add.reduce` along the leading axis of a C-contiguous array does
+exactly that; along the last axis it sums pairwise, which rounds differently), `nearest_int` is
+ggml's magic-number rounding, and fp16 scales round to nearest even like ggml's conversion.
+The work is vectorised over blocks: arrays are laid out (position in block, block), so Python
+loops only over positions inside a block and over candidate scales.
+
+`quantize(rows, qtype, imatrix)` is the one entry point; it hands the types gguf-py already
+quantizes like llama.cpp (legacy types without an imatrix, Q8_0 always) to `gguf.quants`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gguf
+import numpy as np
+
+Q = gguf.GGMLQuantizationType
+F32 = np.float32
+QK_K = 256
+GROUP_MAX_EPS = F32(1e-15)
+CHUNK_ELEMENTS = 1 << 17  # rows are quantized in slices of about this many values: temporaries stay in cache
+
+K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatrix in llama.cpp, unlike Q8_0
+
+
+def quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """float32 rows (n_rows, n_per_row) -> (n_rows, bytes_per_row) uint8, the bytes llama.cpp writes.
+
+    Args:
+        rows: the matrix, one quantized row per row (ggml's `ne[0]` is `n_per_row`).
+        qtype: any type `gguf.quants` quantizes, plus Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
+        imatrix: per-column importance (`n_per_row` values, what llama-imatrix collects), or None.
+
+    Raises:
+        ValueError: a row length that is not a multiple of the type's block, or an imatrix of the
+            wrong length or with non-finite values.
+    """
+    rows = np.ascontiguousarray(rows, dtype=F32)
+    if rows.ndim != 2:
+        raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
+    n_rows, n_per_row = rows.shape
+    qw = _check_imatrix(imatrix, n_per_row) if imatrix is not None else None
+    impl = _QUANTIZERS.get((qtype, qw is not None))
+    if impl is None:  # gguf-py's numpy quantizers equal ggml's reference ones
+        return gguf.quants.quantize(rows, qtype).reshape(n_rows, -1)
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    if n_per_row % block_size:
+        raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
+    out = np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+    step = max(1, CHUNK_ELEMENTS // n_per_row)
+    with np.errstate(all="ignore"):  # masked-out lanes divide by zero; the C code never looks at them
+        for start in range(0, n_rows, step):
+            out[start : start + step] = impl(rows[start : start + step], qw)
+    return out
+
+
+def _check_imatrix(imatrix: np.ndarray, n_per_row: int) -> np.ndarray:
+    qw = np.ascontiguousarray(imatrix, dtype=F32).reshape(-1)
+    if qw.size != n_per_row:
+        raise ValueError(f"imatrix has {qw.size} values, the rows have {n_per_row}")
+    if not np.isfinite(qw).all():
+        raise ValueError("imatrix has non-finite values")
+    return qw
+
+
+# --- float32 primitives, as ggml computes them --------------------------------------------------
+
+
+def _nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's `nearest_int`: add 1.5 * 2^23 and read the low mantissa bits (ties to even)."""
+    return ((v + F32(12582912.0)).view(np.int32) & 0x007FFFFF) - 0x00400000
+
+
+def _sum0(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 in element order, from +0: the C loops' `float s = 0; s += a[i]`."""
+    if a.shape[1] < 2:  # a (n, 1) array is one contiguous run, and numpy would sum it pairwise
+        acc = np.zeros(a.shape[1:], dtype=F32)
+        for row in a:
+            acc = acc + row
+        return acc
+    return np.add.reduce(np.ascontiguousarray(a), axis=0)
+
+
+def _f(v: np.ndarray) -> np.ndarray:
+    return v.astype(F32)
+
+
+def _fp16(v: np.ndarray) -> np.ndarray:
+    """GGML_FP32_TO_FP16 (round to nearest even), as a float16 array."""
+    return np.asarray(v, dtype=F32).astype(np.float16)
+
+
+def _cols(x: np.ndarray, n: int) -> np.ndarray:
+    """(..., k*n) values -> (n, blocks): position inside each block of n first, contiguous."""
+    return np.ascontiguousarray(x.reshape(-1, n).T)
+
+
+def _first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|x| max, the x it came from), first one on ties: `if (ax > amax) { amax = ax; max = x; }`."""
+    ax = np.abs(x)
+    idx = np.argmax(ax, axis=0)
+    lanes = np.arange(x.shape[1])
+    return ax[idx, lanes], x[idx, lanes]
+
+
+def _running_max(values: np.ndarray) -> np.ndarray:
+    """`m = 0; if (v > m) m = v;` over the last axis."""
+    m = np.zeros(values.shape[:-1], dtype=F32)
+    for j in range(values.shape[-1]):
+        m = np.where(values[..., j] > m, values[..., j], m)
+    return m
+
+
+# --- ggml's block searches, vectorised over blocks (arrays are (n, blocks)) ----------------------
+
+
+def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """`make_qx_quants(..., rmse_type=1, qw)`: symmetric scale, 18 trial scales around -nmax/max."""
+    amax, mx = _first_absmax(x)
+    w = qw if qw is not None else x * x
+    wx = w * x
+
+    def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = np.clip(_nearest_int(iscale * x), -nmax, nmax - 1)
+        lf = _f(q)
+        return q, _sum0(wx * lf), _sum0((w * lf) * lf)
+
+    q, sumlx, suml2 = trial(F32(-nmax) / mx)
+    levels = q + nmax
+    scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        q, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / mx)
+        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        levels = np.where(better, q + nmax, levels)
+        scale = np.where(better, sumlx / suml2, scale)
+        best = np.where(better, scale * sumlx, best)
+    zero = amax < GROUP_MAX_EPS
+    return np.where(zero, F32(0), scale), np.where(zero, 0, levels)
+
+
+def _make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """`make_q3_quants(..., do_rmse=true)`: then up to 5 passes moving one level at a time."""
+    amax, mx = _first_absmax(x)
+    q = np.clip(_nearest_int((F32(-nmax) / mx) * x), -nmax, nmax - 1)
+    w = x * x
+    wx = w * x
+    lf = _f(q)
+    sumlx, suml2 = _sum0(wx * lf), _sum0((w * lf) * lf)
+    q = q.copy()
+    for _ in range(5):
+        changed = np.zeros(x.shape[1], dtype=bool)
+        for i in range(x.shape[0]):
+            li = _f(q[i])
+            slx = sumlx - wx[i] * li
+            sl2 = suml2 - (w[i] * li) * li
+            new = np.clip(_nearest_int((x[i] * sl2) / slx), -nmax, nmax - 1)
+            nf = _f(new)
+            slx_new = slx + wx[i] * nf
+            sl2_new = sl2 + (w[i] * nf) * nf
+            take = (slx > 0) & (new != q[i]) & (sl2_new > 0) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
+            q[i] = np.where(take, new, q[i])
+            sumlx = np.where(take, slx_new, sumlx)
+            suml2 = np.where(take, sl2_new, suml2)
+            changed |= take
+        if not changed.any():  # a block whose pass changed nothing would change nothing again
+            break
+    zero = amax < GROUP_MAX_EPS
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    return np.where(zero, F32(0), scale), np.where(zero, 0, q + nmax)
+
+
+def _make_qkx_quants(
+    x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`make_qkx2_quants` / `make_qkx3_quants` (same arithmetic): scale and min, nstep+1 trials.
+
+    Returns (scale, the_min, levels); the_min is the positive offset ggml stores (`-min`).
+    """
+    n = x.shape[0]
+    lo, hi = x[0].copy(), x[0].copy()
+    sum_w = w[0].copy()
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        lo = np.where(x[i] < lo, x[i], lo)
+        hi = np.where(x[i] > hi, x[i], hi)
+        sum_w = sum_w + w[i]
+        sum_x = sum_x + w[i] * x[i]
+    lo = np.where(lo > 0, F32(0), lo)
+    flat = hi == lo  # C returns at once: levels 0, scale 0, the clamped min
+    lo_flat = lo
+
+    def error(scale: np.ndarray, minimum: np.ndarray, lf: np.ndarray) -> np.ndarray:
+        diff = (scale * lf + minimum) - x
+        return _sum0(w * (np.abs(diff) if use_mad else diff * diff))
+
+    iscale = F32(nmax) / (hi - lo)
+    scale = F32(1) / iscale
+    levels = np.clip(_nearest_int(iscale * (x - lo)), 0, nmax)
+    best = error(scale, lo, _f(levels))
+    for step in range(nstep + 1):
+        iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (hi - lo)
+        trial = np.clip(_nearest_int(iscale * (x - lo)), 0, nmax)
+        lf = _f(trial)
+        wl = w * lf
+        sum_l, sum_l2, sum_xl = _sum0(wl), _sum0(wl * lf), _sum0(wl * x)
+        det = sum_w * sum_l2 - sum_l * sum_l
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+        positive = this_min > 0
+        this_min = np.where(positive, F32(0), this_min)
+        this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
+        cur = error(this_scale, this_min, lf)
+        better = (det > 0) & (cur < best)
+        levels = np.where(better, trial, levels)
+        best = np.where(better, cur, best)
+        scale = np.where(better, this_scale, scale)
+        lo = np.where(better, this_min, lo)
+    return np.where(flat, F32(0), scale), -np.where(flat, lo_flat, lo), np.where(flat, 0, levels)
+
+
+def _make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`make_qp_quants`: a block's sub-block scales (or mins) as levels 0..nmax of one scale.
+
+    Levels are stored in uint8 in C, so values out of 0..255 wrap (`& 0xFF`) where C stores them.
+    """
+    mx = np.zeros(x.shape[1], dtype=F32)
+    for i in range(x.shape[0]):
+        mx = np.where(mx > x[i], mx, x[i])
+    iscale = F32(nmax) / mx
+    levels = _nearest_int(iscale * x) & 0xFF
+
+    def mse(scale: np.ndarray, lf: np.ndarray) -> np.ndarray:
+        diff = x - scale * lf
+        return _sum0((qw * diff) * diff)
+
+    best = mse(F32(1) / iscale, _f(levels))
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(step) + F32(nmax)) / mx
+        cur = mse(F32(1) / iscale_is, _f(np.minimum(nmax, _nearest_int(iscale_is * x))))
+        better = cur < best
+        best = np.where(better, cur, best)
+        iscale = np.where(better, iscale_is, iscale)
+    q = np.minimum(nmax, _nearest_int(iscale * x))
+    wx = qw * x
+    lf = _f(q)
+    sumlx, suml2 = _sum0(wx * lf), _sum0((qw * lf) * lf)
+    levels = q & 0xFF
+    for _ in range(5):
+        changed = np.zeros(x.shape[1], dtype=bool)
+        for i in range(x.shape[0]):
+            li = _f(levels[i])
+            slx = sumlx - wx[i] * li
+            sl2 = suml2 - (qw[i] * li) * li
+            new = np.minimum(nmax, _nearest_int((x[i] * sl2) / slx))
+            nf = _f(new)
+            slx_new = slx + wx[i] * nf
+            sl2_new = sl2 + (qw[i] * nf) * nf
+            take = (
+                (slx > 0) & (sl2 > 0) & (new != levels[i]) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
+            )
+            levels[i] = np.where(take, new & 0xFF, levels[i])
+            sumlx = np.where(take, slx_new, sumlx)
+            suml2 = np.where(take, sl2_new, suml2)
+            changed |= take
+        if not changed.any():
+            break
+    zero = mx < GROUP_MAX_EPS
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
+    return np.where(zero, F32(0), scale), np.where(zero, 0, levels)
+
+
+# --- super-block helpers ---------------------------------------------------------------------
+
+
+def _superblocks(x: np.ndarray, qw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows, n) -> (blocks, 256) values and the matching per-column weights."""
+    blocks = x.reshape(-1, QK_K)
+    if qw is None:
+        return blocks, None
+    return blocks, np.broadcast_to(qw, x.shape).reshape(-1, QK_K)
+
+
+def _sigma2(xb: np.ndarray, factor: int) -> np.ndarray:
+    """`factor * sum(x*x) / 256` over each super-block (the imatrix weights' floor)."""
+    xt = _cols(xb, QK_K)
+    return (F32(factor) * _sum0(xt * xt)) / F32(QK_K)
+
+
+def _imatrix_weights(xs: np.ndarray, qws: np.ndarray, sigma2: np.ndarray, per_block: int) -> np.ndarray:
+    """`qw[l] * sqrtf(sigma2 + x[l]*x[l])` for (n, sub-blocks) arrays, sigma2 per super-block."""
+    return qws * np.sqrt(np.repeat(sigma2, per_block) + xs * xs)
+
+
+def _requantize(
+    xs: np.ndarray, levels: np.ndarray, d: np.ndarray, dm: np.ndarray | None, lo: int, hi: int
+) -> np.ndarray:
+    """The final pass: levels from the stored fp16 scales; sub-blocks with d == 0 keep theirs."""
+    num = xs if dm is None else xs + dm
+    fresh = np.clip(_nearest_int(num / d), lo, hi) - lo
+    return np.where(d != 0, fresh, levels)
+
+
+def _rows_of(levels: np.ndarray, n_blocks: int) -> np.ndarray:
+    """(n, sub-blocks) levels -> (super-blocks, 256) uint8, the inverse of `_cols`."""
+    return levels.T.reshape(n_blocks, QK_K).astype(np.uint8)
+
+
+def _pack_2bit(levels: np.ndarray) -> np.ndarray:
+    """Q2_K/Q3_K `qs`: byte l of each 128 holds levels l, l+32, l+64, l+96 (2 bits each)."""
+    q = levels.reshape(-1, 2, 4, 32)
+    return (q[:, :, 0] | (q[:, :, 1] << 2) | (q[:, :, 2] << 4) | (q[:, :, 3] << 6)).reshape(-1, 64)
+
+
+def _pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Q4_K/Q5_K's 12 bytes of eight 6-bit scales and mins (`get_scale_min_k4` reads them)."""
+    ls, lm = ls.astype(np.uint8), lm.astype(np.uint8)
+    out = np.empty((ls.shape[0], 12), dtype=np.uint8)
+    out[:, 0:4] = ls[:, 0:4] | ((ls[:, 4:8] >> 4) << 6)
+    out[:, 4:8] = lm[:, 0:4] | ((lm[:, 4:8] >> 4) << 6)
+    out[:, 8:12] = (ls[:, 4:8] & 0xF) | ((lm[:, 4:8] & 0xF) << 4)
+    return out
+
+
+def _unpack_scales_k4(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`get_scale_min_k4` for all eight sub-blocks: (scales, mins) as 0..63."""
+    q = packed.astype(np.int32)
+    sc = np.concatenate([q[:, 0:4] & 63, (q[:, 8:12] & 0xF) | ((q[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([q[:, 4:8] & 63, (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)], axis=1)
+    return sc, m
+
+
+def _half_bytes(h: np.ndarray) -> np.ndarray:
+    """fp16 values (blocks,) -> (blocks, 2) little-endian bytes."""
+    return h.astype("<f2").view(np.uint8).reshape(-1, 2)
+
+
+# --- Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins ---------------------------------
+
+
+def _q45_k(x: np.ndarray, qw: np.ndarray | None, nmax: int) -> np.ndarray:
+    xb, qwb = _superblocks(x, qw)
+    n_blocks = xb.shape[0]
+    xs = _cols(xb, 32)
+    if qwb is None:  # quantize_row_q{4,5}_K_ref
+        av_x = np.sqrt(_sum0(xs * xs) / F32(32))
+        weights = av_x + np.abs(xs)
+        rmin, nstep = (-1.0, 20) if nmax == 15 else (-0.5, 15)
+        scale, the_min, levels = _make_qkx_quants(xs, weights, nmax, rmin, 0.1, nstep, False)
+        scales, mins = scale.reshape(n_blocks, 8), the_min.reshape(n_blocks, 8)
+        max_scale, max_min = _running_max(scales), _running_max(mins)
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
+        ls = np.minimum(63, _nearest_int(inv_scale[:, None] * scales) & 0xFF)
+        lm = np.minimum(63, _nearest_int(inv_min[:, None] * mins) & 0xFF)
+        d, dmin = _fp16(max_scale / F32(63)), _fp16(max_min / F32(63))
+    else:  # quantize_row_q{4,5}_K_impl
+        sigma2 = _sigma2(xb, 2)
+        weights = _imatrix_weights(xs, _cols(qwb, 32), sigma2, 8)
+        scale, the_min, levels = _make_qkx_quants(xs, weights, nmax, -0.9, 0.05, 36, False)
+        sw = _sum0(weights).reshape(n_blocks, 8)
+        d_block, ls = _make_qp_quants(_cols(scale, 8), 63, _cols(sw, 8))
+        m_block, lm = _make_qp_quants(_cols(the_min, 8), 63, _cols(sw, 8))
+        ls, lm = ls.T, lm.T
+        if nmax == 31:
+            ls, lm = np.minimum(63, ls), np.minimum(63, lm)
+        d, dmin = _fp16(d_block), _fp16(m_block)
+    packed = _pack_scales_k4(ls, lm)
+    sc, m = _unpack_scales_k4(packed)
+    dq = (d.astype(F32)[:, None] * _f(sc)).reshape(-1)
+    dmq = (dmin.astype(F32)[:, None] * _f(m)).reshape(-1)
+    levels = _rows_of(_requantize(xs, levels, dq, dmq, 0, nmax), n_blocks)
+    q = levels.reshape(n_blocks, 4, 2, 32)
+    low = (q[:, :, 0] & 0xF) | ((q[:, :, 1] & 0xF) << 4)
+    parts = [_half_bytes(d), _half_bytes(dmin), packed]
+    if nmax == 31:
+        high = q >> 4
+        qh = np.zeros((n_blocks, 32), dtype=np.uint8)
+        for k in range(4):
+            qh |= (high[:, k, 0] << (2 * k)) | (high[:, k, 1] << (2 * k + 1))
+        parts.append(qh)
+    parts.append(low.reshape(n_blocks, 128))
+    return np.concatenate(parts, axis=1).reshape(x.shape[0], -1)
+
+
+def _q4_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    return _q45_k(x, qw, 15)
+
+
+def _q5_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    return _q45_k(x, qw, 31)
+
+
+# --- Q6_K: 16 sub-blocks of 16, signed 6-bit levels, int8 scales ----------------------------------
+
+
+def _q6_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    xb, qwb = _superblocks(x, qw)
+    n_blocks = xb.shape[0]
+    xs = _cols(xb, 16)
+    scale, levels = _make_qx_quants(xs, 32, None if qwb is None else _cols(qwb, 16))
+    scales = scale.reshape(n_blocks, 16)
+    max_abs = np.zeros(n_blocks, dtype=F32)
+    max_scale = np.zeros(n_blocks, dtype=F32)
+    for j in range(16):
+        a = np.abs(scales[:, j])
+        take = a > max_abs
+        max_abs = np.where(take, a, max_abs)
+        max_scale = np.where(take, scales[:, j], max_scale)
+    iscale = F32(-128) / max_scale
+    d = _fp16(F32(1) / iscale)
+    sc = np.minimum(127, _nearest_int(iscale[:, None] * scales)).astype(np.int8)
+    dq = (d.astype(F32)[:, None] * _f(sc)).reshape(-1)
+    levels = _rows_of(_requantize(xs, levels, dq, None, -32, 31), n_blocks)
+    q = levels.reshape(n_blocks, 2, 4, 32)
+    low, high = q & 0xF, q >> 4
+    ql = np.stack([low[:, :, 0] | (low[:, :, 2] << 4), low[:, :, 1] | (low[:, :, 3] << 4)], axis=2)
+    qh = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+    out = np.concatenate(
+        [ql.reshape(n_blocks, 128), qh.reshape(n_blocks, 64), sc.view(np.uint8), _half_bytes(d)], axis=1
+    )
+    out[max_abs < GROUP_MAX_EPS] = 0  # an all-zero super-block is written as zeros
+    return out.reshape(x.shape[0], -1)
+
+
+# --- Q3_K: 16 sub-blocks of 16, signed 3-bit levels, 6-bit scales ---------------------------------
+
+
+def _q3_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    xb, qwb = _superblocks(x, qw)
+    n_blocks = xb.shape[0]
+    xs = _cols(xb, 16)
+    if qwb is None:  # quantize_row_q3_K_ref
+        scale, levels = _make_q3_quants(xs, 4)
+        scales = scale.reshape(n_blocks, 16)
+        amax = np.zeros(n_blocks, dtype=F32)
+        max_scale = np.zeros(n_blocks, dtype=F32)
+        for j in range(16):
+            a = np.abs(scales[:, j])
+            take = a > amax
+            amax = np.where(take, a, amax)
+            max_scale = np.where(take, scales[:, j], max_scale)
+        iscale = F32(-32) / max_scale
+        ls = _nearest_int(iscale[:, None] * scales).astype(np.int8).astype(np.int32)
+        ls = np.clip(ls, -32, 31) + 32
+        nonzero = max_scale != 0
+        ls = np.where(nonzero[:, None], ls, 0)
+        d = _fp16(np.where(nonzero, F32(1) / iscale, F32(0)))
+    else:  # quantize_row_q3_K_impl
+        weights = _imatrix_weights(xs, _cols(qwb, 16), _sigma2(xb, 2), 16)
+        scale, levels = _make_qx_quants(xs, 4, weights)
+        sw = _sum0(weights)
+        d_block, ls = _make_qx_quants(_cols(scale, 16), 32, _cols(sw, 16))
+        ls = ls.T
+        d = _fp16(d_block)
+    dq = (d.astype(F32)[:, None] * _f(ls - 32)).reshape(-1)
+    levels = _rows_of(_requantize(xs, levels, dq, None, -4, 3), n_blocks)
+    high = (levels > 3).astype(np.uint8)
+    levels = levels - (high << 2)
+    hmask = np.zeros((n_blocks, 32), dtype=np.uint8)
+    for k, h in enumerate(high.reshape(n_blocks, 8, 32).transpose(1, 0, 2)):
+        hmask |= h << k
+    ls8 = ls.astype(np.uint8)
+    packed = np.empty((n_blocks, 12), dtype=np.uint8)
+    packed[:, 0:8] = (ls8[:, 0:8] & 0xF) | ((ls8[:, 8:16] & 0xF) << 4)
+    top = ls8 >> 4
+    packed[:, 8:12] = top[:, 0:4] | (top[:, 4:8] << 2) | (top[:, 8:12] << 4) | (top[:, 12:16] << 6)
+    return np.concatenate([hmask, _pack_2bit(levels), packed, _half_bytes(d)], axis=1).reshape(x.shape[0], -1)
+
+
+# --- Q2_K: 16 sub-blocks of 16, 2-bit levels, 4-bit scales and mins -------------------------------
+
+
+def _q2_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    xb, qwb = _superblocks(x, qw)
+    n_blocks = xb.shape[0]
+    xs = _cols(xb, 16)
+    if qwb is None:  # quantize_row_q2_K_ref
+        scale, the_min, levels = _make_qkx_quants(xs, np.abs(xs), 3, -0.5, 0.1, 15, True)
+        scales, mins = scale.reshape(n_blocks, 16), the_min.reshape(n_blocks, 16)
+        max_scale, max_min = _running_max(scales), _running_max(mins)
+        has_scale, has_min = max_scale > 0, max_min > 0
+        ls = np.where(has_scale[:, None], _nearest_int((F32(15) / max_scale)[:, None] * scales), 0)
+        lm = np.where(has_min[:, None], _nearest_int((F32(15) / max_min)[:, None] * mins), 0)
+        d = _fp16(np.where(has_scale, max_scale / F32(15), F32(0)))
+        dmin = _fp16(np.where(has_min, max_min / F32(15), F32(0)))
+    else:  # quantize_row_q2_K_impl
+        weights = _imatrix_weights(xs, _cols(qwb, 16), _sigma2(xb, 1), 16)
+        scale, the_min, levels = _make_qkx_quants(xs, weights, 3, -0.9, 0.05, 36, False)
+        sw = _cols(_sum0(weights), 16)
+        d_block, ls = _make_qp_quants(_cols(scale, 16), 15, sw)
+        m_block, lm = _make_qp_quants(_cols(the_min, 16), 15, sw)
+        ls, lm = ls.T, lm.T
+        d, dmin = _fp16(d_block), _fp16(m_block)
+    sc = ((ls & 0xFF) | ((lm << 4) & 0xFF)).astype(np.uint8)
+    dq = (d.astype(F32)[:, None] * _f(sc & 0xF)).reshape(-1)
+    dmq = (dmin.astype(F32)[:, None] * _f(sc >> 4)).reshape(-1)
+    levels = _rows_of(_requantize(xs, levels, dq, dmq, 0, 3), n_blocks)
+    return np.concatenate([sc, _pack_2bit(levels), _half_bytes(d), _half_bytes(dmin)], axis=1).reshape(x.shape[0], -1)
+
+
+# --- legacy types weighted by an imatrix (quantize_row_q{4,5}_{0,1}_impl) --------------------------
+
+
+def _legacy_weights(x: np.ndarray, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of 32 as (32, blocks) and `qw * sqrtf(sigma2 + x*x)`, sigma2 = mean x^2 of the row."""
+    n_per_row = x.shape[1]
+    xt = np.ascontiguousarray(x.T)
+    sigma2 = _sum0(xt * xt) / F32(n_per_row)
+    xs = _cols(x, 32)
+    qws = _cols(np.broadcast_to(qw, x.shape), 32)
+    return xs, qws * np.sqrt(np.repeat(sigma2, n_per_row // 32) + xs * xs)
+
+
+def _nibbles(levels: np.ndarray) -> np.ndarray:
+    """(32, blocks) levels -> (blocks, 16): byte j holds level j (low) and j+16 (high nibble)."""
+    q = levels.T.astype(np.uint8)
+    return (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
+
+
+def _fifth_bits(levels: np.ndarray) -> np.ndarray:
+    """(32, blocks) 5-bit levels -> (blocks, 4): bit j of the little-endian uint32 is level j's bit 4."""
+    bits = ((levels.T >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)
+    return np.bitwise_or.reduce(bits, axis=1).astype("<u4").view(np.uint8).reshape(-1, 4)
+
+
+def _legacy_symmetric(x: np.ndarray, qw: np.ndarray, nmax: int) -> np.ndarray:
+    xs, weights = _legacy_weights(x, qw)
+    d, levels = _make_qx_quants(xs, nmax, weights)
+    parts = [_half_bytes(_fp16(d))]
+    if nmax == 16:
+        parts.append(_fifth_bits(levels))
+    parts.append(_nibbles(levels))
+    return np.concatenate(parts, axis=1).reshape(x.shape[0], -1)
+
+
+def _legacy_affine(x: np.ndarray, qw: np.ndarray, nmax: int) -> np.ndarray:
+    xs, weights = _legacy_weights(x, qw)
+    d, the_min, levels = _make_qkx_quants(xs, weights, nmax, -0.9, 0.05, 36, False)
+    parts = [_half_bytes(_fp16(d)), _half_bytes(_fp16(-the_min))]
+    if nmax == 31:
+        parts.append(_fifth_bits(levels))
+    parts.append(_nibbles(levels))
+    return np.concatenate(parts, axis=1).reshape(x.shape[0], -1)
+
+
+Quantizer = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+_QUANTIZERS: dict[tuple[gguf.GGMLQuantizationType, bool], Quantizer] = {
+    **{(t, w): f for t, f in zip(K_TYPES, (_q2_k, _q3_k, _q4_k, _q5_k, _q6_k), strict=True) for w in (False, True)},
+    (Q.Q4_0, True): lambda x, qw: _legacy_symmetric(x, qw, 8),
+    (Q.Q5_0, True): lambda x, qw: _legacy_symmetric(x, qw, 16),
+    (Q.Q4_1, True): lambda x, qw: _legacy_affine(x, qw, 15),
+    (Q.Q5_1, True): lambda x, qw: _legacy_affine(x, qw, 31),
+}
