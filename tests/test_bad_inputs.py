@@ -144,6 +144,7 @@ CASES = [
         "card-config-torn", "card {D}/out", "config.json", "not readable JSON", "re-export", pre="copy:hf_config_torn"
     ),
     case("card-config-wrong-type", "card {D}/out", "hidden_size", "'sixty-four'", "re-export", pre="copy:hf_size_str"),
+    case("card-config-not-an-object", "card {D}/out", "not a JSON object", pre="copy:hf_config_list"),
     case("card-config-incomplete", "card {D}/out", "lacks ['vocab_size']", "re-export", pre="copy:hf_no_vocab"),
     # config values of the wrong type or absurd size, checked before anything is built (issue 12)
     case("hf-config-size-not-a-number", "native {W}/hf_size_str {D}/back.pt", "hidden_size", "'sixty-four'", "fix it"),
@@ -156,6 +157,7 @@ CASES = [
     case("ckpt-config-layers-absurd", "generate {W}/layers_huge/ckpt.pt hello", "n_layers=100000", "larger than"),
     case("ckpt-config-vocab-absurd", "hf {W}/vocab_huge/ckpt.pt {D}/out --no-verify", "vocab_size=1000000000000"),
     case("ckpt-config-context-absurd", "gguf {W}/ctx_huge/ckpt.pt --outfile {D}/m.gguf", "max_seq_len=10000000000"),
+    case("yaml-config-size-not-integer", "hf {W}/noconf/ckpt.pt {D}/out --config {W}/bad/half.yaml", "n_layers", "2.5"),
     case("yaml-config-layers-absurd", "hf {W}/noconf/ckpt.pt {D}/out --config {W}/bad/layers.yaml", "n_layers=100000"),
     case(
         "config-too-big-for-its-weights",  # within the limits: refused by the weights, before the model is built
@@ -181,6 +183,9 @@ CASES = [
         "cannot encode",
         "<unk>",
     ),
+    case("verify-folder-tokenizer-torn", f"verify {{W}}/hf_tok_torn --ckpt {CK}", "tokenizer.json", "re-export"),
+    case("gguf-folder-tokenizer-torn", "gguf {W}/hf_tok_torn --outfile {D}/m.gguf", "tokenizer.json", "not a valid"),
+    case("generate-tokenizer-torn", "generate {W}/torntok/ckpt.pt hello", "tokenizer.json", "not a valid"),
     case("verify-not-gguf", "verify {W}/bad/x.gguf", "x.gguf", "not a GGUF file", "mythos-convert gguf"),
     case("ckpt-training-nested-deep", "hf {W}/deep/ckpt.pt {D}/out --no-verify", "'training'", "levels deep"),
     case("ckpt-config-nested-deep", "generate {W}/deepconfig/ckpt.pt hello", "'config'", "levels deep"),
@@ -426,6 +431,8 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     layers = yaml.safe_load((bad / "heads.yaml").read_text())
     layers["model"].update(n_heads=4, n_layers=100_000)
     (bad / "layers.yaml").write_text(yaml.safe_dump(layers))
+    layers["model"]["n_layers"] = 2.5
+    (bad / "half.yaml").write_text(yaml.safe_dump(layers))
     _alias_bomb(bad / "bomb.yaml", "limitations:")
     _alias_bomb(bad / "bomb_config.yaml", "model:\n  n_layers:")
     (bad / "limits.yaml").write_text("limitations: [1, [2, 3]]\n")
@@ -450,6 +457,8 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _variant(W, "big", tok, lambda p: p["config"].update(big))
     _variant(W, "listweight", tok, lambda p: p["model"].__setitem__("norm.weight", [1.0] * 64))
     _deep_variant(W, "deep", tok, "training")
+    _variant(W, "torntok", tok, lambda p: None)
+    _truncate(W / "torntok" / "tokenizer.json", 0.5)
     _deep_variant(W, "deepconfig", tok, "config")
     make_checkpoint(W / "notok" / "ckpt.pt", cfg)  # no tokenizer beside it, none inside it
     make_reference_tokenizer(W / "bigtok" / "tokenizer.json", vocab_size=900)
@@ -473,6 +482,7 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _hf_variant(W, "hf_ctx_huge", _set_config("max_position_embeddings", 10**10))
     _hf_variant(W, "hf_config_torn", lambda f: _truncate(f / "config.json", 0.5))
     _hf_variant(W, "hf_no_vocab", _drop_config("vocab_size"))
+    _hf_variant(W, "hf_config_list", lambda f: (f / "config.json").write_text("[1, 2]\n"))
     _hf_variant(W, "hf_tok_torn", lambda f: _truncate(f / "tokenizer.json", 0.5))
     # exported with --tokenizer from a file that is gone since: verify must say what was recorded
     gone = root / "gone" / "tokenizer.json"

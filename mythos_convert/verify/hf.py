@@ -301,6 +301,8 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
             f"{folder} is not an export of {native.path}: their configs differ; pass --ckpt with the "
             "checkpoint it was exported from"
         )
+    if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
+        load_tokenizer(src.tokenizer_path, fix="re-export the folder with `mythos-convert hf`")
     if tokenizer is None:
         tokenizer = _recorded_tokenizer(src, native)
     check_vocab_fits(tokenizer, native.config.vocab_size)
