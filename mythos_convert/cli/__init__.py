@@ -53,6 +53,7 @@ def _register() -> None:
         generate_cmd,
         gguf_cmd,
         hf_cmd,
+        imatrix_cmd,
         native_cmd,
         push_cmd,
         tokenizer_cmd,
@@ -67,6 +68,7 @@ def _register() -> None:
     app.command("verify")(verify_cmd.verify)
     app.command("native")(native_cmd.native)
     app.command("gguf")(gguf_cmd.gguf)
+    app.command("imatrix")(imatrix_cmd.imatrix)
     app.command("card")(card_cmd.card)
     app.command("push")(push_cmd.push)
     app.command("demo")(demo_cmd.demo)

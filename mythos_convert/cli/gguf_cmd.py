@@ -36,6 +36,10 @@ def gguf(
         str | None, typer.Option("--split-max-size", help="Split into shards of at most this size (500M, 2G).")
     ] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the llama.cpp parity check.")] = False,
+    imatrix: Annotated[
+        Path | None,
+        typer.Option("--imatrix", help="Importance matrix (`mythos-convert imatrix`) to weight the quantizers."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
@@ -54,6 +58,7 @@ def gguf(
         split_max_size=split_max_size,
         modelfile=modelfile,
         verify=not no_verify,
+        imatrix=imatrix,
     )
     result(render_export(export))
     if export.modelfile is not None:

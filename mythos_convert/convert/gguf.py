@@ -147,6 +147,23 @@ def gguf_shapes(config: MythosConfig) -> dict[str, tuple[int, ...]]:
 
 
 @dataclass(frozen=True)
+class ImatrixInfo:
+    """An importance matrix as the writer uses it, and what llama-quantize records of it."""
+
+    weights: dict[str, np.ndarray]  # GGUF tensor name -> per-column weights (float32)
+    file: str
+    dataset: str
+    chunks: int
+
+    def add_to(self, writer: gguf.GGUFWriter) -> None:
+        """llama-quantize's keys (`tools/quantize/quantize.cpp`), so tools recognise an imatrix quant."""
+        writer.add_string("quantize.imatrix.file", self.file)
+        writer.add_string("quantize.imatrix.dataset", self.dataset)
+        writer.add_int32("quantize.imatrix.entries_count", len(self.weights))
+        writer.add_int32("quantize.imatrix.chunks_count", self.chunks)
+
+
+@dataclass(frozen=True)
 class TensorPlan:
     name: str
     shape: tuple[int, ...]  # numpy order
@@ -412,7 +429,9 @@ class _Output:
     def n_shards(self) -> int:
         return len(self.writer.tensors)
 
-    def write_header(self, config: MythosConfig, vocab: GGUFVocab, metadata: GGUFMetadata) -> None:
+    def write_header(
+        self, config: MythosConfig, vocab: GGUFVocab, metadata: GGUFMetadata, imatrix: ImatrixInfo | None = None
+    ) -> None:
         w = self.writer
         metadata.add_to(w)
         add_hparams(w, config)
@@ -428,12 +447,14 @@ class _Output:
             w.add_array(KEY_KEPT, kept)
         if fallback:
             w.add_array(KEY_FALLBACK, fallback)
+        if imatrix is not None and self.outtype.qtype not in (Q.F32, Q.F16, Q.BF16, Q.Q8_0):
+            imatrix.add_to(w)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
 
-    def write(self, plan: TensorPlan, array: np.ndarray) -> None:
-        data = encode(array, plan.qtype)
+    def write(self, plan: TensorPlan, array: np.ndarray, weights: np.ndarray | None = None) -> None:
+        data = encode(array, plan.qtype, weights)
         assert data.nbytes == plan.nbytes, (plan.name, data.nbytes, plan.nbytes)
         self.writer.write_tensor_data(data)
 
@@ -480,6 +501,7 @@ def write_gguf(
     *,
     split_max_size: int = 0,
     force: bool = False,
+    imatrix: ImatrixInfo | None = None,
 ) -> list[WrittenGGUF]:
     """Write one GGUF per output type from one pass over `tensors`.
 
@@ -489,6 +511,8 @@ def write_gguf(
         outputs: outtype name -> final path (a split output gets `-0000k-of-0000n` names).
         split_max_size: bytes of tensor data per shard (0: one file).
         force: replace existing files.
+        imatrix: per-column importance weights by GGUF name (`mythos_convert.imatrix`): the
+            quantizers weight by them and llama.cpp's imatrix rules pick the types.
 
     Nothing is left under a final name unless that output was completely written.
     """
@@ -505,13 +529,15 @@ def write_gguf(
         opened: list[_Output] = []
         try:
             for outtype, path in chosen:
-                opened.append(_Output(outtype, path, plan_tensors(config, outtype), split_max_size))
-                opened[-1].write_header(config, vocab, metadata)
+                plans = plan_tensors(config, outtype, imatrix=imatrix is not None)
+                opened.append(_Output(outtype, path, plans, split_max_size))
+                opened[-1].write_header(config, vocab, metadata, imatrix)
             order = list(gguf_shapes(config))
             stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
-            for index, (_name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
+            weights = imatrix.weights if imatrix is not None else {}
+            for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
                 for out in opened:
-                    out.write(out.plans[index], array)
+                    out.write(out.plans[index], array, weights.get(name))
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)
         except BaseException:

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from mythos_convert.convert.gguf import (
     GGUFMetadata,
+    ImatrixInfo,
     OutType,
     WrittenGGUF,
     parse_outtypes,
@@ -24,6 +25,7 @@ from mythos_convert.convert.gguf import (
     write_gguf,
 )
 from mythos_convert.convert.gguf_vocab import build_vocab
+from mythos_convert.convert.imatrix_file import read_imatrix
 from mythos_convert.convert.names import expected_names
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
@@ -190,6 +192,7 @@ def export_gguf(
     split_max_size: str | int | None = None,
     modelfile: bool = False,
     verify: bool = True,
+    imatrix: str | Path | None = None,
 ) -> GGUFExport:
     """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
 
@@ -201,6 +204,8 @@ def export_gguf(
         split_max_size: e.g. `2G`: shards named like llama.cpp's gguf-split.
         modelfile: also write an Ollama `Modelfile` beside the GGUF.
         verify: run `verify_gguf` on each file and record it in the folder's verify.json.
+        imatrix: an importance matrix file (`mythos-convert imatrix`, or llama-imatrix's GGUF one)
+            to weight the quantizers by, checked against the model first.
 
     Raises:
         MythosError: bad source, tokenizer, outtype or size; existing output without force.
@@ -213,10 +218,20 @@ def export_gguf(
     meta = load_metadata(source.config, source.generation)
     paths = output_paths(source.out_dir, types, meta, outfile)
     inputs = [("source file", p) for p in source.inputs] + [("tokenizer", tokenizer), ("config", config_yaml)]
+    inputs.append(("importance matrix", imatrix))
     for path in paths.values():
         refuse_output_over_inputs(path, inputs)
+    weights = _imatrix_info(imatrix, source.config) if imatrix is not None else None
     written = write_gguf(
-        source.tensors(), source.kind, source.config, vocab, meta, paths, split_max_size=max_size, force=force
+        source.tensors(),
+        source.kind,
+        source.config,
+        vocab,
+        meta,
+        paths,
+        split_max_size=max_size,
+        force=force,
+        imatrix=weights,
     )
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
@@ -233,6 +248,13 @@ def export_gguf(
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in written):
         _rerender_card(source.path)
     return export
+
+
+def _imatrix_info(path: str | Path, config: MythosConfig) -> ImatrixInfo:
+    """Read and check an imatrix file for this model (one error naming the first mismatch)."""
+    stats = read_imatrix(path, config)
+    info(f"importance matrix {path}: {len(stats.sums)} matrices, {stats.chunk_count} chunks")
+    return ImatrixInfo(stats.weights(), Path(path).name, stats.datasets[0] if stats.datasets else "", stats.chunk_count)
 
 
 def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:

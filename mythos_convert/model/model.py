@@ -19,7 +19,9 @@ saved checkpoints never change), dropped again by `clear_cache`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,21 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch
     return (x * cos + swapped * sin_signed).type_as(x)
 
 
+# Observers of every matrix product's input (x, weight): how an importance matrix is collected
+# without a second copy of the forward pass. Empty (one list check per product) unless tapped.
+_LINEAR_TAPS: list[Callable[[torch.Tensor, torch.Tensor], None]] = []
+
+
+@contextlib.contextmanager
+def tap_linear_inputs(tap: Callable[[torch.Tensor, torch.Tensor], None]) -> Iterator[None]:
+    """Call `tap(x, weight)` before every `linear` in the block (the unfused, uncached forward)."""
+    _LINEAR_TAPS.append(tap)
+    try:
+        yield
+    finally:
+        _LINEAR_TAPS.remove(tap)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.linear, with two detours for bfloat16 on CPUs without native bf16 matmul (AVX2).
 
@@ -81,6 +98,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     one small buffer that stays in cache, not all at once: a float32 copy of every weight would be
     written to fresh memory on each prompt (0.23 s for mythos-172m here, most of the prompt's time).
     """
+    for tap in _LINEAR_TAPS:
+        tap(x, weight)
     if weight.dtype is torch.bfloat16 and x.dtype is torch.bfloat16 and x.device.type == "cpu":
         if x.numel() == x.shape[-1]:
             return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])

@@ -1,0 +1,44 @@
+"""`mythos-convert imatrix CKPT --out FILE`: an importance matrix for K-quants, from the native model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import CheckpointArg, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+
+
+def imatrix(
+    ckpt: CheckpointArg,
+    out: Annotated[Path, typer.Option("--out", help="Output imatrix file (llama.cpp's GGUF imatrix format).")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Calibration text (as `train --data`); default: the run's validation split."),
+    ] = None,
+    ctx: Annotated[int, typer.Option("--ctx", help="Tokens per window (capped at the model's context).")] = 512,
+    chunks: Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")] = None,
+    tokenizer: TokenizerOpt = None,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Collect the mean squared input of every matrix on calibration text; `gguf --imatrix OUT` uses it.
+
+    Example: mythos-convert imatrix runs/tiny/ckpt.pt --out runs/tiny/imatrix.gguf
+    """
+    apply_quiet(quiet)
+    from mythos_convert.atomic import check_output_file
+    from mythos_convert.convert.imatrix_file import write_imatrix
+    from mythos_convert.imatrix import compute_imatrix
+    from mythos_convert.safe_paths import refuse_output_over_inputs
+    from mythos_convert.ui import result
+
+    check_output_file(out, force)
+    refuse_output_over_inputs(
+        out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config), *(("data", d) for d in data or [])]
+    )
+    stats = compute_imatrix(ckpt, data=data, tokenizer=tokenizer, config_yaml=config, ctx=ctx, chunks=chunks)
+    write_imatrix(out, stats, force=force)
+    result(f"{out}  {len(stats.sums)} matrices  {stats.chunk_count} x {stats.chunk_size} tokens")

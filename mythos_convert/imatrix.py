@@ -1,0 +1,107 @@
+"""Importance matrices from the native model, in the file format llama.cpp's quantizer reads.
+
+A K-quant (or a legacy type) weighted by an importance matrix spends its precision on the input
+columns that carry the most signal. What llama.cpp's `llama-imatrix` collects, per matrix that
+will be quantized (`blk.*` products; not the tied embedding, which is a lookup): for each input
+column, the sum over tokens of the squared activation entering the product, and the token count.
+Here the native model runs on held-out text and a tap on `model.linear` (no second forward pass)
+adds the same sums, in float64, per GGUF tensor name.
+
+The file format is `convert/imatrix_file.py`'s (llama.cpp's GGUF imatrix).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mythos_convert.convert.imatrix_file import ImatrixStats
+from mythos_convert.convert.names import convert_name
+from mythos_convert.data.held_out import held_out_tokens
+from mythos_convert.data.tokenizer import resolve_tokenizer
+from mythos_convert.errors import MythosError
+from mythos_convert.model.model import Mythos, tap_linear_inputs
+from mythos_convert.train.checkpoint import load_checkpoint, load_model
+from mythos_convert.ui import info, track
+
+DEFAULT_CTX = 512  # llama-imatrix's default context
+
+
+def collect(
+    model: Mythos, tokens: np.ndarray, *, ctx: int = DEFAULT_CTX, chunks: int | None = None, dataset: str = ""
+) -> ImatrixStats:
+    """Run `model` over `tokens` in windows of `ctx` and sum every covered product's squared inputs.
+
+    Raises:
+        MythosError: fewer tokens than one window.
+    """
+    ctx = min(ctx, model.config.max_seq_len)
+    n_windows = tokens.size // ctx
+    if chunks is not None:
+        n_windows = min(n_windows, chunks)
+    if n_windows < 1:
+        raise MythosError(
+            f"the calibration text has {tokens.size} tokens, fewer than one window of {ctx}: "
+            "pass more text with --data or a smaller --ctx"
+        )
+    names = {
+        id(param): convert_name(name, "native", "gguf")
+        for name, param in model.named_parameters()
+        if name.startswith("layers.") and param.dim() == 2
+    }
+    stats = ImatrixStats(datasets=[dataset] if dataset else [], chunk_size=ctx)
+
+    def tap(x: torch.Tensor, weight: torch.Tensor) -> None:
+        name = names.get(id(weight))
+        if name is None:
+            return
+        flat = x.detach().reshape(-1, x.shape[-1]).double()
+        squares = (flat * flat).sum(dim=0).numpy()
+        if name in stats.sums:
+            stats.sums[name] += squares
+            stats.counts[name] += flat.shape[0]
+        else:
+            stats.sums[name], stats.counts[name] = squares, flat.shape[0]
+
+    model.eval()
+    started = time.perf_counter()
+    with torch.no_grad(), tap_linear_inputs(tap):
+        for i in track(range(n_windows), "collecting the importance matrix"):
+            window = torch.from_numpy(np.ascontiguousarray(tokens[i * ctx : (i + 1) * ctx], dtype=np.int64))
+            model(window[None])
+    seconds = time.perf_counter() - started
+    stats.chunk_count = n_windows
+    stats.tokens_per_second = n_windows * ctx / seconds if seconds > 0 else math.inf
+    info(f"importance matrix: {n_windows} windows of {ctx} tokens, {stats.tokens_per_second:,.0f} tokens/s")
+    return stats
+
+
+def compute_imatrix(
+    ckpt: str | Path,
+    *,
+    data: list[str | Path] | None = None,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    ctx: int = DEFAULT_CTX,
+    chunks: int | None = None,
+) -> ImatrixStats:
+    """The importance matrix of a native checkpoint on `data`, else its run's validation split, else
+    the embedded corpus's (`held_out_tokens`), computed in float32.
+
+    Raises:
+        MythosError: a bad checkpoint, tokenizer or text; too little text for one window.
+    """
+    if ctx < 2:
+        raise MythosError(f"--ctx {ctx} is too small: pass at least 2 (llama-imatrix uses 512)")
+    if chunks is not None and chunks < 1:
+        raise MythosError(f"--chunks {chunks} must be at least 1: pass how many windows to run, or leave it out")
+    source = load_checkpoint(ckpt, config_yaml)
+    tok, _ = resolve_tokenizer(source, tokenizer)
+    text = held_out_tokens(tok, data, Path(ckpt).parent)
+    info(f"calibration text: {text.description}")
+    model = load_model(source, torch.float32)
+    return collect(model, text.tokens, ctx=ctx, chunks=chunks, dataset=text.description)
