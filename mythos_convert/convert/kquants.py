@@ -11,7 +11,8 @@ The work is vectorised over blocks: arrays are laid out (position in block, bloc
 loops only over positions inside a block and over candidate scales.
 
 `quantize(rows, qtype, imatrix)` is the one entry point; it hands the types gguf-py already
-quantizes like llama.cpp (legacy types without an imatrix, Q8_0 always) to `gguf.quants`.
+quantizes like llama.cpp (Q4_0 and Q5_0 without an imatrix, Q8_0 always) to `gguf.quants`. Its
+Q4_1/Q5_1 differ from ggml's in the sign of a zero minimum, so those are done here too.
 """
 
 from __future__ import annotations
@@ -556,6 +557,25 @@ def _legacy_affine(x: np.ndarray, qw: np.ndarray, nmax: int) -> np.ndarray:
     return np.concatenate(parts, axis=1).reshape(x.shape[0], -1)
 
 
+def _legacy_affine_ref(x: np.ndarray, nmax: int) -> np.ndarray:
+    """`quantize_row_q{4,5}_1_ref`. gguf-py's version takes numpy's min, which may give -0.0 where
+    ggml's first-smallest loop keeps +0.0 (or the reverse): a different fp16 `m` byte."""
+    xs = _cols(x, 32)
+    lo = np.full(xs.shape[1], np.finfo(F32).max, dtype=F32)
+    hi = -lo
+    for v in xs:
+        lo = np.where(v < lo, v, lo)
+        hi = np.where(v > hi, v, hi)
+    d = (hi - lo) / F32(nmax)
+    inv = np.where(d != 0, F32(1) / d, F32(0))
+    levels = np.minimum(nmax, ((xs - lo) * inv + F32(0.5)).astype(np.int32))  # C's (int8_t) cast truncates
+    parts = [_half_bytes(_fp16(d)), _half_bytes(_fp16(lo))]
+    if nmax == 31:
+        parts.append(_fifth_bits(levels))
+    parts.append(_nibbles(levels))
+    return np.concatenate(parts, axis=1).reshape(x.shape[0], -1)
+
+
 Quantizer = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 _QUANTIZERS: dict[tuple[gguf.GGMLQuantizationType, bool], Quantizer] = {
     **{(t, w): f for t, f in zip(K_TYPES, (_q2_k, _q3_k, _q4_k, _q5_k, _q6_k), strict=True) for w in (False, True)},
@@ -563,4 +583,6 @@ _QUANTIZERS: dict[tuple[gguf.GGMLQuantizationType, bool], Quantizer] = {
     (Q.Q5_0, True): lambda x, qw: _legacy_symmetric(x, qw, 16),
     (Q.Q4_1, True): lambda x, qw: _legacy_affine(x, qw, 15),
     (Q.Q5_1, True): lambda x, qw: _legacy_affine(x, qw, 31),
+    (Q.Q4_1, False): lambda x, _: _legacy_affine_ref(x, 15),
+    (Q.Q5_1, False): lambda x, _: _legacy_affine_ref(x, 31),
 }

@@ -1,0 +1,271 @@
+"""`kquants` against llama.cpp's own quantizer: the same bytes, block for block.
+
+Two references, both llama.cpp's compiled code from llama-cpp-python: `llama_model_quantize` on an
+F32 GGUF (the path users take: file in, file out, imatrix entries looked up by tensor name), and
+`ggml_quantize_chunk` from libggml-base, the function that path calls per chunk of rows, on many
+small random matrices of awkward data (ties, constants, zeros, tiny and huge values, outliers).
+A mismatch reports how many blocks differ and the largest dequantised difference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from mythos_convert.convert import kquants
+
+Q = gguf.GGMLQuantizationType
+pytestmark = pytest.mark.llama_cpp
+llama_cpp = pytest.importorskip("llama_cpp")
+
+# main type -> the llama_ftype whose main type it is (`pure` gives every matrix that type)
+FILE_TYPES = {
+    Q.Q2_K: "LLAMA_FTYPE_MOSTLY_Q2_K",
+    Q.Q3_K: "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    Q.Q4_K: "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    Q.Q5_K: "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    Q.Q6_K: "LLAMA_FTYPE_MOSTLY_Q6_K",
+    Q.Q4_0: "LLAMA_FTYPE_MOSTLY_Q4_0",
+    Q.Q4_1: "LLAMA_FTYPE_MOSTLY_Q4_1",
+    Q.Q5_0: "LLAMA_FTYPE_MOSTLY_Q5_0",
+    Q.Q5_1: "LLAMA_FTYPE_MOSTLY_Q5_1",
+    Q.Q8_0: "LLAMA_FTYPE_MOSTLY_Q8_0",
+}
+N_EMBD, N_FF, N_VOCAB = 256, 512, 96  # rows of 256 everywhere but ffn_down (512)
+
+
+def _matrices(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One llama block's matrices (numpy shape (ne1, ne0)), some with the data quantizers trip on."""
+
+    def normal(rows: int, cols: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+
+    q = normal(N_EMBD, N_EMBD)
+    k = normal(N_EMBD, N_EMBD)
+    k[rng.random(k.shape) < 0.002] = 0.8  # outliers
+    v = normal(N_EMBD, N_EMBD)
+    v[::5, :256] = 0.0  # whole super-blocks of zeros
+    v[1::5, 16:48] = 0.0  # zero sub-blocks inside a block
+    v[2::5] *= np.float32(1e-9)  # tiny values, near the quantizers' epsilon
+    v[3::5] = np.abs(v[3::5])  # one-signed rows: the min is 0
+    o = np.round(normal(N_EMBD, N_EMBD, 3.0)).astype(np.float32) / 8  # few distinct values: exact ties
+    down = normal(N_EMBD, N_FF)
+    down[:, 7] *= 60  # an outlier column, as in real ffn_down
+    return {
+        "token_embd.weight": normal(N_VOCAB, N_EMBD, 1.0),
+        "blk.0.attn_q.weight": q,
+        "blk.0.attn_k.weight": k,
+        "blk.0.attn_v.weight": v,
+        "blk.0.attn_output.weight": o,
+        "blk.0.ffn_gate.weight": normal(N_FF, N_EMBD),
+        "blk.0.ffn_up.weight": normal(N_FF, N_EMBD, 0.5),
+        "blk.0.ffn_down.weight": down,
+    }
+
+
+def _write_f32_gguf(path: Path, matrices: dict[str, np.ndarray]) -> None:
+    """The minimal llama file llama.cpp's quantizer loads: hparams and tensors, no vocabulary."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(1)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(N_VOCAB)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    norm = np.ones(N_EMBD, dtype=np.float32)
+    for name, array in matrices.items():
+        w.add_tensor(name, array)
+        if name.endswith("attn_output.weight"):
+            w.add_tensor("blk.0.attn_norm.weight", norm)
+            w.add_tensor("blk.0.ffn_norm.weight", norm)
+    w.add_tensor("output_norm.weight", norm)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _imatrix(rng: np.random.Generator, matrices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mean squared activations per input column: positive, heavy-tailed, a few exactly zero."""
+    out = {}
+    for name, array in matrices.items():
+        values = (rng.exponential(size=array.shape[1]) ** 2).astype(np.float32)
+        values[rng.random(values.size) < 0.02] = 0.0
+        out[name] = values
+    return out
+
+
+def _llama_quantize(src: Path, dst: Path, qtype: gguf.GGMLQuantizationType, imatrix: dict | None) -> None:
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, FILE_TYPES[qtype])
+    params.pure = True
+    params.nthread = 2
+    keep = []
+    if imatrix is not None:
+        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()  # NULL name ends the list
+        for entry, (name, values) in zip(entries, imatrix.items(), strict=False):
+            keep.append(values)
+            entry.name = name.encode()
+            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entry.size = values.size
+        params.imatrix = entries
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+
+
+def _mismatch(ours: np.ndarray, theirs: np.ndarray, qtype: gguf.GGMLQuantizationType) -> str:
+    """'' when equal, else how many blocks differ and by how much once dequantised."""
+    type_size = gguf.GGML_QUANT_SIZES[qtype][1]
+    a, b = ours.reshape(-1, type_size), theirs.reshape(-1, type_size)
+    bad = (a != b).any(axis=1)
+    if not bad.any():
+        return ""
+    diff = np.abs(gguf.quants.dequantize(a[bad], qtype) - gguf.quants.dequantize(b[bad], qtype))
+    return f"{bad.sum()}/{bad.size} blocks differ, max dequantised |diff| {np.nanmax(diff):.3g}"
+
+
+@pytest.fixture(scope="module")
+def f32_file(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(13)
+    matrices = _matrices(rng)
+    path = tmp_path_factory.mktemp("kquants") / "f32.gguf"
+    _write_f32_gguf(path, matrices)
+    return path, matrices, _imatrix(rng, matrices)
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("qtype", list(FILE_TYPES), ids=lambda t: t.name)
+def test_llama_model_quantize_writes_our_bytes(f32_file, tmp_path, qtype, with_imatrix):
+    src, matrices, imatrix = f32_file
+    dst = tmp_path / f"{qtype.name}.gguf"
+    _llama_quantize(src, dst, qtype, imatrix if with_imatrix else None)
+    tensors = {t.name: t for t in gguf.GGUFReader(dst).tensors}
+    problems = []
+    for name, array in matrices.items():
+        tensor = tensors[name]
+        assert tensor.tensor_type == qtype, f"{name}: llama.cpp wrote {tensor.tensor_type.name}"
+        ours = kquants.quantize(array, qtype, imatrix[name] if with_imatrix else None)
+        theirs = np.asarray(tensor.data).reshape(ours.shape)
+        if message := _mismatch(ours, theirs, qtype):
+            problems.append(f"{name}: {message}")
+    assert not problems, f"{qtype.name} {'with' if with_imatrix else 'without'} imatrix: " + "; ".join(problems)
+    if with_imatrix and qtype != Q.Q8_0:  # the entries reached llama.cpp: its bytes are not the plain ones
+        plain = kquants.quantize(matrices["blk.0.attn_q.weight"], qtype)
+        assert not np.array_equal(np.asarray(tensors["blk.0.attn_q.weight"].data).reshape(plain.shape), plain)
+
+
+# --- ggml_quantize_chunk on awkward data --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ggml_quantize_chunk():
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    fn = lib.ggml_quantize_chunk
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p]
+
+    def run(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None) -> np.ndarray:
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        out = np.zeros((rows.shape[0], rows.shape[1] // block_size * type_size), dtype=np.uint8)
+        fn(int(qtype), rows.ctypes.data, out.ctypes.data, 0, *rows.shape, None if qw is None else qw.ctypes.data)
+        return out
+
+    return run
+
+
+def _awkward_rows(rng: np.random.Generator, n_rows: int, n_per_row: int) -> np.ndarray:
+    """Rows built from 16-value pieces of thirteen kinds of data that take the quantizers' odd branches."""
+    n = 16
+
+    def piece(kind: int) -> np.ndarray:
+        if kind == 0:
+            return rng.standard_normal(n)
+        if kind == 1:
+            return np.round(rng.standard_normal(n) * 4)  # integers: exact ties in rounding and search
+        if kind == 2:
+            return np.full(n, rng.standard_normal())  # constant: max == min
+        if kind == 3:
+            return np.zeros(n)
+        if kind == 4:
+            return rng.standard_normal(n) * 1e-30  # below GROUP_MAX_EPS
+        if kind == 5:
+            return rng.standard_normal(n) * 1e-8
+        if kind == 6:
+            v = rng.standard_normal(n) * 0.01
+            v[rng.integers(n)] = 50.0
+            return v
+        if kind == 7:
+            return np.abs(rng.standard_normal(n))
+        if kind == 8:
+            return -np.abs(rng.standard_normal(n))
+        if kind == 9:
+            return rng.standard_normal(n) * 1e4
+        if kind == 10:
+            return rng.standard_normal(n) * (rng.random(n) < 0.3)
+        if kind == 11:
+            return rng.choice([-1.0, 0.0, 1.0, 0.5], n)
+        return rng.standard_t(2, n)
+
+    pieces = [piece(int(k)) for k in rng.integers(13, size=n_rows * n_per_row // n)]
+    return np.concatenate(pieces).reshape(n_rows, n_per_row).astype(np.float32)
+
+
+@pytest.mark.parametrize("qtype", list(FILE_TYPES), ids=lambda t: t.name)
+def test_ggml_quantize_chunk_gives_our_bytes_on_awkward_data(ggml_quantize_chunk, qtype):
+    rng = np.random.default_rng(int(qtype))
+    problems = []
+    for trial in range(6):
+        n_rows, n_per_row = int(rng.integers(1, 24)), 256 * int(rng.integers(1, 4))
+        rows = _awkward_rows(rng, n_rows, n_per_row)
+        kinds = [rng.exponential(size=n_per_row) ** 2, rng.random(n_per_row) * (rng.random(n_per_row) < 0.5)]
+        qw = kinds[trial % 2].astype(np.float32)
+        for weights in (None, qw):
+            ours = kquants.quantize(rows, qtype, weights)
+            if message := _mismatch(ours, ggml_quantize_chunk(rows, qtype, weights), qtype):
+                problems.append(f"trial {trial} {'imatrix' if weights is not None else 'plain'}: {message}")
+    assert not problems, f"{qtype.name}: " + "; ".join(problems)
+
+
+# --- the module's own promises ------------------------------------------------------------------
+
+
+def test_sequential_sum_matches_a_c_loop_even_for_one_block():
+    rng = np.random.default_rng(0)
+    for lanes in (1, 2, 5):
+        a = (rng.standard_normal((32, lanes)) * rng.exponential(size=(32, lanes))).astype(np.float32)
+        acc = np.zeros(lanes, dtype=np.float32)
+        for row in a:
+            acc = acc + row
+        assert np.array_equal(kquants._sum0(a), acc)
+
+
+def test_nearest_int_rounds_half_to_even_like_ggml():
+    v = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 3.49999, -7.5, 4194303.0], dtype=np.float32)
+    assert kquants._nearest_int(v).tolist() == [0, 2, 2, 0, -2, 3, -8, 4194303]
+
+
+def test_types_gguf_py_quantizes_are_delegated():
+    rows = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    for qtype in (Q.Q4_0, Q.Q8_0):
+        assert np.array_equal(kquants.quantize(rows, qtype), gguf.quants.quantize(rows, qtype))
+    # Q8_0 has no imatrix variant in llama.cpp: the weights are ignored
+    assert np.array_equal(kquants.quantize(rows, Q.Q8_0, np.ones(64)), gguf.quants.quantize(rows, Q.Q8_0))
+
+
+@pytest.mark.parametrize(
+    ("n_per_row", "imatrix", "message"),
+    [
+        (128, None, "multiple of 256"),
+        (256, np.ones(128), "imatrix has 128 values"),
+        (256, np.full(256, np.nan), "non-finite"),
+    ],
+)
+def test_bad_input_is_refused_with_the_reason(n_per_row, imatrix, message):
+    with pytest.raises(ValueError, match=message):
+        kquants.quantize(np.ones((2, n_per_row), dtype=np.float32), Q.Q4_K, imatrix)
