@@ -123,31 +123,71 @@ def _running_max(values: np.ndarray) -> np.ndarray:
 # --- ggml's block searches, vectorised over blocks (arrays are (n, blocks)) ----------------------
 
 
+class _Levels:
+    """`clip(nearest_int(v), lo, hi)` into reused buffers: the trial loops' hottest step.
+
+    `float_into` leaves the levels as float32 (what the C code multiplies with); `ints` returns them
+    as int32. In-place steps save a temporary per operation, which is most of numpy's cost here.
+    """
+
+    def __init__(self, shape: tuple[int, ...], lo: int, hi: int) -> None:
+        self.buf = np.empty(shape, dtype=F32)
+        self.ibuf = self.buf.view(np.int32)
+        self.lo, self.hi = lo, hi
+
+    def _round(self, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+        if offset is None:
+            np.multiply(scale, x, out=self.buf)
+        else:
+            np.subtract(x, offset, out=self.buf)
+            np.multiply(scale, self.buf, out=self.buf)
+        self.buf += F32(12582912.0)
+        np.bitwise_and(self.ibuf, 0x007FFFFF, out=self.ibuf)
+        self.ibuf -= 0x00400000
+        return np.clip(self.ibuf, self.lo, self.hi, out=self.ibuf)
+
+    def float_into(self, out: np.ndarray, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None) -> None:
+        np.copyto(out, self._round(scale, x, offset), casting="unsafe")
+
+    def ints(self, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        return self._round(scale, x, offset).copy()
+
+
 def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """`make_qx_quants(..., rmse_type=1, qw)`: symmetric scale, 18 trial scales around -nmax/max."""
+    """`make_qx_quants(..., rmse_type=1, qw)`: symmetric scale, 18 trial scales around -nmax/max.
+
+    Levels are not kept per trial: the winning trial's inverse scale is, and its levels are
+    recomputed once at the end (the same float32 operations, so the same levels).
+    """
     amax, mx = _first_absmax(x)
     w = qw if qw is not None else x * x
     wx = w * x
+    levels = _Levels(x.shape, -nmax, nmax - 1)
+    lf, tmp = np.empty_like(x), np.empty_like(x)
 
-    def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q = np.clip(_nearest_int(iscale * x), -nmax, nmax - 1)
-        lf = _f(q)
-        return q, _sum0(wx * lf), _sum0((w * lf) * lf)
+    def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels.float_into(lf, iscale, x)
+        sumlx = _sum0(np.multiply(wx, lf, out=tmp))
+        np.multiply(w, lf, out=tmp)
+        return sumlx, _sum0(np.multiply(tmp, lf, out=tmp))
 
-    q, sumlx, suml2 = trial(F32(-nmax) / mx)
-    levels = q + nmax
+    best_iscale = F32(-nmax) / mx
+    sumlx, suml2 = trial(best_iscale)
     scale = np.where(suml2 != 0, sumlx / suml2, F32(0))
     best = scale * sumlx
     for step in range(-9, 10):
         if step == 0:
             continue
-        q, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / mx)
+        iscale = -(F32(nmax) + F32(0.1) * F32(step)) / mx
+        sumlx, suml2 = trial(iscale)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        levels = np.where(better, q + nmax, levels)
+        best_iscale = np.where(better, iscale, best_iscale)
         scale = np.where(better, sumlx / suml2, scale)
         best = np.where(better, scale * sumlx, best)
     zero = amax < GROUP_MAX_EPS
-    return np.where(zero, F32(0), scale), np.where(zero, 0, levels)
+    final = levels.ints(best_iscale, x) + nmax
+    final[:, zero] = 0
+    return np.where(zero, F32(0), scale), final
 
 
 def _make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +226,8 @@ def _make_qkx_quants(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`make_qkx2_quants` / `make_qkx3_quants` (same arithmetic): scale and min, nstep+1 trials.
 
-    Returns (scale, the_min, levels); the_min is the positive offset ggml stores (`-min`).
+    Returns (scale, the_min, levels); the_min is the positive offset ggml stores (`-min`). As in
+    `_make_qx_quants`, the winning trial's (inverse scale, min used) is kept, not its levels.
     """
     n = x.shape[0]
     lo, hi = x[0].copy(), x[0].copy()
@@ -200,34 +241,47 @@ def _make_qkx_quants(
     lo = np.where(lo > 0, F32(0), lo)
     flat = hi == lo  # C returns at once: levels 0, scale 0, the clamped min
     lo_flat = lo
+    levels = _Levels(x.shape, 0, nmax)
+    lf, wl, tmp = np.empty_like(x), np.empty_like(x), np.empty_like(x)
 
-    def error(scale: np.ndarray, minimum: np.ndarray, lf: np.ndarray) -> np.ndarray:
-        diff = (scale * lf + minimum) - x
-        return _sum0(w * (np.abs(diff) if use_mad else diff * diff))
+    def error(scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
+        np.multiply(scale, lf, out=tmp)
+        np.add(tmp, minimum, out=tmp)
+        np.subtract(tmp, x, out=tmp)
+        if use_mad:
+            np.abs(tmp, out=tmp)
+        else:
+            np.multiply(tmp, tmp, out=tmp)
+        return _sum0(np.multiply(w, tmp, out=tmp))
 
-    iscale = F32(nmax) / (hi - lo)
-    scale = F32(1) / iscale
-    levels = np.clip(_nearest_int(iscale * (x - lo)), 0, nmax)
-    best = error(scale, lo, _f(levels))
+    best_iscale = F32(nmax) / (hi - lo)
+    best_lo = lo
+    scale = F32(1) / best_iscale
+    levels.float_into(lf, best_iscale, x, lo)
+    best = error(scale, lo)
     for step in range(nstep + 1):
         iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (hi - lo)
-        trial = np.clip(_nearest_int(iscale * (x - lo)), 0, nmax)
-        lf = _f(trial)
-        wl = w * lf
-        sum_l, sum_l2, sum_xl = _sum0(wl), _sum0(wl * lf), _sum0(wl * x)
+        levels.float_into(lf, iscale, x, lo)
+        np.multiply(w, lf, out=wl)
+        sum_l = _sum0(wl)
+        sum_l2 = _sum0(np.multiply(wl, lf, out=tmp))
+        sum_xl = _sum0(np.multiply(wl, x, out=tmp))
         det = sum_w * sum_l2 - sum_l * sum_l
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
         this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
         positive = this_min > 0
         this_min = np.where(positive, F32(0), this_min)
         this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
-        cur = error(this_scale, this_min, lf)
+        cur = error(this_scale, this_min)
         better = (det > 0) & (cur < best)
-        levels = np.where(better, trial, levels)
+        best_iscale = np.where(better, iscale, best_iscale)
+        best_lo = np.where(better, lo, best_lo)
         best = np.where(better, cur, best)
         scale = np.where(better, this_scale, scale)
         lo = np.where(better, this_min, lo)
-    return np.where(flat, F32(0), scale), -np.where(flat, lo_flat, lo), np.where(flat, 0, levels)
+    final = levels.ints(best_iscale, x, best_lo)
+    final[:, flat] = 0
+    return np.where(flat, F32(0), scale), -np.where(flat, lo_flat, lo), final
 
 
 def _make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
