@@ -127,30 +127,43 @@ class _Levels:
     """`clip(nearest_int(v), lo, hi)` into reused buffers: the trial loops' hottest step.
 
     `float_into` leaves the levels as float32 (what the C code multiplies with); `ints` returns them
-    as int32. In-place steps save a temporary per operation, which is most of numpy's cost here.
+    as int32. For |v| < 2^22 `nearest_int` is round-half-even, i.e. `np.rint`: where the caller's
+    per-block bound on |v| shows every block in range, the three-step float path runs; otherwise
+    the bit trick, which reproduces what C computes even for out-of-range or infinite values.
     """
+
+    SAFE = F32(4.0e6)  # below 2^22 = 4194304 with room for the bound's own rounding
 
     def __init__(self, shape: tuple[int, ...], lo: int, hi: int) -> None:
         self.buf = np.empty(shape, dtype=F32)
         self.ibuf = self.buf.view(np.int32)
         self.lo, self.hi = lo, hi
 
-    def _round(self, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+    def _scaled(self, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
         if offset is None:
-            np.multiply(scale, x, out=self.buf)
-        else:
-            np.subtract(x, offset, out=self.buf)
-            np.multiply(scale, self.buf, out=self.buf)
+            return np.multiply(scale, x, out=self.buf)
+        np.subtract(x, offset, out=self.buf)
+        return np.multiply(scale, self.buf, out=self.buf)
+
+    def _exact(self) -> np.ndarray:
         self.buf += F32(12582912.0)
         np.bitwise_and(self.ibuf, 0x007FFFFF, out=self.ibuf)
         self.ibuf -= 0x00400000
         return np.clip(self.ibuf, self.lo, self.hi, out=self.ibuf)
 
-    def float_into(self, out: np.ndarray, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None) -> None:
-        np.copyto(out, self._round(scale, x, offset), casting="unsafe")
+    def float_into(
+        self, out: np.ndarray, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None, bound: np.ndarray
+    ) -> None:
+        if bool(np.all(bound < self.SAFE)):  # NaN bounds fail this too
+            np.rint(self._scaled(scale, x, offset), out=out)
+            np.clip(out, F32(self.lo), F32(self.hi), out=out)
+        else:
+            self._scaled(scale, x, offset)
+            np.copyto(out, self._exact(), casting="unsafe")
 
     def ints(self, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
-        return self._round(scale, x, offset).copy()
+        self._scaled(scale, x, offset)
+        return self._exact().copy()
 
 
 def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -165,8 +178,11 @@ def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np
     levels = _Levels(x.shape, -nmax, nmax - 1)
     lf, tmp = np.empty_like(x), np.empty_like(x)
 
+    zero = amax < GROUP_MAX_EPS  # these blocks' results are replaced by zeros at the end
+    in_range = np.zeros(1, dtype=F32)  # |iscale * x| <= |iscale| * amax ~ nmax + 1 in every other block
+
     def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        levels.float_into(lf, iscale, x)
+        levels.float_into(lf, iscale, x, None, in_range)
         sumlx = _sum0(np.multiply(wx, lf, out=tmp))
         np.multiply(w, lf, out=tmp)
         return sumlx, _sum0(np.multiply(tmp, lf, out=tmp))
@@ -184,7 +200,6 @@ def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np
         best_iscale = np.where(better, iscale, best_iscale)
         scale = np.where(better, sumlx / suml2, scale)
         best = np.where(better, scale * sumlx, best)
-    zero = amax < GROUP_MAX_EPS
     final = levels.ints(best_iscale, x) + nmax
     final[:, zero] = 0
     return np.where(zero, F32(0), scale), final
@@ -238,10 +253,17 @@ def _make_qkx_quants(
         hi = np.where(x[i] > hi, x[i], hi)
         sum_w = sum_w + w[i]
         sum_x = sum_x + w[i] * x[i]
+    smallest = lo
     lo = np.where(lo > 0, F32(0), lo)
     flat = hi == lo  # C returns at once: levels 0, scale 0, the clamped min
     lo_flat = lo
     levels = _Levels(x.shape, 0, nmax)
+
+    def bound(iscale: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """max |iscale * (x - lo)| over each block, from its extremes (flat blocks: 0)."""
+        reach = np.maximum(np.abs(hi - lo), np.abs(smallest - lo))
+        return np.where(flat, F32(0), np.abs(iscale) * reach)
+
     lf, wl, tmp = np.empty_like(x), np.empty_like(x), np.empty_like(x)
 
     def error(scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
@@ -257,11 +279,11 @@ def _make_qkx_quants(
     best_iscale = F32(nmax) / (hi - lo)
     best_lo = lo
     scale = F32(1) / best_iscale
-    levels.float_into(lf, best_iscale, x, lo)
+    levels.float_into(lf, best_iscale, x, lo, bound(best_iscale, lo))
     best = error(scale, lo)
     for step in range(nstep + 1):
         iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (hi - lo)
-        levels.float_into(lf, iscale, x, lo)
+        levels.float_into(lf, iscale, x, lo, bound(iscale, lo))
         np.multiply(w, lf, out=wl)
         sum_l = _sum0(wl)
         sum_l2 = _sum0(np.multiply(wl, lf, out=tmp))
