@@ -30,6 +30,7 @@ from gguf.utility import model_weight_count_rounded_notation
 
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file, output_lock
+from mythos_convert.convert import kquants
 from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
 from mythos_convert.convert.hf_layout import native_shapes
@@ -40,8 +41,6 @@ from mythos_convert.ui import track
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
-KQUANT_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
-IMATRIX_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # llama.cpp weights these by the imatrix too
 
 
 @dataclass(frozen=True)
@@ -195,22 +194,17 @@ def plan_tensors(config: MythosConfig, outtype: OutType, *, imatrix: bool = Fals
 
 
 def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
-    """float32 array -> the bytes (as an array) of `qtype`: plain casts, gguf.quants or kquants.
+    """float32 array -> the bytes (as an array) of `qtype`, as llama.cpp's quantizer writes them.
 
-    gguf.quants gives llama.cpp's bytes for the legacy types without an importance matrix;
-    K-quants, and legacy types weighted by an importance matrix, are `kquants`' (llama.cpp has
-    other code paths for those).
+    Float types are plain casts; every quantized type goes through `kquants.quantize`, which
+    weights by `imatrix` where llama.cpp does and hands what gguf-py already does right to it.
     """
     if qtype == Q.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
     if qtype == Q.F16:  # torch's cast: same IEEE rounding as numpy's astype, several times faster
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
-    if qtype in KQUANT_TYPES or (imatrix is not None and qtype in IMATRIX_TYPES):
-        from mythos_convert.convert import kquants  # TODO(kquants lands): import at the top
-
-        rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
-        return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
-    return gguf.quants.quantize(np.ascontiguousarray(array), qtype)
+    rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
+    return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
 
 
 # --- metadata ---------------------------------------------------------------------------------

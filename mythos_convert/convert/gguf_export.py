@@ -7,11 +7,13 @@ checkpoint (the files go beside it). Both feed the same writer through the one n
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 from tokenizers import Tokenizer
 
 from mythos_convert.convert.gguf import (
@@ -31,6 +33,8 @@ from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.safe_paths import inside, refuse_output_over_inputs
 from mythos_convert.ui import info, warn
+
+Q = gguf.GGMLQuantizationType
 
 GENERATION_CONFIG = "generation_config.json"
 
@@ -233,6 +237,7 @@ def export_gguf(
         force=force,
         imatrix=weights,
     )
+    warnings += [line for w in written if (line := _all_fell_back(w))]
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
     export = GGUFExport(source, written, warnings=warnings)
@@ -248,6 +253,23 @@ def export_gguf(
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in written):
         _rerender_card(source.path)
     return export
+
+
+def _all_fell_back(written: WrittenGGUF) -> str:
+    """A warning when no matrix of a quantized file has its main type (rows too short for 256-blocks)."""
+    main = written.outtype.qtype
+    matrices = [p for p in written.plans if len(p.shape) > 1]
+    if main in (Q.F32, Q.F16, Q.BF16) or any(p.qtype == main for p in matrices):
+        return ""
+    counts: dict[str, int] = {}
+    for p in matrices:
+        counts[p.qtype.name] = counts.get(p.qtype.name, 0) + 1
+    instead = ", ".join(f"{name} x{n}" for name, n in counts.items())
+    return (
+        f"{written.path.name}: no matrix of this model fits {main.name}'s {gguf.GGML_QUANT_SIZES[main][0]}-blocks "
+        f"(rows of {sorted({p.shape[-1] for p in matrices})}), so it holds {instead} instead, as llama.cpp would "
+        "write it; a model with rows of a multiple of 256 gets the real mix"
+    )
 
 
 def _imatrix_info(path: str | Path, config: MythosConfig) -> ImatrixInfo:
@@ -287,25 +309,67 @@ def _rerender_card(folder: Path) -> None:
 
 
 def render_export(export: GGUFExport):
-    """The table `gguf` prints: each file, its size, the tensors stored differently, its parity."""
+    """What `gguf` prints: each file (type, size, bits per weight, parity), then every tensor stored
+    at another type than its file's main one, grouped by type and reason (llama.cpp's rules)."""
+    from rich.console import Group
     from rich.table import Table
 
     table = Table(title=f"GGUF from {export.source.path}")
-    for column in ("file", "size", "stored differently", "max |diff|", "top-1", "greedy", "tolerance", "result"):
+    for column in ("file", "size", "bits/weight", "other types", "max |diff|", "top-1", "greedy", "result"):
         table.add_column(column)
+    differing = Table(title="tensors not at their file's type (llama.cpp's rules)")
+    for column in ("file", "type", "tensors", "why"):
+        differing.add_column(column)
     for w in export.written:
-        notes = "; ".join(f"{p.name}: {p.note}" for p in w.special) or "-"
-        names = "\n".join(p.name for p in w.paths)
+        groups = _differing_groups(w)
+        others = ", ".join(f"{t} x{len(names)}" for (t, _), names in groups.items()) or "-"
         r = export.verify.get(w.path.name)
         if r is None:
-            cells = ["-", "-", "-", "not verified", "-"]
+            cells = ["-", "-", "-", "not verified"]
         else:
             cells = [
-                f"{r['max_abs_diff']:.3g}",
+                f"{r['max_abs_diff']:.3g}" if isinstance(r.get("max_abs_diff"), float) else str(r.get("max_abs_diff")),
                 f"{r['argmax_agreement'] * 100:.1f}%",
                 "yes" if r["greedy_equal"] else "no",
-                str(r["tolerance"]),
                 "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]",
             ]
-        table.add_row(names, f"{w.nbytes / 1e6:.1f} MB", notes, *cells)
-    return table
+        names = "\n".join(p.name for p in w.paths)
+        table.add_row(names, f"{w.nbytes / 1e6:.1f} MB", f"{_bits_per_weight(w):.2f}", others, *cells)
+        for (qtype, why), tensors in groups.items():
+            differing.add_row(w.path.name, qtype, _compact(tensors, _n_layers(w)), why)
+    return Group(table, differing) if differing.row_count else table
+
+
+def _differing_groups(written: WrittenGGUF) -> dict[tuple[str, str], list[str]]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for plan in written.special:
+        groups.setdefault((plan.qtype.name, plan.note), []).append(plan.name)
+    return groups
+
+
+def _bits_per_weight(written: WrittenGGUF) -> float:
+    weights = sum(math.prod(p.shape) for p in written.plans)
+    return 8 * sum(p.nbytes for p in written.plans) / weights if weights else 0.0
+
+
+def _n_layers(written: WrittenGGUF) -> int:
+    return len({p.name.split(".")[1] for p in written.plans if p.name.startswith("blk.")})
+
+
+def _compact(names: list[str], n_layers: int) -> str:
+    """`blk.0.attn_v.weight, blk.1.attn_v.weight` -> `blk.{0,1}.attn_v.weight` (one entry per kind),
+    `blk.*.attn_v.weight` when every layer's is listed."""
+    by_kind: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split(".", 2)
+        if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit():
+            by_kind.setdefault(f"blk.{{}}.{parts[2]}", []).append(parts[1])
+        else:
+            by_kind.setdefault(name, [])
+
+    def spelled(kind: str, layers: list[str]) -> str:
+        if not layers:
+            return kind
+        return kind.format("*" if len(layers) == n_layers else "{" + ",".join(layers) + "}")
+
+    return ", ".join(spelled(kind, layers) for kind, layers in by_kind.items())

@@ -93,43 +93,46 @@ def _quantizable(name: str, shape: tuple[int, ...]) -> bool:
     return len(shape) >= 2 and name.endswith("weight") and "_norm.weight" not in name
 
 
-def _mix(ftype: gguf.LlamaFileType, category: str, i_layer: int, n_layers: int, gqa: int, imatrix: bool, default):
-    """`llama_tensor_get_type_impl`'s choice for one tensor of a dense llama (before the fallback)."""
+MORE_BITS = "more bits in the first and last eighth of the layers and every third between"
+
+
+def _mix(
+    ftype: gguf.LlamaFileType, category: str, i_layer: int, n_layers: int, gqa: int, imatrix: bool, default
+) -> tuple[gguf.GGMLQuantizationType, str]:
+    """`llama_tensor_get_type_impl`'s choice for one tensor of a dense llama (before the fallback),
+    and why, worded without the layer number so that a mix's tensors group by reason."""
     if category == "attn_v":
         if ftype == F.MOSTLY_Q2_K:
-            return Q.Q4_K if gqa >= 4 else Q.Q3_K
+            return (Q.Q4_K, "attn_v with GQA >= 4:1") if gqa >= 4 else (Q.Q3_K, "attn_v in Q2_K files")
         if ftype == F.MOSTLY_Q3_K_M:
-            return Q.Q5_K if i_layer < 2 else Q.Q4_K
+            return (Q.Q5_K, "attn_v in the first 2 layers") if i_layer < 2 else (Q.Q4_K, "attn_v in Q3_K_M files")
         if ftype == F.MOSTLY_Q3_K_L:
-            return Q.Q5_K
+            return Q.Q5_K, "attn_v in Q3_K_L files"
         if ftype in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and use_more_bits(i_layer, n_layers):
-            return Q.Q6_K
+            return Q.Q6_K, f"attn_v: {MORE_BITS}"
         if ftype == F.MOSTLY_Q4_K_S and i_layer < 4:
-            return Q.Q5_K
+            return Q.Q5_K, "attn_v in the first 4 layers"
     elif category == "ffn_down":
         if ftype == F.MOSTLY_Q2_K:
-            return Q.Q3_K
+            return Q.Q3_K, "ffn_down in Q2_K files"
         if ftype == F.MOSTLY_Q3_K_M:
-            return Q.Q5_K if i_layer < n_layers // 16 else Q.Q4_K
+            if i_layer < n_layers // 16:
+                return Q.Q5_K, "ffn_down in the first sixteenth of the layers"
+            return Q.Q4_K, "ffn_down in Q3_K_M files"
         if ftype == F.MOSTLY_Q3_K_L:
-            return Q.Q5_K
-        if ftype == F.MOSTLY_Q4_K_M:
-            return Q.Q6_K if use_more_bits(i_layer, n_layers) else default
-        if ftype == F.MOSTLY_Q5_K_M and use_more_bits(i_layer, n_layers):
-            return Q.Q6_K
+            return Q.Q5_K, "ffn_down in Q3_K_L files"
+        if ftype in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and use_more_bits(i_layer, n_layers):
+            return Q.Q6_K, f"ffn_down: {MORE_BITS}"
         if ftype == F.MOSTLY_Q4_K_S and i_layer < n_layers // 8:
-            return Q.Q5_K
+            return Q.Q5_K, "ffn_down in the first eighth of the layers"
         if ftype in (F.MOSTLY_Q4_0, F.MOSTLY_Q5_0) and imatrix and i_layer < n_layers // 8:
-            return Q.Q4_1 if ftype == F.MOSTLY_Q4_0 else Q.Q5_1
+            better = Q.Q4_1 if ftype == F.MOSTLY_Q4_0 else Q.Q5_1
+            return better, "ffn_down in the first eighth of the layers, with an imatrix"
     elif category == "attn_output":
-        return {F.MOSTLY_Q2_K: Q.Q3_K, F.MOSTLY_Q3_K_M: Q.Q4_K, F.MOSTLY_Q3_K_L: Q.Q5_K}.get(ftype, default)
-    return default
-
-
-def _why_mix(category: str, i_layer: int, n_layers: int) -> str:
-    if category in ("attn_v", "ffn_down") and use_more_bits(i_layer, n_layers):
-        return f"more bits for {category} in layer {i_layer} (first/last eighth, every third)"
-    return f"more bits for {category} in layer {i_layer}"
+        better = {F.MOSTLY_Q2_K: Q.Q3_K, F.MOSTLY_Q3_K_M: Q.Q4_K, F.MOSTLY_Q3_K_L: Q.Q5_K}.get(ftype)
+        if better is not None:
+            return better, f"attn_output in {ftype.name.removeprefix('MOSTLY_')} files"
+    return default, ""
 
 
 def _fallback(qtype: gguf.GGMLQuantizationType, row: int) -> tuple[gguf.GGMLQuantizationType, str]:
@@ -137,9 +140,9 @@ def _fallback(qtype: gguf.GGMLQuantizationType, row: int) -> tuple[gguf.GGMLQuan
     if row % block_size(qtype) == 0:
         return qtype, ""
     fallback = FALLBACK.get(qtype, qtype)
-    why = f"rows of {row} do not fit {qtype.name}'s {block_size(qtype)}-block"
+    why = f"rows of {row} do not fit {qtype.name}'s {block_size(qtype)}-blocks"
     if row % block_size(fallback) != 0:
-        return Q.F16, f"{why} nor a 32-block: F16"
+        return Q.F16, f"{why} nor 32-blocks: F16"
     return fallback, f"{why}: {fallback.name}"
 
 
@@ -175,17 +178,14 @@ def choose_types(
         if category == "output" or (tied and category == "token_embd"):
             head = "output head" if category == "output" else "embedding (= tied output head)"
             if row % block_size(default) != 0:
-                qtype, why = Q.Q8_0, f"{head}: rows of {row} do not fit {default.name}, Q8_0"
+                qtype, why = Q.Q8_0, f"{head}: Q8_0 (rows do not fit {default.name})"
             elif default != Q.Q8_0:
-                qtype, why = Q.Q6_K, f"{head}: Q6_K, as llama.cpp gives it"
-        elif category in seen:
-            i_layer = seen[category]
-            seen[category] += 1
-            qtype = _mix(ftype, category, i_layer, n_layers, gqa, imatrix, default)
-            why = _why_mix(category, i_layer, n_layers) if qtype != default else ""
+                qtype, why = Q.Q6_K, f"{head}: Q6_K"
         else:
-            qtype = _mix(ftype, category, 0, n_layers, gqa, imatrix, default)
-            why = f"more bits for {category}" if qtype != default else ""
+            i_layer = seen.get(category, 0)
+            if category in seen:
+                seen[category] += 1
+            qtype, why = _mix(ftype, category, i_layer, n_layers, gqa, imatrix, default)
         qtype, fell = _fallback(qtype, row)
         out[name] = TypeChoice(qtype, f"{why}; {fell}" if why and fell else why or fell)
     return out
