@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.gguf_types import recommended_rank
 from mythos_convert.errors import MythosError, UnsafePathError
 from mythos_convert.model.config import bounded_yaml_load, short_repr
 from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
@@ -303,8 +304,9 @@ def tokenizer_facts(folder: Path) -> dict[str, Any]:
 
 
 def gguf_facts(folder: Path) -> list[dict[str, Any]]:
-    """The GGUF files that exist in the folder, with sizes (largest precision first by name)."""
-    files = sorted(p for p in folder.glob("*.gguf") if p.is_file())
+    """The GGUF files that exist in the folder, with sizes: the recommended one first (the examples
+    use it: Q4_K_M, else Q8_0, else F16), then by name."""
+    files = sorted((p for p in folder.glob("*.gguf") if p.is_file()), key=lambda p: (recommended_rank(p.name), p.name))
     return [{"name": p.name, "size": p.stat().st_size, "size_h": human_size(p.stat().st_size)} for p in files]
 
 

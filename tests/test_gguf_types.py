@@ -103,3 +103,17 @@ def test_every_differing_tensor_says_why():
         for plan in plan_tensors(cfg, outtype):
             if len(plan.shape) > 1 and plan.qtype != outtype.qtype:
                 assert plan.note, (outtype.name, plan.name)
+
+
+@pytest.mark.llama_cpp
+def test_modelfile_and_card_point_at_q4_k_m(tmp_path: Path, tiny_ckpt: Path):
+    """Q4_K_M is what people download first: when it is written, the Modelfile and the card use it."""
+    from mythos_convert.convert.hf import export_hf
+
+    folder = export_hf(tiny_ckpt, tmp_path / "out", verify=False).folder
+    export = export_gguf(folder, "q8_0,q4_k_m,f16", modelfile=True, verify=False)
+    q4 = next(w.path.name for w in export.written if w.outtype.name == "q4_k_m")
+    assert q4.endswith("-Q4_K_M.gguf")
+    assert f"FROM ./{q4}" in (folder / "Modelfile").read_text().splitlines()
+    card = (folder / "README.md").read_text()
+    assert f"llama-cli -m {q4} " in card

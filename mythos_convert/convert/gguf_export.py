@@ -26,6 +26,7 @@ from mythos_convert.convert.gguf import (
     size_label,
     write_gguf,
 )
+from mythos_convert.convert.gguf_types import RECOMMENDED
 from mythos_convert.convert.gguf_vocab import build_vocab
 from mythos_convert.convert.imatrix_file import read_imatrix
 from mythos_convert.convert.names import expected_names
@@ -280,12 +281,9 @@ def _imatrix_info(path: str | Path, config: MythosConfig) -> ImatrixInfo:
 
 
 def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:
-    """The file a Modelfile points at: Q8_0 if written (small, near-lossless), else the first."""
-    for preferred in ("q8_0", "f16"):
-        for w in written:
-            if w.outtype.name == preferred:
-                return w
-    return written[0]
+    """The file a Modelfile points at: the first of `RECOMMENDED` written (Q4_K_M, Q8_0, F16), else the first."""
+    ranked = [w for w in written if w.outtype.label in RECOMMENDED]
+    return min(ranked, key=lambda w: RECOMMENDED.index(w.outtype.label)) if ranked else written[0]
 
 
 def _verify_all(export: GGUFExport) -> None:

@@ -189,3 +189,17 @@ def choose_types(
         qtype, fell = _fallback(qtype, row)
         out[name] = TypeChoice(qtype, f"{why}; {fell}" if why and fell else why or fell)
     return out
+
+
+# What people download first (llama.cpp's and Ollama's usual default), then near-lossless, then
+# exact: the file a Modelfile and the card's examples point at, of those written.
+RECOMMENDED = ("Q4_K_M", "Q8_0", "F16")
+
+
+def recommended_rank(file_name: str) -> int:
+    """Sort key: the position of the file's type (from its `...-TYPE.gguf` name) in RECOMMENDED."""
+    stem = file_name.upper().removesuffix(".GGUF")
+    for rank, label in enumerate(RECOMMENDED):
+        if stem.endswith(f"-{label}") or f"-{label}-0" in stem:
+            return rank
+    return len(RECOMMENDED)
