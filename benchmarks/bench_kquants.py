@@ -1,0 +1,197 @@
+"""K-quant speed: `mythos_convert.convert.kquants` against llama.cpp's own quantizer, same run.
+
+Two matrices of the mythos-172m shapes (768x2048 and 2048x768: rows of 2048 and of 768 values),
+random normal weights, and a heavy-tailed per-column importance matrix. For every type, with and
+without the imatrix where llama.cpp has both paths, three timings (best of `--repeats`):
+
+- ours: `kquants.quantize` on both matrices (numpy; `--threads` slices of rows in threads);
+- ggml: `ggml_quantize_chunk` from llama-cpp-python's libggml-base on the same arrays, one thread
+  per slice of rows like llama.cpp's quantizer: the quantizing work alone;
+- file: `llama_model_quantize` from an F32 GGUF holding the two matrices to a file of that type,
+  `nthread = --threads`, `pure` (what llama-quantize costs, file reading and writing included).
+
+The bytes are compared too (ours against ggml's), so a fast wrong answer cannot hide here.
+
+    python benchmarks/bench_kquants.py [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _shared import best_time, emit, machine
+
+from mythos_convert.convert import kquants
+
+Q = gguf.GGMLQuantizationType
+FILE_TYPES = {
+    Q.Q2_K: "LLAMA_FTYPE_MOSTLY_Q2_K",
+    Q.Q3_K: "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    Q.Q4_K: "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    Q.Q5_K: "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    Q.Q6_K: "LLAMA_FTYPE_MOSTLY_Q6_K",
+    Q.Q4_0: "LLAMA_FTYPE_MOSTLY_Q4_0",
+    Q.Q4_1: "LLAMA_FTYPE_MOSTLY_Q4_1",
+    Q.Q5_0: "LLAMA_FTYPE_MOSTLY_Q5_0",
+    Q.Q5_1: "LLAMA_FTYPE_MOSTLY_Q5_1",
+    Q.Q8_0: "LLAMA_FTYPE_MOSTLY_Q8_0",
+}
+N_EMBD, N_FF = 768, 2048
+NAMES = ("blk.0.ffn_up.weight", "blk.0.ffn_down.weight")  # numpy shapes (2048, 768) and (768, 2048)
+
+
+def matrices(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    mats = [(rng.standard_normal(shape) * 0.02).astype(np.float32) for shape in ((N_FF, N_EMBD), (N_EMBD, N_FF))]
+    imatrix = [(rng.exponential(size=m.shape[1]) ** 2).astype(np.float32) for m in mats]
+    return mats, imatrix
+
+
+def ggml_quantizer():
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    fn = lib.ggml_quantize_chunk
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p]
+
+    def run(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None, threads: int) -> np.ndarray:
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        out = np.empty((rows.shape[0], rows.shape[1] // block_size * type_size), dtype=np.uint8)
+        qw_ptr = None if qw is None else qw.ctypes.data
+
+        def part(lo: int, hi: int) -> None:  # ctypes drops the GIL for the call
+            fn(int(qtype), rows[lo:hi].ctypes.data, out[lo:hi].ctypes.data, 0, hi - lo, rows.shape[1], qw_ptr)
+
+        bounds = np.linspace(0, rows.shape[0], threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(part, bounds[:-1], bounds[1:]))
+        return out
+
+    return run
+
+
+def ours(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None, threads: int) -> np.ndarray:
+    if threads == 1:
+        return kquants.quantize(rows, qtype, qw)
+    bounds = np.linspace(0, rows.shape[0], threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        parts = pool.map(lambda lo, hi: kquants.quantize(rows[lo:hi], qtype, qw), bounds[:-1], bounds[1:])
+        return np.concatenate(list(parts))
+
+
+def write_f32_gguf(path: Path, mats: list[np.ndarray]) -> None:
+    """The two matrices as llama block 0's ffn_up/ffn_down, with the hparams the quantizer reads."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(128)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(1)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(12)
+    w.add_head_count_kv(12)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(32)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for name, array in zip(NAMES, mats, strict=True):
+        w.add_tensor(name, array)
+    w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def llama_file_quantize(src: Path, dst: Path, qtype, imatrix: list[np.ndarray] | None, threads: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, FILE_TYPES[qtype])
+    params.pure = True
+    params.nthread = threads
+    if imatrix is not None:
+        entries = (llama_cpp.llama_model_imatrix_data * (len(NAMES) + 1))()
+        for entry, name, values in zip(entries, NAMES, imatrix, strict=False):
+            entry.name = name.encode()
+            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entry.size = values.size
+        params.imatrix = entries
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {qtype.name}")
+
+
+def quiet_llama_logs():
+    """llama.cpp logs every tensor it quantizes; keep the table readable."""
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def drop(level, text, user_data):
+        return None
+
+    llama_cpp.llama_log_set(drop, ctypes.c_void_p())
+    return drop  # keep a reference: llama.cpp holds the pointer
+
+
+def measure(qtype, imatrix: list[np.ndarray] | None, mats, ggml, src: Path, threads: int, repeats: int) -> list:
+    """One table row: times of ours, ggml's quantizer and llama_model_quantize, and whether bytes agree."""
+    qws = imatrix if imatrix is not None else [None] * len(mats)
+    pairs = list(zip(mats, qws, strict=True))
+    equal = all(np.array_equal(ours(m, qtype, w, threads), ggml(m, qtype, w, threads)) for m, w in pairs)
+    t_ours = best_time(lambda: [ours(m, qtype, w, threads) for m, w in pairs], repeats)
+    t_ggml = best_time(lambda: [ggml(m, qtype, w, threads) for m, w in pairs], repeats)
+    dst = src.with_name("out.gguf")
+    t_file = best_time(lambda: llama_file_quantize(src, dst, qtype, imatrix, threads), repeats)
+    return [
+        qtype.name,
+        "no" if imatrix is None else "yes",
+        t_ours * 1000,
+        t_ggml * 1000,
+        t_file * 1000,
+        t_ours / t_ggml,
+        t_ours / t_file,
+        "yes" if equal else "NO",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    mats, imatrix = matrices()
+    ggml = ggml_quantizer()
+    keep = quiet_llama_logs()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "f32.gguf"
+        write_f32_gguf(src, mats)
+        for qtype in FILE_TYPES:
+            for weights in (None, imatrix):
+                if qtype == Q.Q8_0 and weights is not None:
+                    continue  # Q8_0 ignores an imatrix
+                rows.append(measure(qtype, weights, mats, ggml, src, args.threads, args.repeats))
+                print(*rows[-1], sep="\t", file=sys.stderr)
+    del keep
+    emit(
+        "K-quants: ours vs llama.cpp's quantizer (768x2048 + 2048x768, float32)",
+        ["type", "imatrix", "ours ms", "ggml ms", "llama_model_quantize ms", "ours/ggml", "ours/file", "same bytes"],
+        rows,
+        notes=[
+            machine(args.threads),
+            f"best of {args.repeats}; ggml = ggml_quantize_chunk (the quantizing alone), "
+            "file = llama_model_quantize F32 GGUF -> quantized GGUF (reads and writes included)",
+            "Q4_0/Q5_0/Q8_0 without an imatrix are gguf-py's quantizers (kquants delegates to them)",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
