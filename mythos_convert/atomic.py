@@ -60,7 +60,7 @@ def check_output_file(path: str | Path, force: bool) -> Path:
     """Refuse an existing file unless force."""
     path = Path(path)
     if path.is_dir():
-        raise MythosError(f"output {path} is a folder, expected a file path")
+        raise MythosError(f"output {path} is a folder, expected a file path: name a file (e.g. {path}/model.gguf)")
     if path.exists() and not force:
         raise MythosError(f"output file {path} already exists: choose another name or pass --force to replace it")
     return path

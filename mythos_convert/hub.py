@@ -290,7 +290,8 @@ def explain(exc: BaseException, plan: PushPlan, what: str, attempts: int) -> Myt
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         tries = f" after {attempts} attempt(s)" if _transient(exc) else ""
         return MythosError(f"the Hub answered {status} while trying to {what}{tries} ({detail}): retry later")
-    return MythosError(f"could not {what} at {where}: {str(exc).strip().splitlines()[0][:200] if str(exc) else exc!r}")
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+    return MythosError(f"could not {what} at {where}: {detail}; check --endpoint and --repo, then retry")
 
 
 def with_retries(fn: Callable[[], T], plan: PushPlan, what: str, attempts: int, backoff: float) -> T:
@@ -317,7 +318,9 @@ def retry_settings(attempts: int | None, backoff: float | None) -> tuple[int, fl
         attempts = attempts if attempts is not None else int(os.environ.get("MYTHOS_PUSH_ATTEMPTS", DEFAULT_ATTEMPTS))
         backoff = backoff if backoff is not None else float(os.environ.get("MYTHOS_PUSH_BACKOFF", DEFAULT_BACKOFF))
     except ValueError as exc:
-        raise MythosError("MYTHOS_PUSH_ATTEMPTS must be an integer and MYTHOS_PUSH_BACKOFF a number") from exc
+        raise MythosError(
+            "MYTHOS_PUSH_ATTEMPTS must be an integer and MYTHOS_PUSH_BACKOFF a number: fix or unset them"
+        ) from exc
     return max(1, attempts), max(0.0, backoff)
 
 

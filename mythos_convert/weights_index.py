@@ -48,10 +48,14 @@ def read_header(path: str | Path) -> dict[str, dict]:
                 raise MythosError(f"weights file {path} is truncated (no safetensors header): re-export the folder")
             (size,) = struct.unpack("<Q", raw)
             if size <= 0 or size > _MAX_HEADER:
-                raise MythosError(f"weights file {path} is not a safetensors file (bad header size {size})")
+                raise MythosError(
+                    f"weights file {path} is not a safetensors file (bad header size {size}): re-export the folder"
+                )
             text = fh.read(size)
     except OSError as exc:
-        raise MythosError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+        raise MythosError(
+            f"cannot read weights file {path}: {exc.strerror or exc}; check its permissions or re-export the folder"
+        ) from exc
     if len(text) != size:
         raise MythosError(f"weights file {path} is truncated (header cut short): re-export the folder")
     try:

@@ -40,7 +40,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MythosError(f"{what} {path} is not readable JSON ({exc}): re-export the folder") from exc
     if not isinstance(data, dict):
-        raise MythosError(f"{what} {path} must hold a JSON object")
+        raise MythosError(f"{what} {path} must hold a JSON object: re-export the folder")
     return data
 
 
@@ -74,7 +74,9 @@ class HFSource:
 
     def get_tensor(self, name: str) -> torch.Tensor:
         if name not in self.weight_map:
-            raise MythosError(f"tensor {name} is not in {self.folder}")
+            raise MythosError(
+                f"tensor {name} is not in {self.folder}: the weights are incomplete; re-export the folder"
+            )
         with safe_open(self.folder / self.weight_map[name], framework="pt") as handle:
             return handle.get_tensor(name)
 
@@ -115,7 +117,7 @@ class HFSource:
         if head.shape != embed.shape or not torch.equal(head, embed):
             raise MythosError(
                 f"{self.folder} has an untied lm_head.weight that differs from {EMBED} "
-                "(tie_word_embeddings false): Mythos ties its output head to the embedding"
+                "(tie_word_embeddings false): Mythos ties its output head to the embedding; convert a tied model"
             )
 
 
@@ -131,11 +133,15 @@ def _weight_map(folder: Path) -> dict[str, str]:
             inside(folder, name, f"shard listed in {INDEX_FILE}")
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
-            raise MythosError(f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}")
+            raise MythosError(
+                f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}: copy them back or re-export the folder"
+            )
         return {str(k): str(v) for k, v in weight_map.items()}
     single = inside(folder, SINGLE_FILE)
     if not single.is_file():
-        raise MythosError(f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: is it an HF model folder?")
+        raise MythosError(
+            f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: pass the folder `mythos-convert hf` wrote"
+        )
     try:
         with safe_open(single, framework="pt") as handle:
             return {name: SINGLE_FILE for name in handle.keys()}
@@ -174,7 +180,7 @@ def read_hf_folder(folder: str | Path) -> HFSource:
         raise MythosError(f"{folder} is not a folder: pass an HF model folder (config.json + safetensors)")
     config_path = inside(folder, "config.json")
     if not config_path.is_file():
-        raise MythosError(f"{folder} has no config.json: is it an HF model folder?")
+        raise MythosError(f"{folder} has no config.json: pass the folder `mythos-convert hf` wrote")
     config_json = _read_json(config_path, "config")
     config = mythos_config_from_hf(config_json)
     meta_path = inside(folder, META_FILE)
