@@ -149,14 +149,16 @@ class _Levels:
         self.buf += F32(12582912.0)
         np.bitwise_and(self.ibuf, 0x007FFFFF, out=self.ibuf)
         self.ibuf -= 0x00400000
-        return np.clip(self.ibuf, self.lo, self.hi, out=self.ibuf)
+        np.maximum(self.ibuf, self.lo, out=self.ibuf)
+        return np.minimum(self.ibuf, self.hi, out=self.ibuf)
 
     def float_into(
         self, out: np.ndarray, scale: np.ndarray, x: np.ndarray, offset: np.ndarray | None, bound: np.ndarray
     ) -> None:
         if bool(np.all(bound < self.SAFE)):  # NaN bounds fail this too
             np.rint(self._scaled(scale, x, offset), out=out)
-            np.clip(out, F32(self.lo), F32(self.hi), out=out)
+            np.maximum(out, F32(self.lo), out=out)
+            np.minimum(out, F32(self.hi), out=out)
         else:
             self._scaled(scale, x, offset)
             np.copyto(out, self._exact(), casting="unsafe")
@@ -205,35 +207,57 @@ def _make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np
     return np.where(zero, F32(0), scale), final
 
 
-def _make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """`make_q3_quants(..., do_rmse=true)`: then up to 5 passes moving one level at a time."""
-    amax, mx = _first_absmax(x)
-    q = np.clip(_nearest_int((F32(-nmax) / mx) * x), -nmax, nmax - 1)
-    w = x * x
+def _refine(
+    x: np.ndarray, w: np.ndarray, levels: np.ndarray, sumlx: np.ndarray, suml2: np.ndarray, q3: bool, nmax: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The up-to-5 passes of `make_q3_quants` (q3) and `make_qp_quants`: move one level at a time
+    to its best value given the others, keeping a move only if the weighted fit improves.
+
+    `levels` are float32 (for make_qp_quants: the uint8 values C stores, wrapped). A block whose
+    pass changed nothing would change nothing again, so each pass runs on the blocks the last one
+    changed only. Returns the new (levels, sumlx, suml2).
+    """
+    levels, sumlx, suml2 = levels.copy(), sumlx.copy(), suml2.copy()
     wx = w * x
-    lf = _f(q)
-    sumlx, suml2 = _sum0(wx * lf), _sum0((w * lf) * lf)
-    q = q.copy()
+    active = np.arange(x.shape[1])
     for _ in range(5):
-        changed = np.zeros(x.shape[1], dtype=bool)
+        xa, wa, wxa, la = x[:, active], w[:, active], wx[:, active], levels[:, active]
+        slx_a, sl2_a = sumlx[active], suml2[active]
+        changed = np.zeros(active.size, dtype=bool)
         for i in range(x.shape[0]):
-            li = _f(q[i])
-            slx = sumlx - wx[i] * li
-            sl2 = suml2 - (w[i] * li) * li
-            new = np.clip(_nearest_int((x[i] * sl2) / slx), -nmax, nmax - 1)
+            li = la[i]
+            slx = slx_a - wxa[i] * li
+            sl2 = sl2_a - (wa[i] * li) * li
+            new = _nearest_int((xa[i] * sl2) / slx)
+            if q3:
+                np.maximum(new, -nmax, out=new)
+            np.minimum(new, nmax - 1 if q3 else nmax, out=new)
             nf = _f(new)
-            slx_new = slx + wx[i] * nf
-            sl2_new = sl2 + (w[i] * nf) * nf
-            take = (slx > 0) & (new != q[i]) & (sl2_new > 0) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
-            q[i] = np.where(take, new, q[i])
-            sumlx = np.where(take, slx_new, sumlx)
-            suml2 = np.where(take, sl2_new, suml2)
+            slx_new = slx + wxa[i] * nf
+            sl2_new = sl2 + (wa[i] * nf) * nf
+            better = (slx_new * slx_new) * sl2_a > (slx_a * slx_a) * sl2_new
+            take = (slx > 0) & (nf != li) & better & ((sl2_new > 0) if q3 else (sl2 > 0))
+            la[i] = np.where(take, nf if q3 else _f(new & 0xFF), li)
+            slx_a = np.where(take, slx_new, slx_a)
+            sl2_a = np.where(take, sl2_new, sl2_a)
             changed |= take
-        if not changed.any():  # a block whose pass changed nothing would change nothing again
+        levels[:, active], sumlx[active], suml2[active] = la, slx_a, sl2_a
+        active = active[changed]
+        if active.size == 0:
             break
+    return levels, sumlx, suml2
+
+
+def _make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """`make_q3_quants(..., do_rmse=true)`: rounding at -nmax/max, weights x^2, then `_refine`."""
+    amax, mx = _first_absmax(x)
+    lf = _f(np.clip(_nearest_int((F32(-nmax) / mx) * x), -nmax, nmax - 1))
+    w = x * x
+    sumlx, suml2 = _sum0((w * x) * lf), _sum0((w * lf) * lf)
+    lf, sumlx, suml2 = _refine(x, w, lf, sumlx, suml2, True, nmax)
     zero = amax < GROUP_MAX_EPS
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
-    return np.where(zero, F32(0), scale), np.where(zero, 0, q + nmax)
+    return np.where(zero, F32(0), scale), np.where(zero, 0, lf.astype(np.int32) + nmax)
 
 
 def _make_qkx_quants(
@@ -331,29 +355,10 @@ def _make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarra
         best = np.where(better, cur, best)
         iscale = np.where(better, iscale_is, iscale)
     q = np.minimum(nmax, _nearest_int(iscale * x))
-    wx = qw * x
     lf = _f(q)
-    sumlx, suml2 = _sum0(wx * lf), _sum0((qw * lf) * lf)
-    levels = q & 0xFF
-    for _ in range(5):
-        changed = np.zeros(x.shape[1], dtype=bool)
-        for i in range(x.shape[0]):
-            li = _f(levels[i])
-            slx = sumlx - wx[i] * li
-            sl2 = suml2 - (qw[i] * li) * li
-            new = np.minimum(nmax, _nearest_int((x[i] * sl2) / slx))
-            nf = _f(new)
-            slx_new = slx + wx[i] * nf
-            sl2_new = sl2 + (qw[i] * nf) * nf
-            take = (
-                (slx > 0) & (sl2 > 0) & (new != levels[i]) & ((slx_new * slx_new) * suml2 > (sumlx * sumlx) * sl2_new)
-            )
-            levels[i] = np.where(take, new & 0xFF, levels[i])
-            sumlx = np.where(take, slx_new, sumlx)
-            suml2 = np.where(take, sl2_new, suml2)
-            changed |= take
-        if not changed.any():
-            break
+    sumlx, suml2 = _sum0((qw * x) * lf), _sum0((qw * lf) * lf)
+    lf, sumlx, suml2 = _refine(x, qw, _f(q & 0xFF), sumlx, suml2, False, nmax)
+    levels = lf.astype(np.int32)
     zero = mx < GROUP_MAX_EPS
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
     return np.where(zero, F32(0), scale), np.where(zero, 0, levels)
