@@ -11,7 +11,7 @@ The work is vectorised over blocks: arrays are laid out (position in block, bloc
 loops only over positions inside a block and over candidate scales. Trial levels use `np.rint`
 where every block's value is provably below 2^22 (where it equals `nearest_int`), and each
 search keeps only the winning scale, recomputing its levels once. On one core this runs at
-1.3-1.8x ggml's own time for Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without
+1.3-1.9x ggml's own time for Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without
 an imatrix (`benchmarks/bench_kquants.py`); numpy threads did not scale here, so use processes
 to spread tensors over cores.
 
