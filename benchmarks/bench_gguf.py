@@ -9,7 +9,11 @@ as many bytes as the GGUF has, with plain file I/O. llama.cpp's converter refuse
 refusal, then runs it with those two checks patched out, in this benchmark only, so the weights
 path is compared. Tensor data of both outputs is compared byte for byte per tensor.
 
-    python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0] [--sdist PATH]
+K-quant rows compare with llama.cpp's own quantizer (`llama_model_quantize` through
+llama-cpp-python), which starts from an F32 GGUF of the same weights (written by our f32 row's
+exporter, outside the timing), at 1 thread (ours is single-threaded numpy) and at 2 threads.
+
+    python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k]
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from _shared import bench_checkpoint, emit, machine
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_CPP_TYPES = ("f32", "f16", "bf16", "q8_0")  # what convert_hf_to_gguf.py can write in numpy
+K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+
+LLAMA_QUANTIZE = """
+import ctypes, sys
+import llama_cpp
+src, dst, ftype, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype, params.nthread = ftype, threads
+sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+"""
 
 OURS = """
 import sys
@@ -153,14 +167,14 @@ def in_child(*args: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint, HF folder and outputs here")
-    parser.add_argument("--outtypes", default="f32,f16,bf16,q8_0,q4_0")
+    parser.add_argument("--outtypes", default="f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k")
     parser.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist (default: pip download)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per converter")
     parser.add_argument("--quick", action="store_true", help="f16 and q8_0 only, one run each")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # setup WORKDIR | compare OURS THEIRS
     args = parser.parse_args(argv)
     if args.quick:
-        args.outtypes, args.repeats = "f16,q8_0", 1
+        args.outtypes, args.repeats = "f16,q8_0,q4_k_m", 1
     if args.child:
         if args.child[0] == "setup":
             setup(Path(args.child[1]))
@@ -191,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             notes.append("llama.cpp rows: pre-tokenizer check and sentencepiece probe patched out (benchmark only)")
 
         rows = []
+        f32_gguf = out / "source-F32.gguf"  # llama.cpp's quantizer's input, written outside the timings
+        if any(t in K_QUANTS for t in args.outtypes.split(",")):
+            run_child([sys.executable, "-c", OURS, str(hf_dir), "f32", str(f32_gguf)])
         for outtype in args.outtypes.split(","):
             ours_path = out / f"ours-{outtype}.gguf"
             wall, rss, code, tail = best_of(
@@ -201,7 +218,21 @@ def main(argv: list[str] | None = None) -> None:
             size = ours_path.stat().st_size
             floor_wall, *_ = run_child([sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)])
             row = [outtype, f"{size / 1e6:.0f}", wall, rss, floor_wall, wall / floor_wall]
-            if converter is not None and outtype in LLAMA_CPP_TYPES:
+            if outtype in K_QUANTS:
+                import gguf  # light (numpy): the parent must not import torch, its RSS would carry into children
+
+                theirs = out / f"llama-{outtype}.gguf"
+                ftype = str(int(gguf.LlamaFileType[f"MOSTLY_{outtype.upper()}"]))
+                quantize = [sys.executable, "-c", LLAMA_QUANTIZE, str(f32_gguf), str(theirs), ftype]
+                lwall, lrss, lcode, ltail = best_of(args.repeats, [*quantize, "1"])
+                lwall2, *_ = best_of(args.repeats, [*quantize, "2"])
+                if lcode != 0:
+                    row += ["failed", "-", ltail[-80:]]
+                else:
+                    same = in_child("--child", "compare", str(ours_path), str(theirs))
+                    row += [f"{lwall:.2f} (2 threads {lwall2:.2f}; ours/1-thread {wall / lwall:.2f}x)", lrss, same]
+                    theirs.unlink()
+            elif converter is not None and outtype in LLAMA_CPP_TYPES:
                 theirs = out / f"llama-{outtype}.gguf"
                 cmd = [sys.executable, "-c", LLAMA_PATCHED, str(converter), str(hf_dir), "--outtype", outtype]
                 lwall, lrss, lcode, ltail = best_of(args.repeats, [*cmd, "--outfile", str(theirs)])
