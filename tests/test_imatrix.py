@@ -265,3 +265,64 @@ def test_k_quant_where_every_tensor_falls_back_warns():
     assert "Q8_0 x1, Q5_0 x2" in line
     full = WrittenGGUF(OUTTYPES["q4_k_s"], [Path("m.gguf")], [TensorPlan("blk.0.ffn_up.weight", (256, 256), Q.Q4_K)])
     assert _all_fell_back(full) == ""
+
+
+# ---------------------------------------------------------------- every type, two real sources
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
+QUANTIZED = ["q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1", "q4_0"]
+QUANTIZED += ["q3_k_l", "q3_k_m", "q3_k_s", "q2_k"]
+
+
+@pytest.fixture(scope="module", params=["reference-fixture", "tiny-preset"])
+def source(request, tmp_path_factory, ref_tokenizer_path, run) -> dict:
+    """The reference implementation's own checkpoint (rows of 256: the real mixes) and the tiny
+    preset (rows of 128: the fallbacks), each with an F32 GGUF and an imatrix made by the CLI."""
+    from mythos_convert.model.config import load_preset
+
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "reference-fixture":
+        if not (REFERENCE / "ref_small.pt").is_file():
+            pytest.skip(f"the reference fixture is not at {REFERENCE}")
+        ckpt, tokenizer = REFERENCE / "ref_small.pt", REFERENCE / "tokenizer" / "tokenizer.json"
+    else:
+        tokenizer = ref_tokenizer_path
+        ckpt = make_checkpoint(folder / "ckpt.pt", load_preset("tiny").model, with_optimizer=False)
+    f32 = export_gguf(ckpt, "f32", folder / "m-F32.gguf", tokenizer=tokenizer, verify=False).written[0].path
+    args = ["imatrix", str(ckpt), "--out", str(folder / "im.gguf"), "--tokenizer", str(tokenizer)]
+    proc = cli([*args, "--data", str(run / "calib.txt"), "--ctx", "64", "--chunks", "4"], folder)
+    assert proc.returncode == 0, proc.stderr
+    return {"ckpt": ckpt, "tokenizer": tokenizer, "f32": f32, "imatrix": folder / "im.gguf", "folder": folder}
+
+
+@pytest.mark.llama_cpp
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("outtype", QUANTIZED)
+def test_every_type_is_llama_quantizes_file(source: dict, outtype: str, with_imatrix: bool, tmp_path: Path):
+    """Types and bytes of every tensor equal llama_model_quantize's from the same F32 file (full mix)."""
+    imatrix = source["imatrix"] if with_imatrix else None
+    ours = export_gguf(
+        source["ckpt"], outtype, tmp_path / "ours.gguf", tokenizer=source["tokenizer"], verify=False, imatrix=imatrix
+    ).written[0]
+    theirs = tmp_path / "theirs.gguf"
+    if with_imatrix:
+        sums, counts, _ = _entries(source["imatrix"])
+        weights = {n: s.reshape(-1) / np.float32(counts[n]) for n, s in sums.items()}
+        _llama_quantize(source["f32"], theirs, ours.outtype.file_type, weights)
+    else:
+        _llama_quantize_plain(source["f32"], theirs, ours.outtype.file_type)
+    a = {t.name: t for t in gguf.GGUFReader(ours.path).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+    assert set(a) == set(b)
+    types = {n: (Q(a[n].tensor_type).name, Q(b[n].tensor_type).name) for n in a if a[n].tensor_type != b[n].tensor_type}
+    assert types == {}, "(ours, llama.cpp)"
+    differ = [n for n in a if not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))]
+    assert differ == [], f"{len(differ)} tensor(s) with other bytes than llama.cpp's"
+
+
+def _llama_quantize_plain(src: Path, dst: Path, file_type: gguf.LlamaFileType) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(file_type)
+    params.nthread = 2
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
