@@ -59,8 +59,8 @@ def collect(
         name = names.get(id(weight))
         if name is None:
             return
-        flat = x.detach().reshape(-1, x.shape[-1]).double()
-        squares = (flat * flat).sum(dim=0).numpy()
+        flat = x.detach().reshape(-1, x.shape[-1])
+        squares = flat.float().square().sum(dim=0, dtype=torch.float64).numpy()  # float64 accumulation
         if name in stats.sums:
             stats.sums[name] += squares
             stats.counts[name] += flat.shape[0]
