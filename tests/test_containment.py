@@ -213,11 +213,23 @@ def _linked_config(d: Path) -> None:
     os.symlink(d / "config.json", d / "hf" / "config.json")
 
 
-BREAKS = {"index-escapes": _index_escaping, "linked-weights": _linked_weights, "linked-config": _linked_config}
+def _fifo_tokenizer(d: Path) -> None:
+    """A named pipe where tokenizer.json should be: reading it would hang the command forever."""
+    (d / "hf" / "tokenizer.json").unlink()
+    os.mkfifo(d / "hf" / "tokenizer.json")
+
+
+BREAKS = {
+    "index-escapes": _index_escaping,
+    "linked-weights": _linked_weights,
+    "linked-config": _linked_config,
+    "fifo-tokenizer": _fifo_tokenizer,
+}
 EXPECT = {
     "index-escapes": ("../elsewhere/model.safetensors", "outside the folder"),
     "linked-weights": ("model.safetensors", "symbolic link"),
     "linked-config": ("config.json", "symbolic link"),
+    "fifo-tokenizer": ("tokenizer.json", "named pipe"),
 }
 COMMANDS = {
     "native": "native {D}/hf {D}/back.pt",
