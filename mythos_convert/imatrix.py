@@ -24,7 +24,8 @@ from mythos_convert.convert.names import convert_name
 from mythos_convert.data.held_out import held_out_tokens
 from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
-from mythos_convert.model.model import Mythos, tap_linear_inputs
+from mythos_convert.model.layers import tap_linear_inputs
+from mythos_convert.model.model import Mythos
 from mythos_convert.train.checkpoint import load_checkpoint, load_model
 from mythos_convert.ui import info, track
 

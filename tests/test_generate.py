@@ -108,7 +108,7 @@ def test_bfloat16_decode_matches_its_full_pass(tiny_cfg):
 
 def test_bfloat16_prompt_products_are_float32_products_rounded_once():
     """The widened-in-chunks bf16 product equals one float32 product rounded to bf16, bit for bit."""
-    from mythos_convert.model.model import _widened_linear
+    from mythos_convert.model.layers import _widened_linear
 
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(3, 5, 40, generator=gen).bfloat16(), torch.randn(20, 40, generator=gen).bfloat16()

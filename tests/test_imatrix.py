@@ -87,7 +87,7 @@ def test_sums_are_the_squared_inputs_recomputed_from_the_modules(run: Path, ref_
     """Layer 0's attention and FFN inputs, recomputed with the model's modules on the same windows."""
     from mythos_convert.data.held_out import held_out_tokens
     from mythos_convert.data.tokenizer import load_tokenizer
-    from mythos_convert.model.model import signed_sin
+    from mythos_convert.model.layers import signed_sin
 
     sums, _, _ = _entries(run / "imatrix.gguf")
     model = load_model(load_checkpoint(run / "ckpt.pt"), torch.float32)

@@ -94,7 +94,7 @@ def test_swiglu_matvec(lib, dtype):
 @pytest.mark.parametrize(("n_q", "n_kv", "d"), [(4, 2, 16), (6, 6, 10), (8, 1, 64)])
 def test_attend_writes_the_cache_and_attends_like_sdpa(lib, dtype, n_q, n_kv, d):
     """RoPE'd keys and raw values land at `pos` in both caches; the output is SDPA's over 0..pos."""
-    from mythos_convert.model.model import rope_tables, signed_sin
+    from mythos_convert.model.layers import rope_tables, signed_sin
 
     compiled, reference = _ops(lib, dtype)
     max_len, pos = 32, 19

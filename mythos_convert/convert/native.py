@@ -22,7 +22,7 @@ from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.model.model import rope_tables
+from mythos_convert.model.layers import rope_tables
 from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.train.checkpoint import save_checkpoint
 from mythos_convert.ui import info, track

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mythos_convert.model import kernels
-from mythos_convert.model.model import rms_norm, signed_sin
+from mythos_convert.model.layers import rms_norm, signed_sin
 
 
 @dataclass
