@@ -50,6 +50,7 @@ def _register() -> None:
     from mythos_convert.cli import (
         card_cmd,
         demo_cmd,
+        eval_cmd,
         generate_cmd,
         gguf_cmd,
         hf_cmd,
@@ -69,6 +70,7 @@ def _register() -> None:
     app.command("native")(native_cmd.native)
     app.command("gguf")(gguf_cmd.gguf)
     app.command("imatrix")(imatrix_cmd.imatrix)
+    app.command("eval")(eval_cmd.eval_)
     app.command("card")(card_cmd.card)
     app.command("push")(push_cmd.push)
     app.command("demo")(demo_cmd.demo)

@@ -1,0 +1,58 @@
+"""`mythos-convert eval TARGET...`: perplexity of every format, KL divergence of every GGUF from float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, apply_quiet
+
+
+def eval_(
+    targets: Annotated[
+        list[Path],
+        typer.Argument(help="Checkpoints, HF folders, GGUF files; a folder means its model plus every GGUF in it."),
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Text to score (as `train --data`); default: the run's validation split."),
+    ] = None,
+    ctx: Annotated[
+        int | None, typer.Option("--ctx", help="Tokens per window (default 512, or the model's context if smaller).")
+    ] = None,
+    chunks: Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the whole report as JSON here.")] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's, else the folder's).")
+    ] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Do not write eval.json (nor re-render the card).")
+    ] = False,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Perplexity (llama-perplexity's windows) per engine, and each GGUF's KL divergence from the float32 model.
+
+    Example: mythos-convert eval out/ --ctx 512 --chunks 64 --json eval-report.json
+    """
+    apply_quiet(quiet)
+    from mythos_convert.atomic import check_output_file
+    from mythos_convert.evaluate.run import report_lines, report_table, run_eval, write_report_json
+    from mythos_convert.safe_paths import refuse_output_over_inputs
+    from mythos_convert.ui import result
+
+    if json_out is not None:
+        check_output_file(json_out, force)
+        inputs = [("target", t) for t in targets] + [("data", d) for d in data or []] + [("tokenizer", tokenizer)]
+        refuse_output_over_inputs(json_out, [*inputs, ("config", config)])
+    report = run_eval(
+        targets, data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record
+    )
+    result(report_table(report))
+    for line in report_lines(report):
+        result(line)
+    if json_out is not None:
+        result(f"report: {write_report_json(report, json_out)}")

@@ -1,0 +1,123 @@
+"""The three engines eval runs, each reduced to one call: a window of token ids -> float32 logits [T, V].
+
+- native: the Mythos model in torch, float32 (on a checkpoint, or on an HF folder's weights);
+  it is also the reference distribution KL divergence is measured against.
+- transformers: `LlamaForCausalLM` loaded from the HF folder in float32 (weights as stored, upcast).
+- llama.cpp: the GGUF file through llama-cpp-python with logits at every position, loaded by
+  `verify.gguf.load_llama` (F32 KV cache, extra buffer types off: the AMX workaround), with as
+  many threads as torch uses, so the engines' tokens/s compare.
+
+Each engine's forward time is summed separately (`seconds`), so tokens/s per engine excludes the
+cross-entropy and KL arithmetic, which is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mythos_convert.convert.hf_read import read_hf_folder
+from mythos_convert.convert.names import convert_name
+from mythos_convert.errors import MythosError
+from mythos_convert.evaluate.record import GGUFHeader
+from mythos_convert.train.checkpoint import NativeCheckpoint, load_model
+from mythos_convert.verify.gguf import llama_logits, load_llama
+from mythos_convert.verify.hf import SINGLE_THREAD_PARAMS, load_hf_model
+
+
+@dataclass
+class Engine:
+    """One loaded model: its logits function, and how long it has spent computing logits."""
+
+    target: str  # the name results are reported and recorded under
+    kind: str  # "native", "hf" or "gguf"
+    engine: str  # "native (torch)", "transformers", "llama.cpp"
+    dtype: str  # F16, Q4_K_M, float32, ...
+    run: Callable[[np.ndarray], torch.Tensor]
+    close: Callable[[], None]
+    seconds: float = 0.0
+    tokens: int = 0
+
+    def logits(self, window: np.ndarray) -> torch.Tensor:
+        """Logits [T, V] (float32) for one window, timed."""
+        started = time.perf_counter()
+        out = self.run(window)
+        self.seconds += time.perf_counter() - started
+        self.tokens += int(window.size)
+        return out
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _torch_fn(model, hf: bool) -> Callable[[np.ndarray], torch.Tensor]:
+    def run(window: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            out = model(torch.from_numpy(window)[None])
+        return (out.logits if hf else out)[0].float()
+
+    return run
+
+
+def native_engine(target: str, ckpt: NativeCheckpoint, dtype: str = "float32") -> Engine:
+    """The native model in float32 on a checkpoint's weights."""
+    model = load_model(ckpt, torch.float32)
+    return Engine(target, "native", "native (torch)", dtype, _torch_fn(model, hf=False), lambda: None)
+
+
+def native_from_hf(folder: Path) -> Engine:
+    """The native model in float32 on an HF folder's weights (read through the name table)."""
+    src = read_hf_folder(folder)
+    state = {convert_name(n, "hf", "native"): t.float() for n, t in src.iter_tensors()}
+    ckpt = NativeCheckpoint(config=src.config, state_dict=state)
+    return native_engine(f"{folder.name}/ (native)", ckpt, src.stored_dtype())
+
+
+def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
+    """transformers' LlamaForCausalLM on the folder, float32."""
+    model = load_hf_model(folder)
+    return Engine(target, "hf", "transformers", dtype, _torch_fn(model, hf=True), lambda: None)
+
+
+def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int) -> Engine:
+    """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
+    import llama_cpp  # present: load_llama has just imported it (or raised)
+
+    llm = load_llama(path, ctx, f32_kv=True)
+    threads = torch.get_num_threads()
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)  # load_llama uses half the cores
+
+    def run(window: np.ndarray) -> torch.Tensor:
+        return llama_logits(llm, window.tolist())
+
+    return Engine(target, "gguf", "llama.cpp", header.label, run, llm.close)
+
+
+@contextlib.contextmanager
+def torch_threads(n_params: int) -> Iterator[None]:
+    """One torch thread for tiny models (threads only cost there: `verify.hf`'s measured rule)."""
+    before = torch.get_num_threads()
+    if n_params < SINGLE_THREAD_PARAMS:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def require_llama_cpp() -> None:
+    """A clear error before any work when a GGUF target cannot be run."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        raise MythosError(
+            "evaluating a GGUF file needs llama-cpp-python: pip install 'mythos-convert[llama-cpp]', "
+            "or leave the .gguf targets out"
+        ) from exc

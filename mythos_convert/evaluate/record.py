@@ -1,0 +1,145 @@
+"""Where eval results live: `eval.json` beside `verify.json`, one entry per target, bound to its files.
+
+The card's "Files" table shows an entry only while the sha256 of every file it measured matches
+the folder's files now (the binding `verify.record` uses for verify.json), so a re-quantized file
+never inherits the old file's figures. Schema:
+
+    {"version": 1,
+     "results": {"hf": {...}, "mythos-tiny-Q4_K_M.gguf": {...}}}
+
+An entry holds `kind` ("hf" or "gguf"), `engine`, `type`, `perplexity`, `mean_nll`, `scored_tokens`,
+`windows`, `ctx`, `method`, `dataset`, `tokens_per_second`, `kl` (mean/median/p99/max/top-1, or
+null), `delta_perplexity`, `reference` ({"name", "perplexity"} or null), `size`, `bits_per_weight`,
+`timestamp` and `files` ({name: {"sha256", "size"}}). Non-finite numbers are stored as the strings
+"NaN"/"Infinity" so the published file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+from mythos_convert.atomic import atomic_file
+from mythos_convert.errors import MythosError
+from mythos_convert.verify.record import is_bound
+
+EVAL_FILE = "eval.json"
+EVAL_VERSION = 1
+_FIRST_SHARD = re.compile(r"-00001-of-(\d{5})\.gguf$")
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """What eval and the card need from a GGUF file's header (and its shards')."""
+
+    label: str  # F16, Q4_K_M, ...
+    context: int
+    tokens: list[str]
+    n_elements: int
+    tensor_bytes: int
+    shards: list[str]  # file names, the first one included
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits of tensor data per stored weight, as llama.cpp's loader prints its BPW."""
+        return 8.0 * self.tensor_bytes / self.n_elements if self.n_elements else math.nan
+
+
+def file_type_label(file_type: int) -> str:
+    """llama.cpp's name of a file type as `--outtype` labels it (MOSTLY_Q4_K_M -> Q4_K_M), without
+    importing the converter (and torch) for a card."""
+    try:
+        name = gguf.LlamaFileType(file_type).name
+    except ValueError:
+        return f"file_type {file_type}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def shard_names(name: str, n_shards: int) -> list[str]:
+    """The file names of a (possibly split) GGUF, given its first shard's name."""
+    if n_shards <= 1:
+        return [name]
+    return [_FIRST_SHARD.sub(f"-{i:05d}-of-\\1.gguf", name) for i in range(1, n_shards + 1)]
+
+
+def _field(reader: gguf.GGUFReader, key: str) -> Any:
+    found = reader.get_field(key)
+    return found.contents() if found is not None else None
+
+
+def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
+    """Type, context, vocabulary and tensor sizes of a GGUF file, read with gguf-py (no llama.cpp).
+
+    Raises:
+        MythosError: not a GGUF file, or one without the keys `mythos-convert gguf` writes.
+    """
+    path = Path(path)
+    try:
+        reader = gguf.GGUFReader(path)
+        file_type = int(_field(reader, gguf.Keys.General.FILE_TYPE))
+        arch = str(_field(reader, gguf.Keys.General.ARCHITECTURE))
+        context = int(_field(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)))
+        vocab = list(_field(reader, gguf.Keys.Tokenizer.LIST)) if tokens else []
+        split = _field(reader, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+    except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a foreign file
+        raise MythosError(
+            f"{path} is not a GGUF model file mythos-convert can read ({type(exc).__name__}: {str(exc)[:80]}): "
+            "pass a .gguf file written by `mythos-convert gguf`"
+        ) from exc
+    shards = shard_names(path.name, int(split) if split else 1)
+    n_elements = tensor_bytes = 0
+    for name in shards:
+        part = reader if name == path.name else gguf.GGUFReader(path.parent / name)
+        n_elements += sum(int(t.n_elements) for t in part.tensors)
+        tensor_bytes += sum(int(t.n_bytes) for t in part.tensors)
+    label = file_type_label(file_type)
+    return GGUFHeader(label, context, vocab, n_elements, tensor_bytes, shards)
+
+
+def _strict(value: Any) -> Any:
+    """Non-finite floats as strings (JSON has no NaN, and a NaN perplexity is a result to keep)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def load_eval(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """All recorded eval results of a folder; {} when there are none or eval.json is damaged
+    (the card then shows no figures, and the next eval replaces the file)."""
+    path = Path(folder) / EVAL_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        results = data["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in results.items() if isinstance(v, dict)} if isinstance(results, dict) else {}
+
+
+def record_eval(folder: str | Path, entries: dict[str, dict[str, Any]]) -> Path:
+    """Store each target's result (replacing its previous one), atomically; return eval.json's path."""
+    folder = Path(folder)
+    results = load_eval(folder)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for name, entry in entries.items():
+        results[name] = {"timestamp": stamp, **entry}
+    path = folder / EVAL_FILE
+    payload = _strict({"version": EVAL_VERSION, "results": dict(sorted(results.items()))})
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def bound_eval(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """The recorded results whose files all still match (sha256) the folder's files now."""
+    return {name: entry for name, entry in load_eval(folder).items() if is_bound(folder, entry)}

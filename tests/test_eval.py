@@ -1,0 +1,164 @@
+"""`mythos-convert eval` on the reference implementation's own checkpoint, through real engines:
+the native model, transformers and llama.cpp (llama-cpp-python), and the real CLI for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mythos_convert.convert.gguf_export import export_gguf
+from mythos_convert.convert.hf import export_hf
+from mythos_convert.evaluate.engines import gguf_engine
+from mythos_convert.evaluate.perplexity import windows
+from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
+from mythos_convert.evaluate.run import measure, run_eval
+
+pytestmark = pytest.mark.llama_cpp
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
+TOKENIZER = REFERENCE / "tokenizer" / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def reference() -> Path:
+    if not (REFERENCE / "ref_small.pt").is_file():
+        pytest.skip(f"the reference fixture is not at {REFERENCE}")
+    return REFERENCE / "ref_small.pt"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, reference) -> dict[str, Path]:
+    """`hf`: the fixture's HF export alone; `out`: a copy with F32, F16, Q8_0 and Q4_0 GGUF files in it."""
+    root = tmp_path_factory.mktemp("eval")
+    hf = export_hf(reference, root / "hf", tokenizer=TOKENIZER, verify=False).folder
+    out = root / "out"
+    shutil.copytree(hf, out)
+    export_gguf(out, "f32,f16,q8_0,q4_0", verify=False)
+    return {"hf": hf, "out": out}
+
+
+def gguf_of(folder: Path, label: str) -> Path:
+    return next(folder.glob(f"*-{label}.gguf"))
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mythos_convert", "eval", *map(str, args), "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_perplexity_of_every_engine_is_the_fixtures_own(folders, reference):
+    """native, transformers and llama.cpp F32 on the fixture's sequence: exp(mean cross-entropy) of the
+    reference implementation's own logits for it (computed here, without running our model)."""
+    saved = torch.load(REFERENCE / "ref_small_logits.pt")
+    ids, logits = saved["ids"][0], saved["logits"]
+    expected = math.exp(torch.nn.functional.cross_entropy(logits[:-1].double(), ids[1:]).item())
+    f32 = gguf_of(folders["out"], "F32")
+    report = run_eval([reference, folders["hf"], f32], tokens=ids.numpy(), ctx=100, tokenizer=TOKENIZER, record=False)
+    ppl = {r["engine"]: r["perplexity"] for r in report.rows}
+    assert set(ppl) == {"native (torch)", "transformers", "llama.cpp"}
+    for engine, value in ppl.items():
+        assert abs(value - expected) / expected < 1e-5, (engine, value, expected)
+    assert report.windows == 1 and report.scored_tokens == 99  # one window: every prediction scored
+    assert all(r["scored_tokens"] == 99 for r in report.rows)
+
+
+def test_kl_divergence_of_a_file_against_itself_is_zero(folders):
+    path = gguf_of(folders["out"], "Q4_0")
+    header = read_gguf_header(path)
+    wins = windows(torch.arange(256).numpy() % 500 + 5, 128)
+    a, b = gguf_engine("a", path, header, 128), gguf_engine("b", path, header, 128)  # two loads of one file
+    try:
+        kl = measure([a, b], wins, reference=a)["b"].divergence.summary()
+    finally:
+        a.close()
+        b.close()
+    assert kl.mean_kl == 0.0 and kl.max_kl == 0.0 and kl.top1_agreement == 1.0
+    assert kl.positions == 127 + 63
+
+
+def test_f16_below_q8_0_below_q4_0_in_kl_divergence(folders):
+    """The ordering llama.cpp users rely on, on the embedded corpus's held-out text (32 windows of 128).
+    Measured over all 478 windows: F16 1.5e-7 < Q8_0 1.1e-4 < Q4_0 3.4e-3; F32 0."""
+    report = run_eval([folders["out"]], chunks=32, record=False)
+    rows = {r["type"]: r for r in report.rows if r["kind"] == "gguf"}
+    mean = {label: rows[label]["kl"]["mean_kl"] for label in ("F32", "F16", "Q8_0", "Q4_0")}
+    assert mean["F32"] < 1e-9, mean  # float rounding only
+    assert mean["F16"] < mean["Q8_0"] < mean["Q4_0"], mean
+    assert rows["Q4_0"]["kl"]["top1_agreement"] < rows["F16"]["kl"]["top1_agreement"] <= 1.0
+    assert rows["Q4_0"]["bits_per_weight"] < rows["Q8_0"]["bits_per_weight"] < rows["F16"]["bits_per_weight"]
+    ref = next(r for r in report.rows if r["reference"])
+    assert ref["engine"] == "native (torch)" and ref["kl"] is None
+    for r in rows.values():
+        assert r["delta_perplexity"] == pytest.approx(r["perplexity"] - ref["perplexity"])
+        assert r["tokens_per_second"] > 0
+    hf = next(r for r in report.rows if r["kind"] == "hf")
+    assert hf["kl"] is None and any("perplexity only" in n for n in report.notes)
+
+
+@pytest.mark.slow
+def test_cli_records_eval_bound_to_the_files(folders, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(folders["out"], out)
+    run = cli([out, "--chunks", "4", "--json", tmp_path / "report.json"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "method: non-overlapping windows of 128 tokens" in run.stdout
+    assert "perplexity only" in run.stdout  # the HF folder: no checkpoint given
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["type"] for r in report["rows"] if r["kind"] == "gguf"} == {"F32", "F16", "Q8_0", "Q4_0"}
+    assert report["windows"] == 4 and report["scored_tokens"] == 127 + 3 * 63
+    recorded = load_eval(out)
+    assert set(recorded) == {"hf", *(p.name for p in out.glob("*.gguf"))}
+    q4 = gguf_of(out, "Q4_0").name
+    assert recorded[q4]["files"][q4]["size"] == (out / q4).stat().st_size
+    assert "tokens scored" in recorded[q4]["dataset"] and recorded[q4]["ctx"] == 128
+    assert set(bound_eval(out)) == set(recorded)
+    with (out / q4).open("r+b") as fh:  # one byte of the file changes: its figures no longer apply
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    assert q4 not in bound_eval(out) and len(bound_eval(out)) == len(recorded) - 1
+
+
+def one_error(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    return lines[0]
+
+
+def test_text_shorter_than_one_window(folders, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("A short text, but long enough to be kept as a document by the cleaning step here.")
+    run = cli([gguf_of(folders["out"], "F16"), "--data", short, "--json", tmp_path / "r.json"], tmp_path)
+    line = one_error(run)
+    assert "fewer than one window of 128" in line and "--data" in line and "--ctx" in line
+    n = int(line.split("text has ")[1].split()[0])
+    assert 0 < n < 128 and f"at most {n}" in line
+    assert not (tmp_path / "r.json").exists() and not (folders["out"] / "eval.json").exists()
+
+
+def test_ctx_above_the_models_context(folders, tmp_path):
+    line = one_error(cli([folders["hf"], "--ctx", "129"], tmp_path))
+    assert "--ctx 129 is above the model's context of 128 tokens" in line and "--ctx 128 or less" in line
+
+
+def test_gguf_with_another_vocabulary(folders, tiny_ckpt, tmp_path, reference):
+    """A GGUF of another model (the test tokenizer: 512 tokens, other merges) against the fixture."""
+    other = export_gguf(tiny_ckpt, "f16", tmp_path / "other-{ftype}.gguf", verify=False).written[0].path
+    line = one_error(cli([reference, other, "--tokenizer", TOKENIZER], tmp_path))
+    assert "vocabulary mismatch" in line and other.name in line and "at id" in line
+
+
+def test_hf_folder_without_a_reference_is_perplexity_only(folders, tmp_path):
+    run = cli([folders["hf"], "--chunks", "2", "--no-record"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "perplexity only: no native checkpoint to compare it against for KL divergence" in run.stdout
+    assert not (folders["hf"] / "eval.json").exists()
