@@ -82,7 +82,7 @@ def test_every_promised_key_is_there(tiny_files, tiny_cfg, ref_tokenizer_path):
     assert f["tokenizer.ggml.token_type"][:6] == [3, 3, 3, 3, 3, 1]  # CONTROL specials, then NORMAL
     ids = {role: tok.token_to_id(t) for role, t in (("bos", "<bos>"), ("eos", "<eos>"), ("sep", "<sep>"))}
     assert f["tokenizer.ggml.bos_token_id"] == ids["bos"] and f["tokenizer.ggml.eos_token_id"] == ids["eos"]
-    assert f["tokenizer.ggml.seperator_token_id"] == ids["sep"]  # llama.cpp's spelling
+    assert ids["sep"] == 4 and "tokenizer.ggml.seperator_token_id" not in f  # llama-cpp-python would append it
     assert f["tokenizer.ggml.unknown_token_id"] == 0 and f["tokenizer.ggml.padding_token_id"] == 3
     assert f["tokenizer.ggml.add_bos_token"] is True and f["tokenizer.ggml.add_eos_token"] is False
     spec = json.loads(tok.to_str())

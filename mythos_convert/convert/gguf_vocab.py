@@ -36,12 +36,15 @@ NORMALIZER_PROBES = (
     "e\u0301",  # decomposed accent: NFC/NFKC compose it
     "Hello",  # changes only under a lowercasing normalizer
 )
-ROLE_KEYS = {  # role -> GGUF key (llama.cpp spells the separator key `seperator_token_id`)
+# role -> GGUF key. No separator key (`seperator_token_id`): llama-cpp-python's completion appends
+# the separator to every text prompt of a model that declares one (its BERT-style `<cls> text <sep>`
+# rule), so its server would run the prompt "The cat" as "<bos>The cat<sep>" (tests/test_serve_llama_cpp.py).
+# A decoder-only model never needs llama.cpp to know it; `<sep>` stays a CONTROL token in the vocab.
+ROLE_KEYS = {
     "bos": gguf.Keys.Tokenizer.BOS_ID,
     "eos": gguf.Keys.Tokenizer.EOS_ID,
     "unk": gguf.Keys.Tokenizer.UNK_ID,
     "pad": gguf.Keys.Tokenizer.PAD_ID,
-    "sep": gguf.Keys.Tokenizer.SEP_ID,
 }
 
 
