@@ -22,6 +22,8 @@ import yaml
 from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_types import recommended_rank
 from mythos_convert.errors import MythosError, UnsafePathError
+from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib, write_chart
+from mythos_convert.evaluate.record import bound_eval, read_gguf_header
 from mythos_convert.model.config import bounded_yaml_load, short_repr
 from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
 from mythos_convert.verify.record import is_bound, load_results
@@ -41,6 +43,7 @@ META_SCHEMA: dict[str, tuple[type, ...]] = {
     "language": (str, list),
     "repo_url": (str, type(None)),
     "hub_repo": (str, type(None)),
+    "gguf_repo": (str, type(None)),
     "base_model": (str, list, type(None)),
     "datasets": (list, type(None)),
     "dataset_name": (str, type(None)),
@@ -310,6 +313,56 @@ def gguf_facts(folder: Path) -> list[dict[str, Any]]:
     return [{"name": p.name, "size": p.stat().st_size, "size_h": human_size(p.stat().st_size)} for p in files]
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def file_rows(folder: Path, ggufs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The "Files" table: each GGUF's type and bits/weight (from its header) and, from the last eval
+    whose hashes match the file, its perplexity, mean KL divergence and top-1 agreement (else None)."""
+    evals = bound_eval(folder)
+    rows = []
+    for g in ggufs:
+        try:
+            header = read_gguf_header(folder / g["name"], tokens=False)
+            label, bpw = header.label, header.bits_per_weight
+        except MythosError:  # a foreign or torn file: listed with what is known
+            label, bpw = None, None
+        entry = evals.get(g["name"]) or {}
+        kl = entry.get("kl") if isinstance(entry.get("kl"), dict) else {}
+        rows.append(
+            {
+                **g,
+                "type": label,
+                "bits_per_weight": bpw,
+                "perplexity": _number(entry.get("perplexity")),
+                "mean_kl": _number(kl.get("mean_kl")),
+                "top1": _number(kl.get("top1_agreement")),
+                "dataset": entry.get("dataset"),
+                "method": entry.get("method"),
+            }
+        )
+    return rows
+
+
+def eval_facts(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the card says about the eval behind its "Files" table: text, method, reference, chart."""
+    evals = bound_eval(folder)
+    measured = [evals[r["name"]] for r in rows if r["name"] in evals]
+    first = measured[0] if measured else evals.get("hf") or {}
+    reference = first.get("reference") if isinstance(first.get("reference"), dict) else {}
+    with_kl = any(r["mean_kl"] is not None for r in rows)
+    return {
+        "dataset": first.get("dataset"),
+        "method": first.get("method"),
+        "reference": reference.get("name"),
+        "reference_ppl": _number(reference.get("perplexity")),
+        "hf": evals.get("hf"),
+        "chart": CHART_FILE if with_kl and (folder / CHART_FILE).is_file() else None,
+        "chart_note": None if not with_kl or have_matplotlib() else INSTALL_HINT,
+    }
+
+
 def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict[str, Any]]:
     names = sorted({t.file for t in tensors.values()})
     return [{"name": n, "size_h": human_size((folder / n).stat().st_size)} for n in names if (folder / n).is_file()]
@@ -361,13 +414,17 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
     except MythosError:
         tensors = {}
     provenance = _read_json(folder / PROVENANCE_FILE)
+    ggufs = gguf_facts(folder)
+    files = file_rows(folder, ggufs)
     return {
         "config": config,
         "arch": architecture_facts(config, tensors) if tensors else {},
         "weights": weight_file_facts(folder, tensors),
         "sharded": (folder / "model.safetensors.index.json").is_file(),
         "tokenizer": tokenizer_facts(folder),
-        "gguf": gguf_facts(folder),
+        "gguf": ggufs,
+        "files": files,
+        "eval": eval_facts(folder, files),
         "modelfile": (folder / "Modelfile").is_file(),
         "training": training_facts(provenance),
         "provenance": {
@@ -421,6 +478,34 @@ def eval_results(facts: dict[str, Any], meta: dict[str, Any]) -> list:
                     metric_name=name,
                 )
             )
+    return results + measured_results(facts)
+
+
+def measured_results(facts: dict[str, Any], ggufs_only: bool = False) -> list:
+    """model-index entries for the perplexity `eval` measured (the HF folder's, then each GGUF's), each
+    naming the text and its token count, the engine and the method."""
+    from huggingface_hub import EvalResult
+
+    entries = [] if ggufs_only or not facts["eval"]["hf"] else [("transformers, float32", facts["eval"]["hf"])]
+    bound = {r["name"]: r for r in facts["files"] if r["perplexity"] is not None}
+    entries += [(f"{name}, llama.cpp", {**r, "engine": "llama.cpp"}) for name, r in bound.items()]
+    results = []
+    for what, entry in entries:
+        value = _number(entry.get("perplexity"))
+        if value is None or not math.isfinite(value) or not entry.get("dataset"):
+            continue
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="Text Generation",
+                dataset_type="text",
+                dataset_name=str(entry["dataset"]),
+                metric_type="perplexity",
+                metric_value=round(value, 4),
+                metric_name=f"Perplexity ({what})",
+                metric_args={"method": str(entry.get("method") or "")},
+            )
+        )
     return results
 
 
@@ -488,10 +573,50 @@ def write_card(folder: Path, meta_path: Path | None = None) -> Path:
     path = folder / CARD_FILE
     refuse_unsafe(folder, scan_folder(folder)[1])
     refuse_output_over_inputs(path, [("metadata file", meta_path)])
+    write_card_chart(folder)
     card = build_card(folder, meta_path)
     with atomic_file(path) as tmp:
         tmp.write_text(str(card), encoding="utf-8")
     return path
+
+
+def write_card_chart(folder: Path) -> Path | None:
+    """The chart of the "Files" table (size against mean KL divergence), from the bound eval results."""
+    rows = [r for r in file_rows(folder, gguf_facts(folder)) if r["mean_kl"] is not None]
+    title = f"{folder.name}: what each GGUF type costs"
+    return write_chart(
+        folder, [{"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"]} for r in rows], title
+    )
+
+
+GGUF_REPO_MARKER = "<!-- gguf-repo -->"
+
+
+def gguf_repo_line(repo_id: str, endpoint: str = "https://huggingface.co") -> str:
+    """The main card's link to the repository holding the GGUF files."""
+    return (
+        f"The GGUF files, with a card of their own, are published in "
+        f"[{repo_id}]({endpoint.rstrip('/')}/{repo_id}). {GGUF_REPO_MARKER}"
+    )
+
+
+def link_gguf_repo(folder: str | Path, repo_id: str, endpoint: str = "https://huggingface.co") -> bool:
+    """Point the card's GGUF section at `repo_id` (before `push --gguf-repo`); the line that carries
+    the marker is replaced, so pushing again to another repo does not leave two links. Returns
+    whether the card changed."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    if GGUF_REPO_MARKER not in text:
+        return False
+    lines = [gguf_repo_line(repo_id, endpoint) if GGUF_REPO_MARKER in line else line for line in text.split("\n")]
+    new = "\n".join(lines)
+    if new == text:
+        return False
+    with atomic_file(path) as tmp:
+        tmp.write_text(new, encoding="utf-8")
+    return True
 
 
 def point_quickstart_at(folder: str | Path, repo_id: str) -> bool:

@@ -161,7 +161,7 @@ def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     (gguf,) = [w.path for w in export_gguf(work, "f16", modelfile=True, verify=False).written]
     assert gguf.parent == work and (work / "Modelfile").is_file()
-    assert f"| `{gguf.name}` | {human_size(gguf.stat().st_size)} |" in (work / "README.md").read_text()
+    assert f"| `{gguf.name}` | F16 | {human_size(gguf.stat().st_size)} |" in (work / "README.md").read_text()
     record_result(
         work,
         "hf",
@@ -367,3 +367,81 @@ def test_template_found_in_a_non_editable_install(tmp_path: Path):
     ).stdout.splitlines()
     assert lines[0].startswith(str(target)) and lines[1].startswith(str(target))
     assert Path(lines[1]).name == "mythos.yaml" and int(lines[2]) > 1000
+
+
+def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -> dict:
+    """An eval.json entry as `mythos-convert eval` records it, bound to the file's hashes."""
+    return {
+        "kind": "gguf",
+        "perplexity": ppl,
+        "kl": {
+            "mean_kl": mean_kl,
+            "median_kl": mean_kl / 2,
+            "p99_kl": mean_kl * 9,
+            "max_kl": mean_kl * 40,
+            "top1_agreement": top1,
+            "positions": 990,
+        },
+        "dataset": "the validation part of the embedded corpus (1,024 tokens); 990 tokens scored",
+        "method": "non-overlapping windows of 128 tokens; second halves scored",
+        "reference": {"name": "native engine, float32, on ckpt.pt", "perplexity": 41.25},
+        "files": hash_files(work, [name]),
+    }
+
+
+def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path, tmp_path: Path):
+    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.evaluate.record import record_eval
+
+    work = Path(shutil.copytree(folder, tmp_path / "out"))
+    written = {w.outtype.name: w.path for w in export_gguf(work, "f16,q8_0", verify=False).written}
+    f16, q8 = written["f16"], written["q8_0"]
+    record_eval(
+        work,
+        {
+            f16.name: eval_entry(work, f16.name, 41.2518, 1.5e-7, 0.9997),
+            q8.name: eval_entry(work, q8.name, 41.3012, 1.1e-4, 0.9898),
+        },
+    )
+    text = write_card(work).read_text()
+    assert re.search(
+        rf"\| `{re.escape(f16.name)}` \| F16 \| [\d.]+ KiB \| 16\.\d\d \| 41\.2518 \| 1\.5e-07 \| 100\.0% \|", text
+    )
+    assert re.search(
+        rf"\| `{re.escape(q8.name)}` \| Q8_0 \| [\d.]+ KiB \| 8\.\d\d \| 41\.3012 \| 0\.00011 \| 99\.0% \|", text
+    )
+    assert "on the validation part of the embedded corpus (1,024 tokens); 990 tokens scored" in text
+    assert "against the native engine, float32, on ckpt.pt (perplexity 41.2500)" in text
+    chart = work / "gguf-quality.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](gguf-quality.png)" in text
+    index = front_matter(work)["model-index"][0]["results"]
+    measured = [(r["dataset"], m) for r in index for m in r["metrics"] if m["name"].startswith("Perplexity (mythos")]
+    assert [(m["type"], m["value"]) for _, m in measured] == [("perplexity", 41.3012), ("perplexity", 41.2518)]
+    assert measured[0][1]["name"] == f"Perplexity ({q8.name}, llama.cpp)"  # the recommended Q8_0 first
+    assert measured[0][0]["name"].endswith("990 tokens scored")
+    assert measured[0][1]["args"]["method"].startswith("non-overlapping windows of 128")
+    assert card_problems(text) == []
+    # the Q8_0 file changes: its figures no longer apply, the F16 row keeps its own
+    q8.write_bytes(q8.read_bytes()[:-1] + b"\0")
+    text = write_card(work).read_text()
+    assert re.search(rf"\| `{re.escape(q8.name)}` \| Q8_0 \| [\d.]+ KiB \| 8\.\d\d \| - \| - \| - \|", text)
+    assert "| 41.2518 | 1.5e-07 |" in text
+    # without matplotlib: the table, a note saying how to get the chart, no stale chart left to publish
+    code = f"import sys; sys.modules['matplotlib'] = None\nfrom mythos_convert.card import write_card\nwrite_card({str(work)!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    text = (work / "README.md").read_text()
+    assert "| 41.2518 | 1.5e-07 |" in text and "](gguf-quality.png)" not in text and not chart.exists()
+    assert 'needs matplotlib (`pip install "mythos-convert[plot]"`)' in text
+
+
+def test_link_gguf_repo_replaces_its_own_line(folder: Path, tmp_path: Path):
+    from mythos_convert.card import link_gguf_repo
+    from mythos_convert.convert.gguf_export import export_gguf
+
+    work = Path(shutil.copytree(folder, tmp_path / "out"))
+    export_gguf(work, "f16", verify=False)
+    assert link_gguf_repo(work, "me/tiny-GGUF")
+    assert link_gguf_repo(work, "me/other-GGUF", "http://127.0.0.1:9")
+    text = (work / "README.md").read_text()
+    assert "[me/other-GGUF](http://127.0.0.1:9/me/other-GGUF)" in text and "me/tiny-GGUF" not in text
+    assert text.count("<!-- gguf-repo -->") == 1 and card_problems(text) == []

@@ -119,6 +119,10 @@ def test_cli_records_eval_bound_to_the_files(folders, tmp_path):
     assert recorded[q4]["files"][q4]["size"] == (out / q4).stat().st_size
     assert "tokens scored" in recorded[q4]["dataset"] and recorded[q4]["ctx"] == 128
     assert set(bound_eval(out)) == set(recorded)
+    card = (out / "README.md").read_text()  # eval rendered the card again: the Files table and the chart
+    f16 = recorded[gguf_of(out, "F16").name]
+    assert f"| {f16['perplexity']:.4f} | {f16['kl']['mean_kl']:.3g} |" in card and "](gguf-quality.png)" in card
+    assert (out / "gguf-quality.png").is_file()
     with (out / q4).open("r+b") as fh:  # one byte of the file changes: its figures no longer apply
         fh.seek(-1, 2)
         last = fh.read(1)

@@ -308,8 +308,12 @@ def run_eval(
     _check_vocabularies(targets, tok, n_rows)
     ctx = _context(targets, ctx)
     if tokens is None:
-        text = held_out_tokens(tok, data, _run_folder(targets))
+        run_folder = _run_folder(targets)
+        text = held_out_tokens(tok, data, run_folder)
         tokens, dataset = text.tokens, text.description
+        for local in [run_folder, *(data or [])]:  # eval.json and the card are published: no local paths
+            if local is not None and Path(local).name:
+                dataset = dataset.replace(str(local), Path(local).name)
     else:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         dataset = f"{tokens.size:,} given token ids"
@@ -358,11 +362,11 @@ def run_eval(
             reference, reference_name = None, None
             if ref_target is not None:
                 reference = engines[targets.index(ref_target)]
-                reference_name = f"native engine, float32, on {ref_target.shown}"
+                reference_name = f"native engine, float32, on {ref_target.path.name}"
             elif ref_folder is not None and compare:
                 reference = native_from_hf(ref_folder)
                 reference_name = (
-                    f"native engine, float32, on the weights of {ref_folder}/ (stored as {reference.dtype})"
+                    f"native engine, float32, on the weights of {ref_folder.name}/ (stored as {reference.dtype})"
                 )
                 engines.insert(0, reference)
                 by_engine[reference.target] = None

@@ -1,0 +1,77 @@
+"""The card's chart: file size against mean KL divergence, one point per GGUF type.
+
+It is how community GGUF repos show what each quantization costs: down and to the left is better.
+matplotlib is an optional extra (`pip install "mythos-convert[plot]"`); without it the card shows
+the table alone and says how to get the chart.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from mythos_convert.atomic import atomic_file
+
+CHART_FILE = "gguf-quality.png"
+INSTALL_HINT = 'pip install "mythos-convert[plot]"'
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
+    """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl.
+
+    A KL of exactly 0 (an F32 file) cannot sit on a log axis: it is drawn on the axis floor and
+    labelled "0".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server; must precede pyplot
+    from matplotlib import pyplot as plt
+
+    points = [r for r in rows if isinstance(r.get("mean_kl"), (int, float)) and math.isfinite(r["mean_kl"])]
+    positive = [r["mean_kl"] for r in points if r["mean_kl"] > 0]
+    floor = min(positive) / 10 if positive else 1e-8
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    try:
+        for r in points:
+            y = r["mean_kl"] if r["mean_kl"] > 0 else floor
+            x = r["size"] / 2**20
+            ax.scatter([x], [y], color="tab:blue", zorder=3)
+            label = r["type"] if r["mean_kl"] > 0 else f"{r['type']} (0)"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        ax.set_yscale("log")
+        ax.set_xlabel("file size (MiB)")
+        ax.set_ylabel("mean KL divergence from float32 (nats)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same rows, same bytes
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def write_chart(folder: Path, rows: list[dict[str, Any]], title: str) -> Path | None:
+    """Write the chart into `folder` (atomically) when matplotlib is there and some row has a KL;
+    otherwise remove a chart left from an earlier run (it would show figures the card no longer backs)."""
+    path = Path(folder) / CHART_FILE
+    if not have_matplotlib() or not any(isinstance(r.get("mean_kl"), (int, float)) for r in rows):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+        return None
+    data = render_png(rows, title)
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return path
