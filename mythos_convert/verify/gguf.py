@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from mythos_convert.convert.gguf import OUTTYPES
 from mythos_convert.convert.gguf_vocab import NORMALIZER_PROBES
 from mythos_convert.errors import MythosError
 from mythos_convert.ui import info, result
+from mythos_convert.verify.divergence import DivergenceAccumulator
+from mythos_convert.verify.gguf_tensors import FLOAT_TYPES, TensorCheck, check_tensors, header_problems, source_tensors
 from mythos_convert.verify.parity import (
     GREEDY_TOKENS,
     PROMPTS,
@@ -40,6 +43,7 @@ from mythos_convert.verify.parity import (
     compare_logits,
     greedy_continue,
     merge_comparisons,
+    nan_max,
     nonfinite_reasons,
     random_ids,
     render_table,
@@ -335,6 +339,44 @@ def _hf_fn(model):
     return run
 
 
+# --- the tensors ---------------------------------------------------------------------------------
+
+
+def _tensor_failures(tensors: list[TensorCheck], logits_failed: bool) -> list[str]:
+    """The tensor checks that fail verify: NaN/Inf and float-type excess always, any excess when the logits failed.
+
+    A quantized tensor's bound is measured, not proven, so on its own it only localises a logit
+    failure; a float type's bound is its rounding, and NaN in a tensor can hide behind finite logits
+    (llama.cpp quantizes activations to 8 bits before a quantized matmul).
+    """
+    out = []
+    for t in tensors:
+        if t.bad and (logits_failed or math.isnan(t.rel_error) or t.ggml_type in FLOAT_TYPES):
+            out.append(t.cause or f"{t.name}: relative error {t.rel_error:.3g} > {t.bound:g}")
+    return out
+
+
+def _tensor_summary(tensors: list[TensorCheck]) -> dict[str, Any]:
+    """Worst relative error per ggml type and every tensor above its bound (for verify.json)."""
+    worst: dict[str, float] = {}
+    for t in tensors:
+        worst[t.ggml_type] = nan_max([worst.get(t.ggml_type, 0.0), t.rel_error])
+    return {"worst_rel_error": worst, "above_bound": [{**t.as_dict(), "cause": t.cause} for t in tensors if t.bad]}
+
+
+def _failed_early(gguf_path: Path, label: str, failures: list[str], files, source) -> dict[str, Any]:
+    """The result of a file refused before llama.cpp ran it (its header contradicts the checkpoint)."""
+    return {
+        "passed": False,
+        "target": gguf_path.name,
+        "kind": "gguf",
+        "dtype": label,
+        "failures": failures,
+        "files": files,
+        "source": source,
+    }
+
+
 # --- the verifier ------------------------------------------------------------------------------
 
 
@@ -371,6 +413,18 @@ def verify_gguf(
     model, tok, reference, source = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
     cfg = model.config
     info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {reference}")
+    shards = [gguf_path.parent / name for name in _shard_names(gguf_path.name, facts["shards"])]
+    tensors = check_tensors(shards, source_tensors(model), cfg)
+    header = header_problems(gguf_path, cfg)
+    if header:  # llama.cpp would refuse the shapes or silently compute something else: name the key instead
+        out = _failed_early(gguf_path, label, header + _tensor_failures(tensors, logits_failed=True), files, source)
+        out.update(reference=reference, tensors=_tensor_summary(tensors))
+        if show:
+            for line in out["failures"]:
+                result(f"  FAIL: {line}")
+        if record:
+            record_result(gguf_path.parent, gguf_path.name, out)
+        return out
     seqs = _sequences(tok, cfg.vocab_size, cfg.max_seq_len)
     n_ctx = max(len(s) for s in seqs) + GREEDY_TOKENS
     llm = load_llama(gguf_path, n_ctx, f32_kv=True)
@@ -383,10 +437,19 @@ def verify_gguf(
     logit_std = float(torch.cat(refs).std())
     if tol is not None:
         tol = scaled_tolerance(tol, logit_std)
-    comparison = merge_comparisons(
-        [compare_logits(r, llama_fn(s), ("native", "GGUF")) for r, s in zip(refs, seqs, strict=True)],
-        list(map(len, seqs)),
-    )
+    kl = DivergenceAccumulator()
+    parts = []
+    for ref, seq in zip(refs, seqs, strict=True):
+        got = llama_fn(seq)
+        parts.append(compare_logits(ref, got, ("native", "GGUF")))
+        kl.add(ref, got)
+    divergence = kl.summary()
+    comparison = {
+        **merge_comparisons(parts, list(map(len, seqs))),
+        "mean_kl": divergence.mean_kl,
+        "p99_kl": divergence.p99_kl,
+        "max_kl": divergence.max_kl,
+    }
     greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
     greedy_equal = all(
         greedy_continue(_native_greedy_fn(model), s) == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs
@@ -398,7 +461,7 @@ def verify_gguf(
 
     logit_failures = check(comparison, tol, greedy_equal)[1]  # NaN/Inf fail every type, gated or not
     unexpected = [d for d in tok_diffs if not d["expected"]]
-    failures = list(logit_failures)
+    failures = list(logit_failures) + _tensor_failures(tensors, logits_failed=bool(logit_failures))
     if unexpected:
         failures.append(f"llama.cpp tokenizes {len(unexpected)} text(s) differently, e.g. {unexpected[0]['text']!r}")
 
@@ -421,6 +484,7 @@ def verify_gguf(
         "failures": failures,
         "files": files,
         "source": source,
+        "tensors": _tensor_summary(tensors),
     }
     rows = [
         {

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from mythos_convert.convert.hf_config import same_architecture
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
 from mythos_convert.convert.hf_weights import TORCH_DTYPES
 from mythos_convert.convert.tokenizer_export import check_vocab_fits
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
 from mythos_convert.train.checkpoint import NativeCheckpoint, load_checkpoint, load_model
 from mythos_convert.ui import info, result
 from mythos_convert.verify.parity import (
@@ -142,9 +142,30 @@ def load_hf_model(folder: Path):
     return model.eval()
 
 
-def _config_checks(model, src: HFSource) -> list[str]:
-    """Effective RoPE theta, eps and tying as transformers built them."""
-    cfg = src.config
+# Fields that change the computation but not the tensors: a folder whose config.json differs in
+# one of them still loads, so verify reports it (and runs) instead of refusing the folder.
+COMPUTE_FIELDS = {"rope_theta": "rope_theta", "norm_eps": "rms_norm_eps", "max_seq_len": "max_position_embeddings"}
+SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
+
+
+def _config_differences(native: MythosConfig, folder_cfg: MythosConfig, folder: Path, ckpt_path) -> list[str]:
+    """One failure per computation field config.json changed; a shape difference is a wrong --ckpt (raised)."""
+    shapes = [k for k in SHAPE_FIELDS if getattr(native, k) != getattr(folder_cfg, k)]
+    if shapes:
+        detail = ", ".join(f"{k} {getattr(folder_cfg, k)} vs {getattr(native, k)}" for k in shapes)
+        raise MythosError(
+            f"{folder} is not an export of {ckpt_path}: their configs differ ({detail}); pass --ckpt with the "
+            "checkpoint it was exported from"
+        )
+    return [
+        f"config.json's {hf_key} is {getattr(folder_cfg, key)!r}, the checkpoint's {key} is {getattr(native, key)!r}"
+        for key, hf_key in COMPUTE_FIELDS.items()
+        if getattr(native, key) != getattr(folder_cfg, key)
+    ]
+
+
+def _config_checks(model, cfg: MythosConfig) -> list[str]:
+    """Effective RoPE theta, eps and tying as transformers built them, against the checkpoint's config."""
     problems = []
     inv_freq = model.model.rotary_emb.inv_freq.float()
     want = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
@@ -197,7 +218,116 @@ def _tokenizer_checks(folder: Path, tok) -> tuple[float, list[str]]:
     agreement = same / len(texts)
     if agreement < 1.0:
         problems.append(f"tokenizers disagree on {len(texts) - same} of {len(texts)} texts")
+    if (folder / "tokenizer.json").is_file():
+        problems += _vocab_differences(folder / "tokenizer.json", tok)
     return agreement, problems
+
+
+def _bpe_model(data: dict[str, Any]) -> tuple[dict[str, int], list[str], dict[str, int]]:
+    """(vocab, merges as "a b", added tokens) of a tokenizer.json's parsed content."""
+    model = data.get("model") or {}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    added = {t["content"]: t["id"] for t in data.get("added_tokens") or [] if isinstance(t, dict) and "content" in t}
+    return dict(model.get("vocab") or {}), merges, added
+
+
+def _vocab_differences(path: Path, tok) -> list[str]:
+    """Name what the folder's tokenizer.json changed: token ids, merges, added tokens (at most a few each).
+
+    Text comparisons show that the tokenizers differ; these say which entry, so a swapped id or a
+    lost merge is found without reading two 20 000-line files side by side.
+    """
+    import json
+
+    try:
+        theirs = _bpe_model(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []  # unreadable: load_tokenizer above has refused it already
+    ours = _bpe_model(json.loads(tok.to_str()))
+    problems = []
+    for what, a, b in (("vocabulary", ours[0], theirs[0]), ("added tokens", ours[2], theirs[2])):
+        changed = [t for t in a if t in b and a[t] != b[t]]
+        if changed:
+            shown = ", ".join(f"{t!r} is id {b[t]} there, {a[t]} in the native tokenizer" for t in changed[:3])
+            problems.append(f"tokenizer.json's {what} differs in {len(changed)} id(s): {shown}")
+        missing = [t for t in a if t not in b]
+        if missing:
+            problems.append(
+                f"tokenizer.json's {what} lacks {len(missing)} token(s) of the native one, e.g. {missing[0]!r}"
+            )
+    if ours[1] != theirs[1]:
+        lost = [m for m in ours[1] if m not in set(theirs[1])]
+        extra = [m for m in theirs[1] if m not in set(ours[1])]
+        if lost:
+            problems.append(f"tokenizer.json lacks {len(lost)} merge(s) of the native tokenizer, e.g. {lost[0]!r}")
+        if extra:
+            problems.append(f"tokenizer.json has {len(extra)} merge(s) the native tokenizer lacks, e.g. {extra[0]!r}")
+        if not lost and not extra:
+            problems.append("tokenizer.json's merges are in a different order (merge priority) than the native ones")
+    return problems
+
+
+# --- localising a logit failure -----------------------------------------------------------------
+
+LOCALISE_REL = 1e-4  # a sub-layer diverges when max |diff| / max |native| is above this (rounding: ~1e-7)
+
+
+def _stages(native, hf) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
+    """(name, native module, transformers module) in the order the forward pass runs them."""
+    stages = [("the embedding", native.embedding, hf.model.embed_tokens)]
+    for i, (ours, theirs) in enumerate(zip(native.layers, hf.model.layers, strict=True)):
+        stages += [
+            (f"block {i} attention norm (input_layernorm)", ours.attn_norm, theirs.input_layernorm),
+            (f"block {i} attention (self_attn)", ours.attention, theirs.self_attn),
+            (f"block {i} MLP norm (post_attention_layernorm)", ours.ffn_norm, theirs.post_attention_layernorm),
+            (f"block {i} MLP (mlp)", ours.feed_forward, theirs.mlp),
+            (f"block {i} output", ours, theirs),
+        ]
+    return [*stages, ("the final norm", native.norm, hf.model.norm)]
+
+
+def _outputs(model, modules: list[torch.nn.Module], run) -> list[torch.Tensor]:
+    """Each module's output (first element of a tuple) during one forward pass, by forward hooks."""
+    got: dict[int, torch.Tensor] = {}
+
+    def keeper(i: int):
+        def hook(_module, _args, out) -> None:  # returns None: a hook's return value replaces the output
+            got.setdefault(i, (out[0] if isinstance(out, tuple) else out).detach().float())
+
+        return hook
+
+    hooks = [m.register_forward_hook(keeper(i)) for i, m in enumerate(modules)]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return [got[i] for i in range(len(modules))]
+
+
+def localise(native, hf, ids: list[int]) -> str:
+    """Name the first block and sub-layer (attention, MLP, norm) whose output differs between the models.
+
+    Both run `ids` once with forward hooks on every block's sub-layers (the block outputs are what
+    transformers returns as `output_hidden_states`); the first stage whose output differs by more
+    than rounding, while its input still agrees, is where the export goes wrong.
+    """
+    stages = _stages(native, hf)
+    batch = torch.tensor([ids])
+    ours = _outputs(native, [s[1] for s in stages], lambda: native(batch))
+    theirs = _outputs(hf, [s[2] for s in stages], lambda: hf(batch))
+    for (name, _, _), a, b in zip(stages, ours, theirs, strict=True):
+        if a.shape != b.shape:
+            return f"first divergence: {name} (output shapes {tuple(a.shape)} vs {tuple(b.shape)})"
+        if not torch.isfinite(b).all() or not torch.isfinite(a).all():
+            side = "transformers" if not torch.isfinite(b).all() else "native"
+            return f"first divergence: {name} ({side} output is not finite)"
+        diff = float((a - b).abs().max())
+        rel = diff / max(float(a.abs().max()), 1e-12)
+        if rel > LOCALISE_REL:
+            return f"first divergence: {name} (max |diff| {diff:.3g}, {rel:.2g} of its scale; everything before agrees)"
+    return "no sub-layer diverges on the longest prompt: the difference is in the output head or the decoding"
 
 
 def _logits_fn(model, hf: bool):
@@ -296,11 +426,7 @@ def _source_digest(native: NativeCheckpoint) -> dict[str, Any] | None:
 
 def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
     native = _native_source(src, ckpt, config_yaml)
-    if not same_architecture(native.config, src.config):
-        raise MythosError(
-            f"{folder} is not an export of {native.path}: their configs differ; pass --ckpt with the "
-            "checkpoint it was exported from"
-        )
+    config_failures = _config_differences(native.config, src.config, folder, native.path)
     if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
         load_tokenizer(src.tokenizer_path, fix="re-export the folder with `mythos-convert hf`")
     if tokenizer is None:
@@ -311,7 +437,7 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
     info(f"verifying {folder} ({dtype_name}) against {native.path}")
 
     hf_model = load_hf_model(folder)
-    failures = _config_checks(hf_model, src)
+    failures = config_failures + _config_checks(hf_model, native.config)
     ref_model = load_model(native, torch.float32)
     seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
     native_fn, hf_fn = _logits_fn(ref_model, hf=False), _logits_fn(hf_model, hf=True)
@@ -325,6 +451,8 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
     greedy_seqs = [max(seqs[: len(PROMPTS)], key=len)]
     greedy_equal = _greedy_equal(ref_model, hf_model, greedy_seqs, src.config.max_seq_len)
     passed_logits, reasons = check(comparison, tol, greedy_equal)
+    if reasons:  # say where: the first block and sub-layer whose output differs
+        reasons.append(localise(ref_model, hf_model, greedy_seqs[0]))
     tok_agreement, tok_problems = _tokenizer_checks(folder, tokenizer)
     failures += reasons + tok_problems
 

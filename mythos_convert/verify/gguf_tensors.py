@@ -1,0 +1,184 @@
+"""Where a GGUF file goes wrong: its header against the source config, and every tensor against the source.
+
+A failed logit comparison says that a file is wrong, not where. This module reads the file with
+gguf-py, dequantises every tensor (`gguf.quants.dequantize`), undoes the q/k row permutation and
+compares it with the source tensor, naming each tensor whose relative error is above its type's
+bound, and recognising the usual mistakes: q/k rows not permuted, k permuted with the query head
+count, a tensor scaled, NaN/Inf stored. The header check names a hyperparameter that differs from
+the checkpoint's (`llama.attention.head_count_kv` and friends), which llama.cpp would otherwise
+either refuse with a shape error or run with silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mythos_convert.convert.gguf import permute_rows
+from mythos_convert.model.config import MythosConfig
+
+# Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
+# Float types: their rounding (F32 exact; F16 2^-11 and BF16 2^-8 per element at worst). Quantized
+# types: 3x the worst measured by benchmarks/measure_gates.py over its random configs and the
+# reference fixture (README, "Parity"); they name tensors when the logits fail, they do not gate alone.
+TENSOR_BOUNDS: dict[str, float] = {
+    "F32": 1e-7,
+    "F16": 5e-4,
+    "BF16": 4e-3,
+    "Q8_0": 0.012,
+    "Q6_K": 0.03,
+    "Q5_K": 0.06,
+    "Q5_1": 0.06,
+    "Q5_0": 0.1,
+    "Q4_K": 0.12,
+    "Q4_1": 0.12,
+    "Q4_0": 0.2,
+    "Q3_K": 0.3,
+    "Q2_K": 0.6,
+}
+FLOAT_TYPES = ("F32", "F16", "BF16")  # exact up to rounding: any excess fails verify on its own
+
+# GGUF header key -> (config attribute, what a user calls it); compared exactly (floats as float32).
+HEADER_KEYS: dict[str, str] = {
+    "llama.embedding_length": "d_model",
+    "llama.block_count": "n_layers",
+    "llama.attention.head_count": "n_heads",
+    "llama.attention.head_count_kv": "n_kv_heads",
+    "llama.feed_forward_length": "ffn_dim",
+    "llama.context_length": "max_seq_len",
+    "llama.rope.freq_base": "rope_theta",
+    "llama.attention.layer_norm_rms_epsilon": "norm_eps",
+    "llama.vocab_size": "vocab_size",
+    "llama.rope.dimension_count": "head_dim",
+}
+
+
+def header_problems(path: Path, config: MythosConfig) -> list[str]:
+    """One line per header hyperparameter that differs from the source config (a missing one too)."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    problems = []
+    for key, attr in HEADER_KEYS.items():
+        want = getattr(config, attr)
+        field = reader.get_field(key)
+        if field is None:
+            if key != "llama.vocab_size":  # optional: llama.cpp takes it from the token list
+                problems.append(f"the GGUF header has no {key}; the checkpoint's {attr} is {want}")
+            continue
+        got = field.contents()
+        same = np.float32(got) == np.float32(want) if isinstance(want, float) else int(got) == int(want)
+        if not same:
+            problems.append(f"the GGUF header's {key} is {got}, the checkpoint's {attr} is {want}")
+    return problems
+
+
+@dataclass(frozen=True)
+class TensorCheck:
+    """One tensor of the file against its source: relative RMS error, its bound, and a diagnosis."""
+
+    name: str
+    ggml_type: str
+    rel_error: float  # NaN when the file's tensor holds NaN/Inf
+    bound: float
+    cause: str | None = None  # set when the error is above the bound
+
+    @property
+    def bad(self) -> bool:
+        return not self.rel_error <= self.bound  # NaN is bad
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.ggml_type, "rel_error": self.rel_error, "bound": self.bound}
+
+
+def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    if not np.isfinite(got).all():
+        return math.nan
+    norm = float(np.linalg.norm(want.astype(np.float64)))
+    err = float(np.linalg.norm(got.astype(np.float64) - want))
+    return err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
+
+
+def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse of `permute_rows`: llama.cpp's interleaved rows back to the half-split layout."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _head_counts(rows: int, head_dim: int) -> list[int]:
+    """Head counts a q/k matrix of `rows` rows could have been permuted with (even rows per head)."""
+    return [h for h in range(1, rows // 2 + 1) if rows % (2 * h) == 0 and h != rows // head_dim]
+
+
+def _diagnose(name: str, got: np.ndarray, src: np.ndarray, heads: int | None, bound: float, head_dim: int) -> str:
+    """The likely cause of a tensor's excess error, as a sentence naming the tensor."""
+    if not np.isfinite(got).all():
+        bad = ~np.isfinite(got)
+        kind = "NaN" if np.isnan(got).any() else "Inf"
+        rows = np.unique(np.nonzero(bad.reshape(bad.shape[0], -1).any(-1))[0])
+        return f"{name} holds {kind} ({int(bad.sum())} value(s), row(s) {', '.join(map(str, rows[:4]))})"
+    if heads is not None:
+        if _rel_error(got, src) <= bound:
+            return f"{name} matches the source not permuted (q/k rows must be interleaved per head for llama.cpp)"
+        for h in _head_counts(src.shape[0], head_dim):
+            if _rel_error(got, permute_rows(src, h)) <= bound:
+                return f"{name} matches the source permuted with {h} heads, not {heads}"
+        permuted = permute_rows(src, heads)
+    else:
+        permuted = src
+    denom = float(np.vdot(permuted.astype(np.float64), permuted))
+    if denom > 0:
+        scale = float(np.vdot(got.astype(np.float64), permuted)) / denom
+        if abs(scale - 1) > bound and _rel_error(got, scale * permuted) <= bound:
+            return f"{name} is the source scaled by {scale:.4g}"
+    return f"{name} differs from the source: relative error {_rel_error(got, permuted):.3g} > {bound:g}"
+
+
+def _file_tensors(paths: list[Path]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(name, ggml type name, dequantised float32 array in numpy's [out, in] order) of every tensor."""
+    import gguf
+
+    for shard in paths:
+        for t in gguf.GGUFReader(shard).tensors:
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            array = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float32)
+            yield t.name, t.tensor_type.name, array
+
+
+def check_tensors(paths: list[Path], source: dict[str, np.ndarray], config: MythosConfig) -> list[TensorCheck]:
+    """Every tensor of the file (all its shards) against `source` (GGUF names, the source's half-split q/k)."""
+    out = []
+    for name, type_name, got in _file_tensors(paths):
+        bound = TENSOR_BOUNDS.get(type_name, 1.0)
+        src = source.get(name)
+        if src is None:
+            out.append(TensorCheck(name, type_name, math.nan, bound, f"{name} has no source tensor"))
+            continue
+        if src.shape != got.shape:
+            cause = f"{name} has shape {got.shape}, the source's {src.shape}"
+            out.append(TensorCheck(name, type_name, math.nan, bound, cause))
+            continue
+        heads = {"attn_q": config.n_heads, "attn_k": config.n_kv_heads}.get(name.split(".")[-2])
+        error = _rel_error(unpermute_rows(got, heads) if heads else got, src)
+        cause = None if error <= bound else _diagnose(name, got, src, heads, bound, config.head_dim)
+        out.append(TensorCheck(name, type_name, error, bound, cause))
+    return out
+
+
+def source_tensors(model) -> dict[str, np.ndarray]:
+    """The native model's tensors under their GGUF names (float32 numpy, q/k as the source has them)."""
+    from mythos_convert.convert.names import convert_name
+
+    out = {}
+    for name, tensor in model.state_dict().items():
+        try:
+            gguf_name = convert_name(name, "native", "gguf")
+        except Exception:  # rope tables, caches: not tensors of the file
+            continue
+        out[gguf_name] = tensor.detach().float().numpy()
+    return out
