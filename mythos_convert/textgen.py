@@ -1,0 +1,117 @@
+"""Continue a prompt with a native checkpoint: what `mythos-convert generate` does, as a library call.
+
+Every input is checked before anything is printed or the model is built (sampling settings, seed,
+the prompt's fit in the context, the tokenizer against the embedding, non-finite weights), so a
+caller streaming the text to a terminal never prints half an answer before an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mythos_convert.convert.tokenizer_export import check_vocab_fits
+from mythos_convert.data.tokenizer import resolve_tokenizer
+from mythos_convert.errors import MythosError
+from mythos_convert.model.generate import (
+    Sampling,
+    check_seed,
+    context_budget,
+    eos_id,
+    first_nonfinite,
+    prompt_ids,
+    stream_ids,
+    stream_text,
+)
+from mythos_convert.model.kernels import describe
+from mythos_convert.train.checkpoint import load_checkpoint, load_model
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class TextGeneration:
+    """A prepared generation: `pieces()` streams the new text; the counters fill as it runs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    ids: list[int]
+    max_new_tokens: int
+    sampling: Sampling
+    seed: int | None
+    dtype: str
+    tokenizer_source: str
+    budget: int
+    context: int
+    new_tokens: int = 0
+    seconds: float = 0.0
+    _started: float = field(default=0.0, repr=False)
+
+    def pieces(self) -> Iterator[str]:
+        """The continuation, piece by piece (whole characters), as the model produces it."""
+        self._started = time.perf_counter()
+        new_ids = stream_ids(
+            self.model,
+            self.ids,
+            max_new_tokens=self.max_new_tokens,
+            sampling=self.sampling,
+            eos_id=eos_id(self.tokenizer),
+            seed=self.seed,
+        )
+        yield from stream_text(self.tokenizer, self._counted(new_ids))
+        self.seconds = time.perf_counter() - self._started
+
+    def _counted(self, stream: Iterator[int]) -> Iterator[int]:
+        for token_id in stream:
+            self.new_tokens += 1
+            yield token_id
+
+    @property
+    def engine(self) -> str:
+        """Which decode operations ran (the compiled kernels or torch's)."""
+        return describe(getattr(torch, self.dtype))
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / max(self.seconds, 1e-9)
+
+
+def prepare_generation(
+    ckpt: str | Path,
+    prompt: str,
+    *,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    max_new_tokens: int = 128,
+    sampling: Sampling | None = None,
+    seed: int | None = None,
+    dtype: str = "float32",
+) -> TextGeneration:
+    """Check everything, load the model, and return the generation ready to stream.
+
+    Raises:
+        MythosError: a bad dtype, seed, sampling setting, checkpoint, tokenizer or prompt, or
+            weights holding NaN/Inf (sampling would fail on them, greedy decoding return noise).
+    """
+    if dtype not in DTYPES:
+        raise MythosError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}: pass --dtype float32")
+    sampling = sampling or Sampling()
+    check_seed(seed)  # all sampling input is checked before the model loads
+    source = load_checkpoint(ckpt, config_yaml)
+    tok, tok_source = resolve_tokenizer(source, tokenizer)
+    check_vocab_fits(tok, source.config.vocab_size)  # larger ids would index past the embedding
+    ids = prompt_ids(tok, prompt)
+    limit = source.config.max_seq_len
+    budget = context_budget(limit, len(ids), max_new_tokens)  # before any output: a bad prompt fails cleanly
+    model = load_model(source, getattr(torch, dtype))  # names a missing or misshapen tensor
+    damaged = first_nonfinite(model)
+    if damaged is not None:
+        raise MythosError(
+            f"tensor {damaged} holds NaN or Inf values: the checkpoint is damaged; generate from a healthy "
+            "checkpoint (e.g. an earlier one)"
+        )
+    return TextGeneration(model, tok, ids, max_new_tokens, sampling, seed, dtype, tok_source, budget, limit)
