@@ -46,6 +46,13 @@ class PlannedFile:
     size: int
     lfs: bool
     why: str  # "pattern *.safetensors", "> 10 MB", "binary" or "text"
+    content: bytes | None = None  # written by the push itself (a GGUF repo's card), not read from the folder
+
+
+def generated_file(path_in_repo: str, content: bytes) -> PlannedFile:
+    """A file the push makes (not in the folder): uploaded from memory, scanned for credentials too."""
+    reason = lfs_reason(path_in_repo, len(content), content[:512])
+    return PlannedFile(path_in_repo, Path(path_in_repo), len(content), reason is not None, reason or "text", content)
 
 
 @dataclass
@@ -374,11 +381,22 @@ def recheck_files(plan: PushPlan, token: str | None = None) -> None:
     """Right before the commit: every planned file is still a regular file inside the folder, and none
     holds credentials (the token being used included). The checks between plan and push take time."""
     present, unsafe = scan_folder(plan.folder)
-    refuse_unsafe(plan.folder, {f.path_in_repo: unsafe[f.path_in_repo] for f in plan.files if f.path_in_repo in unsafe})
-    gone = [f.path_in_repo for f in plan.files if f.path_in_repo not in present]
+    local = [f for f in plan.files if f.content is None]
+    refuse_unsafe(plan.folder, {f.path_in_repo: unsafe[f.path_in_repo] for f in local if f.path_in_repo in unsafe})
+    gone = [f.path_in_repo for f in local if f.path_in_repo not in present]
     if gone:
         raise MythosError(f"{', '.join(gone)} changed or disappeared from {plan.folder} during the push: rerun push")
-    refuse_credentials(plan.folder, [f.path_in_repo for f in plan.files], token)
+    refuse_credentials(plan.folder, [f.path_in_repo for f in local], token)
+    made = [f.path_in_repo for f in plan.files if f.content is not None and _holds_secret(f.content, token)]
+    if made:
+        raise MythosError(
+            f"refusing to upload credentials: the generated {', '.join(made)} contains what looks like an access "
+            "token or private key; remove it from the card metadata"
+        )
+
+
+def _holds_secret(data: bytes, token: str | None) -> bool:
+    return bool((token and token.encode() in data) or _SECRET.search(data))
 
 
 def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResult:
@@ -403,7 +421,9 @@ def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResu
 
     def commit():
         # Operations are mutated by create_commit and cannot be reused: build them per attempt.
-        operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
+        operations = [
+            CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.local)) for f in plan.files
+        ]
         return api.create_commit(
             plan.repo_id,
             operations,
@@ -430,5 +450,6 @@ def plan_table(plan: PushPlan):
     for column in ("file", "size", "storage"):
         table.add_column(column, justify="right" if column == "size" else "left")
     for f in plan.files:
-        table.add_row(f.path_in_repo, human_size(f.size), f"LFS ({f.why})" if f.lfs else "regular")
+        storage = f"LFS ({f.why})" if f.lfs else "regular"
+        table.add_row(f.path_in_repo, human_size(f.size), storage + (", generated" if f.content is not None else ""))
     return table

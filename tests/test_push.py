@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from hub_server import HubServer
-from huggingface_hub import constants, snapshot_download
+from huggingface_hub import ModelCard, constants, snapshot_download
 from typer.testing import CliRunner
 
+from mythos_convert.card import card_problems
 from mythos_convert.cli import app
 from mythos_convert.convert.hf import export_hf
 from mythos_convert.errors import MythosError
@@ -272,3 +273,71 @@ def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubSer
     assert hub.repos["tester/secret"].private
     again = push(plan_push(exported, "tester/secret", endpoint=hub.url, private=True))
     assert again.commit_oid == first.commit_oid and len(hub.commits("tester/secret")) == 2
+
+
+@pytest.fixture(scope="module")
+def with_ggufs(exported: Path, tmp_path_factory) -> Path:
+    """The export plus verified F16 and Q8_0 files, a Modelfile, and an eval (eval.json, the chart, the card)."""
+    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.evaluate.run import run_eval
+
+    folder = Path(shutil.copytree(exported, tmp_path_factory.mktemp("gguf-push") / "out"))
+    assert export_gguf(folder, "f16,q8_0", modelfile=True).passed
+    run_eval([folder], chunks=2)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.llama_cpp
+def test_gguf_repo_holds_the_ggufs_and_a_card_naming_its_base_model(with_ggufs: Path, hub: HubServer, tmp_path):
+    folder = Path(shutil.copytree(with_ggufs, tmp_path / "out"))  # the push rewrites the card's GGUF link
+    cmd = [sys.executable, "-m", "mythos_convert", "push", str(folder), "--repo", "tester/tiny"]
+    cmd += ["--gguf-repo", "tester/tiny-GGUF", "--endpoint", hub.url, "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(hub, tmp_path / "home"), timeout=600)
+    assert run.returncode == 0, run.stderr
+    urls = run.stdout.strip().splitlines()[-2:]
+    assert urls == [
+        f"{hub.url}/tester/tiny/commit/{hub.head('tester/tiny').oid}",
+        f"{hub.url}/tester/tiny-GGUF/commit/{hub.head('tester/tiny-GGUF').oid}",
+    ]
+    ggufs = {p.name for p in folder.glob("*.gguf")}
+    assert len(ggufs) == 2
+    main = committed_paths(hub.head("tester/tiny"))
+    assert not main & (ggufs | {"Modelfile"}) and {"README.md", "gguf-quality.png", "eval.json"} <= main
+    assert committed_paths(hub.head("tester/tiny-GGUF")) == ggufs | {"Modelfile", "gguf-quality.png", "README.md"}
+    assert lfs_paths(hub.head("tester/tiny-GGUF")) >= ggufs
+
+    back = download(hub, "tester/tiny-GGUF", tmp_path / "dl-gguf")
+    for name in ggufs | {"Modelfile", "gguf-quality.png"}:
+        assert (back / name).read_bytes() == (folder / name).read_bytes(), name
+    card = (back / "README.md").read_text()
+    data = ModelCard(card).data.to_dict()
+    assert data["base_model"] == "tester/tiny" and data["base_model_relation"] == "quantized"
+    assert data["tags"][0] == "gguf" and data["library_name"] == "gguf"
+    assert card_problems(card) == []
+    metrics = [m for r in data["model-index"][0]["results"] for m in r["metrics"]]
+    assert {m["name"] for m in metrics} == {f"Perplexity ({name}, llama.cpp)" for name in ggufs}
+    for name in ggufs:
+        assert re.search(
+            rf"\| `{re.escape(name)}` \| (F16|Q8_0) \| [\d.]+ [KM]iB \| [\d.]+ \| [\d.]+ \| [\d.e-]+ \| [\d.]+% \|",
+            card,
+        )
+    assert "](gguf-quality.png)" in card and f"]({hub.url}/tester/tiny)" in card
+
+    main_card = (download(hub, "tester/tiny", tmp_path / "dl-main") / "README.md").read_text()
+    assert f"[tester/tiny-GGUF]({hub.url}/tester/tiny-GGUF)" in main_card
+    assert main_card.count("<!-- gguf-repo -->") == 1
+
+
+def test_gguf_repo_is_refused_without_ggufs_or_as_the_same_repo(exported: Path, with_ggufs: Path):
+    from mythos_convert.gguf_repo import prepare_pushes
+
+    with pytest.raises(MythosError, match=r"holds no \.gguf files for --gguf-repo"):
+        prepare_pushes(exported, "tester/tiny", "tester/tiny-GGUF", dry_run=True)
+    with pytest.raises(MythosError, match="--gguf-repo is --repo"):
+        prepare_pushes(with_ggufs, "tester/tiny", "tester/tiny", dry_run=True)
+    with pytest.raises(MythosError, match="not a Hub repo id"):
+        prepare_pushes(with_ggufs, "tester/tiny", "no slash", dry_run=True)
+    main, gguf = prepare_pushes(with_ggufs, "tester/tiny", "tester/tiny-GGUF", dry_run=True)
+    assert not any(f.path_in_repo.endswith(".gguf") or f.path_in_repo == "Modelfile" for f in main.files)
+    assert [f.path_in_repo for f in gguf.files if f.content is not None] == ["README.md"]

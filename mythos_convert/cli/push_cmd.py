@@ -13,6 +13,12 @@ from mythos_convert.cli.common import QuietOpt, apply_quiet
 def push(
     out: Annotated[Path, typer.Argument(help="The exported folder to publish.")] = Path("out"),
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id OWNER/NAME (created if missing).")] = "",
+    gguf_repo: Annotated[
+        str | None,
+        typer.Option(
+            "--gguf-repo", help="Publish the GGUF files, Modelfile and a GGUF card to this repo (OWNER/NAME-GGUF)."
+        ),
+    ] = None,
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
     token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
@@ -44,9 +50,7 @@ def push(
         warn("--skip-checks: publishing without the checks (the last verify and its file hashes are not checked)")
     if not dry_run:
         token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
-    plan = prepare_push(
-        out,
-        repo,
+    options = dict(
         dry_run=dry_run,
         skip_checks=skip_checks,
         endpoint=endpoint,
@@ -57,16 +61,24 @@ def push(
         include=include,
         exclude=exclude,
     )
+    if gguf_repo:
+        from mythos_convert.gguf_repo import prepare_pushes
+
+        plans = prepare_pushes(out, repo, gguf_repo, **options)
+    else:
+        plans = [prepare_push(out, repo, **options)]
     if dry_run:
-        result(plan_table(plan))
-        result(dry_run_summary(plan))
+        for plan in plans:
+            result(plan_table(plan))
+            result(dry_run_summary(plan))
         return
     if is_quiet():
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
-    pushed = do_push(plan, token)
-    result(pushed.commit_url)
-    if pushed.pr_url:
-        result(pushed.pr_url)
+    for plan in plans:
+        info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
+        pushed = do_push(plan, token)
+        result(pushed.commit_url)
+        if pushed.pr_url:
+            result(pushed.pr_url)
