@@ -9,12 +9,11 @@ of 64 / 192 (so every fallback shows). Plus the facts the issue measured on myth
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import gguf
 import pytest
-from helpers import make_checkpoint, tiny_config
+from helpers import llama_quantize, make_checkpoint, tiny_config
 
 from mythos_convert.convert.gguf import OUTTYPES, plan_tensors
 from mythos_convert.convert.gguf_export import export_gguf
@@ -29,15 +28,6 @@ CONFIGS = {
     # rows of 64 (attn, embedding) and 192 (ffn_down): fallbacks to 32-blocks; GQA 2:1
     "rows64-gqa2": dict(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=192),
 }
-
-
-def llama_cpp_quantize(src: Path, dst: Path, file_type: gguf.LlamaFileType) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.nthread = 2
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    assert rc == 0, f"llama_model_quantize returned {rc}"
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -55,7 +45,7 @@ def f32_file(request, tmp_path_factory, ref_tokenizer_path) -> tuple[MythosConfi
 def test_types_match_llama_quantize(f32_file, outtype: str, tmp_path: Path):
     cfg, src = f32_file
     dst = tmp_path / f"m-{outtype}.gguf"
-    llama_cpp_quantize(src, dst, OUTTYPES[outtype].file_type)
+    llama_quantize(src, dst, OUTTYPES[outtype].file_type)
     theirs = {t.name: Q(t.tensor_type) for t in gguf.GGUFReader(dst).tensors}
     ours = {p.name: p.qtype for p in plan_tensors(cfg, OUTTYPES[outtype])}
     differ = {n: (ours[n].name, theirs[n].name) for n in ours if ours[n] != theirs.get(n)}

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from helpers import make_checkpoint, tiny_config
+from helpers import llama_quantize, make_checkpoint, tiny_config
 
 from mythos_convert.convert.gguf_export import export_gguf
 from mythos_convert.train.checkpoint import load_checkpoint, load_model
@@ -114,23 +113,6 @@ def test_sums_are_the_squared_inputs_recomputed_from_the_modules(run: Path, ref_
 # ---------------------------------------------------------------- the whole path against llama.cpp
 
 
-def _llama_quantize(src: Path, dst: Path, file_type: gguf.LlamaFileType, weights: dict[str, np.ndarray]) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.nthread = 2
-    entries = (llama_cpp.llama_model_imatrix_data * (len(weights) + 1))()  # a NULL name ends the list
-    keep = []
-    for entry, (name, values) in zip(entries, weights.items(), strict=False):
-        values = np.ascontiguousarray(values, dtype=np.float32)
-        keep.append(values)
-        entry.name = name.encode()
-        entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        entry.size = values.size
-    params.imatrix = entries
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
-
-
 @pytest.mark.llama_cpp
 @pytest.mark.parametrize("outtype", ["q4_k_m", "q5_k_s", "q3_k_m", "q2_k", "q6_k", "q4_0"])
 def test_gguf_with_imatrix_is_what_llama_quantize_writes(run: Path, tmp_path: Path, outtype: str):
@@ -141,7 +123,7 @@ def test_gguf_with_imatrix_is_what_llama_quantize_writes(run: Path, tmp_path: Pa
         run / "ckpt.pt", outtype, tmp_path / "ours.gguf", verify=False, imatrix=run / "imatrix.gguf"
     ).written[0]
     theirs = tmp_path / "theirs.gguf"
-    _llama_quantize(f32.path, theirs, ours.outtype.file_type, weights)
+    llama_quantize(f32.path, theirs, ours.outtype.file_type, weights)
     a = {t.name: t for t in gguf.GGUFReader(ours.path).tensors}
     b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
     assert set(a) == set(b)
@@ -308,9 +290,9 @@ def test_every_type_is_llama_quantizes_file(source: dict, outtype: str, with_ima
     if with_imatrix:
         sums, counts, _ = _entries(source["imatrix"])
         weights = {n: s.reshape(-1) / np.float32(counts[n]) for n, s in sums.items()}
-        _llama_quantize(source["f32"], theirs, ours.outtype.file_type, weights)
+        llama_quantize(source["f32"], theirs, ours.outtype.file_type, weights)
     else:
-        _llama_quantize_plain(source["f32"], theirs, ours.outtype.file_type)
+        llama_quantize(source["f32"], theirs, ours.outtype.file_type)
     a = {t.name: t for t in gguf.GGUFReader(ours.path).tensors}
     b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
     assert set(a) == set(b)
@@ -318,11 +300,3 @@ def test_every_type_is_llama_quantizes_file(source: dict, outtype: str, with_ima
     assert types == {}, "(ours, llama.cpp)"
     differ = [n for n in a if not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))]
     assert differ == [], f"{len(differ)} tensor(s) with other bytes than llama.cpp's"
-
-
-def _llama_quantize_plain(src: Path, dst: Path, file_type: gguf.LlamaFileType) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.nthread = 2
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0

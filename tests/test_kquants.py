@@ -15,6 +15,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from helpers import llama_quantize
 
 from mythos_convert.convert import kquants
 
@@ -102,23 +103,6 @@ def _imatrix(rng: np.random.Generator, matrices: dict[str, np.ndarray]) -> dict[
     return out
 
 
-def _llama_quantize(src: Path, dst: Path, qtype: gguf.GGMLQuantizationType, imatrix: dict | None) -> None:
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, FILE_TYPES[qtype])
-    params.pure = True
-    params.nthread = 2
-    keep = []
-    if imatrix is not None:
-        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()  # NULL name ends the list
-        for entry, (name, values) in zip(entries, imatrix.items(), strict=False):
-            keep.append(values)
-            entry.name = name.encode()
-            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            entry.size = values.size
-        params.imatrix = entries
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
-
-
 def _mismatch(ours: np.ndarray, theirs: np.ndarray, qtype: gguf.GGMLQuantizationType) -> str:
     """'' when equal, else how many blocks differ and by how much once dequantised."""
     type_size = gguf.GGML_QUANT_SIZES[qtype][1]
@@ -144,7 +128,7 @@ def f32_file(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], dict[str, n
 def test_llama_model_quantize_writes_our_bytes(f32_file, tmp_path, qtype, with_imatrix):
     src, matrices, imatrix = f32_file
     dst = tmp_path / f"{qtype.name}.gguf"
-    _llama_quantize(src, dst, qtype, imatrix if with_imatrix else None)
+    llama_quantize(src, dst, getattr(llama_cpp, FILE_TYPES[qtype]), imatrix if with_imatrix else None, pure=True)
     tensors = {t.name: t for t in gguf.GGUFReader(dst).tensors}
     problems = []
     for name, array in matrices.items():
