@@ -233,7 +233,7 @@ def check(
 def render_table(rows: Sequence[dict[str, Any]], title: str = "parity"):
     """A rich table of comparison rows.
 
-    Each row: `name`, and any of `max_abs_diff`, `mean_abs_diff`, `argmax_agreement`,
+    Each row: `name`, and any of `max_abs_diff`, `mean_abs_diff`, `argmax_agreement`, `mean_kl`/`p99_kl`,
     `greedy_equal`, `tokenizer_agreement`, `tolerance` (str), `passed` (bool).
     """
     from rich.table import Table
@@ -244,6 +244,7 @@ def render_table(rows: Sequence[dict[str, Any]], title: str = "parity"):
         ("max |diff|", "right"),
         ("mean |diff|", "right"),
         ("argmax agree", "right"),
+        ("KL mean / p99", "right"),
         ("greedy equal", "center"),
         ("tolerance", "left"),
         ("result", "center"),
@@ -262,6 +263,7 @@ def render_table(rows: Sequence[dict[str, Any]], title: str = "parity"):
             num(row.get("max_abs_diff"), ".3g"),
             num(row.get("mean_abs_diff"), ".3g"),
             "-" if agreement is None else f"{agreement * 100:.2f}%",
+            "-" if row.get("mean_kl") is None else f"{row['mean_kl']:.3g} / {row.get('p99_kl', math.nan):.3g}",
             "-" if greedy is None else ("yes" if greedy else "NO"),
             str(row.get("tolerance", "")),
             "-" if passed is None else ("[green]pass[/green]" if passed else "[red]FAIL[/red]"),
