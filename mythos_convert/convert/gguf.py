@@ -13,7 +13,9 @@ runs in numpy through `gguf.quants`, bit-identical to llama.cpp's own quantizer.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -205,6 +207,71 @@ def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndar
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
     rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
     return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
+
+
+MIN_PARALLEL = 1 << 20  # values of quantization work (one tensor, all types) below which processes cost more
+
+
+def quantize_workers() -> int:
+    """Processes to quantize with: MYTHOS_QUANT_WORKERS, else the cores this process may use.
+
+    kquants is numpy with loops over positions in a block, so threads gain nothing (the GIL);
+    processes, each given a slice of rows, do.
+    """
+    value = os.environ.get("MYTHOS_QUANT_WORKERS", "")
+    if value.strip():
+        try:
+            return max(1, int(value))
+        except ValueError as exc:
+            raise MythosError(f"MYTHOS_QUANT_WORKERS must be an integer, got {value!r}: fix or unset it") from exc
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class ParallelEncoder:
+    """`encode` for one tensor into every output's type, the quantization spread over processes.
+
+    Rows are independent in every GGUF type, so slicing them changes no byte (tested). The pool
+    starts only when there is quantization work worth it; float casts stay in this process.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ParallelEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def encode_all(
+        self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        quantized = [q for q in qtypes if q not in (Q.F32, Q.F16)]
+        if self.workers < 2 or array.ndim < 2 or array.size * len(quantized) < MIN_PARALLEL:
+            return [encode(array, q, imatrix) for q in qtypes]
+        rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
+        slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))
+        pool = self._start()
+        pending = {
+            q: [pool.submit(kquants.quantize, rows[s[0] : s[-1] + 1], q, imatrix) for s in slices if s.size]
+            for q in dict.fromkeys(quantized)
+        }
+        out = []
+        for q in qtypes:
+            if q in pending:
+                data = np.concatenate([f.result() for f in pending[q]])
+                out.append(data.reshape(*array.shape[:-1], -1))
+            else:
+                out.append(encode(array, q, imatrix))
+        return out
+
+    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
+            context = multiprocessing.get_context("forkserver")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
 
 
 # --- metadata ---------------------------------------------------------------------------------
@@ -447,8 +514,8 @@ class _Output:
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
 
-    def write(self, plan: TensorPlan, array: np.ndarray, weights: np.ndarray | None = None) -> None:
-        data = encode(array, plan.qtype, weights)
+    def write(self, plan: TensorPlan, data: np.ndarray) -> None:
+        """Append one tensor's encoded bytes (`encode` / `ParallelEncoder`)."""
         assert data.nbytes == plan.nbytes, (plan.name, data.nbytes, plan.nbytes)
         self.writer.write_tensor_data(data)
 
@@ -529,9 +596,11 @@ def write_gguf(
             order = list(gguf_shapes(config))
             stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
             weights = imatrix.weights if imatrix is not None else {}
+            encoder = locks.enter_context(ParallelEncoder(quantize_workers()))
             for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
-                for out in opened:
-                    out.write(out.plans[index], array, weights.get(name))
+                types = [out.plans[index].qtype for out in opened]
+                for out, data in zip(opened, encoder.encode_all(array, types, weights.get(name)), strict=True):
+                    out.write(out.plans[index], data)
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)
         except BaseException:
