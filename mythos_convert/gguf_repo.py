@@ -20,13 +20,13 @@ from mythos_convert.card import (
     architecture_tags,
     collect_facts,
     link_gguf_repo,
-    load_meta,
     measured_results,
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
 from mythos_convert.hub import REPO_ID, PushPlan, generated_file, plan_push, prepare_push, resolve_endpoint
 from mythos_convert.hub_checks import check_verify
+from mythos_convert.metadata import load_meta
 from mythos_convert.ui import info
 
 GGUF_TEMPLATE_NAME = "gguf_template.md.j2"

@@ -21,10 +21,11 @@ from helpers import make_checkpoint
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 
-from mythos_convert.card import build_card, card_problems, load_meta, template_text, write_card
+from mythos_convert.card import build_card, card_problems, template_text, write_card
 from mythos_convert.convert.hf import export_hf
 from mythos_convert.convert.names import convert_name
 from mythos_convert.errors import MythosError
+from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import load_preset
 from mythos_convert.model.model import Mythos
 from mythos_convert.verify.record import hash_files, hf_bound_files, record_result
@@ -355,7 +356,7 @@ def test_template_found_in_a_non_editable_install(tmp_path: Path):
         "-q",
     ]
     subprocess.run(pip, check=True, capture_output=True, timeout=600)
-    code = "import mythos_convert.card as c; print(c.__file__); print(c.default_meta_path()); print(len(c.template_text()))"
+    code = "import mythos_convert.card as c, mythos_convert.metadata as m; print(c.__file__); print(m.default_meta_path()); print(len(c.template_text()))"
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
     lines = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],

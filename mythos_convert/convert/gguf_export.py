@@ -31,6 +31,7 @@ from mythos_convert.convert.gguf_vocab import build_vocab
 from mythos_convert.convert.imatrix_file import read_imatrix
 from mythos_convert.convert.names import expected_names
 from mythos_convert.errors import MythosError
+from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.safe_paths import inside, refuse_output_over_inputs
 from mythos_convert.ui import info, warn
@@ -125,14 +126,8 @@ def open_source(src: str | Path, tokenizer: str | Path | None = None, config_yam
 
 
 def load_metadata(config: MythosConfig, generation: dict[str, Any] | None = None) -> GGUFMetadata:
-    """`general.*` from the card metadata (model_card/mythos.yaml) when the card module is there."""
-    meta: dict[str, Any] = {}
-    try:
-        from mythos_convert.card import load_meta
-
-        meta = load_meta()
-    except ImportError:
-        pass
+    """`general.*` from the release metadata (`model_card/mythos.yaml`), as the card uses it."""
+    meta = load_meta()
     language = meta.get("language")
     languages = [language] if isinstance(language, str) else list(language or [])
     name = str(meta.get("model_name") or "Mythos")
