@@ -39,6 +39,7 @@ class Engine:
     kind: str  # "native", "hf" or "gguf"
     engine: str  # "native (torch)", "transformers", "llama.cpp"
     dtype: str  # F16, Q4_K_M, float32, ...
+    vocab: int  # logits per position
     run: Callable[[np.ndarray], torch.Tensor]
     close: Callable[[], None]
     seconds: float = 0.0
@@ -69,7 +70,8 @@ def _torch_fn(model, hf: bool) -> Callable[[np.ndarray], torch.Tensor]:
 def native_engine(target: str, ckpt: NativeCheckpoint, dtype: str = "float32") -> Engine:
     """The native model in float32 on a checkpoint's weights."""
     model = load_model(ckpt, torch.float32)
-    return Engine(target, "native", "native (torch)", dtype, _torch_fn(model, hf=False), lambda: None)
+    vocab = ckpt.config.vocab_size
+    return Engine(target, "native", "native (torch)", dtype, vocab, _torch_fn(model, hf=False), lambda: None)
 
 
 def native_from_hf(folder: Path) -> Engine:
@@ -83,7 +85,8 @@ def native_from_hf(folder: Path) -> Engine:
 def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
     """transformers' LlamaForCausalLM on the folder, float32."""
     model = load_hf_model(folder)
-    return Engine(target, "hf", "transformers", dtype, _torch_fn(model, hf=True), lambda: None)
+    vocab = model.config.vocab_size
+    return Engine(target, "hf", "transformers", dtype, vocab, _torch_fn(model, hf=True), lambda: None)
 
 
 def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int) -> Engine:
@@ -97,7 +100,7 @@ def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int) -> Engine
     def run(window: np.ndarray) -> torch.Tensor:
         return llama_logits(llm, window.tolist())
 
-    return Engine(target, "gguf", "llama.cpp", header.label, run, llm.close)
+    return Engine(target, "gguf", "llama.cpp", header.label, len(header.tokens), run, llm.close)
 
 
 @contextlib.contextmanager

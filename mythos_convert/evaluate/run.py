@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.table import Table
 from tokenizers import Tokenizer
 
@@ -218,11 +219,20 @@ class Measured:
     divergence: DivergenceAccumulator | None
 
 
+BLOCK_BYTES = 256 << 20  # reference logits held at once: windows are run in blocks of about this much
+
+
 def measure(
     engines: list[Engine], wins: list[np.ndarray], reference: Engine | None = None, compare: set[str] | None = None
 ) -> dict[str, Measured]:
-    """Run every engine on every window, the reference (one of `engines`) first; KL divergence
-    against it for the engines named in `compare` (default: all the others)."""
+    """Run every engine on every window; KL divergence against `reference` (one of `engines`) for
+    the engines named in `compare` (default: all the others).
+
+    Windows go in blocks: the reference runs a block and its scored logits are kept (about
+    BLOCK_BYTES), then each engine runs the whole block in turn. Switching engine at every window
+    made each pay for the other's idle threads spinning (OpenMP's, llama.cpp's): on mythos-172m,
+    2 cores (load 3.5), llama.cpp Q4_K_M ran at 90 tokens/s interleaved against 722 alone.
+    """
     if compare is None:
         compare = {e.target for e in engines if e is not reference} if reference is not None else set()
     results = {
@@ -230,19 +240,27 @@ def measure(
         for e in engines
     }
     order = sorted(engines, key=lambda e: e is not reference)
+    ctx = wins[0].size if wins else 1
+    block = max(1, BLOCK_BYTES // max(1, ctx * _vocab_rows(engines) * 4))
     with progress_task(f"eval: {len(engines)} model(s) x {len(wins)} windows", len(wins) * len(engines)) as advance:
-        for i, window in enumerate(wins):
-            ref_logits = None
+        for first in range(0, len(wins), block):
+            kept: dict[int, torch.Tensor] = {}
             for engine in order:
-                logits, targets = scored_logits(engine.logits(window), window, i)
-                if engine is reference:
-                    ref_logits = logits
                 measured = results[engine.target]
-                measured.perplexity.add(logits, targets)
-                if measured.divergence is not None and ref_logits is not None:
-                    measured.divergence.add(ref_logits, logits)
-                advance(1)
+                for i in range(first, min(first + block, len(wins))):
+                    logits, targets = scored_logits(engine.logits(wins[i]), wins[i], i)
+                    if engine is reference:
+                        kept[i] = logits
+                    measured.perplexity.add(logits, targets)
+                    if measured.divergence is not None and i in kept:
+                        measured.divergence.add(kept[i], logits)
+                    advance(1)
     return results
+
+
+def _vocab_rows(engines: list[Engine]) -> int:
+    """The widest logits among the engines."""
+    return max(engine.vocab for engine in engines) if engines else 1
 
 
 # ----------------------------------------------------------------------------- the report
