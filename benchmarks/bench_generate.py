@@ -157,7 +157,7 @@ def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
 
 def export_all(workdir: Path, ckpt: Path, want_gguf: bool) -> tuple[Path, dict[str, Path], list[str]]:
     """The HF folder (float32) and the f16/q8_0 GGUF files from the one checkpoint (cached in workdir)."""
-    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.release import export_hf
 
     notes = []
     hf_dir = workdir / "hf"
@@ -168,7 +168,7 @@ def export_all(workdir: Path, ckpt: Path, want_gguf: bool) -> tuple[Path, dict[s
         try:
             import llama_cpp  # noqa: F401
 
-            from mythos_convert.convert.gguf_export import export_gguf
+            from mythos_convert.release import export_gguf
         except ImportError as exc:
             notes.append(f"llama.cpp rows unavailable: {exc}")
             return hf_dir, ggufs, notes

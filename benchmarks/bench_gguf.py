@@ -47,7 +47,7 @@ sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref
 OURS = """
 import sys
 from mythos_convert.ui import set_quiet
-from mythos_convert.convert.gguf_export import export_gguf
+from mythos_convert.release import export_gguf
 set_quiet(True)
 export_gguf(sys.argv[1], sys.argv[2], outfile=sys.argv[3], verify=False, force=True)
 """
@@ -147,7 +147,7 @@ def compare(ours: Path, theirs: Path) -> str:
 
 def setup(workdir: Path) -> None:
     """Child: the 172m checkpoint (random weights) and its float32 HF folder, cached in workdir."""
-    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.release import export_hf
     from mythos_convert.ui import set_quiet
 
     set_quiet(True)

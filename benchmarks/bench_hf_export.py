@@ -82,7 +82,7 @@ model.to(dtype).save_pretrained(out)
 
 LIBRARY = """
 import sys
-from mythos_convert.convert.hf import export_hf
+from mythos_convert.release import export_hf
 from mythos_convert.ui import set_quiet
 set_quiet(True)
 export_hf(sys.argv[1], sys.argv[2], dtype=sys.argv[3], force=True, verify=False, card=False)

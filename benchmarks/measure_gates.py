@@ -89,7 +89,7 @@ def make_configs(work: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
 
 
 def measure_hf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
-    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.release import export_hf
     from mythos_convert.verify.hf import verify_hf
 
     rows = {}
@@ -107,7 +107,7 @@ def measure_hf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
 
 
 def measure_gguf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
-    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.release import export_gguf
     from mythos_convert.verify.gguf import verify_gguf
 
     export = export_gguf(ckpt, "all", work / "m-{ftype}.gguf", tokenizer=tok, verify=False)

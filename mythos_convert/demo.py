@@ -76,10 +76,9 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     import math
 
     from mythos_convert.card import write_card
-    from mythos_convert.convert.gguf_export import export_gguf
-    from mythos_convert.convert.hf import export_hf
     from mythos_convert.hub import plan_push
     from mythos_convert.hub_checks import check_folder
+    from mythos_convert.release import export_gguf, export_hf
     from mythos_convert.train.trainer import train
 
     out = check_output_dir(out, force)

@@ -6,8 +6,8 @@ import stat
 import pytest
 
 from mythos_convert.atomic import atomic_dir, atomic_file
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.errors import MythosError
+from mythos_convert.release import export_hf
 
 
 def _mode(path) -> int:

@@ -33,8 +33,7 @@ from helpers import make_checkpoint, make_reference_tokenizer, tiny_config, writ
 from safetensors.torch import load_file, save_file
 
 import mythos_convert.model
-from mythos_convert.convert.gguf_export import export_gguf
-from mythos_convert.convert.hf import export_hf
+from mythos_convert.release import export_gguf, export_hf
 
 pytestmark = pytest.mark.slow
 

@@ -22,12 +22,12 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 
 from mythos_convert.card import build_card, card_problems, template_text, write_card
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.convert.names import convert_name
 from mythos_convert.errors import MythosError
 from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import load_preset
 from mythos_convert.model.model import Mythos
+from mythos_convert.release import export_hf
 from mythos_convert.verify.record import hash_files, hf_bound_files, record_result
 
 GOLDEN = Path(__file__).parent / "golden" / "card_tiny.md"
@@ -157,7 +157,7 @@ def test_quickstart_in_the_card_runs(folder: Path):
 def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     """A real GGUF export into the folder (the exporter re-renders the card), then recorded verify results."""
     from mythos_convert.card import human_size
-    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     (gguf,) = [w.path for w in export_gguf(work, "f16", modelfile=True, verify=False).written]
@@ -391,8 +391,8 @@ def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -
 
 
 def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path, tmp_path: Path):
-    from mythos_convert.convert.gguf_export import export_gguf
     from mythos_convert.evaluate.record import record_eval
+    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     written = {w.outtype.name: w.path for w in export_gguf(work, "f16,q8_0", verify=False).written}
@@ -437,7 +437,7 @@ def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path
 
 def test_link_gguf_repo_replaces_its_own_line(folder: Path, tmp_path: Path):
     from mythos_convert.card import link_gguf_repo
-    from mythos_convert.convert.gguf_export import export_gguf
+    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     export_gguf(work, "f16", verify=False)

@@ -22,8 +22,8 @@ from hub_server import HubServer
 from test_bad_inputs import assert_one_error_line, cli, cli_env, run_cli, snapshot
 
 from mythos_convert.atomic import atomic_dir
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.errors import MythosError
+from mythos_convert.release import export_hf
 
 pytestmark = pytest.mark.slow
 

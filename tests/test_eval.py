@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mythos_convert.convert.gguf_export import export_gguf
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.evaluate.engines import gguf_engine
 from mythos_convert.evaluate.perplexity import windows
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
 from mythos_convert.evaluate.run import measure, run_eval
+from mythos_convert.release import export_gguf, export_hf
 
 pytestmark = pytest.mark.llama_cpp
 

@@ -16,13 +16,13 @@ from helpers import make_checkpoint, make_reference_tokenizer, tiny_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from mythos_convert.convert.gguf import KEY_FALLBACK, KEY_KEPT, OUTTYPES, parse_outtypes, parse_size
-from mythos_convert.convert.gguf_export import export_gguf
 from mythos_convert.convert.gguf_vocab import build_vocab
 from mythos_convert.convert.modelfile import modelfile_text
 from mythos_convert.convert.names import expected_names
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.release import export_gguf
 
 Q = gguf.GGMLQuantizationType
 

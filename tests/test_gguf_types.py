@@ -16,8 +16,8 @@ import pytest
 from helpers import llama_quantize, make_checkpoint, tiny_config
 
 from mythos_convert.convert.gguf import OUTTYPES, plan_tensors
-from mythos_convert.convert.gguf_export import export_gguf
 from mythos_convert.model.config import MythosConfig, load_preset
+from mythos_convert.release import export_gguf
 
 Q = gguf.GGMLQuantizationType
 QUANTIZED = [name for name, t in OUTTYPES.items() if name not in ("f32", "f16", "bf16")]
@@ -98,7 +98,7 @@ def test_every_differing_tensor_says_why():
 @pytest.mark.llama_cpp
 def test_modelfile_and_card_point_at_q4_k_m(tmp_path: Path, tiny_ckpt: Path):
     """Q4_K_M is what people download first: when it is written, the Modelfile and the card use it."""
-    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.release import export_hf
 
     folder = export_hf(tiny_ckpt, tmp_path / "out", verify=False).folder
     export = export_gguf(folder, "q8_0,q4_k_m,f16", modelfile=True, verify=False)

@@ -19,10 +19,10 @@ from helpers import make_checkpoint, tiny_config, write_config_yaml
 
 from mythos_convert.convert import hf as hf_module
 from mythos_convert.convert import safetensors_copy
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.convert.safetensors_copy import finite
 from mythos_convert.convert.torch_zip import NotPlain, TensorRef, read_torch_zip
 from mythos_convert.errors import MythosError
+from mythos_convert.release import export_hf
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 import torch
 from helpers import llama_quantize, make_checkpoint, tiny_config
 
-from mythos_convert.convert.gguf_export import export_gguf
+from mythos_convert.release import export_gguf
 from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 Q = gguf.GGMLQuantizationType

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from mythos_convert.card import card_problems
 from mythos_convert.cli import app
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.hub import local_files, plan_push, push
 from mythos_convert.hub_checks import check_folder
+from mythos_convert.release import export_hf
 from mythos_convert.verify.record import record_result
 
 TOKEN = "hf_test_write_token"
@@ -278,8 +278,8 @@ def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubSer
 @pytest.fixture(scope="module")
 def with_ggufs(exported: Path, tmp_path_factory) -> Path:
     """The export plus verified F16 and Q8_0 files, a Modelfile, and an eval (eval.json, the chart, the card)."""
-    from mythos_convert.convert.gguf_export import export_gguf
     from mythos_convert.evaluate.run import run_eval
+    from mythos_convert.release import export_gguf
 
     folder = Path(shutil.copytree(exported, tmp_path_factory.mktemp("gguf-push") / "out"))
     assert export_gguf(folder, "f16,q8_0", modelfile=True).passed

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from mythos_convert.convert.gguf_export import export_gguf
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.convert.native import export_native
+from mythos_convert.release import export_gguf, export_hf
 from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 

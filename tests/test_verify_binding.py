@@ -21,10 +21,9 @@ from typer.testing import CliRunner
 
 from mythos_convert.card import write_card
 from mythos_convert.cli import app
-from mythos_convert.convert.gguf_export import export_gguf
-from mythos_convert.convert.hf import export_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.hub_checks import check_folder, check_verify
+from mythos_convert.release import export_gguf, export_hf
 
 GGUF_NAME = "tiny-F16.gguf"
 HF_FILES = {

@@ -21,8 +21,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from mythos_convert.convert import gguf as gguf_writer
-from mythos_convert.convert.gguf_export import export_gguf
-from mythos_convert.convert.hf import export_hf
+from mythos_convert.release import export_gguf, export_hf
 from mythos_convert.verify.gguf import verify_gguf
 from mythos_convert.verify.hf import verify_hf
 

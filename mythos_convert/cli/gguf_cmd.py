@@ -44,8 +44,9 @@ def gguf(
 ) -> None:
     """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
     apply_quiet(quiet)
-    from mythos_convert.convert.gguf_export import export_gguf, render_export
+    from mythos_convert.convert.gguf_export import render_export
     from mythos_convert.errors import MythosError
+    from mythos_convert.release import export_gguf
     from mythos_convert.ui import result
 
     export = export_gguf(

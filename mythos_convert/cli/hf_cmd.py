@@ -34,7 +34,7 @@ def hf(
 ) -> None:
     """Export CKPT as a LlamaForCausalLM folder (safetensors, config, tokenizer, card) and verify it."""
     apply_quiet(quiet)
-    from mythos_convert.convert.hf import export_hf
+    from mythos_convert.release import export_hf
     from mythos_convert.ui import result
 
     export = export_hf(

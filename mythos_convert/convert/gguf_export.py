@@ -1,4 +1,4 @@
-"""`mythos-convert gguf` as a library call: open a source, name the outputs, write, verify, report.
+"""The GGUF export as a library call: open a source, name the outputs, write them, report.
 
 A source is an HF folder written by `mythos-convert hf` (the GGUF files go into it) or a native
 checkpoint (the files go beside it). Both feed the same writer through the one name table.
@@ -29,6 +29,7 @@ from mythos_convert.convert.gguf import (
 from mythos_convert.convert.gguf_types import RECOMMENDED
 from mythos_convert.convert.gguf_vocab import build_vocab
 from mythos_convert.convert.imatrix_file import read_imatrix
+from mythos_convert.convert.modelfile import write_modelfile
 from mythos_convert.convert.names import expected_names
 from mythos_convert.errors import MythosError
 from mythos_convert.metadata import load_meta
@@ -181,7 +182,7 @@ class GGUFExport:
         return all(r.get("passed", False) for r in self.verify.values())
 
 
-def export_gguf(
+def write_gguf_export(
     src: str | Path,
     outtype: str = "f16",
     outfile: str | Path | None = None,
@@ -191,10 +192,9 @@ def export_gguf(
     config_yaml: str | Path | None = None,
     split_max_size: str | int | None = None,
     modelfile: bool = False,
-    verify: bool = True,
     imatrix: str | Path | None = None,
 ) -> GGUFExport:
-    """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
+    """Write GGUF file(s) for an HF folder or a native checkpoint (`release.export_gguf` verifies them).
 
     Args:
         src: an HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt (files go beside it).
@@ -203,7 +203,6 @@ def export_gguf(
         force: replace existing files.
         split_max_size: e.g. `2G`: shards named like llama.cpp's gguf-split.
         modelfile: also write an Ollama `Modelfile` beside the GGUF.
-        verify: run `verify_gguf` on each file and record it in the folder's verify.json.
         imatrix: an importance matrix file (`mythos-convert imatrix`, or llama-imatrix's GGUF one)
             to weight the quantizers by, checked against the model first.
 
@@ -238,16 +237,10 @@ def export_gguf(
         warn(line)
     export = GGUFExport(source, written, warnings=warnings)
     if modelfile:
-        from mythos_convert.convert.modelfile import write_modelfile
-
         target = _modelfile_target(written).path
         export.modelfile = write_modelfile(
             target, source.tokenizer, source.generation, source.config.max_seq_len, force=force
         )
-    if verify:
-        _verify_all(export)
-    if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in written):
-        _rerender_card(source.path)
     return export
 
 
@@ -279,26 +272,6 @@ def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:
     """The file a Modelfile points at: the first of `RECOMMENDED` written (Q4_K_M, Q8_0, F16), else the first."""
     ranked = [w for w in written if w.outtype.label in RECOMMENDED]
     return min(ranked, key=lambda w: RECOMMENDED.index(w.outtype.label)) if ranked else written[0]
-
-
-def _verify_all(export: GGUFExport) -> None:
-    from mythos_convert.verify.gguf import verify_gguf
-
-    for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
-        reference = export.source.reference  # the checkpoint, or the HF folder (its weights, native engine)
-        export.verify[w.path.name] = verify_gguf(w.path, reference, tokenizer_obj=export.source.tokenizer, show=False)
-
-
-def _rerender_card(folder: Path) -> None:
-    """The card lists the GGUF files of its folder: render it again now that there are new ones."""
-    try:
-        from mythos_convert.card import write_card
-    except ImportError:
-        return
-    try:
-        write_card(folder)
-    except MythosError as exc:
-        warn(f"GGUF written, but the model card could not be re-rendered: {exc}")
 
 
 def render_export(export: GGUFExport):

@@ -1,9 +1,10 @@
-"""`mythos-convert hf`: a native checkpoint -> a transformers LlamaForCausalLM folder, verified.
+"""The HF writer: a native checkpoint -> the files of a transformers LlamaForCausalLM folder.
 
-The folder holds model.safetensors (or shards + index), config.json (v4 and v5 schemas),
-generation_config.json, hand-written tokenizer files (BOS-only post-processor), mythos.json
-(provenance for the card and for `native`), verify.json and a README.md card. Everything is
-written into a temporary sibling folder and renamed into place, so a crash leaves an old output intact.
+`plan_hf_export` reads and checks everything first (checkpoint, tokenizer, dtype, outputs over
+inputs); `write_hf_files` writes model.safetensors (or shards + index), config.json (v4 and v5
+schemas), generation_config.json, hand-written tokenizer files (BOS-only post-processor) and
+mythos.json (provenance for the card and for `native`) into a folder. `release.export_hf` runs
+them inside the atomic output folder, then verify and the card.
 
 Without verify, a checkpoint whose weights need no cast is read without torch (`torch_zip`) and
 its tensor bytes are copied into the safetensors files (`safetensors_copy`): the same files as the
@@ -14,13 +15,12 @@ the torch path.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mythos_convert import __version__
-from mythos_convert.atomic import atomic_dir, check_output_dir
+from mythos_convert.atomic import check_output_dir
 from mythos_convert.convert.hf_config import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
@@ -54,15 +54,21 @@ META_FORMAT_VERSION = 1
 
 
 @dataclass
-class HFExport:
-    """What `export_hf` produced."""
+class HFPlan:
+    """Everything an HF export decided before writing a byte."""
 
-    folder: Path
+    out: Path
+    source: NativeCheckpoint
+    weights: dict[str, Any]  # native name -> tensor (or TensorRef on the torch-free copy path)
+    copy_bytes: bool  # the torch-free path: tensor bytes copied straight from the checkpoint
+    tokenizer: Any
+    tokenizer_source: str
     dtype: str
-    files: list[str]
-    seconds: float
-    verify: dict[str, Any] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any]
+    max_shard_size: int | str
+    allow_nonfinite: bool
+    temperature: float
+    top_p: float
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -150,7 +156,7 @@ def _copyable_source(
     return source, weights
 
 
-def export_hf(
+def plan_hf_export(
     ckpt: str | Path,
     out: str | Path,
     *,
@@ -159,40 +165,26 @@ def export_hf(
     dtype: str | None = None,
     max_shard_size: int | str = "5GB",
     force: bool = False,
-    verify: bool = True,
+    torch_free: bool = False,
     allow_nonfinite: bool = False,
     temperature: float = DEFAULT_TEMPERATURE,
     top_p: float = DEFAULT_TOP_P,
-    card: bool = True,
-) -> HFExport:
-    """Convert a native checkpoint into an HF Llama folder `out`, then verify it against the native model.
+) -> HFPlan:
+    """Read and check everything an export needs; nothing is written.
 
     Args:
-        ckpt: native checkpoint (ours or the reference's).
-        out: output folder; a non-empty one needs `force` (then it is replaced atomically).
-        tokenizer: tokenizer.json (default: beside ckpt, else the copy inside it).
-        config_yaml: YAML with `model:` for checkpoints without an embedded config.
-        dtype: float32 | bfloat16 | float16 (default: the checkpoint's).
-        max_shard_size: shard above this size ("5GB", "500MB", or bytes).
-        verify: run the parity check (and record verify.json) before the folder is put in place.
-        allow_nonfinite: export NaN/Inf weights instead of refusing.
-        temperature, top_p: sampling defaults in generation_config.json.
-        card: write README.md.
-
-    Returns:
-        HFExport with the folder, the files and the verify result (None when not verified).
+        torch_free: read the checkpoint without torch and copy tensor bytes when no cast is
+            needed (seconds of imports saved; only when nothing else needs torch, e.g. no verify).
+        (the rest as `release.export_hf`)
 
     Raises:
-        MythosError: any bad input (named), or a failed verification (the folder is still written,
-            with the failure recorded in verify.json so `push` refuses it).
+        MythosError: any bad input, named, with the fix.
     """
-    started = time.perf_counter()
     if dtype is not None and dtype not in HF_DTYPES:
         raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
     refuse_output_over_inputs(out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config_yaml)])
     out = check_output_dir(out, force)
-    # Without verify, nothing needs torch when the weights can be copied byte for byte (seconds saved).
-    plain = None if verify else _copyable_source(ckpt, config_yaml, dtype)
+    plain = _copyable_source(ckpt, config_yaml, dtype) if torch_free else None
     if plain is not None:
         source, weights = plain
     else:
@@ -200,58 +192,58 @@ def export_hf(
     cfg = source.config
     tok, tok_source = resolve_tokenizer(source, tokenizer)
     check_vocab_fits(tok, cfg.vocab_size)
-    specials = special_tokens(tok)
     dtype = _resolve_dtype(source, dtype)
     if plain is None:
         weights = select_native_weights(cfg, source.state_dict)
     meta = _provenance(source, tok, tok_source, dtype)
-    timings: dict[str, float] = {}
-    result = None
-    with atomic_dir(out, force) as tmp:
-        info(f"exporting {source.path} ({cfg.num_parameters():,} parameters) to {out} as {dtype}")
-        if plain is not None:
-            files = write_safetensors_copy(
-                tmp, weights, source.path, dtype, max_shard_size=max_shard_size, allow_nonfinite=allow_nonfinite
-            )
-        else:
-            from mythos_convert.convert.hf_weights import TORCH_DTYPES, write_safetensors
+    return HFPlan(
+        out,
+        source,
+        weights,
+        plain is not None,
+        tok,
+        tok_source,
+        dtype,
+        meta,
+        max_shard_size,
+        allow_nonfinite,
+        temperature,
+        top_p,
+    )
 
-            files = write_safetensors(
-                tmp,
-                weights,
-                TORCH_DTYPES[dtype],
-                max_shard_size=max_shard_size,
-                allow_nonfinite=allow_nonfinite,
-                source_file=source.path,
-            )
-        del weights
-        _write_json(tmp / "config.json", hf_config_dict(cfg, specials, dtype))
-        _write_json(
-            tmp / "generation_config.json", generation_config_dict(specials, temperature=temperature, top_p=top_p)
+
+def write_hf_files(plan: HFPlan, folder: Path) -> list[str]:
+    """Write the folder's weights, config, generation config, tokenizer files and mythos.json; return their names."""
+    source, cfg, dtype = plan.source, plan.source.config, plan.dtype
+    specials = special_tokens(plan.tokenizer)
+    info(f"exporting {source.path} ({cfg.num_parameters():,} parameters) to {plan.out} as {dtype}")
+    if plan.copy_bytes:
+        files = write_safetensors_copy(
+            folder,
+            plan.weights,
+            source.path,
+            dtype,
+            max_shard_size=plan.max_shard_size,
+            allow_nonfinite=plan.allow_nonfinite,
         )
-        (tmp / "tokenizer.json").write_text(tokenizer_json_text(tok))
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config_dict(specials, cfg.max_seq_len))
-        _write_json(tmp / "special_tokens_map.json", special_tokens_map_dict(specials))
-        _write_json(tmp / META_FILE, meta)
-        _write_json(tmp / LOCAL_FILE, _local_paths(source, tok_source))
-        files += ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
-        files += ["special_tokens_map.json", META_FILE]
-        timings["write"] = time.perf_counter() - started
-        if verify:
-            from mythos_convert.verify.hf import verify_hf
+    else:
+        from mythos_convert.convert.hf_weights import TORCH_DTYPES, write_safetensors  # torch: only on this path
 
-            t0 = time.perf_counter()
-            result = verify_hf(tmp, source, tokenizer=tok, name=out.name)
-            timings["verify"] = time.perf_counter() - t0
-        if card:
-            from mythos_convert.card import write_card
-
-            write_card(tmp)
-            files.append("README.md")
-    export = HFExport(out, dtype, files, time.perf_counter() - started, result, timings)
-    if result is not None and not result["passed"]:
-        raise MythosError(
-            f"verification of {out} failed ({'; '.join(result.get('failures', []))}): "
-            "the folder was written with the failure in verify.json; report this as a bug"
+        files = write_safetensors(
+            folder,
+            plan.weights,
+            TORCH_DTYPES[dtype],
+            max_shard_size=plan.max_shard_size,
+            allow_nonfinite=plan.allow_nonfinite,
+            source_file=source.path,
         )
-    return export
+    _write_json(folder / "config.json", hf_config_dict(cfg, specials, dtype))
+    generation = generation_config_dict(specials, temperature=plan.temperature, top_p=plan.top_p)
+    _write_json(folder / "generation_config.json", generation)
+    (folder / "tokenizer.json").write_text(tokenizer_json_text(plan.tokenizer))
+    _write_json(folder / "tokenizer_config.json", tokenizer_config_dict(specials, cfg.max_seq_len))
+    _write_json(folder / "special_tokens_map.json", special_tokens_map_dict(specials))
+    _write_json(folder / META_FILE, plan.meta)
+    _write_json(folder / LOCAL_FILE, _local_paths(source, plan.tokenizer_source))
+    files += ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+    return [*files, "special_tokens_map.json", META_FILE]

@@ -1,0 +1,79 @@
+"""The bytes of every output, pinned: a refactor that changes one byte of an export fails here.
+
+A fixed checkpoint (weights drawn with numpy's PCG64, the same on every CPU; the reference
+implementation's own tokenizer from ../shared) is exported to an HF folder and to GGUF files, and
+every file's sha256 is compared with the value it had when the pipeline was split into writers and
+release steps (issue 10). A change that alters an output on purpose updates the pin in the same
+commit and says why. Not pinned: `.mythos-local.json` (local absolute paths) and README.md (the
+card has its own golden test, tests/golden/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config
+
+from mythos_convert.model.model import Mythos
+from mythos_convert.release import export_gguf, export_hf
+
+REFERENCE_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "tokenizer"
+
+PINS = {
+    "config.json": "5b864e3323bbe1662f55266bf18257bd70f617c3fecaca0f035257470ce919c2",
+    "generation_config.json": "f07985a47be2446dcc90a01cf66995c64638cd5a9429ec7e6c558e0c69147c3b",
+    "m-F16.gguf": "8834a380b8d7867189756b322d768d8c5065cb01f45620af5d014d36f083effa",
+    "m-F32.gguf": "aa71fa1b4b462cdb19093c77a400ea8623766c24365ddcd79c77bd8f1b39bae8",
+    "m-Q4_0.gguf": "eab80b51efab9c83debc35e6245fb9c088ad8a03ad35736bc0e41cdd7c88675b",
+    "m-Q4_K_M.gguf": "9f511acb0117da350f017828ad5c7a5bee23437d0db380f56e149051f8318071",
+    "m-Q8_0.gguf": "c06f3978470eb56bc435f3301c162c62f1089336bcda0b62e5ed4d6aa4b12b07",
+    "model.safetensors": "1965d3e8de081730a6452afe9eb76d2fb3f0d5f8bb9ed0d355bd681d793c49b9",
+    "mythos.json": "882497d6a3b5d201007179dbd2a9eb177caa5bd9bfb4c6d06832e5acec611d99",
+    "special_tokens_map.json": "87facbb4d68469e7bf2729e0586deb4cc048061ee7c2f5d234ed8d4e3dd82069",
+    "tokenizer.json": "3703ec524f5390efb89846f8102107a83ff16f4e81fb5cba794d0a2e9cfd9c8e",
+    "tokenizer_config.json": "05b9e9e77c26a498cb28b1087d5463d42942d6eac584001cc3026722a9ac3c0e",
+}
+
+
+def fixed_checkpoint(path: Path) -> Path:
+    """The tiny config's tensors from numpy's PCG64 (seed 7): bit-identical on every machine."""
+    cfg = tiny_config(512)
+    rng = np.random.default_rng(7)
+    state = {}
+    for name, tensor in Mythos(cfg).state_dict().items():
+        if name.startswith("rope_"):
+            state[name] = tensor  # computed from rope_theta, deterministic
+        else:
+            state[name] = torch.from_numpy((rng.standard_normal(tuple(tensor.shape)) * 0.1).astype(np.float32))
+    state["output.weight"] = state["embedding.weight"]
+    torch.save({"model": state, "step": 5, "config": cfg.to_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> Path:
+    if not (REFERENCE_TOKENIZER / "tokenizer.json").is_file():
+        pytest.skip(f"the reference tokenizer is not at {REFERENCE_TOKENIZER}")
+    folder = tmp_path_factory.mktemp("pins")
+    shutil.copy(REFERENCE_TOKENIZER / "tokenizer.json", folder / "tokenizer.json")
+    ckpt = fixed_checkpoint(folder / "ckpt.pt")
+    out = export_hf(ckpt, folder / "out", verify=False, card=False).folder
+    export_gguf(out, "f32,f16,q8_0,q4_0,q4_k_m", out / "m-{ftype}.gguf", verify=False)
+    return out
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name not in (".mythos-local.json", "README.md")
+    }
+
+
+def test_every_output_byte_is_pinned(outputs: Path):
+    assert hashes(outputs) == PINS
