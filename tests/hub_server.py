@@ -2,8 +2,10 @@
 
 It speaks the routes huggingface_hub 2.4 uses to create a repo, upload a folder through the legacy
 LFS protocol (Xet disabled: `HF_HUB_DISABLE_XET=1`), commit (NDJSON), branch, open a PR, and download
-back (`resolve` with the headers `hf_hub_download` needs). Every commit's NDJSON lines are kept, so
-tests can assert which files went as `file` (regular) and which as `lfsFile`.
+back (`resolve` with the headers `hf_hub_download` needs), for model repos and for Spaces (kept
+under the key `spaces/OWNER/NAME`, with their SDK; the Hub refuses a Space without one). Every
+commit's NDJSON lines are kept, so tests can assert which files went as `file` (regular) and which
+as `lfsFile`.
 
 Fault injection (`HubServer.faults`): answer a status N times on matching requests, drop the
 connection N times, or require a token (401 for others, 403 for read-only tokens).
@@ -74,8 +76,10 @@ class Commit:
 
 @dataclass
 class Repo:
-    repo_id: str
+    repo_id: str  # OWNER/NAME for a model, spaces/OWNER/NAME for a Space
     private: bool
+    repo_type: str = "model"
+    sdk: str | None = None  # a Space's SDK (gradio, docker, static)
     refs: dict[str, str] = field(default_factory=dict)  # branch or refs/pr/N -> commit oid
     commits: dict[str, Commit] = field(default_factory=dict)
     prs: int = 0
@@ -154,9 +158,11 @@ class HubServer:
         return sum(1 for m, p in self.requests if re.search(pattern, f"{m} {p}"))
 
     # ------------------------------------------------------------------ repo state
-    def create_repo(self, repo_id: str, private: bool = False) -> Repo:
+    def create_repo(
+        self, repo_id: str, private: bool = False, repo_type: str = "model", sdk: str | None = None
+    ) -> Repo:
         with self.lock:
-            repo = Repo(repo_id, private)
+            repo = Repo(repo_id, private, repo_type, sdk)
             oid = self._new_oid(repo_id, "initial")
             repo.commits[oid] = Commit(oid, None, "initial commit", {".gitattributes": _gitattributes()})
             repo.refs["main"] = oid
@@ -291,14 +297,20 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._create_repo()
         if api and parts[1] == "models" and len(parts) >= 4:
             return self._model_api(method, "/".join(parts[2:4]), parts[4:], query)
+        if api and parts[1] == "spaces" and len(parts) >= 4:
+            return self._model_api(method, "spaces/" + "/".join(parts[2:4]), parts[4:], query)
+        if parts[0] == "spaces" and len(parts) >= 3:  # a Space's git and resolve routes: the model ones, prefixed
+            parts, prefix = parts[1:], "spaces/"
+        else:
+            prefix = ""
         if parts[0] == "lfs-upload":
             return self._lfs_upload(method, parts[1:])
         if parts[0] == "lfs-verify" and method == "POST":
             return self._lfs_verify()
         if len(parts) >= 3 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
-            return self._lfs_batch(f"{parts[0]}/{parts[1][:-4]}")
+            return self._lfs_batch(f"{prefix}{parts[0]}/{parts[1][:-4]}")
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve(method, "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+            return self._resolve(method, prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
         self._body()
         return self._error(404, f"no route for {method} {path}")
 
@@ -333,12 +345,17 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _create_repo(self) -> None:
         hub = self.server_state
         body = self._json_body()
-        repo_id = f"{body.get('organization') or USER}/{body['name']}"
+        repo_type = body.get("type") or "model"
+        name = f"{body.get('organization') or USER}/{body['name']}"
+        repo_id = name if repo_type == "model" else f"{repo_type}s/{name}"
         url = f"{hub.url}/{repo_id}"
+        if repo_type == "space" and body.get("sdk") not in ("gradio", "docker", "static"):
+            return self._error(400, "space_sdk is required for a Space: gradio, docker or static")
         if repo_id in hub.repos:
-            return self._send(409, {"error": "You already created this model repo", "url": url})
-        hub.create_repo(repo_id, private=bool(body.get("private")) or body.get("visibility") == "private")
-        return self._send(200, {"url": url, "name": repo_id, "id": repo_id})
+            return self._send(409, {"error": f"You already created this {repo_type} repo", "url": url})
+        private = bool(body.get("private")) or body.get("visibility") == "private"
+        hub.create_repo(repo_id, private=private, repo_type=repo_type, sdk=body.get("sdk"))
+        return self._send(200, {"url": url, "name": name, "id": name})
 
     def _model_api(self, method: str, repo_id: str, rest: list[str], query: dict) -> None:
         body = self._json_body() if method in ("POST", "PUT") else None
@@ -372,8 +389,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         return self._send(
             200,
             {
-                "id": repo.repo_id,
-                "modelId": repo.repo_id,
+                "id": repo.repo_id.removeprefix("spaces/"),
+                "modelId": repo.repo_id.removeprefix("spaces/"),
                 "sha": oid,
                 "private": repo.private,
                 "tags": [],
@@ -381,6 +398,7 @@ class _HubHandler(BaseHTTPRequestHandler):
                 "likes": 0,
                 "lastModified": "2026-01-01T00:00:00.000Z",
                 "siblings": [{"rfilename": p, "size": len(f.data)} for p, f in sorted(files.items())],
+                **({"sdk": repo.sdk} if repo.repo_type == "space" else {}),
             },
         )
 

@@ -64,6 +64,7 @@ def serve(
     ready_path: str,
     log: Path,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
     startup_s: float = 300.0,
 ) -> Iterator[Server]:
     """Start `argv`, wait (at most `startup_s`, polling twice a second) until GET `ready_path` answers
@@ -71,7 +72,13 @@ def serve(
     url = f"http://{HOST}:{port}"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
     server = Server(process, url, log)
     try:

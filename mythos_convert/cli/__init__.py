@@ -57,6 +57,7 @@ def _register() -> None:
         imatrix_cmd,
         native_cmd,
         push_cmd,
+        space_cmd,
         tokenizer_cmd,
         train_cmd,
         verify_cmd,
@@ -73,6 +74,7 @@ def _register() -> None:
     app.command("eval")(eval_cmd.eval_)
     app.command("card")(card_cmd.card)
     app.command("push")(push_cmd.push)
+    app.command("space")(space_cmd.space)
     app.command("demo")(demo_cmd.demo)
 
 
