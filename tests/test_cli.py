@@ -9,7 +9,7 @@ from mythos_convert.cli import app
 from mythos_convert.cli.gguf_cmd import OUTTYPE_HELP
 from mythos_convert.convert.gguf import ALL, OUTTYPES
 
-COMMANDS = ("train", "generate", "tokenizer", "hf", "verify", "native", "gguf", "eval", "card", "push", "demo")
+COMMANDS = ("train", "generate", "tokenizer", "hf", "verify", "native", "gguf", "eval", "card", "push", "space", "demo")
 
 
 def test_help_lists_every_command():
