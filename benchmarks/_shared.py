@@ -88,10 +88,10 @@ def bench_checkpoint(folder: Path, arch: str = ARCH, seed: int = 0) -> Path:
     """`folder/ckpt.pt`: the preset's architecture, random weights (seeded), tokenizer beside it (cached)."""
     import torch
 
+    from mythos_convert.convert.native_checkpoint import save_checkpoint
     from mythos_convert.data.tokenizer import tokenizer_json_text
     from mythos_convert.model.config import load_preset
     from mythos_convert.model.model import Mythos
-    from mythos_convert.train.checkpoint import save_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = load_preset(arch).model

@@ -79,8 +79,8 @@ def _param_bytes(model) -> int:
 def native_engine(ckpt: Path, precision: str, compiled: bool = True) -> Engine:
     import torch
 
+    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
     from mythos_convert.model.generate import stream_ids
-    from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
     model = load_model(load_checkpoint(ckpt), getattr(torch, precision))
 

@@ -21,12 +21,12 @@ import torch
 
 from mythos_convert.convert.imatrix_file import ImatrixStats
 from mythos_convert.convert.names import convert_name
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.held_out import held_out_tokens
 from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.layers import tap_linear_inputs
 from mythos_convert.model.model import Mythos
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 from mythos_convert.ui import info, track
 
 DEFAULT_CTX = 512  # llama-imatrix's default context

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.convert.tokenizer_export import check_vocab_fits
 from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
@@ -28,7 +29,6 @@ from mythos_convert.model.generate import (
     stream_text,
 )
 from mythos_convert.model.kernels import describe
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 DTYPES = ("float32", "bfloat16")
 

@@ -1,7 +1,7 @@
 """The shared fixtures build what they promise (a failing fixture would fail every other test)."""
 
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 
 def test_reference_tokenizer_has_reference_specials(ref_tokenizer_path):

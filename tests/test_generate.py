@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mythos_convert.cli import app
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.generate import (
@@ -25,7 +26,6 @@ from mythos_convert.model.generate import (
     recompute_greedy,
     stream_text,
 )
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 NON_ASCII = "Unicode: café naïve 東京 😀 Ω — “quotes” ünïcödé ∑ 𝔘"
 

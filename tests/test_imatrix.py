@@ -23,8 +23,8 @@ import pytest
 import torch
 from helpers import llama_quantize, make_checkpoint, tiny_config
 
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_gguf
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 Q = gguf.GGMLQuantizationType
 # rows of 256 everywhere and 8 layers: n/8 = 1, so the first-eighth rules show

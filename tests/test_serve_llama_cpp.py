@@ -23,8 +23,8 @@ import torch
 from servers import REFERENCE, cpu_flags, free_port, post_json, serve
 from tokenizers import Tokenizer
 
+from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_gguf
-from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama_cpp]
 

@@ -28,9 +28,12 @@ from mythos_convert.convert.gguf import (
 )
 from mythos_convert.convert.gguf_types import RECOMMENDED
 from mythos_convert.convert.gguf_vocab import build_vocab
+from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.imatrix_file import read_imatrix
 from mythos_convert.convert.modelfile import write_modelfile
 from mythos_convert.convert.names import expected_names
+from mythos_convert.convert.native_checkpoint import load_checkpoint
+from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import MythosConfig
@@ -68,8 +71,6 @@ def _ordered(names: list[str], present: list[str], get: Callable[[str], Any]) ->
 
 
 def native_source(path: Path, tokenizer: str | Path | None, config_yaml: str | Path | None) -> GGUFSource:
-    from mythos_convert.data.tokenizer import resolve_tokenizer
-    from mythos_convert.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, config_yaml)
     tok, where = resolve_tokenizer(ckpt, tokenizer)
@@ -88,8 +89,6 @@ def native_source(path: Path, tokenizer: str | Path | None, config_yaml: str | P
 
 
 def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
-    from mythos_convert.convert.hf_read import read_hf_folder
-    from mythos_convert.data.tokenizer import load_tokenizer
 
     src = read_hf_folder(folder)
     tok_path = tokenizer or src.tokenizer_path

@@ -30,6 +30,13 @@ from mythos_convert.convert.hf_config import (
 )
 from mythos_convert.convert.hf_layout import select_native_weights
 from mythos_convert.convert.hf_read import LOCAL_FILE, META_FILE
+from mythos_convert.convert.native_checkpoint import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    NativeCheckpoint,
+    checkpoint_from_data,
+    load_checkpoint,
+)
 from mythos_convert.convert.safetensors_copy import copyable, write_safetensors_copy
 from mythos_convert.convert.tokenizer_export import (
     check_vocab_fits,
@@ -41,13 +48,6 @@ from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tenso
 from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import refuse_output_over_inputs
-from mythos_convert.train.checkpoint import (
-    MODEL_KEY,
-    OPTIMIZER_KEY,
-    NativeCheckpoint,
-    checkpoint_from_data,
-    load_checkpoint,
-)
 from mythos_convert.ui import info
 
 META_FORMAT_VERSION = 1

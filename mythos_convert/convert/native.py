@@ -19,12 +19,12 @@ from mythos_convert.convert.hf_config import same_architecture
 from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
 from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names
+from mythos_convert.convert.native_checkpoint import save_checkpoint
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.layers import rope_tables
 from mythos_convert.safe_paths import refuse_output_over_inputs
-from mythos_convert.train.checkpoint import save_checkpoint
 from mythos_convert.ui import info, track
 
 # mythos.json key holding the native tokenizer's own post-processor (the export rewrites it).

@@ -10,14 +10,19 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mythos_convert.errors import MythosError
 
-if TYPE_CHECKING:
-    from mythos_convert.train.checkpoint import NativeCheckpoint
+
+class TokenizerHolder(Protocol):
+    """What `resolve_tokenizer` reads of a checkpoint: where it lies and the tokenizer it embeds."""
+
+    path: Path | None
+    tokenizer_json: str | None
+
 
 # The reference's special tokens, in id order. Used to *train* a tokenizer, never to read one.
 SPECIAL_TOKENS = ("<unk>", "<bos>", "<eos>", "<pad>", "<sep>")
@@ -104,7 +109,7 @@ def _check_encodes(tokenizer: Tokenizer, what: str, fix: str) -> Tokenizer:
     return tokenizer
 
 
-def resolve_tokenizer(ckpt: NativeCheckpoint, explicit: str | Path | None = None) -> tuple[Tokenizer, str]:
+def resolve_tokenizer(ckpt: TokenizerHolder, explicit: str | Path | None = None) -> tuple[Tokenizer, str]:
     """Find the checkpoint's tokenizer: `explicit`, else `tokenizer.json` beside it, else its embedded copy.
 
     Returns the tokenizer and a short description of where it came from.

@@ -24,9 +24,9 @@ import torch
 
 from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.names import convert_name
+from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
-from mythos_convert.train.checkpoint import NativeCheckpoint, load_model
 from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import SINGLE_THREAD_PARAMS, load_hf_model
 

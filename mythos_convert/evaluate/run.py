@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 from mythos_convert.atomic import atomic_file
 from mythos_convert.card import CARD_FILE, human_size, write_card
 from mythos_convert.convert.hf_read import read_hf_folder
+from mythos_convert.convert.native_checkpoint import load_checkpoint
 from mythos_convert.data.held_out import held_out_tokens
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
@@ -49,7 +50,6 @@ from mythos_convert.evaluate.perplexity import (
     windows,
 )
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
-from mythos_convert.train.checkpoint import load_checkpoint
 from mythos_convert.ui import info, progress_task, warn
 from mythos_convert.verify.divergence import DivergenceAccumulator
 from mythos_convert.verify.record import hash_files, hf_bound_files

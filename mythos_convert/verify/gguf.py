@@ -237,7 +237,7 @@ def _native_from_hf(folder: Path):
     """The native Mythos engine (float32) on an HF folder's weights."""
     from mythos_convert.convert.hf_read import read_hf_folder
     from mythos_convert.convert.names import convert_name
-    from mythos_convert.train.checkpoint import NativeCheckpoint, load_model
+    from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
 
     src = read_hf_folder(folder)
     state = {convert_name(n, "hf", "native"): t.float() for n, t in src.iter_tensors()}
@@ -257,8 +257,8 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
     The digest (sha256/size of the checkpoint, or of the folder's weight files) is taken before
     the reference is read, and names files only by name: verify.json is published.
     """
+    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
     from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
-    from mythos_convert.train.checkpoint import load_checkpoint, load_model
 
     folder = gguf_path.parent
     tok = tokenizer_obj or (load_tokenizer(tokenizer) if tokenizer is not None else None)

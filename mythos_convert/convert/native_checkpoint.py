@@ -1,5 +1,8 @@
 """Read and write the native Mythos checkpoint (see shared/NATIVE_FORMAT.md).
 
+The native format is the converters' source and the trainer's output, so it lives here, beside
+the name table it strips prefixes with; `train` imports it (down), nothing here imports `train`.
+
 Reading memory-maps the file and never touches the optimizer state, so converting a checkpoint
 costs about one copy of the weights. Writing goes to a temporary name and is renamed into place.
 """
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.hf_layout import native_shapes
 from mythos_convert.convert.names import NATIVE_DROPPED, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
@@ -226,7 +230,6 @@ def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
     The weights are checked against the config before the model is built, so a config that does
     not describe them (or asks for absurd sizes) fails by name instead of allocating the model.
     """
-    from mythos_convert.convert.hf_layout import native_shapes
     from mythos_convert.model.model import Mythos  # local: converters must not need the model
 
     state = dict(ckpt.state_dict)
