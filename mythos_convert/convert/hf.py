@@ -39,13 +39,12 @@ from mythos_convert.convert.native_checkpoint import (
 )
 from mythos_convert.convert.safetensors_copy import copyable, write_safetensors_copy
 from mythos_convert.convert.tokenizer_export import (
-    check_vocab_fits,
+    bos_only_tokenizer_json,
     special_tokens_map_dict,
     tokenizer_config_dict,
-    tokenizer_json_text,
 )
 from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
-from mythos_convert.data.tokenizer import resolve_tokenizer, special_tokens
+from mythos_convert.data.tokenizer import check_vocab_fits, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.ui import info
@@ -240,7 +239,7 @@ def write_hf_files(plan: HFPlan, folder: Path) -> list[str]:
     _write_json(folder / "config.json", hf_config_dict(cfg, specials, dtype))
     generation = generation_config_dict(specials, temperature=plan.temperature, top_p=plan.top_p)
     _write_json(folder / "generation_config.json", generation)
-    (folder / "tokenizer.json").write_text(tokenizer_json_text(plan.tokenizer))
+    (folder / "tokenizer.json").write_text(bos_only_tokenizer_json(plan.tokenizer))
     _write_json(folder / "tokenizer_config.json", tokenizer_config_dict(specials, cfg.max_seq_len))
     _write_json(folder / "special_tokens_map.json", special_tokens_map_dict(specials))
     _write_json(folder / META_FILE, plan.meta)

@@ -17,7 +17,6 @@ from typing import Any
 from tokenizers import Tokenizer, processors
 
 from mythos_convert.data.tokenizer import SpecialTokens, special_tokens
-from mythos_convert.errors import MythosError
 
 _ROLES = ("bos", "eos", "unk", "pad", "sep")
 
@@ -41,8 +40,8 @@ def bos_only_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     return copy
 
 
-def tokenizer_json_text(tokenizer: Tokenizer) -> str:
-    """tokenizer.json content of the BOS-only copy."""
+def bos_only_tokenizer_json(tokenizer: Tokenizer) -> str:
+    """tokenizer.json content of the BOS-only copy (what an export ships; not the training tokenizer's text)."""
     return json.dumps(json.loads(bos_only_tokenizer(tokenizer).to_str()), ensure_ascii=False, indent=2) + "\n"
 
 
@@ -66,13 +65,3 @@ def tokenizer_config_dict(specials: SpecialTokens, model_max_length: int) -> dic
 
 def special_tokens_map_dict(specials: SpecialTokens) -> dict[str, str]:
     return {f"{role}_token": specials.token(role) for role in _ROLES if specials.token(role) is not None}
-
-
-def check_vocab_fits(tokenizer: Tokenizer, vocab_size: int) -> None:
-    """Refuse a tokenizer whose ids reach past the embedding (they would index out of range)."""
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if size > vocab_size:
-        raise MythosError(
-            f"tokenizer has {size} tokens but the model's embedding has {vocab_size} rows: "
-            "pass the tokenizer the model was trained with (--tokenizer)"
-        )

@@ -187,13 +187,20 @@ def train_tokenizer(
     return tok
 
 
-def check_vocab_fits(tokenizer: Tokenizer, model_vocab: int, where: str = "the tokenizer") -> int:
-    """A tokenizer may be smaller than the model's embedding, never larger; returns its size."""
+CONVERT_FIX = "pass the tokenizer the model was trained with (--tokenizer)"
+TRAIN_FIX = "train a tokenizer with at most that many tokens or use a preset with a larger vocab"
+
+
+def check_vocab_fits(
+    tokenizer: Tokenizer, model_vocab: int, where: str = "the tokenizer", fix: str = CONVERT_FIX
+) -> int:
+    """A tokenizer may be smaller than the model's embedding, never larger (its ids would index past
+    it); returns its size. `fix` ends the message: converting and training need different advice."""
     size = tokenizer.get_vocab_size(with_added_tokens=True)
     if size > model_vocab:
         raise MythosError(
-            f"{where} has {size} tokens but the model's vocab_size is {model_vocab}: "
-            "train a tokenizer with at most that many tokens or use a preset with a larger vocab"
+            f"{where} has {size} tokens but the model's vocab_size is {model_vocab} "
+            f"(its embedding has {model_vocab} rows): {fix}"
         )
     return size
 

@@ -17,7 +17,14 @@ from mythos_convert import ui
 from mythos_convert.atomic import atomic_dir
 from mythos_convert.data.corpus import load_corpus
 from mythos_convert.data.pipeline import prepare_documents, tokenize_to_files
-from mythos_convert.data.tokenizer import NORMALIZERS, check_vocab_fits, load_tokenizer, save_tokenizer, train_tokenizer
+from mythos_convert.data.tokenizer import (
+    NORMALIZERS,
+    TRAIN_FIX,
+    check_vocab_fits,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import Preset
 
@@ -42,7 +49,7 @@ def prepare_run(
         raise MythosError(f"unknown normalizer {normalizer!r}: use one of {', '.join(NORMALIZERS)}")
     given = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None  # fail fast
     if given is not None:
-        check_vocab_fits(given, cfg.vocab_size, where=f"tokenizer {tokenizer_path}")
+        check_vocab_fits(given, cfg.vocab_size, where=f"tokenizer {tokenizer_path}", fix=TRAIN_FIX)
     with atomic_dir(out, force) as tmp:
         corpus = load_corpus(data)
         ui.info(f"data: {corpus.name} ({len(corpus.texts)} documents)")
@@ -52,7 +59,7 @@ def prepare_run(
         else:
             ui.info(f"training a ByteLevel BPE tokenizer (vocab {cfg.vocab_size}, normalizer {normalizer})")
             tok = train_tokenizer(texts, cfg.vocab_size, normalizer)
-        size = check_vocab_fits(tok, cfg.vocab_size, where=f"tokenizer {tokenizer_path or '(trained)'}")
+        size = check_vocab_fits(tok, cfg.vocab_size, where=f"tokenizer {tokenizer_path or '(trained)'}", fix=TRAIN_FIX)
         if size < cfg.vocab_size:
             ui.warn(f"the tokenizer has {size} tokens, fewer than the model's vocab_size {cfg.vocab_size}")
         save_tokenizer(tok, tmp / TOKENIZER_NAME)

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mythos_convert import ui
 from mythos_convert.convert.native_checkpoint import save_checkpoint
 from mythos_convert.data.pipeline import TokenData
-from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, tokenizer_json_text
+from mythos_convert.data.tokenizer import TRAIN_FIX, check_vocab_fits, load_tokenizer, tokenizer_json_text
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, TrainingConfig, load_preset
 from mythos_convert.model.model import Mythos
@@ -381,7 +381,7 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
         if world.distributed:
             torch.distributed.barrier()
     tok = load_tokenizer(out / TOKENIZER_NAME)
-    check_vocab_fits(tok, config.vocab_size, where=str(out / TOKENIZER_NAME))
+    check_vocab_fits(tok, config.vocab_size, where=str(out / TOKENIZER_NAME), fix=TRAIN_FIX)
     tokens = TokenData.open(out / DATA_DIR)
     model, raw_model, optimizer = _build(world, config, tcfg, state)
     run = _Run(

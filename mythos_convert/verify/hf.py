@@ -21,8 +21,7 @@ import torch
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
 from mythos_convert.convert.hf_weights import TORCH_DTYPES
 from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint, load_model
-from mythos_convert.convert.tokenizer_export import check_vocab_fits
-from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer, special_tokens
+from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import info, result
