@@ -56,7 +56,6 @@ RANDOM_CONFIGS: dict[str, tuple[dict, float]] = {
     "3h/1kv (3:1), d96, vocab 517": (dict(vocab_size=517, d_model=96, n_heads=3, n_kv_heads=1, d_ff=256), 5.0),
     "8h/4kv (2:1), d64, vocab 530": (dict(vocab_size=530, d_model=64, n_heads=8, n_kv_heads=4, d_ff=200), 5.0),
 }
-HF_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def lscpu_model() -> str:
@@ -89,6 +88,7 @@ def make_configs(work: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
 
 
 def measure_hf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
+    from mythos_convert.convert.dtypes import HF_DTYPES
     from mythos_convert.release import export_hf
     from mythos_convert.verify.hf import verify_hf
 
@@ -162,6 +162,8 @@ def main() -> None:
         "| format / type | max \\|diff\\| / max(1,σ) | mean \\|diff\\| / max(1,σ) | top-1 | greedy | mean KL | p99 KL |"
     )
     print("|---|---|---|---|---|---|---|")
+    from mythos_convert.convert.dtypes import HF_DTYPES
+
     for dtype in HF_DTYPES:
         cells = [(hf[c][dtype], c) for c in hf]
         mx = _worst([(r["max"], c) for r, c in cells])

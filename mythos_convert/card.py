@@ -19,6 +19,7 @@ from typing import Any
 
 from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_types import recommended_rank
+from mythos_convert.convert.weights_index import TensorInfo, read_tensors
 from mythos_convert.errors import MythosError, UnsafePathError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib, write_chart
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
@@ -26,7 +27,6 @@ from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import short_repr
 from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
 from mythos_convert.verify.record import is_bound, load_results
-from mythos_convert.weights_index import TensorInfo, read_tensors
 
 CARD_FILE = "README.md"
 PROVENANCE_FILE = "mythos.json"

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
+from mythos_convert.convert.weights_index import INDEX_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
 from mythos_convert.verify.record import RESULTS_FILE, changed_files, load_results, needs_verify
-from mythos_convert.weights_index import INDEX_FILE, read_header, read_index
 
 _SPLIT_PART = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$")  # a later shard of a split GGUF: verified via the first
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_dir
+from mythos_convert.convert.dtypes import HF_DTYPES, dtype_name, torch_dtype
 from mythos_convert.convert.hf_config import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
-    HF_DTYPES,
     generation_config_dict,
     hf_config_dict,
 )
@@ -113,8 +113,6 @@ def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
         return "float32"
     if isinstance(embedding, TensorRef):
         return embedding.dtype
-    from mythos_convert.convert.hf_weights import dtype_name
-
     return dtype_name(embedding.dtype)
 
 
@@ -226,12 +224,12 @@ def write_hf_files(plan: HFPlan, folder: Path) -> list[str]:
             allow_nonfinite=plan.allow_nonfinite,
         )
     else:
-        from mythos_convert.convert.hf_weights import TORCH_DTYPES, write_safetensors  # torch: only on this path
+        from mythos_convert.convert.hf_weights import write_safetensors  # torch: only on this path
 
         files = write_safetensors(
             folder,
             plan.weights,
-            TORCH_DTYPES[dtype],
+            torch_dtype(dtype),
             max_shard_size=plan.max_shard_size,
             allow_nonfinite=plan.allow_nonfinite,
             source_file=source.path,

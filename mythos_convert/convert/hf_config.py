@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mythos_convert.convert.dtypes import HF_DTYPES
 from mythos_convert.data.tokenizer import SpecialTokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import LIMITS, MythosConfig, ffn_width, short_repr
 
-HF_DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.9
 # What transformers writes for a config with no transformers_version; any 4.46+ reads the file.

@@ -16,12 +16,12 @@ from typing import Any
 
 from huggingface_hub import StateDictSplit, split_state_dict_into_shards_factory
 
+from mythos_convert.convert.dtypes import BY_NAME
 from mythos_convert.convert.names import NATIVE_DROPPED, TIED_HEAD, convert_name, expected_names
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 
 # dtype name -> (safetensors code, bytes per element)
-SAFETENSORS_DTYPES = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
 SAFETENSORS_METADATA = {"format": "pt"}
 FILENAME_PATTERN = "model{suffix}.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -109,7 +109,7 @@ def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_siz
     The same plan `split_torch_state_dict_into_shards` makes for meta tensors (no storage ids,
     sizes numel x itemsize), without its torch imports (torch.distributed alone costs a second).
     """
-    itemsize = SAFETENSORS_DTYPES[dtype][1]
+    itemsize = BY_NAME[dtype].itemsize
     try:
         return split_state_dict_into_shards_factory(
             dict(shapes),
@@ -142,7 +142,7 @@ def layout_header(specs: Mapping[str, tuple[tuple[int, ...], str]], metadata: Ma
     offset = 0
     for name in sorted(specs):
         shape, dtype = specs[name]
-        code, itemsize = SAFETENSORS_DTYPES[dtype]
+        code, itemsize = BY_NAME[dtype].code, BY_NAME[dtype].itemsize
         size = math.prod(shape) * itemsize
         header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size

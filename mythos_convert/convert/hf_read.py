@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
+from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
 from mythos_convert.convert.hf_config import mythos_config_from_hf
 from mythos_convert.convert.names import HF_IGNORED, TIED_HEAD, convert_name
+from mythos_convert.convert.weights_index import INDEX_FILE, read_header
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.safe_paths import inside
-from mythos_convert.weights_index import INDEX_FILE, read_header
 
 if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
     import torch
@@ -31,7 +32,6 @@ META_FILE = "mythos.json"  # provenance written by `mythos-convert hf` (publishe
 # publishes them: a user's directory layout is nobody else's business.
 LOCAL_FILE = ".mythos-local.json"
 EMBED = convert_name("embedding.weight", "native", "hf")
-_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class HFSource:
         """The dtype the weights are stored in (of the embedding), as an HF dtype name."""
         with safe_open(self.folder / self.weight_map[EMBED], framework="pt") as handle:
             code = handle.get_slice(EMBED).get_dtype()
-        return _SAFETENSORS_DTYPES.get(code, code.lower())
+        return BY_CODE[code].name if code in BY_CODE else code.lower()
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (hf_name, tensor) file by file; a stored lm_head is checked against the embedding and skipped.
@@ -160,8 +160,8 @@ def _check_dtypes(folder: Path, weight_map: dict[str, str], config_json: dict[st
         for name, entry in read_header(folder / filename).items():
             if name not in weight_map or HF_IGNORED.search(name):
                 continue
-            dtype = _SAFETENSORS_DTYPES[str(entry["dtype"])]  # read_header refuses non-float types
-            if isinstance(declared, str) and declared in _SAFETENSORS_DTYPES.values() and dtype != declared:
+            dtype = BY_CODE[str(entry["dtype"])].name  # read_header refuses non-float types
+            if isinstance(declared, str) and declared in BY_NAME and dtype != declared:
                 raise MythosError(
                     f"tensor {name} in {filename} is stored as {dtype} but config.json declares {declared}: "
                     "re-export the folder, or fix torch_dtype in config.json"

@@ -14,20 +14,11 @@ from pathlib import Path
 
 import torch
 
+from mythos_convert.convert.dtypes import dtype_name
 from mythos_convert.convert.hf_layout import SAFETENSORS_METADATA, nonfinite_error, plan_shards, write_index
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.safetensors_stream import PageReleaser, write_file
-from mythos_convert.errors import MythosError
 from mythos_convert.ui import progress_task
-
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    for name, value in TORCH_DTYPES.items():
-        if value == dtype:
-            return name
-    raise MythosError(f"weights are stored as {dtype}, which an HF export cannot hold: pass --dtype float32")
 
 
 def _finite(tensor: torch.Tensor) -> bool:

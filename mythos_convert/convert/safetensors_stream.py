@@ -18,16 +18,16 @@ from pathlib import Path
 
 import torch
 
+from mythos_convert.convert.dtypes import dtype_name
 from mythos_convert.convert.hf_layout import layout_header
 
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
 
 
 def header_bytes(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]], metadata: Mapping[str, str]) -> bytes:
     """The length-prefixed JSON header for tensors `name -> (shape, dtype)` laid out in name order."""
-    return layout_header({name: (shape, DTYPE_NAMES[dtype]) for name, (shape, dtype) in specs.items()}, metadata)
+    return layout_header({name: (shape, dtype_name(dtype)) for name, (shape, dtype) in specs.items()}, metadata)
 
 
 class PageReleaser:

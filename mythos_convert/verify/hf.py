@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from mythos_convert.convert.dtypes import torch_dtype
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
-from mythos_convert.convert.hf_weights import TORCH_DTYPES
 from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint, load_model
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
@@ -442,9 +442,9 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
     native_fn, hf_fn = _logits_fn(ref_model, hf=False), _logits_fn(hf_model, hf=True)
 
     drift = None
-    if TORCH_DTYPES[dtype_name] != torch.float32:
+    if torch_dtype(dtype_name) != torch.float32:
         drift = merge_comparisons([compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs], [len(s) for s in seqs])
-        _cast_native(ref_model, TORCH_DTYPES[dtype_name])
+        _cast_native(ref_model, torch_dtype(dtype_name))
     parts = [compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs]
     comparison = merge_comparisons(parts, [len(s) for s in seqs])
     greedy_seqs = [max(seqs[: len(PROMPTS)], key=len)]

@@ -12,12 +12,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from mythos_convert.convert.dtypes import BY_CODE
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import inside
 
 INDEX_FILE = "model.safetensors.index.json"
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
-FLOAT_DTYPES = ("F32", "F16", "BF16")  # a Llama folder's weights; anything else is a corrupt header
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,10 @@ def read_header(path: str | Path) -> dict[str, dict]:
     if not all(isinstance(v, dict) for v in header.values()):
         raise MythosError(f"weights file {path} has a corrupt safetensors header: re-export the folder")
     for name, entry in header.items():
-        if entry.get("dtype") not in FLOAT_DTYPES:
+        if entry.get("dtype") not in BY_CODE:  # a Llama folder's weights; anything else is a corrupt header
             raise MythosError(
                 f"tensor {name} in {path} is stored as {entry.get('dtype')}, not a float type "
-                f"({', '.join(FLOAT_DTYPES)}): the weights file is corrupt or not a Llama model; re-export the folder"
+                f"({', '.join(BY_CODE)}): the weights file is corrupt or not a Llama model; re-export the folder"
             )
     return header
 
