@@ -26,6 +26,7 @@ from mythos_convert.evaluate.record import bound_eval, read_gguf_header
 from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import short_repr
 from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
+from mythos_convert.ui import human_size
 from mythos_convert.verify.record import is_bound, load_results
 
 CARD_FILE = "README.md"
@@ -107,16 +108,6 @@ def human_count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return str(n)
-
-
-def human_size(n: int) -> str:
-    """Bytes in binary units, as `ls -h` and the Hub's file list show them."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
-    return f"{size:.2f} TiB"
 
 
 def _layer_of(name: str) -> int | None:

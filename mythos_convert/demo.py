@@ -163,7 +163,7 @@ def summary_table(result: DemoResult):
     """The closing table: each artifact, its size and its parity figures (paths relative to OUT)."""
     from rich.table import Table
 
-    from mythos_convert.card import human_size
+    from mythos_convert.ui import human_size
 
     table = Table(title=f"mythos-convert demo: {result.out}")
     for column in ("artifact", "file", "size", "parity vs native model"):

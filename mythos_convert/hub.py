@@ -235,7 +235,7 @@ def prepare_push(
 
 
 def dry_run_summary(plan: PushPlan) -> str:
-    from mythos_convert.card import human_size
+    from mythos_convert.ui import human_size
 
     n_lfs = sum(f.lfs for f in plan.files)
     return (
@@ -442,7 +442,7 @@ def plan_table(plan: PushPlan):
     """A rich table of the plan, for --dry-run."""
     from rich.table import Table
 
-    from mythos_convert.card import human_size
+    from mythos_convert.ui import human_size
 
     table = Table(
         title=f"{plan.endpoint}/{plan.repo_id} @ {plan.revision}{' (pull request)' if plan.create_pr else ''}"

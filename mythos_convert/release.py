@@ -9,6 +9,8 @@ only renders. This is the one module that imports all three, so every import sti
   publishes the folder, with the failure in verify.json so `push` refuses it, and raises.
 - `export_gguf`: write the GGUF file(s), verify each in llama.cpp (recorded in verify.json of its
   folder), and re-render the card of an HF folder that received them.
+- `evaluate`: `eval`'s measurements (recorded in eval.json), then the card of every folder they
+  were recorded in, whose Files table and chart show them.
 
 Every failure a user can cause is a `MythosError`; the CLI turns it into one line and exit 2.
 The verifiers and the GGUF writer import torch, so they are imported where they run: `hf
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_dir
-from mythos_convert.card import write_card
+from mythos_convert.card import CARD_FILE, write_card
 from mythos_convert.convert.hf import plan_hf_export, write_hf_files
 from mythos_convert.convert.hf_config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from mythos_convert.errors import MythosError
@@ -32,6 +34,7 @@ from mythos_convert.ui import warn
 
 if TYPE_CHECKING:
     from mythos_convert.convert.gguf_export import GGUFExport
+    from mythos_convert.evaluate.run import EvalReport
 
 
 @dataclass
@@ -181,3 +184,18 @@ def _rerender_card(folder: Path) -> None:
         write_card(folder)
     except MythosError as exc:
         warn(f"GGUF written, but the model card could not be re-rendered: {exc}")
+
+
+def evaluate(paths: list[str | Path], **options: Any) -> EvalReport:
+    """`evaluate.run.run_eval` (its keywords), then each folder's card rendered with the new figures."""
+    from mythos_convert.evaluate.run import run_eval  # torch and the engines
+
+    report = run_eval(paths, **options)
+    for recorded in report.recorded:
+        folder = Path(recorded).parent
+        if (folder / CARD_FILE).is_file() and (folder / "config.json").is_file():
+            try:
+                write_card(folder)
+            except MythosError as exc:
+                warn(f"eval recorded, but the model card could not be re-rendered: {exc}")
+    return report

@@ -84,3 +84,13 @@ def progress_task(description: str, total: float | None):
     with make_progress() as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def human_size(n: int) -> str:
+    """Bytes in binary units, as `ls -h` and the Hub's file list show them."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} TiB"

@@ -156,7 +156,7 @@ def test_quickstart_in_the_card_runs(folder: Path):
 
 def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     """A real GGUF export into the folder (the exporter re-renders the card), then recorded verify results."""
-    from mythos_convert.card import human_size
+    from mythos_convert.ui import human_size
     from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))

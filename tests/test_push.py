@@ -278,12 +278,11 @@ def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubSer
 @pytest.fixture(scope="module")
 def with_ggufs(exported: Path, tmp_path_factory) -> Path:
     """The export plus verified F16 and Q8_0 files, a Modelfile, and an eval (eval.json, the chart, the card)."""
-    from mythos_convert.evaluate.run import run_eval
-    from mythos_convert.release import export_gguf
+    from mythos_convert.release import evaluate, export_gguf
 
     folder = Path(shutil.copytree(exported, tmp_path_factory.mktemp("gguf-push") / "out"))
     assert export_gguf(folder, "f16,q8_0", modelfile=True).passed
-    run_eval([folder], chunks=2)
+    evaluate([folder], chunks=2)
     return folder
 
 

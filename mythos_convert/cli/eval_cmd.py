@@ -40,7 +40,8 @@ def eval_(
     """
     apply_quiet(quiet)
     from mythos_convert.atomic import check_output_file
-    from mythos_convert.evaluate.run import report_lines, report_table, run_eval, write_report_json
+    from mythos_convert.evaluate.run import report_lines, report_table, write_report_json
+    from mythos_convert.release import evaluate
     from mythos_convert.safe_paths import refuse_output_over_inputs
     from mythos_convert.ui import result
 
@@ -48,7 +49,7 @@ def eval_(
         check_output_file(json_out, force)
         inputs = [("target", t) for t in targets] + [("data", d) for d in data or []] + [("tokenizer", tokenizer)]
         refuse_output_over_inputs(json_out, [*inputs, ("config", config)])
-    report = run_eval(
+    report = evaluate(
         targets, data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record
     )
     result(report_table(report))

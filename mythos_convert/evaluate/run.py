@@ -8,8 +8,9 @@ weights they were quantized from). KL divergence KL(P_ref || P), its median, 99t
 max, and top-1 agreement are `verify.divergence`'s, over the scored positions, as
 `llama-perplexity --kl-divergence` reports them.
 
-Results are recorded in each folder's `eval.json`, bound to the sha256 of the files measured, and
-the folder's card is rendered again so its "Files" table and chart show them.
+Results are recorded in each folder's `eval.json`, bound to the sha256 of the files measured;
+`release.evaluate` (what the CLI runs) then renders the folder's card again so its "Files" table
+and chart show them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from rich.table import Table
 from tokenizers import Tokenizer
 
 from mythos_convert.atomic import atomic_file
-from mythos_convert.card import CARD_FILE, human_size, write_card
 from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.native_checkpoint import load_checkpoint
 from mythos_convert.data.held_out import held_out_tokens
@@ -50,7 +50,7 @@ from mythos_convert.evaluate.perplexity import (
     windows,
 )
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
-from mythos_convert.ui import info, progress_task, warn
+from mythos_convert.ui import human_size, info, progress_task
 from mythos_convert.verify.divergence import DivergenceAccumulator
 from mythos_convert.verify.record import hash_files, hf_bound_files
 
@@ -444,7 +444,7 @@ def run_eval(
 
 
 def _record(report: EvalReport, targets: list[Target], ref_ppl: float | None, reference: str | None) -> list[str]:
-    """Each folder's results into its eval.json, then its card rendered again (when it has one)."""
+    """Each folder's results into its eval.json (`release.evaluate` then renders its card again)."""
     by_folder: dict[Path, dict[str, dict[str, Any]]] = {}
     rows = {r["target"]: r for r in report.rows}
     for t in targets:
@@ -464,11 +464,6 @@ def _record(report: EvalReport, targets: list[Target], ref_ppl: float | None, re
     written = []
     for folder, entries in by_folder.items():
         written.append(str(record_eval(folder, entries)))
-        if (folder / CARD_FILE).is_file() and (folder / "config.json").is_file():
-            try:
-                write_card(folder)
-            except MythosError as exc:
-                warn(f"eval recorded, but the model card could not be re-rendered: {exc}")
     return written
 
 
