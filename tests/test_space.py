@@ -148,6 +148,8 @@ def test_page_in_headless_chromium(app, chromium, reference, greedy_texts, tmp_p
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
+            hosts: set[str] = set()
+            page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
             page.goto(app.url + "/", wait_until="networkidle", timeout=60_000)
             page.locator("#prompt textarea").fill(reference["prompts"][0])
             for slider, value in (("#temperature", "0"), ("#max_new_tokens", "20")):
@@ -164,6 +166,7 @@ def test_page_in_headless_chromium(app, chromium, reference, greedy_texts, tmp_p
         finally:
             browser.close()
     assert output == greedy_texts[0]
+    assert hosts == {app.url.split("/")[2]}  # the page loads nothing from elsewhere (fonts, analytics)
     width, height = _png_size(shot)
     for box in boxes.values():  # both fields lie inside the screenshot
         assert box and box["width"] > 100 and box["y"] + box["height"] <= height and box["x"] + box["width"] <= width
