@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from mythos_convert.atomic import atomic_dir
 from mythos_convert.card import CARD_FILE, write_card
 from mythos_convert.convert.hf import plan_hf_export, write_hf_files
-from mythos_convert.convert.hf_config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from mythos_convert.errors import MythosError
 from mythos_convert.ui import warn
 
@@ -49,35 +48,17 @@ class HFExport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def export_hf(
-    ckpt: str | Path,
-    out: str | Path,
-    *,
-    tokenizer: str | Path | None = None,
-    config_yaml: str | Path | None = None,
-    dtype: str | None = None,
-    max_shard_size: int | str = "5GB",
-    force: bool = False,
-    verify: bool = True,
-    allow_nonfinite: bool = False,
-    temperature: float = DEFAULT_TEMPERATURE,
-    top_p: float = DEFAULT_TOP_P,
-    card: bool = True,
-) -> HFExport:
+def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: bool = True, **options: Any) -> HFExport:
     """Convert a native checkpoint into an HF Llama folder `out`, then verify it against the native model.
 
     Args:
         ckpt: native checkpoint (ours or the reference's).
-        out: output folder; a non-empty one needs `force` (then it is replaced atomically).
-        tokenizer: tokenizer.json (default: beside ckpt, else the copy inside it).
-        config_yaml: YAML with `model:` for checkpoints without an embedded config.
-        dtype: float32 | bfloat16 | float16 (default: the checkpoint's).
-        max_shard_size: shard above this size ("5GB", "500MB", or bytes).
+        out: output folder; a non-empty one needs `force=True` (then it is replaced atomically).
         verify: run the parity check (and record verify.json) before the folder is put in place.
             Without it, a checkpoint whose weights need no cast is exported without torch.
-        allow_nonfinite: export NaN/Inf weights instead of refusing.
-        temperature, top_p: sampling defaults in generation_config.json.
         card: write README.md.
+        options: `convert.hf.plan_hf_export`'s keywords: tokenizer, config_yaml, dtype,
+            max_shard_size, force, allow_nonfinite, temperature, top_p.
 
     Returns:
         HFExport with the folder, the files and the verify result (None when not verified).
@@ -87,22 +68,10 @@ def export_hf(
             with the failure recorded in verify.json so `push` refuses it).
     """
     started = time.perf_counter()
-    plan = plan_hf_export(
-        ckpt,
-        out,
-        tokenizer=tokenizer,
-        config_yaml=config_yaml,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        torch_free=not verify,
-        allow_nonfinite=allow_nonfinite,
-        temperature=temperature,
-        top_p=top_p,
-    )
+    plan = plan_hf_export(ckpt, out, torch_free=not verify, **options)
     timings: dict[str, float] = {}
     result = None
-    with atomic_dir(plan.out, force) as tmp:
+    with atomic_dir(plan.out, options.get("force", False)) as tmp:
         files = write_hf_files(plan, tmp)
         plan.weights = {}  # written: drop this reference before verify loads two models (not .clear(): may be shared)
         timings["write"] = time.perf_counter() - started
@@ -125,17 +94,7 @@ def export_hf(
 
 
 def export_gguf(
-    src: str | Path,
-    outtype: str = "f16",
-    outfile: str | Path | None = None,
-    *,
-    force: bool = False,
-    tokenizer: str | Path | None = None,
-    config_yaml: str | Path | None = None,
-    split_max_size: str | int | None = None,
-    modelfile: bool = False,
-    verify: bool = True,
-    imatrix: str | Path | None = None,
+    src: str | Path, outtype: str = "f16", outfile: str | Path | None = None, *, verify: bool = True, **options: Any
 ) -> GGUFExport:
     """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
 
@@ -143,12 +102,9 @@ def export_gguf(
         src: an HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt (files go beside it).
         outtype: one of `OUTTYPES`, a comma list, or `all` (every type from one pass over the weights).
         outfile: the output path (`{ftype}` is replaced by the type); default `{basename}-{size}-{TYPE}.gguf`.
-        force: replace existing files.
-        split_max_size: e.g. `2G`: shards named like llama.cpp's gguf-split.
-        modelfile: also write an Ollama `Modelfile` beside the GGUF.
         verify: run `verify_gguf` on each file and record it in the folder's verify.json.
-        imatrix: an importance matrix file (`mythos-convert imatrix`, or llama-imatrix's GGUF one)
-            to weight the quantizers by, checked against the model first.
+        options: `convert.gguf_export.write_gguf_export`'s keywords: force, tokenizer,
+            config_yaml, split_max_size, modelfile, imatrix.
 
     Raises:
         MythosError: bad source, tokenizer, outtype, size or imatrix; existing output without force.
@@ -156,17 +112,7 @@ def export_gguf(
     from mythos_convert.convert.gguf_export import write_gguf_export  # torch (the writer)
     from mythos_convert.verify.gguf import verify_gguf
 
-    export = write_gguf_export(
-        src,
-        outtype,
-        outfile,
-        force=force,
-        tokenizer=tokenizer,
-        config_yaml=config_yaml,
-        split_max_size=split_max_size,
-        modelfile=modelfile,
-        imatrix=imatrix,
-    )
+    export = write_gguf_export(src, outtype, outfile, **options)
     source = export.source
     if verify:
         for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
