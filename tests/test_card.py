@@ -156,8 +156,8 @@ def test_quickstart_in_the_card_runs(folder: Path):
 
 def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     """A real GGUF export into the folder (the exporter re-renders the card), then recorded verify results."""
-    from mythos_convert.ui import human_size
     from mythos_convert.release import export_gguf
+    from mythos_convert.ui import human_size
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     (gguf,) = [w.path for w in export_gguf(work, "f16", modelfile=True, verify=False).written]
