@@ -127,6 +127,7 @@ _SECRET_NAMES = re.compile(
     r"(^|/)(token|stored_tokens|\.?netrc|\.?git-credentials|credentials(\.\w+)?|id_(rsa|ed25519|ecdsa))$"
 )
 _SCAN_LIMIT = 16 * 1024 * 1024  # text files and small binaries are scanned whole; weights are not
+_WEIGHTS = ("*.safetensors", "*.gguf", "*.bin", "*.pt", "*.pth")
 
 
 def credential_problem(folder: Path, rel: str, token: str | None = None) -> str | None:
@@ -140,9 +141,6 @@ def credential_problem(folder: Path, rel: str, token: str | None = None) -> str 
     if (token and token.encode() in data) or _SECRET.search(data):
         return f"{rel} contains what looks like an access token or private key"
     return None
-
-
-_WEIGHTS = ("*.safetensors", "*.gguf", "*.bin", "*.pt", "*.pth")
 
 
 def _saved_token() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_checkpoint, make_reference_tokenizer, tiny_config
+from helpers import REFERENCE, make_checkpoint, make_reference_tokenizer, tiny_config
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,3 +44,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    """The reference implementation's expected ids, logits and greedy tokens (skips without ../shared)."""
+    if not (REFERENCE / "ref_small.pt").is_file():
+        pytest.skip(f"the reference fixture is not at {REFERENCE}")
+    return json.loads((REFERENCE / "ref_small_expected.json").read_text())

@@ -20,6 +20,8 @@ from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.model import Mythos
 
 SPECIALS = ["<unk>", "<bos>", "<eos>", "<pad>", "<sep>"]
+# Written by the reference implementation itself (its README says how); ../shared beside the clone.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 
 
 def sample_corpus(max_chars: int = 200_000) -> list[str]:

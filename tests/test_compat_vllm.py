@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from servers import REFERENCE, cpu_flags, free_port, get_json, post_json, serve
+from helpers import REFERENCE
+from servers import cpu_flags, free_port, get_json, post_json, serve
 from tokenizers import Tokenizer
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
@@ -89,13 +90,6 @@ def vllm_env(venv: Path, cache: Path) -> dict[str, str]:
         VLLM_CACHE_ROOT=str(cache),
     )
     return env
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not (REFERENCE / "ref_small.pt").is_file():
-        pytest.skip(f"the reference fixture is not at {REFERENCE}")
-    return json.loads((REFERENCE / "ref_small_expected.json").read_text())
 
 
 @pytest.fixture(scope="module")

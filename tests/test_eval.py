@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REFERENCE
 
 from mythos_convert.evaluate.engines import gguf_engine
 from mythos_convert.evaluate.perplexity import windows
@@ -21,7 +22,6 @@ from mythos_convert.release import export_gguf, export_hf
 
 pytestmark = pytest.mark.llama_cpp
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 TOKENIZER = REFERENCE / "tokenizer" / "tokenizer.json"
 
 

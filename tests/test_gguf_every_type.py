@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import random_model, tiny_config
+from helpers import REFERENCE, random_model, tiny_config
 
 from mythos_convert.convert.gguf import OUTTYPES
 from mythos_convert.convert.gguf_types import MAIN_TYPE
@@ -23,7 +23,6 @@ from mythos_convert.verify.gguf import verify_gguf
 
 pytestmark = [pytest.mark.llama_cpp, pytest.mark.usefixtures("one_thread")]
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 
 # type -> (mean KL, p99 KL) bounds: README "Parity", ~4x the worst measured by benchmarks/measure_gates.py
 KL_GATES: dict[str, tuple[float, float]] = {

@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from helpers import llama_quantize, make_checkpoint, tiny_config
+from helpers import REFERENCE, llama_quantize, make_checkpoint, tiny_config
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_gguf
@@ -110,6 +110,18 @@ def test_sums_are_the_squared_inputs_recomputed_from_the_modules(run: Path, ref_
     assert not np.allclose(sums["blk.0.ffn_down.weight"][0], 0)
 
 
+def assert_same_tensors(ours: Path, theirs: Path) -> dict:
+    """Every tensor of our file has llama.cpp's type and bytes; returns ours by name."""
+    a = {t.name: t for t in gguf.GGUFReader(ours).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+    assert set(a) == set(b)
+    types = {n: (Q(a[n].tensor_type).name, Q(b[n].tensor_type).name) for n in a if a[n].tensor_type != b[n].tensor_type}
+    assert types == {}, "(ours, llama.cpp)"
+    differ = [n for n in a if not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))]
+    assert differ == [], f"{len(differ)} tensor(s) with other bytes than llama.cpp's"
+    return a
+
+
 # ---------------------------------------------------------------- the whole path against llama.cpp
 
 
@@ -124,13 +136,7 @@ def test_gguf_with_imatrix_is_what_llama_quantize_writes(run: Path, tmp_path: Pa
     ).written[0]
     theirs = tmp_path / "theirs.gguf"
     llama_quantize(f32.path, theirs, ours.outtype.file_type, weights)
-    a = {t.name: t for t in gguf.GGUFReader(ours.path).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
-    assert set(a) == set(b)
-    types = {n: (Q(a[n].tensor_type).name, Q(b[n].tensor_type).name) for n in a if a[n].tensor_type != b[n].tensor_type}
-    assert types == {}, "(ours, llama.cpp)"
-    differ = [n for n in a if not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))]
-    assert differ == [], f"{len(differ)} tensor(s) with other bytes than llama.cpp's"
+    a = assert_same_tensors(ours.path, theirs)
     if outtype == "q4_0":  # the imatrix rule: the first eighth of ffn_down goes to Q4_1
         assert a["blk.0.ffn_down.weight"].tensor_type == Q.Q4_1
     fields = gguf.GGUFReader(ours.path).fields
@@ -251,7 +257,6 @@ def test_k_quant_where_every_tensor_falls_back_warns():
 
 # ---------------------------------------------------------------- every type, two real sources
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 QUANTIZED = ["q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1", "q4_0"]
 QUANTIZED += ["q3_k_l", "q3_k_m", "q3_k_s", "q2_k"]
 
@@ -293,10 +298,4 @@ def test_every_type_is_llama_quantizes_file(source: dict, outtype: str, with_ima
         llama_quantize(source["f32"], theirs, ours.outtype.file_type, weights)
     else:
         llama_quantize(source["f32"], theirs, ours.outtype.file_type)
-    a = {t.name: t for t in gguf.GGUFReader(ours.path).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
-    assert set(a) == set(b)
-    types = {n: (Q(a[n].tensor_type).name, Q(b[n].tensor_type).name) for n in a if a[n].tensor_type != b[n].tensor_type}
-    assert types == {}, "(ours, llama.cpp)"
-    differ = [n for n in a if not np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data))]
-    assert differ == [], f"{len(differ)} tensor(s) with other bytes than llama.cpp's"
+    assert_same_tensors(ours.path, theirs)

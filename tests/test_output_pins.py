@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REFERENCE, tiny_config
 
 from mythos_convert.model.model import Mythos
 from mythos_convert.release import export_gguf, export_hf
 
-REFERENCE_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference" / "tokenizer"
+REFERENCE_TOKENIZER = REFERENCE / "tokenizer"
 
 PINS = {
     "config.json": "5b864e3323bbe1662f55266bf18257bd70f617c3fecaca0f035257470ce919c2",

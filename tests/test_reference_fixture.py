@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REFERENCE
 
 from mythos_convert.convert.native import export_native
 from mythos_convert.release import export_gguf, export_hf
 from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 EOS = 2
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,6 @@ types off) is what serves Q8_0 there.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from servers import REFERENCE, cpu_flags, free_port, post_json, serve
+from helpers import REFERENCE
+from servers import cpu_flags, free_port, post_json, serve
 from tokenizers import Tokenizer
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
@@ -32,13 +32,6 @@ AMX = "amx_int8" in cpu_flags()
 EOS = 2
 STOCK = "llama_cpp.server"
 WRAPPED = "mythos_convert.llama_server"
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not (REFERENCE / "ref_small.pt").is_file():
-        pytest.skip(f"the reference fixture is not at {REFERENCE}")
-    return json.loads((REFERENCE / "ref_small_expected.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ generation. The push goes to the Hub emulator (tests/hub_server.py) as a Space.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -19,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REFERENCE
 from hub_server import HubServer
-from servers import REFERENCE, free_port, serve
+from servers import free_port, serve
 from tokenizers import Tokenizer
 
 from mythos_convert.errors import MythosError
@@ -42,13 +42,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not (REFERENCE / "ref_small.pt").is_file():
-        pytest.skip(f"the reference fixture is not at {REFERENCE}")
-    return json.loads((REFERENCE / "ref_small_expected.json").read_text())
 
 
 @pytest.fixture(scope="module")

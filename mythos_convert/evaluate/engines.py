@@ -13,9 +13,8 @@ cross-entropy and KL arithmetic, which is the same for all of them.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_mode
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
 from mythos_convert.verify.gguf import llama_logits, load_llama
-from mythos_convert.verify.hf import SINGLE_THREAD_PARAMS, load_hf_model
+from mythos_convert.verify.hf import load_hf_model
 
 
 @dataclass
@@ -101,18 +100,6 @@ def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int) -> Engine
         return llama_logits(llm, window.tolist())
 
     return Engine(target, "gguf", "llama.cpp", header.label, len(header.tokens), run, llm.close)
-
-
-@contextlib.contextmanager
-def torch_threads(n_params: int) -> Iterator[None]:
-    """One torch thread for tiny models (threads only cost there: `verify.hf`'s measured rule)."""
-    before = torch.get_num_threads()
-    if n_params < SINGLE_THREAD_PARAMS:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def require_llama_cpp() -> None:

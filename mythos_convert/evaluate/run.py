@@ -40,7 +40,6 @@ from mythos_convert.evaluate.engines import (
     native_engine,
     native_from_hf,
     require_llama_cpp,
-    torch_threads,
 )
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
@@ -52,6 +51,7 @@ from mythos_convert.evaluate.perplexity import (
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
 from mythos_convert.ui import human_size, info, progress_task
 from mythos_convert.verify.divergence import DivergenceAccumulator
+from mythos_convert.verify.hf import torch_threads
 from mythos_convert.verify.record import hash_files, hf_bound_files
 
 DEFAULT_CTX = 512  # llama-perplexity's default context

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ NAMES = ("native", "transformers")  # the sides as non-finite logits are reporte
 
 
 @contextlib.contextmanager
-def _threads_for(n_params: int):
+def torch_threads(n_params: int) -> Iterator[None]:
+    """One torch thread for models under SINGLE_THREAD_PARAMS (threads only cost there), restored after."""
     before = torch.get_num_threads()
     if n_params < SINGLE_THREAD_PARAMS:
         torch.set_num_threads(1)
@@ -408,7 +410,7 @@ def verify_hf(
     folder = Path(folder)
     files = hash_files(folder, hf_bound_files(folder))  # before reading: a later change cannot pass as verified
     src = read_hf_folder(folder)
-    with _threads_for(src.config.num_parameters()):
+    with torch_threads(src.config.num_parameters()):
         out = _verify(folder, src, ckpt, tokenizer, config_yaml, show=show, name=name)
     out["files"] = files
     if record:
