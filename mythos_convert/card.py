@@ -19,7 +19,7 @@ from typing import Any
 
 from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_types import recommended_rank
-from mythos_convert.convert.weights_index import TensorInfo, read_tensors
+from mythos_convert.convert.safetensors import TensorInfo, read_tensors
 from mythos_convert.errors import MythosError, UnsafePathError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib, write_chart
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
-from mythos_convert.convert.weights_index import INDEX_FILE, read_header, read_index
+from mythos_convert.convert.safetensors import INDEX_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
 from mythos_convert.verify.record import RESULTS_FILE, changed_files, load_results, needs_verify
 

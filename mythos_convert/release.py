@@ -79,7 +79,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
             from mythos_convert.verify.hf import verify_hf  # torch: only when verifying
 
             t0 = time.perf_counter()
-            result = verify_hf(tmp, plan.source, tokenizer=plan.tokenizer, name=plan.out.name)
+            result = verify_hf(tmp, plan.source.checkpoint, tokenizer=plan.tokenizer, name=plan.out.name)
             timings["verify"] = time.perf_counter() - t0
         if card:
             write_card(tmp)
@@ -116,9 +116,7 @@ def export_gguf(
     source = export.source
     if verify:
         for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
-            export.verify[w.path.name] = verify_gguf(
-                w.path, source.reference, tokenizer_obj=source.tokenizer, show=False
-            )
+            export.verify[w.path.name] = verify_gguf(w.path, source.path, tokenizer_obj=export.tokenizer, show=False)
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in export.written):
         _rerender_card(source.path)
     return export

@@ -244,7 +244,7 @@ def test_failing_write_leaves_no_partial_file(tmp_path, tiny_cfg, ref_tokenizer_
     torch.save(data, ckpt)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(MythosError, match=r"layers\.1\.feed_forward\.w2\.weight has shape \[3, 3\]"):
+    with pytest.raises(MythosError, match=r"layers\.1\.feed_forward\.w2\.weight has shape \(3, 3\)"):
         export_gguf(ckpt, "f32,q8_0", out / "m-{ftype}.gguf", verify=False)
     assert list(out.iterdir()) == []  # neither the finals nor the temporary folders
 

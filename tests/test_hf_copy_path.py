@@ -18,8 +18,8 @@ import torch
 from helpers import make_checkpoint, tiny_config, write_config_yaml
 
 from mythos_convert.convert import hf as hf_module
-from mythos_convert.convert import safetensors_copy
-from mythos_convert.convert.safetensors_copy import finite
+from mythos_convert.convert import safetensors as safetensors_module
+from mythos_convert.convert.safetensors import finite
 from mythos_convert.convert.torch_zip import NotPlain, TensorRef, read_torch_zip
 from mythos_convert.errors import MythosError
 from mythos_convert.release import export_hf
@@ -29,13 +29,14 @@ from mythos_convert.release import export_hf
 def copies(monkeypatch):
     """Counts the exports that took the byte-copy path."""
     calls = []
-    real = safetensors_copy.write_safetensors_copy
+    real = hf_module.write_safetensors
 
-    def counting(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
+    def counting(folder, weights, *args, **kwargs):
+        if all(isinstance(t, TensorRef) for t in weights.values()):  # every payload a byte copy
+            calls.append(weights)
+        return real(folder, weights, *args, **kwargs)
 
-    monkeypatch.setattr(hf_module, "write_safetensors_copy", counting)
+    monkeypatch.setattr(hf_module, "write_safetensors", counting)
     return calls
 
 
@@ -195,7 +196,7 @@ def test_allow_nonfinite_copies_the_values(tmp_path, ref_tokenizer_path, monkeyp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_finite_check_agrees_with_torch(dtype, monkeypatch):
-    monkeypatch.setattr(safetensors_copy, "_CHUNK", 256)  # several chunks, bad values at their edges
+    monkeypatch.setattr(safetensors_module, "_CHUNK", 256)  # several chunks, bad values at their edges
     gen = torch.Generator().manual_seed(0)
     base = (torch.randn(1000, generator=gen) * 100).to(dtype)
     name = str(dtype).removeprefix("torch.")

@@ -77,7 +77,7 @@ def test_only_q_and_k_are_permuted(native_keys):
 
 
 def test_native_shapes_match_the_model():
-    from mythos_convert.convert.hf_layout import native_shapes
+    from mythos_convert.convert.names import native_shapes
 
     cfg = tiny_config(n_layers=3, n_heads=6, n_kv_heads=2, d_model=96, vocab_size=333)
     model = random_model(cfg)

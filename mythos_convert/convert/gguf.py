@@ -35,8 +35,7 @@ from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert import kquants
 from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
-from mythos_convert.convert.hf_layout import native_shapes
-from mythos_convert.convert.names import TIED_HEAD, convert_name, expected_names, transform_of
+from mythos_convert.convert.names import convert_name, expected_names, native_shapes, transform_of
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
@@ -127,6 +126,12 @@ def permute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """
     rows = weight.shape[0]
     return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse of `permute_rows`: llama.cpp's interleaved rows back to the half-split layout."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 TRANSFORMS = {  # named by the name table's rows
@@ -352,66 +357,26 @@ def _to_numpy(tensor) -> np.ndarray:
     return np.asarray(tensor, dtype=np.float32)
 
 
-def gguf_tensors(
-    tensors: Iterable[tuple[str, object]], src: str, config: MythosConfig
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Map (name, tensor) in `src` naming to (gguf name, float32 array), transforms applied.
+def gguf_tensors(tensors: Iterable[tuple[str, object]], config: MythosConfig) -> Iterator[tuple[str, np.ndarray]]:
+    """Map (native name, tensor) to (gguf name, float32 array), transforms applied.
 
-    The tied head is dropped after checking it equals the embedding (llama.cpp then uses
-    `token_embd` as the output head); an untied head is refused: Mythos ties them.
+    The tensors are a `ModelSource`'s: already checked against the config (`names.check_tensors`),
+    the tied head left out (llama.cpp then uses `token_embd` as the output head).
+
+    Raises:
+        MythosError: a tensor holding NaN/Inf (llama.cpp would compute NaN logits), naming it.
     """
-    shapes = gguf_shapes(config)
-    embedding, head = None, None
     for name, tensor in tensors:
-        if name == TIED_HEAD[src]:
-            head = tensor
-        else:
-            target = convert_name(name, src, "gguf")
-            array = _to_numpy(tensor)
-            if target not in shapes:
-                raise MythosError(
-                    f"tensor {name} ({target}) is beyond the config's {config.n_layers} layers: the config does not describe "
-                    "these weights; pass the matching --config or re-export the folder"
-                )
-            if tuple(array.shape) != shapes[target]:
-                raise MythosError(
-                    f"tensor {name} has shape {list(array.shape)}, the config needs {list(shapes[target])}: "
-                    "the weights and the config disagree; pass the matching --config or re-export the folder"
-                )
-            if not np.isfinite(array).all():
-                raise MythosError(
-                    f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
-                    "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
-                )
-            transform = transform_of(name, src)
-            if transform is not None:
-                array = TRANSFORMS[transform](array, config)
-            if target == "token_embd.weight":
-                embedding = tensor
-            yield target, array
-        if head is not None and embedding is not None:
-            _check_tied(head, embedding, name)
-            head = None
-    if head is not None:
-        raise MythosError(
-            f"{TIED_HEAD[src]} is present but the embedding is missing: the weights are incomplete; "
-            "re-save or re-export them"
-        )
-
-
-def _check_tied(head, embedding, name: str) -> None:
-    same = head is embedding or (
-        isinstance(head, torch.Tensor)
-        and isinstance(embedding, torch.Tensor)
-        and (
-            (head.data_ptr() == embedding.data_ptr() and head.shape == embedding.shape) or torch.equal(head, embedding)
-        )
-    )
-    if not same and not np.array_equal(_to_numpy(head), _to_numpy(embedding)):
-        raise MythosError(
-            f"the output head ({name}) differs from the embedding: Mythos ties them, and an untied head "
-            "is not supported by this converter; convert a model whose head is the embedding"
-        )
+        array = _to_numpy(tensor)
+        if not np.isfinite(array).all():
+            raise MythosError(
+                f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
+                "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
+            )
+        transform = transform_of(name, "native")
+        if transform is not None:
+            array = TRANSFORMS[transform](array, config)
+        yield convert_name(name, "native", "gguf"), array
 
 
 def _in_plan_order(stream: Iterator[tuple[str, np.ndarray]], order: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -554,7 +519,6 @@ def count_shards(config: MythosConfig, outtype: OutType, split_max_size: int) ->
 
 def write_gguf(
     tensors: Iterable[tuple[str, object]],
-    src: str,
     config: MythosConfig,
     vocab: GGUFVocab,
     metadata: GGUFMetadata,
@@ -567,8 +531,8 @@ def write_gguf(
     """Write one GGUF per output type from one pass over `tensors`.
 
     Args:
-        tensors: (name, tensor) pairs in `src` naming ("native" or "hf"), any order; in the
-            canonical order (embedding, layers, norm) nothing is held back.
+        tensors: (native name, tensor) pairs checked against `config` (a `ModelSource`'s
+            `tensors()`), any order; in the canonical order (embedding, layers, norm) nothing is held back.
         outputs: outtype name -> final path (a split output gets `-0000k-of-0000n` names).
         split_max_size: bytes of tensor data per shard (0: one file).
         force: replace existing files.
@@ -577,8 +541,6 @@ def write_gguf(
 
     Nothing is left under a final name unless that output was completely written.
     """
-    if src not in ("native", "hf"):
-        raise ValueError(f"src must be 'native' or 'hf', got {src!r}")
     chosen = [(OUTTYPES[name], Path(path)) for name, path in outputs.items()]
     n_shards = {path: count_shards(config, outtype, split_max_size) for outtype, path in chosen}
     for _outtype, path in chosen:
@@ -594,7 +556,7 @@ def write_gguf(
                 opened.append(_Output(outtype, path, plans, split_max_size))
                 opened[-1].write_header(config, vocab, metadata, imatrix)
             order = list(gguf_shapes(config))
-            stream = _in_plan_order(gguf_tensors(tensors, src, config), order)
+            stream = _in_plan_order(gguf_tensors(tensors, config), order)
             weights = imatrix.weights if imatrix is not None else {}
             encoder = locks.enter_context(ParallelEncoder(quantize_workers()))
             for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):

@@ -1,14 +1,13 @@
 """The GGUF export as a library call: open a source, name the outputs, write them, report.
 
-A source is an HF folder written by `mythos-convert hf` (the GGUF files go into it) or a native
-checkpoint (the files go beside it). Both feed the same writer through the one name table.
+A source (`sources.ModelSource`) is an HF folder written by `mythos-convert hf` (the GGUF files go
+into it) or a native checkpoint (the files go beside it): both stream the same checked tensors,
+under native names, to the one writer.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,101 +27,25 @@ from mythos_convert.convert.gguf import (
 )
 from mythos_convert.convert.gguf_types import RECOMMENDED
 from mythos_convert.convert.gguf_vocab import build_vocab
-from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.imatrix_file import read_imatrix
 from mythos_convert.convert.modelfile import write_modelfile
-from mythos_convert.convert.names import expected_names
-from mythos_convert.convert.native_checkpoint import load_checkpoint
-from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+from mythos_convert.convert.sources import ModelSource, open_source
 from mythos_convert.errors import MythosError
 from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.safe_paths import inside, refuse_output_over_inputs
+from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.ui import info, warn
 
 Q = gguf.GGMLQuantizationType
 
-GENERATION_CONFIG = "generation_config.json"
 
-
-@dataclass
-class GGUFSource:
-    """What the writer needs, wherever it comes from."""
-
-    kind: str  # "native" or "hf" (the naming of the tensors)
-    path: Path  # the checkpoint file or the HF folder
-    config: MythosConfig
-    tokenizer: Tokenizer
-    tensors: Callable[[], Iterator[tuple[str, Any]]]  # canonical order: nothing is held back
-    generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json, if any
-    reference: Path | None = None  # what verify compares against: a checkpoint or the HF folder
-    inputs: list[Path] = field(default_factory=list)  # every file read: no output may replace one
-
-    @property
-    def out_dir(self) -> Path:
-        return self.path if self.path.is_dir() else self.path.parent
-
-
-def _ordered(names: list[str], present: list[str], get: Callable[[str], Any]) -> Iterator[tuple[str, Any]]:
-    """Known names in table order, then anything else (the writer names unknown tensors)."""
-    known, have = set(names), set(present)
-    for name in [n for n in names if n in have] + [n for n in present if n not in known]:
-        yield name, get(name)
-
-
-def native_source(path: Path, tokenizer: str | Path | None, config_yaml: str | Path | None) -> GGUFSource:
-
-    ckpt = load_checkpoint(path, config_yaml)
-    tok, where = resolve_tokenizer(ckpt, tokenizer)
-    info(f"checkpoint {path} (step {ckpt.step}), tokenizer from {where}")
-    weights = ckpt.weights()
-    order = expected_names("native", ckpt.config.n_layers, tied=False)
-    return GGUFSource(
-        "native",
-        path,
-        ckpt.config,
-        tok,
-        lambda: _ordered(order, list(weights), weights.__getitem__),
-        reference=path,
-        inputs=[path],
-    )
-
-
-def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
-
-    src = read_hf_folder(folder)
-    tok_path = tokenizer or src.tokenizer_path
-    if tok_path is None:
-        raise MythosError(f"{folder} has no tokenizer.json: pass --tokenizer PATH/tokenizer.json")
-    tok = load_tokenizer(tok_path)
-    generation = {}
-    if inside(folder, GENERATION_CONFIG).is_file():
-        try:
-            generation = json.loads((folder / GENERATION_CONFIG).read_text())
-        except json.JSONDecodeError as exc:
-            raise MythosError(f"{folder / GENERATION_CONFIG} is not valid JSON ({exc}): re-export the folder") from exc
-    order = expected_names("hf", src.config.n_layers, tied=False)
-    info(f"HF folder {folder}, tokenizer {tok_path}")
-    return GGUFSource(
-        "hf",
-        folder,
-        src.config,
-        tok,
-        lambda: _ordered(order, src.tensor_names(), src.get_tensor),
-        generation=generation,
-        reference=folder,
-        inputs=src.files(),
-    )
-
-
-def open_source(src: str | Path, tokenizer: str | Path | None = None, config_yaml: str | Path | None = None):
-    """An HF folder or a native checkpoint as a `GGUFSource`."""
+def open_export_source(src: str | Path, config_yaml: str | Path | None = None) -> ModelSource:
+    """The HF folder or native checkpoint a GGUF is written from (a GGUF is not re-quantized: its
+    source is what verify compares the new file with)."""
     path = Path(src)
-    if path.is_dir():
-        return hf_source(path, tokenizer)
-    if path.is_file():
-        return native_source(path, tokenizer, config_yaml)
-    raise MythosError(f"{path} does not exist: pass an HF folder written by `mythos-convert hf` or a ckpt.pt")
+    if path.suffix == ".gguf" and path.is_file():
+        raise MythosError(f"{path} is already a GGUF file: pass the HF folder or the ckpt.pt it was converted from")
+    return open_source(path, config_yaml=config_yaml)
 
 
 def load_metadata(config: MythosConfig, generation: dict[str, Any] | None = None) -> GGUFMetadata:
@@ -170,7 +93,8 @@ def output_paths(out_dir: Path, outtypes: list[OutType], meta: GGUFMetadata, out
 class GGUFExport:
     """What `export_gguf` wrote and found."""
 
-    source: GGUFSource
+    source: ModelSource
+    tokenizer: Tokenizer
     written: list[WrittenGGUF]
     verify: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> result
     modelfile: Path | None = None
@@ -210,8 +134,11 @@ def write_gguf_export(
     """
     types = parse_outtypes(outtype)
     max_size = parse_size(split_max_size)
-    source = open_source(src, tokenizer, config_yaml)
-    vocab = build_vocab(source.tokenizer, source.config.vocab_size)
+    source = open_export_source(src, config_yaml)
+    tok, where = source.tokenizer(tokenizer)
+    step = f" (step {source.checkpoint.step})" if source.checkpoint is not None else ""
+    info(f"{'checkpoint' if source.kind == 'native' else 'HF folder'} {source.path}{step}, tokenizer from {where}")
+    vocab = build_vocab(tok, source.config.vocab_size)
     warnings = [w for w in [vocab.normalizer_warning()] if w]
     meta = load_metadata(source.config, source.generation)
     paths = output_paths(source.out_dir, types, meta, outfile)
@@ -222,7 +149,6 @@ def write_gguf_export(
     weights = _imatrix_info(imatrix, source.config) if imatrix is not None else None
     written = write_gguf(
         source.tensors(),
-        source.kind,
         source.config,
         vocab,
         meta,
@@ -234,12 +160,10 @@ def write_gguf_export(
     warnings += [line for w in written if (line := _all_fell_back(w))]
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
-    export = GGUFExport(source, written, warnings=warnings)
+    export = GGUFExport(source, tok, written, warnings=warnings)
     if modelfile:
         target = _modelfile_target(written).path
-        export.modelfile = write_modelfile(
-            target, source.tokenizer, source.generation, source.config.max_seq_len, force=force
-        )
+        export.modelfile = write_modelfile(target, tok, source.generation, source.config.max_seq_len, force=force)
     return export
 
 

@@ -6,10 +6,10 @@ schemas), generation_config.json, hand-written tokenizer files (BOS-only post-pr
 mythos.json (provenance for the card and for `native`) into a folder. `release.export_hf` runs
 them inside the atomic output folder, then verify and the card.
 
-Without verify, a checkpoint whose weights need no cast is read without torch (`torch_zip`) and
-its tensor bytes are copied into the safetensors files (`safetensors_copy`): the same files as the
-torch path (`hf_weights`), without its seconds of imports. Casts, verify and anything unusual take
-the torch path.
+Without verify, a checkpoint whose weights need no cast is opened without torch
+(`sources.open_native_without_torch`) and the one safetensors writer copies its tensor bytes: the
+same files as through torch, without its seconds of imports. Casts, verify and anything unusual
+open the checkpoint through torch.
 """
 
 from __future__ import annotations
@@ -21,35 +21,37 @@ from typing import Any
 
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_dir
-from mythos_convert.convert.dtypes import HF_DTYPES, dtype_name, torch_dtype
+from mythos_convert.convert.dtypes import HF_DTYPES, dtype_name
 from mythos_convert.convert.hf_config import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     generation_config_dict,
     hf_config_dict,
 )
-from mythos_convert.convert.hf_layout import select_native_weights
-from mythos_convert.convert.hf_read import LOCAL_FILE, META_FILE
-from mythos_convert.convert.native_checkpoint import (
-    MODEL_KEY,
-    OPTIMIZER_KEY,
-    NativeCheckpoint,
-    checkpoint_from_data,
-    load_checkpoint,
+from mythos_convert.convert.hf_folder import (
+    CONFIG_FILE,
+    GENERATION_FILE,
+    LOCAL_FILE,
+    META_FILE,
+    META_FORMAT_VERSION,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    Provenance,
 )
-from mythos_convert.convert.safetensors_copy import copyable, write_safetensors_copy
+from mythos_convert.convert.native_checkpoint import NativeCheckpoint
+from mythos_convert.convert.safetensors import copyable, write_safetensors
+from mythos_convert.convert.sources import ModelSource, open_native, open_native_without_torch
 from mythos_convert.convert.tokenizer_export import (
     bos_only_tokenizer_json,
     special_tokens_map_dict,
     tokenizer_config_dict,
 )
-from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
-from mythos_convert.data.tokenizer import check_vocab_fits, resolve_tokenizer, special_tokens
+from mythos_convert.convert.torch_zip import TensorRef
+from mythos_convert.data.tokenizer import check_vocab_fits, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import refuse_output_over_inputs
 from mythos_convert.ui import info
-
-META_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -57,13 +59,13 @@ class HFPlan:
     """Everything an HF export decided before writing a byte."""
 
     out: Path
-    source: NativeCheckpoint
+    source: ModelSource
     weights: dict[str, Any]  # native name -> tensor (or TensorRef on the torch-free copy path)
     copy_bytes: bool  # the torch-free path: tensor bytes copied straight from the checkpoint
     tokenizer: Any
     tokenizer_source: str
     dtype: str
-    meta: dict[str, Any]
+    provenance: Provenance
     max_shard_size: int | str
     allow_nonfinite: bool
     temperature: float
@@ -74,34 +76,28 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _provenance(ckpt: NativeCheckpoint, tokenizer, tokenizer_source: str, dtype: str) -> dict[str, Any]:
+def _provenance(ckpt: NativeCheckpoint, tokenizer, tokenizer_source: str, dtype: str) -> Provenance:
     path = ckpt.path.resolve() if ckpt.path is not None else None
     post_processor = json.loads(tokenizer.to_str()).get("post_processor")
-    return {
-        "format_version": META_FORMAT_VERSION,
-        "native_config": ckpt.config.to_dict(),
-        "step": ckpt.step,
-        "training": ckpt.training,
-        "source_checkpoint": path.name if path else None,
-        "tokenizer_source": tokenizer_source
-        if not Path(tokenizer_source).is_absolute()
-        else Path(tokenizer_source).name,
+    return Provenance(
+        format_version=META_FORMAT_VERSION,
+        native_config=ckpt.config.to_dict(),
+        step=ckpt.step,
+        training=ckpt.training,
+        source_checkpoint=path.name if path else None,
+        tokenizer_source=tokenizer_source if not Path(tokenizer_source).is_absolute() else Path(tokenizer_source).name,
         # the training post-processor (the export rewrites it to BOS-only); `native` restores it
-        "native_post_processor": post_processor,
-        "dtype": dtype,
-        "mythos_convert_version": __version__,
-    }
-
-
-def _local_paths(ckpt: NativeCheckpoint, tokenizer_source: str) -> dict[str, Any]:
-    """Absolute local paths, kept in a hidden file that `push` does not publish."""
-    return {
-        "source_checkpoint_path": str(ckpt.path.resolve()) if ckpt.path is not None else None,
+        native_post_processor=post_processor,
+        has_post_processor=True,
+        dtype=dtype,
+        mythos_convert_version=__version__,
+        # absolute local paths, kept in a hidden file that `push` does not publish
+        source_checkpoint_path=str(path) if path else None,
         # absolute, so `verify` finds a --tokenizer given as a relative path from any directory
-        "tokenizer_source_path": str(Path(tokenizer_source).resolve())
+        tokenizer_source_path=str(Path(tokenizer_source).resolve())
         if Path(tokenizer_source).is_file()
         else tokenizer_source,
-    }
+    )
 
 
 def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
@@ -116,41 +112,23 @@ def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
     return dtype_name(embedding.dtype)
 
 
-def _copyable_source(
-    path: str | Path, config_yaml: str | Path | None, dtype: str | None
-) -> tuple[NativeCheckpoint, dict[str, Any]] | None:
-    """The checkpoint read without torch, and its export weights, when they can be copied byte for byte.
+def _copyable_source(path: str | Path, config_yaml: str | Path | None, dtype: str | None) -> ModelSource | None:
+    """The checkpoint opened without torch, when every exported tensor can be copied byte for byte.
 
-    None (use the torch path) unless the file is a plain torch zip, every tensor outside the model
-    and optimizer state is absent, and each exported tensor is stored contiguously in the export
-    dtype with the head, if stored, being the embedding itself. Reading and checking go through
-    the same functions as the torch path, so the same inputs give the same errors.
+    None (open it through torch) unless the torch-free reader can read it (see
+    `open_native_without_torch`) and each exported tensor is stored contiguously in the export
+    dtype. A bad checkpoint is refused by the same checks either way.
     """
-    path = Path(path)
-    if not path.is_file():
+    source = open_native_without_torch(path, config_yaml)
+    if source is None or source.checkpoint is None:
         return None
-    try:
-        data = read_torch_zip(path)
-    except NotPlain:
+    embed = source.checkpoint.state_dict["embedding.weight"]
+    if dtype is None and embed.dtype not in HF_DTYPES:
+        return None  # the torch path names what is wrong
+    wanted = _resolve_dtype(source.checkpoint, dtype)
+    if not all(copyable(tensor, wanted) for _, tensor in source.tensors()):
         return None
-    if not isinstance(data, dict) or any(
-        contains_tensor(v) for k, v in data.items() if k not in (MODEL_KEY, OPTIMIZER_KEY)
-    ):
-        return None
-    try:
-        source = checkpoint_from_data(data, path, config_yaml, lambda value: isinstance(value, TensorRef))
-        state = source.state_dict
-        embed, head = state.get("embedding.weight"), state.get("output.weight")
-        if head is not None and head != embed:
-            return None  # a separate head: the torch path compares it with the embedding
-        if not isinstance(embed, TensorRef) or (dtype is None and embed.dtype not in HF_DTYPES):
-            return None  # the torch path names what is wrong
-        weights = select_native_weights(source.config, state)
-    except MythosError:  # refused: the torch path refuses it too, in its own order of checks
-        return None
-    if not copyable(weights, _resolve_dtype(source, dtype)):
-        return None
-    return source, weights
+    return source
 
 
 def plan_hf_export(
@@ -182,26 +160,21 @@ def plan_hf_export(
     refuse_output_over_inputs(out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config_yaml)])
     out = check_output_dir(out, force)
     plain = _copyable_source(ckpt, config_yaml, dtype) if torch_free else None
-    if plain is not None:
-        source, weights = plain
-    else:
-        source = load_checkpoint(ckpt, config_yaml)
-    cfg = source.config
-    tok, tok_source = resolve_tokenizer(source, tokenizer)
-    check_vocab_fits(tok, cfg.vocab_size)
-    dtype = _resolve_dtype(source, dtype)
-    if plain is None:
-        weights = select_native_weights(cfg, source.state_dict)
-    meta = _provenance(source, tok, tok_source, dtype)
+    source = plain if plain is not None else open_native(ckpt, config_yaml)
+    native = source.checkpoint
+    assert native is not None
+    tok, tok_source = source.tokenizer(tokenizer)
+    check_vocab_fits(tok, source.config.vocab_size)
+    dtype = _resolve_dtype(native, dtype)
     return HFPlan(
         out,
         source,
-        weights,
+        source.weights(),
         plain is not None,
         tok,
         tok_source,
         dtype,
-        meta,
+        _provenance(native, tok, tok_source, dtype),
         max_shard_size,
         allow_nonfinite,
         temperature,
@@ -214,33 +187,20 @@ def write_hf_files(plan: HFPlan, folder: Path) -> list[str]:
     source, cfg, dtype = plan.source, plan.source.config, plan.dtype
     specials = special_tokens(plan.tokenizer)
     info(f"exporting {source.path} ({cfg.num_parameters():,} parameters) to {plan.out} as {dtype}")
-    if plan.copy_bytes:
-        files = write_safetensors_copy(
-            folder,
-            plan.weights,
-            source.path,
-            dtype,
-            max_shard_size=plan.max_shard_size,
-            allow_nonfinite=plan.allow_nonfinite,
-        )
-    else:
-        from mythos_convert.convert.hf_weights import write_safetensors  # torch: only on this path
-
-        files = write_safetensors(
-            folder,
-            plan.weights,
-            torch_dtype(dtype),
-            max_shard_size=plan.max_shard_size,
-            allow_nonfinite=plan.allow_nonfinite,
-            source_file=source.path,
-        )
-    _write_json(folder / "config.json", hf_config_dict(cfg, specials, dtype))
+    files = write_safetensors(
+        folder,
+        plan.weights,
+        dtype,
+        max_shard_size=plan.max_shard_size,
+        allow_nonfinite=plan.allow_nonfinite,
+        source_file=source.path,
+    )
+    _write_json(folder / CONFIG_FILE, hf_config_dict(cfg, specials, dtype))
     generation = generation_config_dict(specials, temperature=plan.temperature, top_p=plan.top_p)
-    _write_json(folder / "generation_config.json", generation)
-    (folder / "tokenizer.json").write_text(bos_only_tokenizer_json(plan.tokenizer))
-    _write_json(folder / "tokenizer_config.json", tokenizer_config_dict(specials, cfg.max_seq_len))
-    _write_json(folder / "special_tokens_map.json", special_tokens_map_dict(specials))
-    _write_json(folder / META_FILE, plan.meta)
-    _write_json(folder / LOCAL_FILE, _local_paths(source, plan.tokenizer_source))
-    files += ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
-    return [*files, "special_tokens_map.json", META_FILE]
+    _write_json(folder / GENERATION_FILE, generation)
+    (folder / TOKENIZER_FILE).write_text(bos_only_tokenizer_json(plan.tokenizer))
+    _write_json(folder / TOKENIZER_CONFIG_FILE, tokenizer_config_dict(specials, cfg.max_seq_len))
+    _write_json(folder / SPECIAL_TOKENS_FILE, special_tokens_map_dict(specials))
+    _write_json(folder / META_FILE, plan.provenance.published())
+    _write_json(folder / LOCAL_FILE, plan.provenance.local())
+    return [*files, CONFIG_FILE, GENERATION_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE, META_FILE]

@@ -1,13 +1,13 @@
-"""Read an HF Llama folder lazily: config, tokenizer path, tensors streamed from (sharded) safetensors.
+"""Read an HF Llama folder lazily: config, provenance, weight map, tensors opened one at a time.
 
-Used by `native` (HF -> native), by the verifier and by the GGUF writer. Tensors are opened with
-`safe_open` one at a time, so reading never holds more than one tensor beyond the page cache.
+`sources.open_hf` builds the folder's `ModelSource` on it. Tensors are opened with `safe_open`
+one at a time, so reading never holds more than one tensor beyond the page cache; every path
+read from the folder's files stays inside it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +16,17 @@ from safetensors import SafetensorError, safe_open
 
 from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
 from mythos_convert.convert.hf_config import mythos_config_from_hf
-from mythos_convert.convert.names import HF_IGNORED, TIED_HEAD, convert_name
-from mythos_convert.convert.weights_index import INDEX_FILE, read_header
+from mythos_convert.convert.hf_folder import (
+    CONFIG_FILE,
+    GENERATION_FILE,
+    LOCAL_FILE,
+    META_FILE,
+    SPECIAL_TOKENS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+)
+from mythos_convert.convert.names import HF_IGNORED, convert_name
+from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.safe_paths import inside
@@ -25,12 +34,6 @@ from mythos_convert.safe_paths import inside
 if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
     import torch
 
-SINGLE_FILE = "model.safetensors"
-GENERATION_FILE = "generation_config.json"
-META_FILE = "mythos.json"  # provenance written by `mythos-convert hf` (published with the model)
-# Local paths (source checkpoint, tokenizer) that `verify` defaults to. Hidden, so `push` never
-# publishes them: a user's directory layout is nobody else's business.
-LOCAL_FILE = ".mythos-local.json"
 EMBED = convert_name("embedding.weight", "native", "hf")
 
 
@@ -56,21 +59,27 @@ class HFSource:
 
     @property
     def tokenizer_path(self) -> Path | None:
-        path = inside(self.folder, "tokenizer.json")
+        path = inside(self.folder, TOKENIZER_FILE)
         return path if path.is_file() else None
 
     def files(self) -> list[Path]:
         """Every file of the folder this source reads: what no output may replace."""
-        names = ["config.json", GENERATION_FILE, META_FILE, LOCAL_FILE, INDEX_FILE, "tokenizer.json"]
+        names = [CONFIG_FILE, GENERATION_FILE, META_FILE, LOCAL_FILE, INDEX_FILE, TOKENIZER_FILE]
         names += sorted(set(self.weight_map.values()))
         return [self.folder / n for n in names if (self.folder / n).exists()]
 
-    @property
-    def tied(self) -> bool:
-        return TIED_HEAD["hf"] not in self.weight_map or bool(self.config_json.get("tie_word_embeddings", True))
+    def read_json(self, name: str, what: str) -> dict[str, Any]:
+        """One of the folder's JSON files (inside it, not a link), or MythosError naming it."""
+        return _read_json(inside(self.folder, name), what)
 
-    def tensor_names(self) -> list[str]:
-        return [n for n in self.weight_map if not HF_IGNORED.search(n)]
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of the weight map with its stored shape (headers only)."""
+        shapes = {}
+        for filename in sorted(set(self.weight_map.values())):
+            for name, entry in read_header(self.folder / filename).items():
+                if self.weight_map.get(name) == filename:
+                    shapes[name] = tuple(int(d) for d in entry.get("shape", ()))
+        return shapes
 
     def get_tensor(self, name: str) -> torch.Tensor:
         if name not in self.weight_map:
@@ -85,40 +94,6 @@ class HFSource:
         with safe_open(self.folder / self.weight_map[EMBED], framework="pt") as handle:
             code = handle.get_slice(EMBED).get_dtype()
         return BY_CODE[code].name if code in BY_CODE else code.lower()
-
-    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield (hf_name, tensor) file by file; a stored lm_head is checked against the embedding and skipped.
-
-        Raises:
-            MythosError: an lm_head that differs from the embedding (an untied model).
-        """
-        by_file: dict[str, list[str]] = {}
-        for name, filename in self.weight_map.items():
-            by_file.setdefault(filename, []).append(name)
-        for filename in sorted(by_file):
-            with safe_open(self.folder / filename, framework="pt") as handle:
-                for name in by_file[filename]:
-                    if HF_IGNORED.search(name):
-                        continue
-                    tensor = handle.get_tensor(name)
-                    if name == TIED_HEAD["hf"]:
-                        self._check_tied_head(tensor)
-                        continue
-                    yield name, tensor
-
-    def _check_tied_head(self, head: torch.Tensor) -> None:
-        if EMBED not in self.weight_map:
-            raise MythosError(
-                f"{self.folder} stores {TIED_HEAD['hf']} but no {EMBED}: Mythos needs the embedding; re-save the model"
-            )
-        import torch
-
-        embed = self.get_tensor(EMBED)
-        if head.shape != embed.shape or not torch.equal(head, embed):
-            raise MythosError(
-                f"{self.folder} has an untied lm_head.weight that differs from {EMBED} "
-                "(tie_word_embeddings false): Mythos ties its output head to the embedding; convert a tied model"
-            )
 
 
 def _weight_map(folder: Path) -> dict[str, str]:
@@ -178,7 +153,7 @@ def read_hf_folder(folder: str | Path) -> HFSource:
     folder = Path(folder)
     if not folder.is_dir():
         raise MythosError(f"{folder} is not a folder: pass an HF model folder (config.json + safetensors)")
-    config_path = inside(folder, "config.json")
+    config_path = inside(folder, CONFIG_FILE)
     if not config_path.is_file():
         raise MythosError(f"{folder} has no config.json: pass the folder `mythos-convert hf` wrote")
     config_json = _read_json(config_path, "config")
@@ -188,7 +163,7 @@ def read_hf_folder(folder: str | Path) -> HFSource:
     local_path = inside(folder, LOCAL_FILE)
     if local_path.is_file():
         meta = {**meta, **_read_json(local_path, "local paths file")}
-    for name in (GENERATION_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    for name in (GENERATION_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_FILE):
         inside(folder, name)  # read later, by us or by transformers: refuse a link now
     weight_map = _weight_map(folder)
     _check_dtypes(folder, weight_map, config_json)

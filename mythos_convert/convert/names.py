@@ -1,16 +1,25 @@
-"""The one name table: native Mythos <-> transformers Llama <-> llama.cpp GGUF.
+"""The one name table: native Mythos <-> transformers Llama <-> llama.cpp GGUF, and the one check.
 
 Every converter in every direction maps names through `TABLE`. A row may name the transform the
 GGUF side needs (`permute_q`/`permute_k`: half-split RoPE rows to llama.cpp's interleaved layout).
 Layer indices are found with `\\.(\\d+)\\.` only, because native names contain `w1`/`w2`/`w3`.
+
+`check_tensors` is the one check of a set of stored tensors against a config (unknown, beyond the
+layers, misshapen, missing), and `check_tied` the one check that a stored head is the embedding:
+every reader (native checkpoint, HF folder, GGUF file) and so every writer goes through them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,113 @@ def expected_names(fmt: str, n_layers: int, *, tied: bool = True) -> list[str]:
             names.append(template)
     order = {n: k for k, n in enumerate(names)}
     return sorted(names, key=lambda n: (_template(n)[1] is not None, _template(n)[1] or 0, order[n]))
+
+
+def native_shapes(cfg: MythosConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of every native tensor for `cfg`, in the model's state_dict order, rope buffers included.
+
+    Computed, not read off a model built on the meta device: that costs seconds of imports. Every
+    other format stores the same shapes under its own names (GGUF lists the dims reversed).
+    """
+    d, hd, ffn = cfg.d_model, cfg.head_dim, cfg.ffn_dim
+    q, kv = cfg.n_heads * hd, cfg.n_kv_heads * hd
+    layer = {
+        "attn_norm.weight": (d,),
+        "attention.wq.weight": (q, d),
+        "attention.wk.weight": (kv, d),
+        "attention.wv.weight": (kv, d),
+        "attention.wo.weight": (d, q),
+        "ffn_norm.weight": (d,),
+        "feed_forward.w1.weight": (ffn, d),
+        "feed_forward.w2.weight": (d, ffn),
+        "feed_forward.w3.weight": (ffn, d),
+    }
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (cfg.vocab_size, d)}
+    for i in range(cfg.n_layers):
+        shapes.update({f"layers.{i}.{name}": shape for name, shape in layer.items()})
+    shapes.update({"norm.weight": (d,), "output.weight": (cfg.vocab_size, d)})
+    shapes.update({"rope_cos": (cfg.max_seq_len, hd), "rope_sin": (cfg.max_seq_len, hd)})
+    return shapes
+
+
+# What each kind of source tells its user to do when its tensors do not fit its config.
+FIXES = {
+    "native": "re-save it, or pass the --config that matches it",
+    "hf": "fix config.json or re-export the folder",
+    "gguf": "re-convert the GGUF file",
+}
+
+
+def check_tensors(
+    stored: Mapping[str, Sequence[int]], cfg: MythosConfig, src: str, *, what: str = "the weights"
+) -> dict[str, str]:
+    """The one check of stored tensors (name in `src` naming -> shape) against `cfg`.
+
+    Names are mapped through the table (`_orig_mod.`/`module.` prefixes and HF's `inv_freq` are
+    the reader's business); shapes are compared in native order, so a GGUF reader passes its dims
+    reversed back. Returns native name -> stored name for the tensors to convert, in
+    `expected_names` order (the order writers plan shards in), without the rope buffers and the
+    head (see `check_tied`).
+
+    Raises:
+        MythosError: the first unknown tensor, one beyond the config's layers, a wrong shape (both
+            shapes), or a missing tensor, each named in `src` naming with the fix.
+    """
+    shapes = native_shapes(cfg)
+    fix = FIXES[src]
+    found: dict[str, str] = {}
+    for name, shape in stored.items():
+        if src == "native" and name in NATIVE_DROPPED:
+            native = name
+        else:
+            native = convert_name(name, src, "native")  # raises on names outside the table
+        if native not in shapes:
+            raise MythosError(
+                f"tensor {name} is beyond the config's {cfg.n_layers} layers: the config does not describe "
+                f"these weights; {fix}"
+            )
+        if tuple(shape) != shapes[native]:
+            raise MythosError(
+                f"tensor {name} has shape {tuple(shape)} but the config expects {shapes[native]}: "
+                f"the config does not describe these weights; {fix}"
+            )
+        found[native] = name
+    wanted = expected_names("native", cfg.n_layers, tied=True)
+    for native in wanted:
+        if native not in found:
+            name = native if src == "native" else convert_name(native, "native", src)
+            raise MythosError(
+                f"{what} lacks tensor {name}, which its config (n_layers={cfg.n_layers}) requires: "
+                f"the weights are incomplete; {fix}"
+            )
+    return {native: found[native] for native in wanted}
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """Equal shape and values, for torch tensors (shared storage short-cuts) or anything numpy reads."""
+    if dataclasses.is_dataclass(a):  # a torch_zip.TensorRef: the same bytes of the same file
+        return a == b
+    torch = sys.modules.get("torch")  # only torch tensors need torch, and then it is loaded already
+    if torch is not None and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape:
+            return False
+        return (a.data_ptr() == b.data_ptr() and a.stride() == b.stride()) or torch.equal(a, b)
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and np.array_equal(a, b)
+
+
+def check_tied(head: Any, embedding: Any, src: str) -> None:
+    """Refuse a stored output head that is not the embedding: Mythos ties them, and so does every export.
+
+    Raises:
+        MythosError: naming the head in `src` naming.
+    """
+    if head is embedding or _same_values(head, embedding):
+        return
+    embed_name = convert_name("embedding.weight", "native", src)
+    raise MythosError(
+        f"{TIED_HEAD[src]} differs from the embedding ({embed_name}): Mythos ties its output head to the "
+        "embedding, and an untied lm_head is not supported; convert a model whose head is its embedding"
+    )

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_file
-from mythos_convert.convert.hf_layout import native_shapes
-from mythos_convert.convert.names import NATIVE_DROPPED, strip_native_prefixes
+from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
 
@@ -235,9 +234,9 @@ def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
     state = dict(ckpt.state_dict)
     if "output.weight" not in state and "embedding.weight" in state:
         state["output.weight"] = state["embedding.weight"]
-    check_weights_match(native_shapes(ckpt.config), state, optional=ROPE_BUFFERS)
+    check_tensors({n: t.shape for n, t in state.items()}, ckpt.config, "native", what="checkpoint")
     model = Mythos(ckpt.config)
-    for name in ROPE_BUFFERS:
+    for name in sorted(NATIVE_DROPPED):
         state.setdefault(name, getattr(model, name))  # formats that drop the buffers
     try:
         model.load_state_dict(state, strict=True)
@@ -247,32 +246,3 @@ def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
         ) from exc
     model.eval()
     return model.to(dtype) if dtype is not None else model
-
-
-ROPE_BUFFERS = ("rope_cos", "rope_sin")
-
-
-def check_weights_match(
-    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], optional: tuple[str, ...] = ()
-) -> None:
-    """Raise MythosError naming the first missing, unknown or wrongly shaped tensor (with both shapes).
-
-    `expected` maps names to shapes; names in `optional` may be absent.
-    """
-    for name, want in expected.items():
-        if name not in state:
-            if name in optional:
-                continue
-            raise MythosError(
-                f"checkpoint lacks tensor {name}, which its config requires: the file is incomplete; "
-                "re-save it, or pass the --config that matches it"
-            )
-        got = state[name]
-        if tuple(got.shape) != tuple(want):
-            raise MythosError(
-                f"tensor {name} has shape {tuple(got.shape)} but the config expects {tuple(want)}: "
-                "the config does not describe these weights (check --config)"
-            )
-    unknown = [name for name in state if name not in expected]
-    if unknown:
-        raise MythosError(f"checkpoint has tensor {unknown[0]}, which its config does not know (check --config)")

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mythos_convert.convert.hf_read import read_hf_folder
-from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
+from mythos_convert.convert.sources import open_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
 from mythos_convert.verify.gguf import llama_logits, load_llama
@@ -75,10 +74,9 @@ def native_engine(target: str, ckpt: NativeCheckpoint, dtype: str = "float32") -
 
 def native_from_hf(folder: Path) -> Engine:
     """The native model in float32 on an HF folder's weights (read through the name table)."""
-    src = read_hf_folder(folder)
-    state = {convert_name(n, "hf", "native"): t.float() for n, t in src.iter_tensors()}
-    ckpt = NativeCheckpoint(config=src.config, state_dict=state)
-    return native_engine(f"{folder.name}/ (native)", ckpt, src.stored_dtype())
+    src = open_hf(folder)
+    assert src.hf is not None
+    return native_engine(f"{folder.name}/ (native)", src.as_checkpoint(), src.hf.stored_dtype())
 
 
 def hf_engine(target: str, folder: Path, dtype: str) -> Engine:

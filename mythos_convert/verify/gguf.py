@@ -235,13 +235,11 @@ def _gguf_facts(path: Path) -> dict[str, Any]:
 
 def _native_from_hf(folder: Path):
     """The native Mythos engine (float32) on an HF folder's weights."""
-    from mythos_convert.convert.hf_read import read_hf_folder
-    from mythos_convert.convert.names import convert_name
-    from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
+    from mythos_convert.convert.native_checkpoint import load_model
+    from mythos_convert.convert.sources import open_hf
 
-    src = read_hf_folder(folder)
-    state = {convert_name(n, "hf", "native"): t.float() for n, t in src.iter_tensors()}
-    return load_model(NativeCheckpoint(config=src.config, state_dict=state), torch.float32), src
+    src = open_hf(folder)
+    return load_model(src.as_checkpoint(), torch.float32), src
 
 
 def _shard_names(name: str, n_shards: int) -> list[str]:
@@ -273,7 +271,7 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
         source = {"name": f"{folder.name}/", "files": hash_files(folder, weights)}
         model, src = _native_from_hf(folder)
         if tok is None:
-            tok = load_tokenizer(src.tokenizer_path or folder)
+            tok, _ = src.tokenizer()
         return model, tok, f"native engine on {folder.name}/ weights", source
     source = {"name": Path(ckpt).name, **file_digest(ckpt)} if Path(ckpt).is_file() else None
     native = load_checkpoint(ckpt, config_yaml)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mythos_convert.convert.gguf import permute_rows
+from mythos_convert.convert.gguf import permute_rows, unpermute_rows
 from mythos_convert.model.config import MythosConfig
 
 # Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
@@ -102,12 +102,6 @@ def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
     norm = float(np.linalg.norm(want.astype(np.float64)))
     err = float(np.linalg.norm(got.astype(np.float64) - want))
     return err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
-
-
-def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """The inverse of `permute_rows`: llama.cpp's interleaved rows back to the half-split layout."""
-    rows = weight.shape[0]
-    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def _head_counts(rows: int, head_dim: int) -> list[int]:

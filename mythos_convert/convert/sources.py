@@ -1,0 +1,299 @@
+"""A model source: a native checkpoint, an HF folder or a GGUF file, read the same way.
+
+Every writer (`hf`, `native`, `gguf`), verifier and evaluator starts from a `ModelSource`: its
+config, where its tokenizer is, its provenance, and `tensors()`, a stream of checked tensors under
+native names in one order. Opening a source runs the one check of `names.check_tensors` on the
+stored shapes (nothing is read for it) and `names.check_tied` on a stored head, so a source that
+opens is complete and consistent, whichever format it came from.
+
+- native: `torch.load(mmap=True, weights_only=True)`, or without torch the restricted zip reader
+  (`torch_zip`, tensors described as byte ranges) where nothing needs torch;
+- HF folder: safetensors opened one tensor at a time (`hf_read`);
+- GGUF: gguf-py's reader, every tensor dequantised to float32 and the q/k permutation undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mythos_convert.convert.hf_config import d_ff_for_width
+from mythos_convert.convert.hf_folder import GENERATION_FILE, Provenance
+from mythos_convert.convert.hf_read import HFSource, read_hf_folder
+from mythos_convert.convert.names import (
+    HF_IGNORED,
+    TIED_HEAD,
+    check_tensors,
+    check_tied,
+    native_shapes,
+    transform_of,
+)
+from mythos_convert.convert.native_checkpoint import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    NativeCheckpoint,
+    checkpoint_from_data,
+    load_checkpoint,
+)
+from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
+from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+from mythos_convert.errors import MythosError
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.safe_paths import inside
+from mythos_convert.ui import track
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the torch-free reader must not pay for it
+    import torch
+    from tokenizers import Tokenizer
+
+KINDS = ("native", "hf", "gguf")
+
+
+@dataclass
+class ModelSource:
+    """One model, wherever it is stored: what every writer, verifier and evaluator reads."""
+
+    kind: str  # "native", "hf" or "gguf": the naming and layout of the stored tensors
+    path: Path  # the checkpoint file, the HF folder or the (first) GGUF file
+    config: MythosConfig
+    stored: dict[str, str]  # native name -> stored name, checked, in export order (no head, no rope buffers)
+    get: Callable[[str], Any] = field(repr=False)  # stored name -> tensor (torch, TensorRef or numpy)
+    inputs: list[Path] = field(default_factory=list)  # every file read: no output may replace one
+    provenance: Provenance | None = None  # mythos.json of an HF folder we wrote
+    generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json, if any
+    checkpoint: NativeCheckpoint | None = None  # a native source's step, training facts, tokenizer
+    hf: HFSource | None = None  # an HF source's folder reader (config.json, weight map)
+
+    @property
+    def out_dir(self) -> Path:
+        """Where outputs derived from this source go by default: the folder, or the file's folder."""
+        return self.path if self.path.is_dir() else self.path.parent
+
+    def tensors(self) -> Iterator[tuple[str, Any]]:
+        """(native name, tensor) in export order, one at a time; the tied head is not repeated."""
+        for native, name in self.stored.items():
+            yield native, self.get(name)
+
+    def weights(self) -> dict[str, Any]:
+        """Every exported tensor by native name (views or mappings: nothing is copied)."""
+        return dict(self.tensors())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The reference model's state dict: float tensors, tied head sharing the embedding, rope buffers.
+
+        The keys and order of `MythosModel.state_dict()`, so `load_state_dict(strict=True)` takes it.
+        """
+        import numpy as np
+        import torch
+
+        from mythos_convert.model.layers import rope_tables
+
+        cfg = self.config
+        state: dict[str, torch.Tensor] = {}
+        for native, tensor in track(self.tensors(), f"reading {self.kind} tensors", total=len(self.stored)):
+            if isinstance(tensor, np.ndarray):
+                tensor = torch.from_numpy(tensor)
+            elif isinstance(tensor, TensorRef):
+                raise TypeError("a torch-free source has no tensors to load: open it with torch")
+            state[native] = tensor
+        state[TIED_HEAD["native"]] = state["embedding.weight"]  # one storage, two names, as the model saves it
+        state["rope_cos"], state["rope_sin"] = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        return {name: state[name] for name in native_shapes(cfg)}
+
+    def as_checkpoint(self) -> NativeCheckpoint:
+        """The source as a native checkpoint in memory (for `load_model`, which runs it)."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return NativeCheckpoint(config=self.config, state_dict=self.state_dict(), path=self.path)
+
+    def tokenizer(self, explicit: str | Path | None = None) -> tuple[Tokenizer, str]:
+        """The model's tokenizer and where it came from: `explicit`, else the source's own.
+
+        Raises:
+            MythosError: none found, naming where it was looked for and how to give one.
+        """
+        if self.checkpoint is not None:
+            return resolve_tokenizer(self.checkpoint, explicit)
+        if explicit is not None:
+            return load_tokenizer(explicit), str(explicit)
+        beside = inside(self.out_dir, "tokenizer.json")
+        if beside.is_file():
+            return load_tokenizer(beside), str(beside)
+        raise MythosError(f"{self.out_dir} has no tokenizer.json: pass --tokenizer PATH/tokenizer.json")
+
+
+def _checked_native(ckpt: NativeCheckpoint) -> dict[str, str]:
+    """The one check on a checkpoint's tensors; a stored head must be the embedding."""
+    state = ckpt.state_dict
+    stored = check_tensors({n: t.shape for n, t in state.items()}, ckpt.config, "native", what="checkpoint")
+    head = state.get(TIED_HEAD["native"])
+    if head is not None:
+        check_tied(head, state["embedding.weight"], "native")
+    return stored
+
+
+def open_native(path: str | Path, config_yaml: str | Path | None = None) -> ModelSource:
+    """A native checkpoint, memory-mapped through torch (tensors are views of the file's pages).
+
+    Raises:
+        MythosError: see `load_checkpoint` and `names.check_tensors`.
+    """
+    ckpt = load_checkpoint(path, config_yaml)
+    return _native_source(ckpt)
+
+
+def _native_source(ckpt: NativeCheckpoint) -> ModelSource:
+    assert ckpt.path is not None
+    stored = _checked_native(ckpt)
+    return ModelSource(
+        "native", ckpt.path, ckpt.config, stored, ckpt.state_dict.__getitem__, [ckpt.path], checkpoint=ckpt
+    )
+
+
+def open_native_without_torch(path: str | Path, config_yaml: str | Path | None = None) -> ModelSource | None:
+    """A native checkpoint read by the restricted zip reader: tensors as `TensorRef` byte ranges.
+
+    None where torch must read it: not a plain torch zip, tensors outside the model and optimizer
+    state, or a head stored apart from the embedding (comparing them needs the values). Every
+    refusal of a bad checkpoint is the torch path's own (the same `checkpoint_from_data` and
+    `check_tensors`), raised here as there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = read_torch_zip(path)
+    except NotPlain:
+        return None
+    if not isinstance(data, dict) or any(
+        contains_tensor(v) for k, v in data.items() if k not in (MODEL_KEY, OPTIMIZER_KEY)
+    ):
+        return None
+    ckpt = checkpoint_from_data(data, path, config_yaml, lambda value: isinstance(value, TensorRef))
+    state = ckpt.state_dict
+    head = state.get(TIED_HEAD["native"])
+    if head is not None and head != state.get("embedding.weight"):
+        return None  # a separate head: torch compares its values with the embedding's
+    return _native_source(ckpt)
+
+
+def open_hf(folder: str | Path) -> ModelSource:
+    """An HF Llama folder: shapes from the safetensors headers, tensors opened one at a time.
+
+    Raises:
+        MythosError: see `read_hf_folder` and `names.check_tensors`; an lm_head that is not the embedding.
+    """
+    src = read_hf_folder(folder)
+    shapes = {n: shape for n, shape in src.shapes().items() if not HF_IGNORED.search(n)}
+    stored = check_tensors(shapes, src.config, "hf", what=str(src.folder))
+    head = TIED_HEAD["hf"]
+    if head in shapes:
+        check_tied(src.get_tensor(head), src.get_tensor(stored["embedding.weight"]), "hf")
+    generation: dict[str, Any] = {}
+    if (src.folder / GENERATION_FILE).is_file():
+        generation = src.read_json(GENERATION_FILE, "generation config")
+    return ModelSource(
+        "hf",
+        src.folder,
+        src.config,
+        stored,
+        src.get_tensor,
+        src.files(),
+        provenance=Provenance.from_dict(src.meta) if src.meta else None,
+        generation=generation,
+        hf=src,
+    )
+
+
+# GGUF header key -> MythosConfig field (feed_forward_length is the SwiGLU width, mapped back to d_ff).
+GGUF_CONFIG_KEYS = {
+    "llama.embedding_length": "d_model",
+    "llama.block_count": "n_layers",
+    "llama.attention.head_count": "n_heads",
+    "llama.attention.head_count_kv": "n_kv_heads",
+    "llama.context_length": "max_seq_len",
+    "llama.rope.freq_base": "rope_theta",
+    "llama.attention.layer_norm_rms_epsilon": "norm_eps",
+}
+
+
+def gguf_config(reader: Any, path: Path) -> MythosConfig:
+    """The Mythos config a GGUF file's `llama.*` header describes.
+
+    Raises:
+        MythosError: not a llama file, or a key missing (naming it).
+    """
+    arch = reader.get_field("general.architecture")
+    if arch is None or arch.contents() != "llama":
+        got = arch.contents() if arch is not None else None
+        raise MythosError(f"{path} is a {got!r} GGUF, not llama: pass a GGUF written by `mythos-convert gguf`")
+    values: dict[str, Any] = {}
+    for key, attr in (*GGUF_CONFIG_KEYS.items(), ("llama.feed_forward_length", "d_ff")):
+        entry = reader.get_field(key)
+        if entry is None:
+            raise MythosError(f"{path} has no {key} in its header: re-convert the GGUF file")
+        values[attr] = entry.contents()
+    values["d_ff"] = d_ff_for_width(int(values["d_ff"]))
+    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    vocab = reader.get_field("llama.vocab_size")
+    if vocab is not None:
+        values["vocab_size"] = int(vocab.contents())
+    elif embed is not None:
+        values["vocab_size"] = int(embed.shape[-1])
+    for attr in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
+        values[attr] = int(values[attr])
+    values["rope_theta"], values["norm_eps"] = float(values["rope_theta"]), float(values["norm_eps"])
+    return MythosConfig.from_dict(values)
+
+
+def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSource:
+    """A GGUF file, every tensor dequantised to float32 (gguf-py) with llama.cpp's q/k permutation undone.
+
+    `config` overrides the header's (verify compares a file against the config it should have).
+
+    Raises:
+        MythosError: not a readable GGUF, or tensors that do not fit the config (named in GGUF naming).
+    """
+    import gguf
+    import numpy as np
+
+    from mythos_convert.convert.gguf import unpermute_rows
+
+    path = Path(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError, KeyError) as exc:
+        raise MythosError(
+            f"{path} is not a readable GGUF file ({exc}): pass a .gguf written by llama.cpp or us"
+        ) from exc
+    cfg = config or gguf_config(reader, path)
+    by_name = {t.name: t for t in reader.tensors}
+    shapes = {name: tuple(int(d) for d in reversed(t.shape.tolist())) for name, t in by_name.items()}
+    heads = {"permute_q": cfg.n_heads, "permute_k": cfg.n_kv_heads}
+    stored = check_tensors(shapes, cfg, "gguf", what=str(path))
+
+    def dequantised(name: str) -> np.ndarray:
+        t = by_name[name]
+        array = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shapes[name]).astype(np.float32)
+        kind = transform_of(name, "gguf")
+        return unpermute_rows(array, heads[kind]) if kind is not None else array
+
+    if TIED_HEAD["gguf"] in shapes:
+        check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
+    return ModelSource("gguf", path, cfg, stored, dequantised, [path])
+
+
+def open_source(
+    path: str | Path, *, config_yaml: str | Path | None = None, gguf_config: MythosConfig | None = None
+) -> ModelSource:
+    """A native checkpoint (a file), an HF folder (a folder) or a GGUF file (`.gguf`), opened and checked."""
+    path = Path(path)
+    if path.is_dir():
+        return open_hf(path)
+    if path.suffix == ".gguf" and path.is_file():
+        return open_gguf(path, gguf_config)
+    if path.is_file():
+        return open_native(path, config_yaml)
+    raise MythosError(f"{path} does not exist: pass an HF folder written by `mythos-convert hf`, a ckpt.pt or a .gguf")
