@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from mythos_convert.convert import gguf as gguf_writer
+from mythos_convert.convert import permute as gguf_permute
 from mythos_convert.release import export_gguf, export_hf
 from mythos_convert.verify.gguf import verify_gguf
 from mythos_convert.verify.hf import verify_hf
@@ -112,7 +112,7 @@ def _nan_in_mlp(folder: Path) -> None:
 
 def _export_with(monkeypatch, ckpt: Path, out: Path, outtype: str = "f32", **transforms) -> Path:
     for key, fn in transforms.items():
-        monkeypatch.setitem(gguf_writer.TRANSFORMS, key, fn)
+        monkeypatch.setitem(gguf_permute.TRANSFORMS, key, fn)
     return export_gguf(ckpt, outtype, out, verify=False).written[0].path
 
 
@@ -191,7 +191,7 @@ CASES: dict[str, Case] = {
     "k permuted with the query head count (GGUF)": Case(
         "f32",
         lambda out, mp, ckpt: _export_with(
-            mp, ckpt, out, permute_k=lambda w, c: gguf_writer.permute_rows(w, c.n_heads)
+            mp, ckpt, out, permute_k=lambda w, c: gguf_permute.permute_rows(w, c.n_heads)
         ),
         ("blk.0.attn_k.weight matches the source permuted with 4 heads, not 2",),
     ),

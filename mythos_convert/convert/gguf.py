@@ -36,6 +36,7 @@ from mythos_convert.convert import kquants
 from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
 from mythos_convert.convert.names import convert_name, expected_names, native_shapes, transform_of
+from mythos_convert.convert.permute import TRANSFORMS
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
@@ -112,32 +113,6 @@ def parse_size(text: str | int | None) -> int:
         raise MythosError(f"cannot read size {text!r}: write it like 500M, 2G or a number of bytes")
     scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match.group(2).upper()]
     return int(float(match.group(1)) * scale)
-
-
-# --- the q/k permutation ----------------------------------------------------------------------
-
-
-def permute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """Reorder each head's rows from the half-split RoPE layout to llama.cpp's interleaved one.
-
-    Row j of a head's first half and row j of its second half form rotation pair j; llama.cpp
-    rotates consecutive rows (2j, 2j+1), so the halves are interleaved. The same reshape as
-    llama.cpp's `LlamaModel.permute`; q and k get the same reorder, so q.k is unchanged.
-    """
-    rows = weight.shape[0]
-    return weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def unpermute_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """The inverse of `permute_rows`: llama.cpp's interleaved rows back to the half-split layout."""
-    rows = weight.shape[0]
-    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-TRANSFORMS = {  # named by the name table's rows
-    "permute_q": lambda w, cfg: permute_rows(w, cfg.n_heads),
-    "permute_k": lambda w, cfg: permute_rows(w, cfg.n_kv_heads),
-}
 
 
 # --- the plan: every tensor's shape and type, from the config alone ---------------------------

@@ -37,6 +37,7 @@ from mythos_convert.convert.native_checkpoint import (
     checkpoint_from_data,
     load_checkpoint,
 )
+from mythos_convert.convert.permute import unpermute_rows
 from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
@@ -258,8 +259,6 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
     """
     import gguf
     import numpy as np
-
-    from mythos_convert.convert.gguf import unpermute_rows
 
     path = Path(path)
     try:

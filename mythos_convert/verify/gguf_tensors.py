@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mythos_convert.convert.gguf import permute_rows, unpermute_rows
+from mythos_convert.convert.permute import permute_rows, unpermute_rows
 from mythos_convert.model.config import MythosConfig
 
 # Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
