@@ -188,22 +188,22 @@ def check_tensors(
     shapes = native_shapes(cfg)
     fix = FIXES[src]
     found: dict[str, str] = {}
-    for name, shape in stored.items():
-        if src == "native" and name in NATIVE_DROPPED:
-            native = name
-        else:
-            native = convert_name(name, src, "native")  # raises on names outside the table
-        if native not in shapes:
+    for name in stored:
+        native = name if src == "native" and name in NATIVE_DROPPED else convert_name(name, src, "native")
+        if native not in shapes:  # convert_name raised on names outside the table
             raise MythosError(
                 f"tensor {name} is beyond the config's {cfg.n_layers} layers: the config does not describe "
                 f"these weights; {fix}"
             )
-        if tuple(shape) != shapes[native]:
+        found[native] = name
+    position = {n: k for k, n in enumerate(shapes)}
+    for native in sorted(found, key=lambda n: (n in NATIVE_DROPPED, position[n])):
+        name = found[native]
+        if tuple(stored[name]) != shapes[native]:  # the model's order: the embedding's size speaks first
             raise MythosError(
-                f"tensor {name} has shape {tuple(shape)} but the config expects {shapes[native]}: "
+                f"tensor {name} has shape {tuple(stored[name])} but the config expects {shapes[native]}: "
                 f"the config does not describe these weights; {fix}"
             )
-        found[native] = name
     wanted = expected_names("native", cfg.n_layers, tied=True)
     for native in wanted:
         if native not in found:
