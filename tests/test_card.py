@@ -368,6 +368,11 @@ def test_template_found_in_a_non_editable_install(tmp_path: Path):
     ).stdout.splitlines()
     assert lines[0].startswith(str(target)) and lines[1].startswith(str(target))
     assert Path(lines[1]).name == "mythos.yaml" and int(lines[2]) > 1000
+    installed = {p.parent.relative_to(target).as_posix() for p in target.glob("mythos_convert/**/__init__.py")}
+    in_tree = {
+        p.parent.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "mythos_convert").glob("**/__init__.py")
+    }
+    assert in_tree <= installed, f"packages missing from the install: {sorted(in_tree - installed)}"
 
 
 def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -> dict:

@@ -39,7 +39,7 @@ class Provenance:
     """
 
     native_config: dict[str, Any] | None = None  # MythosConfig.to_dict() of the checkpoint (its own d_ff)
-    step: int = 0
+    step: int | None = None  # the training step of the checkpoint (None: not recorded)
     training: dict[str, Any] = field(default_factory=dict)  # the trainer's facts, for the card
     source_checkpoint: str | None = None  # the checkpoint's file name (never a path: it is published)
     tokenizer_source: str | None = None  # where the tokenizer came from (a name, or "embedded ...")
@@ -80,7 +80,7 @@ class Provenance:
         version = data.get("format_version")
         return cls(
             native_config=_dict(data.get("native_config")),
-            step=int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else 0,
+            step=int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None,
             training=_dict(data.get("training")) or {},
             source_checkpoint=_str(data.get("source_checkpoint")),
             tokenizer_source=_str(data.get("tokenizer_source")),

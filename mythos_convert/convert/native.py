@@ -64,7 +64,7 @@ def export_native(folder: str | Path, out: str | Path, *, force: bool = False) -
         out,
         src.state_dict(),
         cfg,
-        step=provenance.step if provenance else 0,
+        step=(provenance.step or 0) if provenance else 0,
         optimizer_state={},
         tokenizer_json=tokenizer_json,
         training=(provenance.training if provenance else None) or None,

@@ -1,46 +1,27 @@
-"""The model card: README.md of an exported folder, rendered from what the folder really holds.
+"""What a model card states, read from the folder: every figure from a file, none from a preset.
 
-Every figure comes from the folder, never from arithmetic on a preset: parameter counts from the
-safetensors headers (so GQA and tying are counted as stored), training facts from `mythos.json`
-(the checkpoint's own record), parity from `verify.json`, GGUF files from the directory listing.
-The release's words (license, developer, prompts, limitations, citation) come from a metadata YAML
-(`model_card/mythos.yaml`, or the user's `--meta FILE`). Rendering goes through huggingface_hub's
-`ModelCardData` + `ModelCard.from_template`, so the front matter is the Hub's own YAML, not ours.
+Parameter counts come from the safetensors headers (so GQA and tying are counted as stored),
+training facts from `mythos.json` (the checkpoint's own record), parity from `verify.json` and
+quality from `eval.json` (only results whose hashes match the files now), GGUF files from the
+directory listing.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_types import recommended_rank
-from mythos_convert.convert.safetensors import TensorInfo, read_tensors
+from mythos_convert.convert.hf_folder import CONFIG_FILE, META_FILE, Provenance
+from mythos_convert.convert.safetensors import INDEX_FILE, TensorInfo, read_tensors
 from mythos_convert.errors import MythosError, UnsafePathError
-from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib, write_chart
+from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
-from mythos_convert.metadata import load_meta
 from mythos_convert.model.config import short_repr
-from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
 from mythos_convert.ui import human_size
 from mythos_convert.verify.record import is_bound, load_results
-
-CARD_FILE = "README.md"
-PROVENANCE_FILE = "mythos.json"
-TEMPLATE_NAME = "template.md.j2"
-LOCAL_MODEL_REF = "path/to/this/folder"  # the quickstart's model id until the Hub repo is known
-REQUIRED_FRONT_MATTER = ("language", "license", "library_name", "pipeline_tag", "tags")
-
-
-def template_text() -> str:
-    return resources.files("mythos_convert.model_card").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
-
-
-# ----------------------------------------------------------------------------- reading the folder
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -78,7 +59,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     Unlike the optional files, a config.json that is present but damaged is refused: the card
     would state its architecture as "None" and still look like a card.
     """
-    path = folder / "config.json"
+    path = folder / CONFIG_FILE
     if not path.exists():
         return {}
     try:
@@ -207,7 +188,7 @@ def gguf_facts(folder: Path) -> list[dict[str, Any]]:
     return [{"name": p.name, "size": p.stat().st_size, "size_h": human_size(p.stat().st_size)} for p in files]
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -229,9 +210,9 @@ def file_rows(folder: Path, ggufs: list[dict[str, Any]]) -> list[dict[str, Any]]
                 **g,
                 "type": label,
                 "bits_per_weight": bpw,
-                "perplexity": _number(entry.get("perplexity")),
-                "mean_kl": _number(kl.get("mean_kl")),
-                "top1": _number(kl.get("top1_agreement")),
+                "perplexity": number(entry.get("perplexity")),
+                "mean_kl": number(kl.get("mean_kl")),
+                "top1": number(kl.get("top1_agreement")),
                 "dataset": entry.get("dataset"),
                 "method": entry.get("method"),
             }
@@ -250,7 +231,7 @@ def eval_facts(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "dataset": first.get("dataset"),
         "method": first.get("method"),
         "reference": reference.get("name"),
-        "reference_ppl": _number(reference.get("perplexity")),
+        "reference_ppl": number(reference.get("perplexity")),
         "hf": evals.get("hf"),
         "chart": CHART_FILE if with_kl and (folder / CHART_FILE).is_file() else None,
         "chart_note": None if not with_kl or have_matplotlib() else INSTALL_HINT,
@@ -262,17 +243,17 @@ def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict
     return [{"name": n, "size_h": human_size((folder / n).stat().st_size)} for n in names if (folder / n).is_file()]
 
 
-def training_facts(provenance: dict[str, Any]) -> dict[str, Any]:
+def training_facts(provenance: Provenance) -> dict[str, Any]:
     """The checkpoint's training record, flattened for the template (absent facts stay absent)."""
-    training = dict(provenance.get("training") or {})
-    if not training and not isinstance(provenance.get("step"), int):
+    training = dict(provenance.training)
+    if not training and provenance.step is None:
         return {}
     data = training.get("data") if isinstance(training.get("data"), dict) else {}
     facts = {k: v for k, v in training.items() if k not in ("data", "train_config")}
     facts["data"] = data
     facts["train_config"] = training.get("train_config") if isinstance(training.get("train_config"), dict) else {}
-    if isinstance(provenance.get("step"), int):
-        facts["step"] = provenance["step"]
+    if provenance.step is not None:
+        facts["step"] = provenance.step
     if isinstance(facts.get("wall_seconds"), (int, float)):
         facts["wall_h"] = f"{facts['wall_seconds'] / 3600:.2f} h"
     for key in ("tokens_seen",):
@@ -307,14 +288,14 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
         raise
     except MythosError:
         tensors = {}
-    provenance = _read_json(folder / PROVENANCE_FILE)
+    provenance = Provenance.from_dict(_read_json(folder / META_FILE))
     ggufs = gguf_facts(folder)
     files = file_rows(folder, ggufs)
     return {
         "config": config,
         "arch": architecture_facts(config, tensors) if tensors else {},
         "weights": weight_file_facts(folder, tensors),
-        "sharded": (folder / "model.safetensors.index.json").is_file(),
+        "sharded": (folder / INDEX_FILE).is_file(),
         "tokenizer": tokenizer_facts(folder),
         "gguf": ggufs,
         "files": files,
@@ -322,229 +303,9 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
         "modelfile": (folder / "Modelfile").is_file(),
         "training": training_facts(provenance),
         "provenance": {
-            "source_checkpoint": Path(str(provenance.get("source_checkpoint") or "")).name or None,
-            "tokenizer_source": Path(str(provenance.get("tokenizer_source") or "")).name or None,
-            "mythos_convert_version": provenance.get("mythos_convert_version"),
+            "source_checkpoint": Path(provenance.source_checkpoint or "").name or None,
+            "tokenizer_source": Path(provenance.tokenizer_source or "").name or None,
+            "mythos_convert_version": provenance.mythos_convert_version,
         },
         "verify": verify_rows(folder),
     }
-
-
-# ----------------------------------------------------------------------------- rendering
-
-
-def architecture_tags(arch: dict[str, Any], config: dict[str, Any], has_gguf: bool) -> list[str]:
-    """Tags derived from what the model is (gqa only when kv heads < heads, gguf only when present)."""
-    tags = ["llama", "from-scratch", "rope", "rmsnorm"]
-    if config.get("hidden_act", "silu") == "silu":
-        tags.append("swiglu")
-    heads, kv = arch.get("n_heads"), arch.get("n_kv_heads")
-    if heads and kv and kv < heads:
-        tags.append("gqa")
-    if has_gguf:
-        tags.append("gguf")
-    return tags
-
-
-def eval_results(facts: dict[str, Any], meta: dict[str, Any]) -> list:
-    """model-index entries for the validation loss and perplexity the trainer recorded."""
-    from huggingface_hub import EvalResult
-
-    training = facts["training"]
-    dataset = _dataset_name(facts, meta)
-    dataset_type = (meta.get("datasets") or [dataset])[0]
-    results = []
-    for key, metric_type, name in (
-        ("val_loss", "loss", "Validation loss (nats/token)"),
-        ("val_ppl", "perplexity", "Validation perplexity"),
-    ):
-        value = training.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            results.append(
-                EvalResult(
-                    task_type="text-generation",
-                    task_name="Text Generation",
-                    dataset_type=dataset_type,
-                    dataset_name=dataset,
-                    dataset_split="validation",
-                    metric_type=metric_type,
-                    metric_value=round(float(value), 4),
-                    metric_name=name,
-                )
-            )
-    return results + measured_results(facts)
-
-
-def measured_results(facts: dict[str, Any], ggufs_only: bool = False) -> list:
-    """model-index entries for the perplexity `eval` measured (the HF folder's, then each GGUF's), each
-    naming the text and its token count, the engine and the method."""
-    from huggingface_hub import EvalResult
-
-    entries = [] if ggufs_only or not facts["eval"]["hf"] else [("transformers, float32", facts["eval"]["hf"])]
-    bound = {r["name"]: r for r in facts["files"] if r["perplexity"] is not None}
-    entries += [(f"{name}, llama.cpp", {**r, "engine": "llama.cpp"}) for name, r in bound.items()]
-    results = []
-    for what, entry in entries:
-        value = _number(entry.get("perplexity"))
-        if value is None or not math.isfinite(value) or not entry.get("dataset"):
-            continue
-        results.append(
-            EvalResult(
-                task_type="text-generation",
-                task_name="Text Generation",
-                dataset_type="text",
-                dataset_name=str(entry["dataset"]),
-                metric_type="perplexity",
-                metric_value=round(value, 4),
-                metric_name=f"Perplexity ({what})",
-                metric_args={"method": str(entry.get("method") or "")},
-            )
-        )
-    return results
-
-
-def _dataset_name(facts: dict[str, Any], meta: dict[str, Any]) -> str:
-    data = facts["training"].get("data") or {}
-    return str(data.get("name") or meta.get("dataset_name") or "held-out split of the training corpus")
-
-
-def card_data(facts: dict[str, Any], meta: dict[str, Any]):
-    """The front matter as a ModelCardData (validated by huggingface_hub itself)."""
-    from huggingface_hub import ModelCardData
-
-    tags = architecture_tags(facts["arch"], facts["config"], bool(facts["gguf"]))
-    tags += [t for t in meta.get("tags") or [] if t not in tags]
-    inference = {k: v for k, v in (meta.get("inference") or {}).items() if v is not None}
-    evals = eval_results(facts, meta)
-    return ModelCardData(
-        language=meta.get("language"),
-        license=meta.get("license"),
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=tags,
-        base_model=meta.get("base_model"),
-        datasets=meta.get("datasets") or None,
-        model_name=meta.get("model_name") if evals else None,  # model-index needs it; alone it is noise
-        eval_results=evals or None,
-        widget=[{"text": prompt} for prompt in meta.get("widget") or []] or None,
-        inference={"parameters": inference} if inference else None,
-    )
-
-
-def build_card(folder: str | Path, meta_path: str | Path | None = None):
-    """Render the card of a folder (a huggingface_hub ModelCard) without writing it."""
-    from huggingface_hub import ModelCard
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MythosError(f"{folder} is not a folder: pass the folder `mythos-convert hf` wrote")
-    meta = load_meta(meta_path)
-    facts = collect_facts(folder)
-    data = card_data(facts, meta)
-    limitations = meta.get("limitations") or []
-    card = ModelCard.from_template(
-        data,
-        template_str=template_text(),
-        meta=meta,
-        facts=facts,
-        limitations=[limitations] if isinstance(limitations, str) else limitations,
-        model_ref=meta.get("hub_repo") or LOCAL_MODEL_REF,
-        dataset=_dataset_name(facts, meta),
-        inference=meta.get("inference") or {},
-    )
-    # Optional sections leave runs of blank lines behind; markdown-wise one is enough.
-    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
-
-
-def write_card(folder: Path, meta_path: Path | None = None) -> Path:
-    """Write `folder/README.md` atomically from the folder's contents and the metadata; return its path.
-
-    Called by `mythos-convert card`, and by the hf and gguf exporters after they write a folder.
-    Optional files (mythos.json, verify.json, GGUF files, tokenizer) may be missing. A folder
-    holding a symlink or special file is refused: the card would describe what it points at.
-    """
-    folder = Path(folder)
-    path = folder / CARD_FILE
-    refuse_unsafe(folder, scan_folder(folder)[1])
-    refuse_output_over_inputs(path, [("metadata file", meta_path)])
-    write_card_chart(folder)
-    card = build_card(folder, meta_path)
-    with atomic_file(path) as tmp:
-        tmp.write_text(str(card), encoding="utf-8")
-    return path
-
-
-def write_card_chart(folder: Path) -> Path | None:
-    """The chart of the "Files" table (size against mean KL divergence), from the bound eval results."""
-    rows = [r for r in file_rows(folder, gguf_facts(folder)) if r["mean_kl"] is not None]
-    title = f"{folder.name}: what each GGUF type costs"
-    return write_chart(
-        folder, [{"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"]} for r in rows], title
-    )
-
-
-GGUF_REPO_MARKER = "<!-- gguf-repo -->"
-
-
-def gguf_repo_line(repo_id: str, endpoint: str = "https://huggingface.co") -> str:
-    """The main card's link to the repository holding the GGUF files."""
-    return (
-        f"The GGUF files, with a card of their own, are published in "
-        f"[{repo_id}]({endpoint.rstrip('/')}/{repo_id}). {GGUF_REPO_MARKER}"
-    )
-
-
-def link_gguf_repo(folder: str | Path, repo_id: str, endpoint: str = "https://huggingface.co") -> bool:
-    """Point the card's GGUF section at `repo_id` (before `push --gguf-repo`); the line that carries
-    the marker is replaced, so pushing again to another repo does not leave two links. Returns
-    whether the card changed."""
-    path = Path(folder) / CARD_FILE
-    if not path.is_file():
-        return False
-    text = path.read_text(encoding="utf-8")
-    if GGUF_REPO_MARKER not in text:
-        return False
-    lines = [gguf_repo_line(repo_id, endpoint) if GGUF_REPO_MARKER in line else line for line in text.split("\n")]
-    new = "\n".join(lines)
-    if new == text:
-        return False
-    with atomic_file(path) as tmp:
-        tmp.write_text(new, encoding="utf-8")
-    return True
-
-
-def point_quickstart_at(folder: str | Path, repo_id: str) -> bool:
-    """Make the card's quickstart load `repo_id` instead of the local placeholder (before a push).
-
-    Only the quoted placeholder in the body changes, so a card rendered with `hub_repo` or edited
-    by hand is left alone. Returns whether the card changed.
-    """
-    path = Path(folder) / CARD_FILE
-    if not path.is_file():
-        return False
-    text = path.read_text(encoding="utf-8")
-    placeholder = f'"{LOCAL_MODEL_REF}"'
-    if placeholder not in text:
-        return False
-    with atomic_file(path) as tmp:
-        tmp.write_text(text.replace(placeholder, f'"{repo_id}"'), encoding="utf-8")
-    return True
-
-
-def card_problems(text: str) -> list[str]:
-    """What is wrong with a card's front matter, checked locally (no network): [] when valid."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    try:
-        card = ModelCard(text)
-    except Exception as exc:  # huggingface_hub raises ValueError on bad YAML / missing metadata
-        return [f"README.md front matter does not parse: {str(exc).splitlines()[0][:160]}"]
-    data = card.data.to_dict()
-    problems = [f"README.md front matter lacks `{key}`" for key in REQUIRED_FRONT_MATTER if not data.get(key)]
-    try:
-        again = ModelCardData(**data).to_dict()
-    except Exception as exc:
-        return [*problems, f"README.md front matter does not round-trip through ModelCardData: {exc}"]
-    if again != data:
-        problems.append("README.md front matter changes when round-tripped through ModelCardData")
-    return problems
