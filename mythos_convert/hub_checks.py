@@ -9,15 +9,13 @@ sha256 as recorded in verify.json).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
+from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.safetensors import INDEX_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
 from mythos_convert.verify.record import RESULTS_FILE, changed_files, load_results, needs_verify
-
-_SPLIT_PART = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$")  # a later shard of a split GGUF: verified via the first
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,7 +156,7 @@ def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
         if changed:
             problems.append(f"{', '.join(changed)} changed since `verify` checked it ({target}): re-run `{command}`")
     for name in sorted(uploaded or ()):
-        if name.endswith(".gguf") and name not in results and not _SPLIT_PART.search(name):
+        if name.endswith(".gguf") and name not in results and not is_later_shard(name):
             problems.append(f"{name} was never verified: run `mythos-convert verify` on it (or --exclude it)")
     if "hf" not in reported:
         unverified = sorted(

@@ -33,6 +33,7 @@ from gguf.utility import model_weight_count_rounded_notation
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert import kquants
+from mythos_convert.convert.gguf_files import shard_paths
 from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
 from mythos_convert.convert.names import convert_name, expected_names, native_shapes, transform_of
@@ -395,13 +396,6 @@ class WrittenGGUF:
     @property
     def special(self) -> list[TensorPlan]:
         return [p for p in self.plans if p.note]
-
-
-def shard_paths(path: Path, n_shards: int) -> list[Path]:
-    """gguf-split naming: `name-00001-of-00003.gguf` (a single file keeps its name)."""
-    if n_shards <= 1:
-        return [path]
-    return [path.with_name(gguf.SHARD_NAME_FORMAT.format(path.stem, i + 1, n_shards)) for i in range(n_shards)]
 
 
 class _Output:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mythos_convert.convert.gguf_files import shard_names, split_count
 from mythos_convert.convert.hf_config import d_ff_for_width
 from mythos_convert.convert.hf_folder import GENERATION_FILE, Provenance
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
@@ -66,6 +67,7 @@ class ModelSource:
     generation: dict[str, Any] = field(default_factory=dict)  # generation_config.json, if any
     checkpoint: NativeCheckpoint | None = None  # a native source's step, training facts, tokenizer
     hf: HFSource | None = None  # an HF source's folder reader (config.json, weight map)
+    ggml_types: dict[str, str] = field(default_factory=dict)  # a GGUF source's stored type per tensor
 
     @property
     def out_dir(self) -> Path:
@@ -250,9 +252,10 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
 
 
 def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSource:
-    """A GGUF file, every tensor dequantised to float32 (gguf-py) with llama.cpp's q/k permutation undone.
+    """A GGUF file (every shard of a split one), each tensor dequantised to float32 by gguf-py and
+    llama.cpp's q/k permutation undone, so it compares with any other source tensor for tensor.
 
-    `config` overrides the header's (verify compares a file against the config it should have).
+    `config` overrides the header's (verify compares a file with the config it should have).
 
     Raises:
         MythosError: not a readable GGUF, or tensors that do not fit the config (named in GGUF naming).
@@ -262,13 +265,14 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
 
     path = Path(path)
     try:
-        reader = gguf.GGUFReader(path)
+        first = gguf.GGUFReader(path)
+        readers = [first] + [gguf.GGUFReader(path.parent / n) for n in shard_names(path.name, split_count(first))[1:]]
     except (ValueError, OSError, KeyError) as exc:
         raise MythosError(
             f"{path} is not a readable GGUF file ({exc}): pass a .gguf written by llama.cpp or us"
         ) from exc
-    cfg = config or gguf_config(reader, path)
-    by_name = {t.name: t for t in reader.tensors}
+    cfg = config or gguf_config(first, path)
+    by_name = {t.name: t for reader in readers for t in reader.tensors}
     shapes = {name: tuple(int(d) for d in reversed(t.shape.tolist())) for name, t in by_name.items()}
     heads = {"permute_q": cfg.n_heads, "permute_k": cfg.n_kv_heads}
     stored = check_tensors(shapes, cfg, "gguf", what=str(path))
@@ -281,18 +285,20 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
 
     if TIED_HEAD["gguf"] in shapes:
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
-    return ModelSource("gguf", path, cfg, stored, dequantised, [path])
+    files = [path] + [path.parent / n for n in shard_names(path.name, len(readers))[1:]]
+    types = {name: t.tensor_type.name for name, t in by_name.items()}
+    return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types)
 
 
 def open_source(
-    path: str | Path, *, config_yaml: str | Path | None = None, gguf_config: MythosConfig | None = None
+    path: str | Path, *, config_yaml: str | Path | None = None, gguf_as: MythosConfig | None = None
 ) -> ModelSource:
     """A native checkpoint (a file), an HF folder (a folder) or a GGUF file (`.gguf`), opened and checked."""
     path = Path(path)
     if path.is_dir():
         return open_hf(path)
     if path.suffix == ".gguf" and path.is_file():
-        return open_gguf(path, gguf_config)
+        return open_gguf(path, gguf_as)
     if path.is_file():
         return open_native(path, config_yaml)
     raise MythosError(f"{path} does not exist: pass an HF folder written by `mythos-convert hf`, a ckpt.pt or a .gguf")

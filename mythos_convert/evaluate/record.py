@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +26,12 @@ from typing import Any
 import gguf
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.gguf_files import shard_names
 from mythos_convert.errors import MythosError
 from mythos_convert.verify.record import is_bound
 
 EVAL_FILE = "eval.json"
 EVAL_VERSION = 1
-_FIRST_SHARD = re.compile(r"-00001-of-(\d{5})\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,6 @@ def file_type_label(file_type: int) -> str:
     except ValueError:
         return f"file_type {file_type}"
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
-def shard_names(name: str, n_shards: int) -> list[str]:
-    """The file names of a (possibly split) GGUF, given its first shard's name."""
-    if n_shards <= 1:
-        return [name]
-    return [_FIRST_SHARD.sub(f"-{i:05d}-of-\\1.gguf", name) for i in range(1, n_shards + 1)]
 
 
 def _field(reader: gguf.GGUFReader, key: str) -> Any:

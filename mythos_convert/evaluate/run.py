@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from rich.table import Table
 from tokenizers import Tokenizer
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.native_checkpoint import load_checkpoint
 from mythos_convert.data.held_out import held_out_tokens
@@ -55,7 +55,6 @@ from mythos_convert.verify.hf import torch_threads
 from mythos_convert.verify.record import hash_files, hf_bound_files
 
 DEFAULT_CTX = 512  # llama-perplexity's default context
-_LATER_SHARD = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$")
 
 
 @dataclass
@@ -116,7 +115,7 @@ def resolve_targets(paths: list[str | Path], config_yaml: str | Path | None = No
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            ggufs = sorted(p for p in path.glob("*.gguf") if p.is_file() and not _LATER_SHARD.search(p.name))
+            ggufs = sorted(p for p in path.glob("*.gguf") if p.is_file() and not is_later_shard(p.name))
             if not (path / "config.json").is_file() and not ggufs:
                 raise MythosError(
                     f"{path} holds neither an HF model (config.json) nor .gguf files: pass the folder "

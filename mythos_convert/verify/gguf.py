@@ -20,7 +20,6 @@ import dataclasses
 import io
 import math
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ import numpy as np
 import torch
 
 from mythos_convert.convert.gguf import OUTTYPES
+from mythos_convert.convert.gguf_files import shard_names, split_count
 from mythos_convert.convert.gguf_vocab import NORMALIZER_PROBES
+from mythos_convert.convert.sources import ModelSource, open_gguf, open_hf, open_native
 from mythos_convert.errors import MythosError
 from mythos_convert.ui import info, result
 from mythos_convert.verify.divergence import DivergenceAccumulator
@@ -229,37 +230,29 @@ def _gguf_facts(path: Path) -> dict[str, Any]:
             "pass a .gguf file written by `mythos-convert gguf`"
         ) from exc
     labels = {int(t.file_type): t.label for t in OUTTYPES.values()}
-    split = reader.get_field(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
-    return {"label": labels.get(file_type, f"file_type {file_type}"), "shards": int(split.contents()) if split else 1}
+    return {"label": labels.get(file_type, f"file_type {file_type}"), "shards": split_count(reader)}
 
 
-def _native_from_hf(folder: Path):
-    """The native Mythos engine (float32) on an HF folder's weights."""
-    from mythos_convert.convert.native_checkpoint import load_model
-    from mythos_convert.convert.sources import open_hf
+@dataclasses.dataclass
+class _Reference:
+    """What a GGUF file is compared with: the native engine on the weights it was made from."""
 
-    src = open_hf(folder)
-    return load_model(src.as_checkpoint(), torch.float32), src
-
-
-def _shard_names(name: str, n_shards: int) -> list[str]:
-    """The file names of a (possibly split) GGUF, given its first shard's name."""
-    if n_shards <= 1:
-        return [name]
-    return [re.sub(r"-00001-of-(\d{5})\.gguf$", f"-{i:05d}-of-\\1.gguf", name) for i in range(1, n_shards + 1)]
+    source: ModelSource
+    model: Any  # the native model in float32
+    tokenizer: Any
+    description: str
+    digest: dict[str, Any] | None  # sha256/size of what was read, by name only (verify.json is published)
 
 
-def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
-    """(native model, tokenizer, description, source digest) for a GGUF file.
+def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj) -> _Reference:
+    """The reference for a GGUF file: `ckpt` (a checkpoint or an HF folder), else the folder holding the file.
 
-    The digest (sha256/size of the checkpoint, or of the folder's weight files) is taken before
-    the reference is read, and names files only by name: verify.json is published.
+    The digest is taken before the reference is read.
     """
-    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
-    from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+    from mythos_convert.convert.native_checkpoint import load_model
+    from mythos_convert.data.tokenizer import load_tokenizer
 
     folder = gguf_path.parent
-    tok = tokenizer_obj or (load_tokenizer(tokenizer) if tokenizer is not None else None)
     if ckpt is not None and Path(ckpt).is_dir():
         folder, ckpt = Path(ckpt), None
     if ckpt is None:
@@ -268,16 +261,13 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj):
                 f"no reference for {gguf_path.name} (no config.json beside it): pass --ckpt with the native checkpoint"
             )
         weights = sorted(p.name for p in folder.glob("*.safetensors") if p.is_file())
-        source = {"name": f"{folder.name}/", "files": hash_files(folder, weights)}
-        model, src = _native_from_hf(folder)
-        if tok is None:
-            tok, _ = src.tokenizer()
-        return model, tok, f"native engine on {folder.name}/ weights", source
-    source = {"name": Path(ckpt).name, **file_digest(ckpt)} if Path(ckpt).is_file() else None
-    native = load_checkpoint(ckpt, config_yaml)
-    if tok is None:
-        tok, _ = resolve_tokenizer(native)
-    return load_model(native, torch.float32), tok, f"native engine on {Path(ckpt).name}", source
+        digest: dict[str, Any] | None = {"name": f"{folder.name}/", "files": hash_files(folder, weights)}
+        source, description = open_hf(folder), f"native engine on {folder.name}/ weights"
+    else:
+        digest = {"name": Path(ckpt).name, **file_digest(ckpt)} if Path(ckpt).is_file() else None
+        source, description = open_native(ckpt, config_yaml), f"native engine on {Path(ckpt).name}"
+    tok = tokenizer_obj or (load_tokenizer(tokenizer) if tokenizer is not None else source.tokenizer()[0])
+    return _Reference(source, load_model(source.as_checkpoint(), torch.float32), tok, description, digest)
 
 
 def _sequences(tok, vocab_size: int, max_len: int) -> list[list[int]]:
@@ -437,89 +427,57 @@ def verify_gguf(
     if not gguf_path.is_file():
         raise MythosError(f"GGUF file {gguf_path} does not exist: pass the path of a .gguf file")
     facts = _gguf_facts(gguf_path)
-    files = hash_files(gguf_path.parent, _shard_names(gguf_path.name, facts["shards"]))  # before llama.cpp reads them
+    files = hash_files(gguf_path.parent, shard_names(gguf_path.name, facts["shards"]))  # before llama.cpp reads them
     label = facts["label"]
-    tol = GGUF_TOLERANCES.get(label)
-    model, tok, reference, source = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
-    cfg = model.config
-    info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {reference}")
-    shards = [gguf_path.parent / name for name in _shard_names(gguf_path.name, facts["shards"])]
-    tensors = check_tensors(shards, source_tensors(model), cfg)
+    ref = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
+    cfg = ref.model.config
+    info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {ref.description}")
+    tensors = check_tensors(open_gguf(gguf_path, cfg), source_tensors(ref.source), cfg)
     header = header_problems(gguf_path, cfg)
     if header:  # llama.cpp would refuse the shapes or silently compute something else: name the key instead
-        out = _failed_early(gguf_path, label, header + _tensor_failures(tensors, logits_failed=True), files, source)
-        out.update(reference=reference, tensors=_tensor_summary(tensors))
-        if show:
-            for line in out["failures"]:
-                result(f"  FAIL: {line}")
-        if record:
-            record_result(gguf_path.parent, gguf_path.name, out)
+        out = _failed_early(gguf_path, label, header + _tensor_failures(tensors, logits_failed=True), files, ref.digest)
+        out.update(reference=ref.description, tensors=_tensor_summary(tensors))
+        _report(out, [], [], gguf_path, ref.description, show=show, record=record, early=True)
         return out
-    seqs = _sequences(tok, cfg.vocab_size, cfg.max_seq_len)
-    n_ctx = max(len(s) for s in seqs) + GREEDY_TOKENS
-    llm = load_llama(gguf_path, n_ctx, f32_kv=True)
-    native_fn = _native_fn(model)
-
-    def llama_fn(ids: list[int]) -> torch.Tensor:
-        return llama_logits(llm, ids)
-
-    refs = [native_fn(s) for s in seqs]
-    logit_std = float(torch.cat(refs).std())
-    if tol is not None:
-        tol = scaled_tolerance(tol, logit_std)
-    kl = DivergenceAccumulator()
-    parts = []
-    for ref, seq in zip(refs, seqs, strict=True):
-        got = llama_fn(seq)
-        parts.append(compare_logits(ref, got, ("native", "GGUF")))
-        kl.add(ref, got)
-    divergence = kl.summary()
-    comparison = {
-        **merge_comparisons(parts, list(map(len, seqs))),
-        "mean_kl": divergence.mean_kl,
-        "p99_kl": divergence.p99_kl,
-        "max_kl": divergence.max_kl,
-    }
-    greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
-    greedy_equal = all(
-        greedy_continue(_native_greedy_fn(model), s) == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs
-    )
-    model.clear_cache()
-    texts = list(dict.fromkeys([*TOKENIZER_TEXTS, *NORMALIZER_PROBES, *PROMPTS]))
-    tok_agreement, tok_diffs = tokenization_diffs(llm, tok, texts)
-    llm.close()
-
-    logit_failures = check(comparison, tol, greedy_equal)[1]  # NaN/Inf fail every type, gated or not
+    seqs = _sequences(ref.tokenizer, cfg.vocab_size, cfg.max_seq_len)
+    llm = load_llama(gguf_path, max(len(s) for s in seqs) + GREEDY_TOKENS, f32_kv=True)
+    try:
+        logits = _logit_parity(ref.model, llm, seqs, GGUF_TOLERANCES.get(label))
+        greedy_equal = _greedy_parity(ref.model, llm, seqs)
+        texts = list(dict.fromkeys([*TOKENIZER_TEXTS, *NORMALIZER_PROBES, *PROMPTS]))
+        tok_agreement, tok_diffs = tokenization_diffs(llm, ref.tokenizer, texts)
+    finally:
+        llm.close()
+    logit_failures = check(logits.comparison, logits.tolerance, greedy_equal)[1]  # NaN/Inf fail every type
     unexpected = [d for d in tok_diffs if not d["expected"]]
     failures = list(logit_failures) + _tensor_failures(tensors, logits_failed=bool(logit_failures))
     if unexpected:
         failures.append(f"llama.cpp tokenizes {len(unexpected)} text(s) differently, e.g. {unexpected[0]['text']!r}")
-
     out: dict[str, Any] = {
         "passed": not failures,
         "target": gguf_path.name,
         "kind": "gguf",
         "dtype": label,
-        **comparison,
+        **logits.comparison,
         "greedy_equal": greedy_equal,
-        "tolerance": _describe_tolerance(tol),
-        "logit_std": logit_std,
+        "tolerance": _describe_tolerance(logits.tolerance),
+        "logit_std": logits.std,
         "tokenizer_agreement": tok_agreement,
         "tokenizer_differences": tok_diffs,
         "n_tokens": sum(map(len, seqs)),
         "n_sequences": len(seqs),
-        "reference": reference,
+        "reference": ref.description,
         "checkpoint": Path(ckpt).name if ckpt is not None else None,  # a name: verify.json is published
         "engine": "llama.cpp via llama-cpp-python, F32 KV cache, extra buffer types off (AMX workaround)",
         "failures": failures,
         "files": files,
-        "source": source,
+        "source": ref.digest,
         "tensors": _tensor_summary(tensors),
     }
     rows = [
         {
             "name": f"llama.cpp logits, {label}",
-            **comparison,
+            **logits.comparison,
             "greedy_equal": greedy_equal,
             "tolerance": out["tolerance"],
             "passed": not logit_failures,
@@ -532,21 +490,9 @@ def verify_gguf(
         },
     ]
     if check_transformers and facts["shards"] == 1:
-        hf = transformers_from_gguf(gguf_path)
-        hf_fn = _hf_fn(hf)
-        hf_cmp = merge_comparisons(
-            [
-                compare_logits(r, hf_fn(s), ("native", "transformers-from-GGUF"))
-                for r, s in zip(refs, seqs, strict=True)
-            ],
-            list(map(len, seqs)),
-        )
+        hf_cmp, hf_failures = _transformers_parity(gguf_path, logits.references, seqs, label)
         out["transformers"] = hf_cmp
-        hf_failures = nonfinite_reasons(hf_cmp)
-        if label == "F32" and not hf_cmp["max_abs_diff"] <= TRANSFORMERS_F32_TOLERANCE:  # NaN-safe
-            hf_failures.append(f"transformers-from-GGUF max |diff| {hf_cmp['max_abs_diff']:.3g} > 1e-4")
-        hf_ok = not hf_failures
-        if not hf_ok:
+        if hf_failures:
             failures.extend(hf_failures)
             out["passed"] = False
         rows.append(
@@ -554,14 +500,76 @@ def verify_gguf(
                 "name": f"transformers gguf_file=, {label}",
                 **hf_cmp,
                 "tolerance": "max<=1e-4" if label == "F32" else "reported",
-                "passed": hf_ok,
+                "passed": not hf_failures,
             }
         )
-    if show:
+    _report(out, rows, tok_diffs, gguf_path, ref.description, show=show, record=record)
+    return out
+
+
+@dataclasses.dataclass
+class _Logits:
+    comparison: dict[str, Any]  # merged |diff|, top-1 and KL figures over every sequence
+    tolerance: Tolerance | None  # the type's gate, scaled to the reference's logit spread
+    std: float  # the reference logits' standard deviation
+    references: list[torch.Tensor]  # the native logits per sequence (transformers is compared with them too)
+
+
+def _logit_parity(model, llm, seqs: list[list[int]], tol: Tolerance | None) -> _Logits:
+    """llama.cpp's logits against the native engine's at every position of every sequence."""
+    native_fn = _native_fn(model)
+    refs = [native_fn(s) for s in seqs]
+    logit_std = float(torch.cat(refs).std())
+    if tol is not None:
+        tol = scaled_tolerance(tol, logit_std)
+    kl = DivergenceAccumulator()
+    parts = []
+    for ref, seq in zip(refs, seqs, strict=True):
+        got = llama_logits(llm, seq)
+        parts.append(compare_logits(ref, got, ("native", "GGUF")))
+        kl.add(ref, got)
+    divergence = kl.summary()
+    comparison = {
+        **merge_comparisons(parts, list(map(len, seqs))),
+        "mean_kl": divergence.mean_kl,
+        "p99_kl": divergence.p99_kl,
+        "max_kl": divergence.max_kl,
+    }
+    return _Logits(comparison, tol, logit_std, refs)
+
+
+def _greedy_parity(model, llm, seqs: list[list[int]]) -> bool:
+    """Do both engines continue the first and the longest prompt with the same greedy tokens?"""
+    greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
+    equal = all(
+        greedy_continue(_native_greedy_fn(model), s) == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs
+    )
+    model.clear_cache()
+    return equal
+
+
+def _transformers_parity(gguf_path: Path, refs, seqs, label: str) -> tuple[dict[str, Any], list[str]]:
+    """The file loaded by transformers (`gguf_file=`) against the native logits; F32 gated, others reported."""
+    hf_fn = _hf_fn(transformers_from_gguf(gguf_path))
+    cmp = merge_comparisons(
+        [compare_logits(r, hf_fn(s), ("native", "transformers-from-GGUF")) for r, s in zip(refs, seqs, strict=True)],
+        list(map(len, seqs)),
+    )
+    failures = nonfinite_reasons(cmp)
+    if label == "F32" and not cmp["max_abs_diff"] <= TRANSFORMERS_F32_TOLERANCE:  # NaN-safe
+        failures.append(f"transformers-from-GGUF max |diff| {cmp['max_abs_diff']:.3g} > 1e-4")
+    return cmp, failures
+
+
+def _report(out, rows, tok_diffs, gguf_path: Path, reference: str, *, show: bool, record: bool, early=False) -> None:
+    """Print the table (or, for a file refused early, its failures) and record the result."""
+    if show and early:
+        for line in out["failures"]:
+            result(f"  FAIL: {line}")
+    elif show:
         result(render_table(rows, title=f"verify {gguf_path.name}: {reference} vs llama.cpp"))
         for diff in tok_diffs:
             kind = "expected (normalizer)" if diff["expected"] else "UNEXPECTED"
             result(f"  tokenization differs, {kind}: {diff['text']!r}")
     if record:
         record_result(gguf_path.parent, gguf_path.name, out)
-    return out

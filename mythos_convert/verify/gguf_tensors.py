@@ -1,8 +1,8 @@
 """Where a GGUF file goes wrong: its header against the source config, and every tensor against the source.
 
-A failed logit comparison says that a file is wrong, not where. This module reads the file with
-gguf-py, dequantises every tensor (`gguf.quants.dequantize`), undoes the q/k row permutation and
-compares it with the source tensor, naming each tensor whose relative error is above its type's
+A failed logit comparison says that a file is wrong, not where. This module compares every tensor
+of the file, dequantised with the q/k row permutation undone (`sources.open_gguf`), with the
+source tensor, naming each tensor whose relative error is above its type's
 bound, and recognising the usual mistakes: q/k rows not permuted, k permuted with the query head
 count, a tensor scaled, NaN/Inf stored. The header check names a hyperparameter that differs from
 the checkpoint's (`llama.attention.head_count_kv` and friends), which llama.cpp would otherwise
@@ -12,14 +12,15 @@ either refuse with a shape error or run with silently.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mythos_convert.convert.permute import permute_rows, unpermute_rows
+from mythos_convert.convert.names import convert_name
+from mythos_convert.convert.permute import permute_rows
+from mythos_convert.convert.sources import ModelSource
 from mythos_convert.model.config import MythosConfig
 
 # Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
@@ -133,46 +134,33 @@ def _diagnose(name: str, got: np.ndarray, src: np.ndarray, heads: int | None, bo
     return f"{name} differs from the source: relative error {_rel_error(got, permuted):.3g} > {bound:g}"
 
 
-def _file_tensors(paths: list[Path]) -> Iterator[tuple[str, str, np.ndarray]]:
-    """(name, ggml type name, dequantised float32 array in numpy's [out, in] order) of every tensor."""
-    import gguf
-
-    for shard in paths:
-        for t in gguf.GGUFReader(shard).tensors:
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-            array = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float32)
-            yield t.name, t.tensor_type.name, array
-
-
-def check_tensors(paths: list[Path], source: dict[str, np.ndarray], config: MythosConfig) -> list[TensorCheck]:
-    """Every tensor of the file (all its shards) against `source` (GGUF names, the source's half-split q/k)."""
+def check_tensors(file: ModelSource, source: dict[str, np.ndarray], config: MythosConfig) -> list[TensorCheck]:
+    """Every tensor of a GGUF source (all its shards, dequantised, q/k rows back in the half-split
+    layout) against `source` (GGUF names, the reference's tensors in float32)."""
     out = []
-    for name, type_name, got in _file_tensors(paths):
+    for name in file.stored.values():
+        type_name = file.ggml_types[name]
         bound = TENSOR_BOUNDS.get(type_name, 1.0)
-        src = source.get(name)
-        if src is None:
-            out.append(TensorCheck(name, type_name, math.nan, bound, f"{name} has no source tensor"))
-            continue
-        if src.shape != got.shape:
-            cause = f"{name} has shape {got.shape}, the source's {src.shape}"
-            out.append(TensorCheck(name, type_name, math.nan, bound, cause))
-            continue
+        got, src = file.get(name), source[name]
         heads = {"attn_q": config.n_heads, "attn_k": config.n_kv_heads}.get(name.split(".")[-2])
-        error = _rel_error(unpermute_rows(got, heads) if heads else got, src)
-        cause = None if error <= bound else _diagnose(name, got, src, heads, bound, config.head_dim)
-        out.append(TensorCheck(name, type_name, error, bound, cause))
+        error = _rel_error(got, src)
+        if error <= bound:
+            out.append(TensorCheck(name, type_name, error, bound))
+            continue
+        stored = permute_rows(got, heads) if heads else got  # the rows as the file holds them
+        out.append(
+            TensorCheck(name, type_name, error, bound, _diagnose(name, stored, src, heads, bound, config.head_dim))
+        )
     return out
 
 
-def source_tensors(model) -> dict[str, np.ndarray]:
-    """The native model's tensors under their GGUF names (float32 numpy, q/k as the source has them)."""
-    from mythos_convert.convert.names import convert_name
+def source_tensors(source: ModelSource) -> dict[str, np.ndarray]:
+    """A reference source's tensors under their GGUF names (float32 numpy, q/k half-split as stored)."""
+    import torch
 
     out = {}
-    for name, tensor in model.state_dict().items():
-        try:
-            gguf_name = convert_name(name, "native", "gguf")
-        except Exception:  # rope tables, caches: not tensors of the file
-            continue
-        out[gguf_name] = tensor.detach().float().numpy()
+    for name, tensor in source.tensors():
+        if isinstance(tensor, torch.Tensor):
+            tensor = tensor.detach().to(torch.float32).numpy()
+        out[convert_name(name, "native", "gguf")] = np.asarray(tensor, dtype=np.float32)
     return out
