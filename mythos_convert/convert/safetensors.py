@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import StateDictSplit, split_state_dict_into_shards_factory
 
-from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
+from mythos_convert.convert.dtypes import BY_CODE, BY_NAME, torch_dtype
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.torch_zip import TensorRef
 from mythos_convert.errors import MythosError
@@ -344,8 +344,6 @@ def _finite_tensor(tensor: Any) -> bool:
 
 def cast_checked(name: str, tensor: Any, dtype: str, allow_nonfinite: bool) -> Any:
     """`tensor` cast to `dtype` (contiguous); refuse NaN/Inf, naming the tensor and whether the cast caused it."""
-    from mythos_convert.convert.dtypes import torch_dtype
-
     out = tensor.to(torch_dtype(dtype)).contiguous()
     if not allow_nonfinite and not _finite_tensor(out):
         raise nonfinite_error(name, after_cast=_finite_tensor(tensor))

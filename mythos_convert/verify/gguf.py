@@ -30,7 +30,9 @@ import torch
 from mythos_convert.convert.gguf import OUTTYPES
 from mythos_convert.convert.gguf_files import shard_names, split_count
 from mythos_convert.convert.gguf_vocab import NORMALIZER_PROBES
+from mythos_convert.convert.native_checkpoint import load_model
 from mythos_convert.convert.sources import ModelSource, open_gguf, open_hf, open_native
+from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.ui import info, result
 from mythos_convert.verify.divergence import DivergenceAccumulator
@@ -249,9 +251,6 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj) -> 
 
     The digest is taken before the reference is read.
     """
-    from mythos_convert.convert.native_checkpoint import load_model
-    from mythos_convert.data.tokenizer import load_tokenizer
-
     folder = gguf_path.parent
     if ckpt is not None and Path(ckpt).is_dir():
         folder, ckpt = Path(ckpt), None
@@ -271,8 +270,6 @@ def _reference(gguf_path: Path, ckpt, config_yaml, tokenizer, tokenizer_obj) -> 
 
 
 def _sequences(tok, vocab_size: int, max_len: int) -> list[list[int]]:
-    from mythos_convert.data.tokenizer import special_tokens
-
     bos = special_tokens(tok).id("bos")
     seqs = [([bos] if bos is not None else []) + tok.encode(t, add_special_tokens=False).ids for t in PROMPTS]
     seqs.append(([bos] if bos is not None else []) + random_ids(vocab_size))
