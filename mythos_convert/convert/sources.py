@@ -223,11 +223,13 @@ GGUF_CONFIG_KEYS = {
 
 
 def gguf_config(reader: Any, path: Path) -> MythosConfig:
-    """The Mythos config a GGUF file's `llama.*` header describes.
+    """The Mythos config a GGUF file's `llama.*` header describes (1e-5 read back as 1e-5, not 9.99e-6).
 
     Raises:
         MythosError: not a llama file, or a key missing (naming it).
     """
+    import numpy as np  # with gguf-py, which holds the reader: the torch-free HF path needs neither
+
     arch = reader.get_field("general.architecture")
     if arch is None or arch.contents() != "llama":
         got = arch.contents() if arch is not None else None
@@ -247,7 +249,8 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
         values["vocab_size"] = int(embed.shape[-1])
     for attr in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
         values[attr] = int(values[attr])
-    values["rope_theta"], values["norm_eps"] = float(values["rope_theta"]), float(values["norm_eps"])
+    for attr in ("rope_theta", "norm_eps"):  # stored as float32: back to the shortest decimal that rounds to it
+        values[attr] = float(str(np.float32(values[attr])))
     return MythosConfig.from_dict(values)
 
 
