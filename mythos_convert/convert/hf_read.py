@@ -8,7 +8,7 @@ read from the folder's files stays inside it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from mythos_convert.convert.hf_folder import (
     SPECIAL_TOKENS_FILE,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILE,
+    Provenance,
 )
 from mythos_convert.convert.names import HF_IGNORED, convert_name
 from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header
@@ -49,13 +50,13 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 @dataclass
 class HFSource:
-    """An HF Llama folder: `config` (MythosConfig), `config_json`, `meta` (mythos.json or {}), weights."""
+    """An HF Llama folder: `config` (MythosConfig), `config_json`, `provenance` (mythos.json, if any), weights."""
 
     folder: Path
     config: MythosConfig
     config_json: dict[str, Any]
     weight_map: dict[str, str]  # hf tensor name -> file name inside folder
-    meta: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | None = None  # mythos.json with .mythos-local.json, when we wrote the folder
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -167,4 +168,5 @@ def read_hf_folder(folder: str | Path) -> HFSource:
         inside(folder, name)  # read later, by us or by transformers: refuse a link now
     weight_map = _weight_map(folder)
     _check_dtypes(folder, weight_map, config_json)
-    return HFSource(folder=folder, config=config, config_json=config_json, weight_map=weight_map, meta=meta)
+    provenance = Provenance.from_dict(meta) if meta else None
+    return HFSource(folder=folder, config=config, config_json=config_json, weight_map=weight_map, provenance=provenance)

@@ -204,7 +204,7 @@ def open_hf(folder: str | Path) -> ModelSource:
         stored,
         src.get_tensor,
         src.files(),
-        provenance=Provenance.from_dict(src.meta) if src.meta else None,
+        provenance=src.provenance,
         generation=generation,
         hf=src,
     )

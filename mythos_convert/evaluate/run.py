@@ -157,8 +157,8 @@ def _run_folder(targets: list[Target]) -> Path | None:
         if t.kind == "native":
             return t.path.parent
     for t in targets:
-        if t.kind == "hf" and t.source.meta.get("source_checkpoint_path"):
-            return Path(t.source.meta["source_checkpoint_path"]).parent
+        if t.kind == "hf" and t.source.provenance is not None and t.source.provenance.source_folder is not None:
+            return t.source.provenance.source_folder
     return None
 
 

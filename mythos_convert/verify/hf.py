@@ -65,14 +65,14 @@ def _native_source(src: HFSource, ckpt: NativeCheckpoint | str | Path | None, co
     if isinstance(ckpt, NativeCheckpoint):
         return ckpt
     if ckpt is None:
-        recorded = src.meta.get("source_checkpoint_path")
+        recorded = src.provenance.source_checkpoint_path if src.provenance else None
         if not recorded or not Path(recorded).is_file():
             raise MythosError(
                 f"no native checkpoint to compare {src.folder} with: pass --ckpt CKPT"
                 + (f" (the recorded source {recorded} no longer exists)" if recorded else "")
             )
         ckpt = recorded
-    if config_yaml is None and src.meta.get("native_config"):
+    if config_yaml is None and src.provenance is not None and src.provenance.native_config:
         try:
             return load_checkpoint(ckpt)
         except MythosError as exc:
@@ -82,7 +82,7 @@ def _native_source(src: HFSource, ckpt: NativeCheckpoint | str | Path | None, co
 
             with tempfile.TemporaryDirectory() as tmp:  # the config recorded at export time
                 path = Path(tmp) / "config.yaml"
-                path.write_text(yaml.safe_dump({"model": src.meta["native_config"]}))
+                path.write_text(yaml.safe_dump({"model": src.provenance.native_config}))
                 return load_checkpoint(ckpt, path)
     return load_checkpoint(ckpt, config_yaml)
 
@@ -93,7 +93,7 @@ def _recorded_tokenizer(src: HFSource, native: NativeCheckpoint):
     An export made with `--tokenizer` has no tokenizer beside its checkpoint, so looking only
     there failed although the folder says which file it used.
     """
-    recorded = src.meta.get("tokenizer_source_path")
+    recorded = src.provenance.tokenizer_source_path if src.provenance else None
     if isinstance(recorded, str) and Path(recorded).is_file():
         info(f"tokenizer: {recorded}, recorded at export time (--tokenizer overrides)")
         return load_tokenizer(recorded)
