@@ -205,3 +205,10 @@ def test_provenance_file_round_trip(exported):
     from mythos_convert.convert.hf_folder import Provenance
 
     assert Provenance.from_dict(published).published() == published
+
+
+def test_a_gguf_is_not_a_gguf_source(exported):
+    """`gguf` of a .gguf: refused by name (verify needs the weights it was made from), not read as a checkpoint."""
+    _, _, files = exported
+    with pytest.raises(MythosError, match=r"already a GGUF file: pass the HF folder or the ckpt\.pt"):
+        export_gguf(files["F32"], "q8_0", verify=False)
