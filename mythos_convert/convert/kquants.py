@@ -1,31 +1,43 @@
-"""llama.cpp's K-quants (Q2_K..Q6_K) and its importance-weighted legacy quants, in numpy.
+"""llama.cpp's K-quants (Q2_K..Q6_K), legacy quants and importance-weighted quants, without llama.cpp.
 
 gguf-py quantizes only the legacy types, and only without an importance matrix; llama.cpp's
 `quantize_<type>(src, dst, nrow, n_per_row, quant_weights)` is what users' files are made with.
-This module gives the same bytes without a llama.cpp build. Every step is the C code's float32
-arithmetic in the C code's order: products and sums are float32, sums over a block's elements run
-sequentially from 0 (numpy's `add.reduce` along the leading axis of a C-contiguous array does
-exactly that; along the last axis it sums pairwise, which rounds differently), `nearest_int` is
-ggml's magic-number rounding, and fp16 scales round to nearest even like ggml's conversion.
-The work is vectorised over blocks: arrays are laid out (position in block, block), so Python
-loops only over positions inside a block and over candidate scales. Trial levels use `np.rint`
-where every block's value is provably below 2^22 (where it equals `nearest_int`), and each
-search keeps only the winning scale, recomputing its levels once. On one core this runs at
-1.3-1.9x ggml's own time for Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without
-an imatrix (`benchmarks/bench_kquants.py`); numpy threads did not scale here, so use processes
-to spread tensors over cores.
+This module gives the same bytes without a llama.cpp build, two ways:
 
-`quantize(rows, qtype, imatrix)` is the one entry point; it hands the types gguf-py already
-quantizes like llama.cpp (Q4_0 and Q5_0 without an imatrix, Q8_0 always) to `gguf.quants`. Its
-Q4_1/Q5_1 differ from ggml's in the sign of a zero minimum, so those are done here too.
+- compiled: `kquants.c` holds llama.cpp's own quantizers (copied verbatim from ggml-quants.c),
+  built on first use with the system C compiler (`mythos_convert.cbuild`) and checked against
+  the numpy path below at load. It runs at llama.cpp's speed and releases the GIL, so threads
+  spread rows over cores. `MYTHOS_KERNELS=0`, no compiler, a failed build or self-test: numpy.
+- numpy: every step is the C code's float32 arithmetic in the C code's order: products and sums
+  are float32, sums over a block's elements run sequentially from 0 (numpy's `add.reduce` along
+  the leading axis of a C-contiguous array does exactly that; along the last axis it sums
+  pairwise, which rounds differently), `nearest_int` is ggml's magic-number rounding, and fp16
+  scales round to nearest even like ggml's conversion. The work is vectorised over blocks:
+  arrays are laid out (position in block, block), so Python loops only over positions inside a
+  block and over candidate scales. Trial levels use `np.rint` where every block's value is
+  provably below 2^22 (where it equals `nearest_int`), and each search keeps only the winning
+  scale, recomputing its levels once. On one core this runs at 1.3-1.9x ggml's own time for
+  Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without an imatrix
+  (`benchmarks/bench_kquants.py`); numpy threads do not scale, so the writer uses processes.
+
+`quantize(rows, qtype, imatrix)` is the one entry point. On the numpy path it hands the types
+gguf-py already quantizes like llama.cpp (Q4_0 and Q5_0 without an imatrix, Q8_0 always) to
+`gguf.quants`; its Q4_1/Q5_1 differ from ggml's in the sign of a zero minimum, so those are done
+here too.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import gguf
 import numpy as np
+
+from mythos_convert import cbuild
 
 Q = gguf.GGMLQuantizationType
 F32 = np.float32
@@ -35,15 +47,24 @@ CHUNK_ELEMENTS = 1 << 17  # rows are quantized in slices of about this many valu
 
 K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatrix in llama.cpp, unlike Q8_0
+COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES)  # what kquants.c's mq_quantize does
+
+KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
+KERNEL_ABI = 1
+# Baseline ISA, no fast-math, no contraction into FMAs: llama.cpp's float32 operations in its order
+KERNEL_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-shared", "-fPIC"]
 
 
-def quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
+def quantize(
+    rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None, *, compiled: bool = True
+) -> np.ndarray:
     """float32 rows (n_rows, n_per_row) -> (n_rows, bytes_per_row) uint8, the bytes llama.cpp writes.
 
     Args:
         rows: the matrix, one quantized row per row (ggml's `ne[0]` is `n_per_row`).
         qtype: any type `gguf.quants` quantizes, plus Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
         imatrix: per-column importance (`n_per_row` values, what llama-imatrix collects), or None.
+        compiled: use the compiled quantizers where they loaded (`kernel_status`); False: numpy.
 
     Raises:
         ValueError: a row length that is not a multiple of the type's block, or an imatrix of the
@@ -54,18 +75,91 @@ def quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.nda
         raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
     n_rows, n_per_row = rows.shape
     qw = _check_imatrix(imatrix, n_per_row) if imatrix is not None else None
+    kernel = kernel_status().quantize if compiled and qtype in COMPILED_TYPES else None
+    if kernel is not None:
+        return _quantize_compiled(kernel, rows, qtype, qw)
     impl = _QUANTIZERS.get((qtype, qw is not None))
     if impl is None:  # gguf-py's numpy quantizers equal ggml's reference ones
         return gguf.quants.quantize(rows, qtype).reshape(n_rows, -1)
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    if n_per_row % block_size:
-        raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
-    out = np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+    out = _out_rows(qtype, n_rows, n_per_row)
     step = max(1, CHUNK_ELEMENTS // n_per_row)
     with np.errstate(all="ignore"):  # masked-out lanes divide by zero; the C code never looks at them
         for start in range(0, n_rows, step):
             out[start : start + step] = impl(rows[start : start + step], qw)
     return out
+
+
+def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> np.ndarray:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    if n_per_row % block_size:
+        raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
+    return np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+
+
+def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None) -> np.ndarray:
+    out = _out_rows(qtype, *rows.shape)
+    if rows.size:
+        written = kernel(
+            int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, None if qw is None else qw.ctypes.data
+        )
+        assert written == out.nbytes, (qtype.name, written, out.nbytes)
+    return out
+
+
+# --- the compiled quantizers (kquants.c) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    quantize: Callable | None  # mq_quantize(type, src, dst, nrow, n_per_row, quant_weights) -> bytes
+    reason: str  # the library's path, or why the numpy quantizers run instead
+
+
+def _self_test(fn: Callable) -> str | None:
+    """Every compiled type, with and without an imatrix, against the numpy path; None when all agree.
+
+    Rows of 512 with an all-zero super-block, a tiny one, a constant one and one of one sign: the
+    branches where the searches return early.
+    """
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 512)) * 0.02).astype(F32)
+    x[0, :256], x[0, 256:288], x[1, :256] = 0, 1e-20, np.abs(x[1, :256])
+    x[1, 256:288] = 0.5
+    qw = (rng.exponential(size=512) ** 2).astype(F32)
+    for qtype in COMPILED_TYPES:
+        for weights in (None, qw):
+            if not np.array_equal(
+                _quantize_compiled(fn, x, qtype, weights), quantize(x, qtype, weights, compiled=False)
+            ):
+                return f"the compiled {qtype.name} self-test ({'with' if weights is not None else 'no'} imatrix) failed"
+    return None
+
+
+@functools.cache
+def kernel_status() -> KernelStatus:
+    """Load (building once if needed) the compiled quantizers, or say why numpy's are used."""
+    if cbuild.disabled():
+        return KernelStatus(None, f"{cbuild.DISABLE_ENV}=0")
+    lib, where = cbuild.load(KERNEL_SOURCE, KERNEL_FLAGS)
+    if lib is None:
+        return KernelStatus(None, where)
+    try:
+        lib.mq_abi.restype = ctypes.c_int
+        fn = lib.mq_quantize
+    except AttributeError as exc:
+        return KernelStatus(None, f"kernel build/load failed: {exc}"[:300])
+    if lib.mq_abi() != KERNEL_ABI:
+        return KernelStatus(None, f"{where} implements another ABI")
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    failure = _self_test(fn)
+    return KernelStatus(None, failure) if failure else KernelStatus(fn, where)
+
+
+def describe() -> str:
+    """Which quantizers run, in words: for logs and benchmark tables."""
+    status = kernel_status()
+    return "compiled (llama.cpp's C)" if status.quantize is not None else f"numpy ({status.reason})"
 
 
 def _check_imatrix(imatrix: np.ndarray, n_per_row: int) -> np.ndarray:
