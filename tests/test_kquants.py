@@ -285,6 +285,30 @@ def test_compiled_and_numpy_paths_give_the_same_bytes(qtype):
             assert not _mismatch(a, b, qtype), (qtype.name, n_per_row, weights is not None, _mismatch(a, b, qtype))
 
 
+@pytest.mark.skipif(not COMPILER_HERE or os.uname().machine != "x86_64", reason="needs Linux x86-64 and a compiler")
+def test_the_baseline_build_of_the_lane_code_gives_the_avx2_builds_bytes(tmp_path, monkeypatch):
+    """The library carries an AVX2 clone of the lane code and a baseline one, picked by the CPU: an
+    AVX2 machine never runs the baseline, so build it alone (MQ_NO_CLONES) and compare."""
+    from mythos_convert import cbuild
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    lib, where = cbuild.load(kquants.KERNEL_SOURCE, [*kquants.KERNEL_FLAGS, "-DMQ_NO_CLONES"])
+    assert lib is not None, where
+    baseline = lib.mq_quantize
+    baseline.restype, baseline.argtypes = (
+        kquants.kernel_status().quantize.restype,
+        kquants.kernel_status().quantize.argtypes,
+    )
+    assert kquants._self_test(baseline) is None
+    rng = np.random.default_rng(5)
+    rows = _awkward_rows(rng, 9, 768)
+    qw = (rng.exponential(size=768) ** 2).astype(np.float32)
+    for qtype in kquants.K_TYPES:
+        for weights in (None, qw):
+            a = kquants._quantize_compiled(baseline, rows, qtype, weights)
+            assert np.array_equal(a, kquants.quantize(rows, qtype, weights)), (qtype.name, weights is not None)
+
+
 def _kernel_status_in_child(env: dict[str, str]) -> str:
     code = (
         "import numpy as np, gguf; from mythos_convert.convert import kquants; s = kquants.kernel_status(); "

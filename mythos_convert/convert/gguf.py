@@ -8,7 +8,8 @@ tensor. Several output types are written in the same pass (`--outtype all`).
 
 q and k rows are permuted per head (k with n_kv_heads) from the half-split RoPE layout of Mythos
 and transformers to the interleaved layout llama.cpp's llama architecture rotates. Quantization
-runs in numpy through `gguf.quants`, bit-identical to llama.cpp's own quantizer.
+runs in `kquants` (llama.cpp's quantizers compiled on first use, else numpy), bit-identical to
+llama.cpp's own quantizer.
 """
 
 from __future__ import annotations
@@ -213,10 +214,10 @@ MIN_PARALLEL = 1 << 20  # values of quantization work (one tensor, all types) be
 
 
 def quantize_workers() -> int:
-    """Processes to quantize with: MYTHOS_QUANT_WORKERS, else the cores this process may use.
+    """Workers to quantize with: MYTHOS_QUANT_WORKERS, else the cores this process may use.
 
-    kquants is numpy with loops over positions in a block, so threads gain nothing (the GIL);
-    processes, each given a slice of rows, do.
+    The compiled quantizers release the GIL, so the workers are threads; kquants' numpy fallback
+    loops over positions in a block in Python, where threads gain nothing, so it gets processes.
     """
     value = os.environ.get("MYTHOS_QUANT_WORKERS", "")
     if value.strip():
@@ -228,15 +229,16 @@ def quantize_workers() -> int:
 
 
 class ParallelEncoder:
-    """`encode` for one tensor into every output's type, the quantization spread over processes.
+    """`encode` for one tensor into every output's type, the quantization spread over workers.
 
-    Rows are independent in every GGUF type, so slicing them changes no byte (tested). The pool
-    starts only when there is quantization work worth it; float casts stay in this process.
+    Rows are independent in every GGUF type, so slicing them changes no byte (tested). Threads
+    where the compiled quantizers loaded, else processes (`quantize_workers`). The pool starts only
+    when there is quantization work worth it; float casts stay in this thread.
     """
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: concurrent.futures.Executor | None = None
 
     def __enter__(self) -> ParallelEncoder:
         return self
@@ -267,8 +269,10 @@ class ParallelEncoder:
                 out.append(encode(array, q, imatrix))
         return out
 
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
+    def _start(self) -> concurrent.futures.Executor:
+        if self._pool is None and kquants.kernel_status().quantize is not None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="quantize")
+        elif self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
             context = multiprocessing.get_context("forkserver")
             self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
         return self._pool

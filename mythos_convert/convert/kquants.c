@@ -5,8 +5,9 @@
  * (quantize_row_*_ref), the importance-weighted ones (quantize_row_*_impl), their searches
  * (make_qx_quants, make_q3_quants, make_qkx2/3_quants, make_qp_quants) and the quantize_<type>
  * entry points llama.cpp's quantizer calls. The only edit: every function is static. Above the
- * line: the block layouts, macros and fp16 conversion of ggml-common.h / ggml-impl.h, and
- * mq_quantize, the one exported function.
+ * line: the block layouts, macros and fp16 conversion of ggml-common.h / ggml-impl.h. After the
+ * copy: the K-quants' searches run on 8 sub-blocks at once (same bytes, several times faster;
+ * see the comment there), and mq_quantize, the one exported function.
  *
  * Byte identity with llama.cpp needs llama.cpp's float32 arithmetic in its order, so this file
  * is compiled without -ffast-math and with -ffp-contract=off (no fused multiply-adds the reference
@@ -47,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 1
+#define MQ_ABI 2
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -1810,15 +1811,691 @@ static size_t quantize_q8_0(const float * GGML_RESTRICT src, void * GGML_RESTRIC
     quantize_row_q8_0_ref(src, dst, (int64_t)nrow*n_per_row);
     return nrow * row_size;
 }
+
 /* ======== end of the ggml-quants.c copy ======== */
+
+/* ======== lane-parallel searches (this package's, not ggml's) ========
+ *
+ * The searches above run one sub-block at a time, and most of their time goes to chains of
+ * dependent float additions (the sums over a sub-block's values). The versions below run the
+ * same searches on 8 sub-blocks at once, one per vector lane: lane k performs exactly the float32
+ * operations, in exactly the order, that the scalar code performs for its sub-block (element-wise
+ * IEEE arithmetic, no reassociation), and data-dependent branches become per-lane selects, so
+ * every lane's result is bit for bit the scalar result. Work a scalar branch would skip (trials
+ * after D <= 0, the remaining passes of make_q3_quants once a lane stops changing) is done and
+ * discarded; it cannot change the selected values. mq_quantize(..., reference = 1) runs the
+ * scalar code instead, and the Python self-test compares the two.
+ */
+
+#define VL 8
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+/* an AVX2 build of the lane code beside the baseline one, picked at load by the CPU (same results:
+ * lane-wise IEEE operations either way); MQ_NO_CLONES builds the baseline alone (tests) */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && !defined(MQ_NO_CLONES)
+#define MQ_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MQ_CLONES
+#endif
+
+static inline vf vsplat(float s) { return (vf){s, s, s, s, s, s, s, s}; }
+static inline vi visplat(int32_t s) { return (vi){0} + s; } /* a broadcast: GCC builds {s, s, ...} lane by lane */
+static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vi visel(vi m, vi a, vi b) { return (a & m) | (b & ~m); }
+static inline vf vabs(vf a) { return (vf)((vi)a & visplat(0x7fffffff)); }
+static inline vf vfloat(vi a) { return __builtin_convertvector(a, vf); }
+static inline vi vclamp(vi l, vi lo, vi hi) {
+    l = visel(l < lo, lo, l);
+    return visel(l > hi, hi, l);
+}
+/* nearest_int, lane by lane: the same magic-number bit trick */
+static inline vi vnearest(vf v) {
+    vi i = (vi)(v + vsplat(12582912.f));
+    return (i & visplat(0x007fffff)) - visplat(0x00400000);
+}
+static inline vf vsqrt(vf a) {
+    vf r;
+    for (int k = 0; k < VL; ++k) r[k] = sqrtf(a[k]);
+    return r;
+}
+static inline int vany(vi m) {
+    int any = 0;
+    for (int k = 0; k < VL; ++k) any |= m[k];
+    return any != 0;
+}
+
+/* lane k of x[i] = src[k*stride + i] */
+static inline void vload_cols(vf * x, const float * src, int n, int stride) {
+    for (int i = 0; i < n; ++i) {
+        for (int k = 0; k < VL; ++k) x[i][k] = src[k * stride + i];
+    }
+}
+
+/* make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) for 8 lanes; qw NULL: weights x*x */
+static inline vf make_qx_quants_v(int n, int nmax, const vf * x, vi * L, const vf * qw) {
+    vf max = vsplat(0), amax = vsplat(0);
+    for (int i = 0; i < n; ++i) {
+        vf ax = vabs(x[i]);
+        vi up = ax > amax;
+        amax = vsel(up, ax, amax);
+        max = vsel(up, x[i], max);
+    }
+    const vi zero = amax < vsplat(GROUP_MAX_EPS);
+    const vi lo = visplat(-nmax), hi = visplat(nmax - 1), offset = visplat(nmax);
+    vf iscale = vsplat((float)(-nmax)) / max;
+    vf sumlx = vsplat(0), suml2 = vsplat(0);
+    for (int i = 0; i < n; ++i) {
+        vi l = vclamp(vnearest(iscale * x[i]), lo, hi);
+        L[i] = l + offset;
+        vf w = qw ? qw[i] : x[i] * x[i];
+        vf lf = vfloat(l);
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    vf scale = vsel(suml2 != vsplat(0), sumlx / suml2, vsplat(0));
+    vf best = scale * sumlx;
+    vi Lt[32];
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) {
+            continue;
+        }
+        iscale = vsplat(-(nmax + 0.1f * is)) / max;
+        sumlx = suml2 = vsplat(0);
+        for (int i = 0; i < n; ++i) {
+            vi l = vclamp(vnearest(iscale * x[i]), lo, hi);
+            Lt[i] = l;
+            vf w = qw ? qw[i] : x[i] * x[i];
+            vf lf = vfloat(l);
+            sumlx += w * x[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        vi better = (suml2 > vsplat(0)) & (sumlx * sumlx > best * suml2);
+        if (vany(better)) {
+            for (int i = 0; i < n; ++i) L[i] = visel(better, Lt[i] + offset, L[i]);
+            vf s = sumlx / suml2;
+            scale = vsel(better, s, scale);
+            best = vsel(better, s * sumlx, best);
+        }
+    }
+    for (int i = 0; i < n; ++i) L[i] = visel(zero, visplat(0), L[i]);
+    return vsel(zero, vsplat(0), scale);
+}
+
+/* make_q3_quants(n, nmax, x, L, do_rmse = true) for 8 lanes */
+static inline vf make_q3_quants_v(int n, int nmax, const vf * x, vi * L) {
+    vf max = vsplat(0), amax = vsplat(0);
+    for (int i = 0; i < n; ++i) {
+        vf ax = vabs(x[i]);
+        vi up = ax > amax;
+        amax = vsel(up, ax, amax);
+        max = vsel(up, x[i], max);
+    }
+    const vi zero = amax < vsplat(GROUP_MAX_EPS);
+    const vi lo = visplat(-nmax), hi = visplat(nmax - 1);
+    vf iscale = vsplat((float)(-nmax)) / max;
+    vf sumlx = vsplat(0), suml2 = vsplat(0);
+    for (int i = 0; i < n; ++i) {
+        vi l = vclamp(vnearest(iscale * x[i]), lo, hi);
+        L[i] = l;
+        vf w = x[i] * x[i];
+        vf lf = vfloat(l);
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        vi changed = visplat(0);
+        for (int i = 0; i < n; ++i) {
+            vf w = x[i] * x[i];
+            vf Lf = vfloat(L[i]);
+            vf slx = sumlx - w * x[i] * Lf;
+            vf sl2 = suml2 - w * Lf * Lf;
+            vi new_l = vclamp(vnearest(x[i] * sl2 / slx), lo, hi);
+            vf nf = vfloat(new_l);
+            vf slx_new = slx + w * x[i] * nf;
+            vf sl2_new = sl2 + w * nf * nf;
+            vi take = (slx > vsplat(0)) & (new_l != L[i]) & (sl2_new > vsplat(0)) &
+                      (slx_new * slx_new * suml2 > sumlx * sumlx * sl2_new);
+            L[i] = visel(take, new_l, L[i]);
+            sumlx = vsel(take, slx_new, sumlx);
+            suml2 = vsel(take, sl2_new, suml2);
+            changed |= take;
+        }
+        if (!vany(changed)) {
+            break;
+        }
+    }
+    for (int i = 0; i < n; ++i) L[i] = visel(zero, visplat(0), L[i] + visplat(nmax));
+    vf scale = vsel(suml2 > vsplat(0), sumlx / suml2, vsplat(0));
+    return vsel(zero, vsplat(0), scale);
+}
+
+/* make_qkx2_quants / make_qkx3_quants (the same arithmetic given weights) for 8 lanes */
+static inline vf make_qkx2_quants_v(int n, int nmax, const vf * x, const vf * weights, vi * L, vf * the_min,
+                                    float rmin, float rdelta, int nstep, bool use_mad) {
+    vf min = x[0], max = x[0];
+    vf sum_w = weights[0];
+    vf sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        min = vsel(x[i] < min, x[i], min);
+        max = vsel(x[i] > max, x[i], max);
+        vf w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    min = vsel(min > vsplat(0), vsplat(0), min);
+    const vi flat = max == min;
+    const vi lo = visplat(0), hi = visplat(nmax);
+    const vf flat_min = min;
+    vf iscale = vsplat((float)nmax) / (max - min);
+    vf scale = vsplat(1) / iscale;
+    vf best_error = vsplat(0);
+    for (int i = 0; i < n; ++i) {
+        L[i] = vclamp(vnearest(iscale * (x[i] - min)), lo, hi);
+        vf diff = scale * vfloat(L[i]) + min - x[i];
+        diff = use_mad ? vabs(diff) : diff * diff;
+        best_error += weights[i] * diff;
+    }
+    vi Laux[32];
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = vsplat(rmin + rdelta * is + nmax) / (max - min);
+        vf sum_l = vsplat(0), sum_l2 = vsplat(0), sum_xl = vsplat(0);
+        for (int i = 0; i < n; ++i) {
+            vi l = vclamp(vnearest(iscale * (x[i] - min)), lo, hi);
+            Laux[i] = l;
+            vf w = weights[i];
+            vf lf = vfloat(l);
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        vf D = sum_w * sum_l2 - sum_l * sum_l;
+        vf this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        vf this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        vi positive = this_min > vsplat(0);
+        this_min = vsel(positive, vsplat(0), this_min);
+        this_scale = vsel(positive, sum_xl / sum_l2, this_scale);
+        vf cur_error = vsplat(0);
+        for (int i = 0; i < n; ++i) {
+            vf diff = this_scale * vfloat(Laux[i]) + this_min - x[i];
+            diff = use_mad ? vabs(diff) : diff * diff;
+            cur_error += weights[i] * diff;
+        }
+        vi better = (D > vsplat(0)) & (cur_error < best_error);
+        if (vany(better)) {
+            for (int i = 0; i < n; ++i) L[i] = visel(better, Laux[i], L[i]);
+            best_error = vsel(better, cur_error, best_error);
+            scale = vsel(better, this_scale, scale);
+            min = vsel(better, this_min, min);
+        }
+    }
+    for (int i = 0; i < n; ++i) L[i] = visel(flat, visplat(0), L[i]);
+    *the_min = -vsel(flat, flat_min, min);
+    return vsel(flat, vsplat(0), scale);
+}
+
+/* lane k's results back into the scalar code's arrays: out[k] and levels[k*n + i] */
+static inline void vstore_lanes(vf v, float * out) {
+    for (int k = 0; k < VL; ++k) out[k] = v[k];
+}
+static inline void vstore_levels_u8(const vi * L, uint8_t * out, int n) {
+    for (int i = 0; i < n; ++i) {
+        for (int k = 0; k < VL; ++k) out[k * n + i] = (uint8_t)L[i][k];
+    }
+}
+static inline void vstore_levels_i8(const vi * L, int8_t * out, int n) {
+    for (int i = 0; i < n; ++i) {
+        for (int k = 0; k < VL; ++k) out[k * n + i] = (int8_t)L[i][k];
+    }
+}
+
+/* ---- the super-block quantizers on top of the lane searches: the ggml code above, with its
+ * loop over sub-blocks replaced by lane calls; everything after it is the ggml code unchanged ---- */
+
+static inline void q3_pack(block_q3_K * y, int8_t * L, const float * x) {
+    /* the tail of quantize_row_q3_K_ref/_impl after the scales: requantize, hmask, qs */
+    int8_t sc;
+    for (int j = 0; j < QK_K/16; ++j) {
+        sc = j < 8 ? y->scales[j] & 0xF : y->scales[j-8] >> 4;
+        sc = (sc | (((y->scales[8 + j%4] >> (2*(j/4))) & 3) << 4)) - 32;
+        float d = GGML_FP16_TO_FP32(y->d) * sc;
+        if (!d) {
+            continue;
+        }
+        for (int ii = 0; ii < 16; ++ii) {
+            int l = nearest_int(x[16*j + ii]/d);
+            l = MAX(-4, MIN(3, l));
+            L[16*j + ii] = l + 4;
+        }
+    }
+    memset(y->hmask, 0, QK_K/8);
+    int m = 0;
+    uint8_t hm = 1;
+    for (int j = 0; j < QK_K; ++j) {
+        if (L[j] > 3) {
+            y->hmask[m] |= hm;
+            L[j] -= 4;
+        }
+        if (++m == QK_K/8) {
+            m = 0; hm <<= 1;
+        }
+    }
+    for (int j = 0; j < QK_K; j += 128) {
+        for (int l = 0; l < 32; ++l) {
+            y->qs[j/4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6);
+        }
+    }
+}
+
+static inline void q2_pack(block_q2_K * y, uint8_t * L, const float * x) {
+    /* the tail of quantize_row_q2_K_ref/_impl after the scales: requantize, qs */
+    for (int j = 0; j < QK_K/16; ++j) {
+        const float d = GGML_FP16_TO_FP32(y->d) * (y->scales[j] & 0xF);
+        if (!d) continue;
+        const float dm = GGML_FP16_TO_FP32(y->dmin) * (y->scales[j] >> 4);
+        for (int ii = 0; ii < 16; ++ii) {
+            int l = nearest_int((x[16*j + ii] + dm)/d);
+            l = MAX(0, MIN(3, l));
+            L[16*j + ii] = l;
+        }
+    }
+    for (int j = 0; j < QK_K; j += 128) {
+        for (int l = 0; l < 32; ++l) {
+            y->qs[j/4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6);
+        }
+    }
+}
+
+static inline void q45_requantize(const uint8_t * scales12, ggml_half hd, ggml_half hdmin, uint8_t * L, const float * x, int nmax) {
+    uint8_t sc, m;
+    for (int j = 0; j < QK_K/32; ++j) {
+        get_scale_min_k4(j, scales12, &sc, &m);
+        const float d = GGML_FP16_TO_FP32(hd) * sc;
+        if (!d) continue;
+        const float dm = GGML_FP16_TO_FP32(hdmin) * m;
+        for (int ii = 0; ii < 32; ++ii) {
+            int l = nearest_int((x[32*j + ii] + dm)/d);
+            l = MAX(0, MIN(nmax, l));
+            L[32*j + ii] = l;
+        }
+    }
+}
+
+static inline void q45_pack_scales(uint8_t * s, int j, uint8_t ls, uint8_t lm) {
+    if (j < 4) {
+        s[j] = ls;
+        s[j+4] = lm;
+    } else {
+        s[j+4] = (ls & 0xF) | ((lm & 0xF) << 4);
+        s[j-4] |= ((ls >> 4) << 6);
+        s[j-0] |= ((lm >> 4) << 6);
+    }
+}
+
+static inline void q5_pack_levels(block_q5_K * y, const uint8_t * L) {
+    uint8_t * GGML_RESTRICT qh = y->qh;
+    uint8_t * GGML_RESTRICT ql = y->qs;
+    memset(qh, 0, QK_K/8);
+    uint8_t m1 = 1, m2 = 2;
+    for (int n = 0; n < QK_K; n += 64) {
+        for (int j = 0; j < 32; ++j) {
+            int l1 = L[n + j];
+            if (l1 > 15) {
+                l1 -= 16; qh[j] |= m1;
+            }
+            int l2 = L[n + j + 32];
+            if (l2 > 15) {
+                l2 -= 16; qh[j] |= m2;
+            }
+            ql[j] = l1 | (l2 << 4);
+        }
+        m1 <<= 2; m2 <<= 2;
+        ql += 32;
+    }
+}
+
+/* Q4_K and Q5_K: the 8 sub-blocks of 32 of a super-block are the 8 lanes */
+MQ_CLONES static void quantize_q45_K_fast(const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t nrow,
+                                          int64_t n_per_row, const float * quant_weights, int nmax) {
+    const int64_t nb = n_per_row / QK_K;
+    const size_t block_size = nmax == 15 ? sizeof(block_q4_K) : sizeof(block_q5_K);
+    uint8_t * out = vy;
+    uint8_t L[QK_K];
+    uint8_t Ls[QK_K/32];
+    uint8_t Lm[QK_K/32];
+    float mins[QK_K/32];
+    float scales[QK_K/32];
+    float sw[QK_K/32];
+    vf X[32], W[32], the_min;
+    vi Lv[32];
+    for (int64_t row = 0; row < nrow; ++row) {
+        for (int64_t i = 0; i < nb; i++, x += QK_K, out += block_size) {
+            /* d, dmin and scales lead both blocks */
+            ggml_half * hd = (ggml_half *)out;
+            ggml_half * hdmin = hd + 1;
+            uint8_t * s = out + 4;
+            vload_cols(X, x, 32, 32);
+            vf scale;
+            if (!quant_weights) { /* quantize_row_q{4,5}_K_ref */
+                vf sum_x2 = vsplat(0);
+                for (int l = 0; l < 32; ++l) sum_x2 += X[l] * X[l];
+                vf av_x = vsqrt(sum_x2 / vsplat(32));
+                for (int l = 0; l < 32; ++l) W[l] = av_x + vabs(X[l]);
+                scale = nmax == 15 ? make_qkx2_quants_v(32, 15, X, W, Lv, &the_min, -1.f, 0.1f, 20, false)
+                                   : make_qkx2_quants_v(32, 31, X, W, Lv, &the_min, -0.5f, 0.1f, 15, false);
+            } else { /* quantize_row_q{4,5}_K_impl */
+                float sum_x2 = 0;
+                for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
+                float sigma2 = 2*sum_x2/QK_K;
+                vload_cols(W, quant_weights + QK_K*i, 32, 32);
+                for (int l = 0; l < 32; ++l) W[l] = W[l] * vsqrt(vsplat(sigma2) + X[l] * X[l]);
+                vf sumw = vsplat(0);
+                for (int l = 0; l < 32; ++l) sumw += W[l];
+                vstore_lanes(sumw, sw);
+                scale = make_qkx2_quants_v(32, nmax, X, W, Lv, &the_min, -0.9f, 0.05f, 36, false);
+            }
+            vstore_lanes(scale, scales);
+            vstore_lanes(the_min, mins);
+            vstore_levels_u8(Lv, L, 32);
+
+            if (!quant_weights) {
+                float max_scale = 0;
+                float max_min = 0;
+                for (int j = 0; j < QK_K/32; ++j) {
+                    if (scales[j] > max_scale) max_scale = scales[j];
+                    if (mins[j] > max_min) max_min = mins[j];
+                }
+                float inv_scale = max_scale > 0 ? 63.f/max_scale : 0.f;
+                float inv_min   = max_min   > 0 ? 63.f/max_min   : 0.f;
+                for (int j = 0; j < QK_K/32; ++j) {
+                    uint8_t ls = nearest_int(inv_scale*scales[j]);
+                    uint8_t lm = nearest_int(inv_min*mins[j]);
+                    ls = MIN(63, ls);
+                    lm = MIN(63, lm);
+                    q45_pack_scales(s, j, ls, lm);
+                }
+                *hd = GGML_FP32_TO_FP16(max_scale/63.f);
+                *hdmin = GGML_FP32_TO_FP16(max_min/63.f);
+            } else {
+                float d_block = make_qp_quants(QK_K/32, 63, scales, Ls, sw);
+                float m_block = make_qp_quants(QK_K/32, 63, mins,   Lm, sw);
+                for (int j = 0; j < QK_K/32; ++j) {
+                    uint8_t ls = Ls[j];
+                    uint8_t lm = Lm[j];
+                    if (nmax == 31) {
+                        ls = MIN(63, ls);
+                        lm = MIN(63, lm);
+                    }
+                    q45_pack_scales(s, j, ls, lm);
+                }
+                *hd = GGML_FP32_TO_FP16(d_block);
+                *hdmin = GGML_FP32_TO_FP16(m_block);
+            }
+            q45_requantize(s, *hd, *hdmin, L, x, nmax);
+            if (nmax == 15) {
+                uint8_t * q = ((block_q4_K *)out)->qs;
+                for (int j = 0; j < QK_K; j += 64) {
+                    for (int l = 0; l < 32; ++l) q[l] = L[j + l] | (L[j + l + 32] << 4);
+                    q += 32;
+                }
+            } else {
+                q5_pack_levels((block_q5_K *)out, L);
+            }
+        }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16, two sets of 8 lanes */
+MQ_CLONES static void quantize_q6_K_fast(const float * GGML_RESTRICT x, block_q6_K * GGML_RESTRICT y, int64_t nrow,
+                                         int64_t n_per_row, const float * quant_weights) {
+    const int64_t nb = n_per_row / QK_K;
+    int8_t L[QK_K];
+    float scales[QK_K/16];
+    vf X[16], QW[16];
+    vi Lv[16];
+    for (int64_t row = 0; row < nrow; ++row) {
+        for (int64_t i = 0; i < nb; i++, x += QK_K, y++) {
+            for (int g = 0; g < 2; ++g) {
+                vload_cols(X, x + 128*g, 16, 16);
+                if (quant_weights) vload_cols(QW, quant_weights + QK_K*i + 128*g, 16, 16);
+                vf scale = make_qx_quants_v(16, 32, X, Lv, quant_weights ? QW : NULL);
+                vstore_lanes(scale, scales + 8*g);
+                vstore_levels_i8(Lv, L + 128*g, 16);
+            }
+            float max_scale = 0;
+            float max_abs_scale = 0;
+            for (int ib = 0; ib < QK_K/16; ++ib) {
+                const float scale = scales[ib];
+                const float abs_scale = fabsf(scale);
+                if (abs_scale > max_abs_scale) {
+                    max_abs_scale = abs_scale;
+                    max_scale = scale;
+                }
+            }
+
+            if (max_abs_scale < GROUP_MAX_EPS) {
+                memset(y, 0, sizeof(block_q6_K));
+                y->d = GGML_FP32_TO_FP16(0.f);
+                continue;
+            }
+
+            float iscale = -128.f/max_scale;
+            y->d = GGML_FP32_TO_FP16(1/iscale);
+            for (int ib = 0; ib < QK_K/16; ++ib) {
+                y->scales[ib] = MIN(127, nearest_int(iscale*scales[ib]));
+            }
+
+            for (int j = 0; j < QK_K/16; ++j) {
+                float d = GGML_FP16_TO_FP32(y->d) * y->scales[j];
+                if (!d) {
+                    continue;
+                }
+                for (int ii = 0; ii < 16; ++ii) {
+                    int l = nearest_int(x[16*j + ii]/d);
+                    l = MAX(-32, MIN(31, l));
+                    L[16*j + ii] = l + 32;
+                }
+            }
+
+            uint8_t * GGML_RESTRICT ql = y->ql;
+            uint8_t * GGML_RESTRICT qh = y->qh;
+            for (int j = 0; j < QK_K; j += 128) {
+                for (int l = 0; l < 32; ++l) {
+                    const uint8_t q1 = L[j + l +  0] & 0xF;
+                    const uint8_t q2 = L[j + l + 32] & 0xF;
+                    const uint8_t q3 = L[j + l + 64] & 0xF;
+                    const uint8_t q4 = L[j + l + 96] & 0xF;
+                    ql[l+ 0] = q1 | (q3 << 4);
+                    ql[l+32] = q2 | (q4 << 4);
+                    qh[l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6);
+                }
+                ql += 64;
+                qh += 32;
+            }
+        }
+    }
+}
+
+/* Q3_K: 16 sub-blocks of 16, two sets of 8 lanes */
+MQ_CLONES static void quantize_q3_K_fast(const float * GGML_RESTRICT x, block_q3_K * GGML_RESTRICT y, int64_t nrow,
+                                         int64_t n_per_row, const float * quant_weights) {
+    const int64_t nb = n_per_row / QK_K;
+    int8_t L[QK_K];
+    float scales[QK_K/16];
+    float sw[QK_K/16];
+    int8_t Ls[QK_K/16];
+    vf X[16], W[16];
+    vi Lv[16];
+    for (int64_t row = 0; row < nrow; ++row) {
+        for (int64_t i = 0; i < nb; i++, x += QK_K, y++) {
+            float sigma2 = 0;
+            if (quant_weights) {
+                float sumx2 = 0;
+                for (int j = 0; j < QK_K; ++j) sumx2 += x[j]*x[j];
+                sigma2 = 2*sumx2/QK_K;
+            }
+            for (int g = 0; g < 2; ++g) {
+                vload_cols(X, x + 128*g, 16, 16);
+                vf scale;
+                if (!quant_weights) {
+                    scale = make_q3_quants_v(16, 4, X, Lv);
+                } else {
+                    vload_cols(W, quant_weights + QK_K*i + 128*g, 16, 16);
+                    for (int l = 0; l < 16; ++l) W[l] = W[l] * vsqrt(vsplat(sigma2) + X[l] * X[l]);
+                    vf sumw = vsplat(0);
+                    for (int l = 0; l < 16; ++l) sumw += W[l];
+                    vstore_lanes(sumw, sw + 8*g);
+                    scale = make_qx_quants_v(16, 4, X, Lv, W);
+                }
+                vstore_lanes(scale, scales + 8*g);
+                vstore_levels_i8(Lv, L + 128*g, 16);
+            }
+            memset(y->scales, 0, 12);
+            if (!quant_weights) { /* quantize_row_q3_K_ref */
+                float max_scale = 0;
+                float amax = 0;
+                for (int j = 0; j < QK_K/16; ++j) {
+                    float scale = fabsf(scales[j]);
+                    if (scale > amax) {
+                        amax = scale; max_scale = scales[j];
+                    }
+                }
+                if (max_scale) {
+                    float iscale = -32.f/max_scale;
+                    for (int j = 0; j < QK_K/16; ++j) {
+                        int8_t l = nearest_int(iscale*scales[j]);
+                        l = MAX(-32, MIN(31, l)) + 32;
+                        if (j < 8) {
+                            y->scales[j] = l & 0xF;
+                        } else {
+                            y->scales[j-8] |= ((l & 0xF) << 4);
+                        }
+                        l >>= 4;
+                        y->scales[j%4 + 8] |= (l << (2*(j/4)));
+                    }
+                    y->d = GGML_FP32_TO_FP16(1/iscale);
+                } else {
+                    y->d = GGML_FP32_TO_FP16(0.f);
+                }
+            } else { /* quantize_row_q3_K_impl */
+                float d_block = make_qx_quants(QK_K/16, 32, scales, Ls, 1, sw);
+                for (int j = 0; j < QK_K/16; ++j) {
+                    int l = Ls[j];
+                    if (j < 8) {
+                        y->scales[j] = l & 0xF;
+                    } else {
+                        y->scales[j-8] |= ((l & 0xF) << 4);
+                    }
+                    l >>= 4;
+                    y->scales[j%4 + 8] |= (l << (2*(j/4)));
+                }
+                y->d = GGML_FP32_TO_FP16(d_block);
+            }
+            q3_pack(y, L, x);
+        }
+    }
+}
+
+/* Q2_K: 16 sub-blocks of 16, two sets of 8 lanes */
+MQ_CLONES static void quantize_q2_K_fast(const float * GGML_RESTRICT x, block_q2_K * GGML_RESTRICT y, int64_t nrow,
+                                         int64_t n_per_row, const float * quant_weights) {
+    const int64_t nb = n_per_row / QK_K;
+    const float q4scale = 15.f;
+    uint8_t L[QK_K];
+    float mins[QK_K/16];
+    float scales[QK_K/16];
+    float sw[QK_K/16];
+    uint8_t Ls[QK_K/16], Lm[QK_K/16];
+    vf X[16], W[16], the_min;
+    vi Lv[16];
+    for (int64_t row = 0; row < nrow; ++row) {
+        for (int64_t i = 0; i < nb; i++, x += QK_K, y++) {
+            float sigma2 = 0;
+            if (quant_weights) {
+                float sumx2 = 0;
+                for (int j = 0; j < QK_K; ++j) sumx2 += x[j]*x[j];
+                sigma2 = sumx2/QK_K;
+            }
+            for (int g = 0; g < 2; ++g) {
+                vload_cols(X, x + 128*g, 16, 16);
+                vf scale;
+                if (!quant_weights) {
+                    for (int l = 0; l < 16; ++l) W[l] = vabs(X[l]);
+                    scale = make_qkx2_quants_v(16, 3, X, W, Lv, &the_min, -0.5f, 0.1f, 15, true);
+                } else {
+                    vload_cols(W, quant_weights + QK_K*i + 128*g, 16, 16);
+                    for (int l = 0; l < 16; ++l) W[l] = W[l] * vsqrt(vsplat(sigma2) + X[l] * X[l]);
+                    vf sumw = vsplat(0);
+                    for (int l = 0; l < 16; ++l) sumw += W[l];
+                    vstore_lanes(sumw, sw + 8*g);
+                    scale = make_qkx2_quants_v(16, 3, X, W, Lv, &the_min, -0.9f, 0.05f, 36, false);
+                }
+                vstore_lanes(scale, scales + 8*g);
+                vstore_lanes(the_min, mins + 8*g);
+                vstore_levels_u8(Lv, L + 128*g, 16);
+            }
+            if (!quant_weights) { /* quantize_row_q2_K_ref */
+                float max_scale = 0;
+                float max_min = 0;
+                for (int j = 0; j < QK_K/16; ++j) {
+                    if (scales[j] > max_scale) max_scale = scales[j];
+                    if (mins[j] > max_min) max_min = mins[j];
+                }
+                if (max_scale > 0) {
+                    float iscale = q4scale/max_scale;
+                    for (int j = 0; j < QK_K/16; ++j) {
+                        int l = nearest_int(iscale*scales[j]);
+                        y->scales[j] = l;
+                    }
+                    y->d = GGML_FP32_TO_FP16(max_scale/q4scale);
+                } else {
+                    for (int j = 0; j < QK_K/16; ++j) y->scales[j] = 0;
+                    y->d = GGML_FP32_TO_FP16(0.f);
+                }
+                if (max_min > 0) {
+                    float iscale = q4scale/max_min;
+                    for (int j = 0; j < QK_K/16; ++j) {
+                        int l = nearest_int(iscale*mins[j]);
+                        y->scales[j] |= (l << 4);
+                    }
+                    y->dmin = GGML_FP32_TO_FP16(max_min/q4scale);
+                } else {
+                    y->dmin = GGML_FP32_TO_FP16(0.f);
+                }
+            } else { /* quantize_row_q2_K_impl */
+                float dm = make_qp_quants(QK_K/16, 15, scales, Ls, sw);
+                float mm = make_qp_quants(QK_K/16, 15, mins,   Lm, sw);
+                y->d    = GGML_FP32_TO_FP16(dm);
+                y->dmin = GGML_FP32_TO_FP16(mm);
+                for (int j = 0; j < QK_K/16; ++j) {
+                    y->scales[j] = Ls[j] | (Lm[j] << 4);
+                }
+            }
+            q2_pack(y, L, x);
+        }
+    }
+}
+
+/* ======== the entry points ======== */
 
 MQ_EXPORT int mq_abi(void) { return MQ_ABI; }
 
 /* `ggml_quantize_chunk` for one of the types above: nrow rows of n_per_row floats into dst;
- * quant_weights (n_per_row values, or NULL) is the importance matrix. Returns the bytes written,
- * 0 for a type not compiled here. */
+ * quant_weights (n_per_row values, or NULL) is the importance matrix. K-quants run the lane
+ * versions unless `reference` (ggml's scalar code, for the self-test). Returns the bytes
+ * written, 0 for a type not compiled here. */
 MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nrow, int64_t n_per_row,
-                             const float * quant_weights) {
+                             const float * quant_weights, int reference) {
+    const size_t size = nrow * ggml_row_size(type, n_per_row);
+    if (!reference) {
+        switch (type) {
+            case GGML_TYPE_Q2_K: quantize_q2_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
+            case GGML_TYPE_Q3_K: quantize_q3_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
+            case GGML_TYPE_Q4_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 15); return size;
+            case GGML_TYPE_Q5_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 31); return size;
+            case GGML_TYPE_Q6_K: quantize_q6_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
+        }
+    }
     switch (type) {
         case GGML_TYPE_Q4_0: return quantize_q4_0(src, dst, nrow, n_per_row, quant_weights);
         case GGML_TYPE_Q4_1: return quantize_q4_1(src, dst, nrow, n_per_row, quant_weights);
