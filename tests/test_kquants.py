@@ -309,6 +309,35 @@ def test_the_baseline_build_of_the_lane_code_gives_the_avx2_builds_bytes(tmp_pat
             assert np.array_equal(a, kquants.quantize(rows, qtype, weights)), (qtype.name, weights is not None)
 
 
+def test_float16_cast_rounds_like_numpy(compiled):
+    """The GGUF writer's F16 cast (compiled: F16C or ggml's bit arithmetic) is numpy's IEEE rounding."""
+    cases = {
+        65504.0: 0x7BFF,
+        65519.99: 0x7BFF,
+        65520.0: 0x7C00,
+        2**-24: 0x0001,
+        2**-25: 0x0000,
+        3 * 2**-26: 0x0001,
+        1 + 2**-11: 0x3C00,
+        1 + 3 * 2**-11: 0x3C02,
+        -0.0: 0x8000,
+        -2.5: 0xC100,
+    }
+    x = np.array(list(cases), dtype=np.float32)
+    assert kquants.to_f16(x, compiled=compiled).view(np.uint16).tolist() == list(cases.values())
+    rng = np.random.default_rng(3)
+    many = np.concatenate([rng.standard_normal(10_000) * 10.0**e for e in range(-9, 5)]).astype(np.float32)
+    many = many.reshape(14, -1)  # 2-D, as the writer casts whole matrices
+    with np.errstate(over="ignore"):
+        want = many.astype(np.float16)
+    got = kquants.to_f16(many, compiled=compiled)
+    assert got.shape == many.shape and np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    if compiled:  # the portable arithmetic too (F16C machines never run it otherwise)
+        portable = np.empty_like(want)
+        kquants.kernel_status().to_f16(many.ctypes.data, portable.ctypes.data, many.size, 1)
+        assert np.array_equal(portable.view(np.uint16), want.view(np.uint16))
+
+
 def _kernel_status_in_child(env: dict[str, str]) -> str:
     code = (
         "import numpy as np, gguf; from mythos_convert.convert import kquants; s = kquants.kernel_status(); "

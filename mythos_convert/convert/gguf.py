@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from gguf.utility import model_weight_count_rounded_notation
 
 from mythos_convert import __version__
@@ -204,8 +204,8 @@ def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndar
     """
     if qtype == Q.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
-    if qtype == Q.F16:  # torch's cast: same IEEE rounding as numpy's astype, several times faster
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
+    if qtype == Q.F16:  # numpy's IEEE rounding, compiled where the kernels loaded
+        return kquants.to_f16(array)
     rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
     return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
 
@@ -350,8 +350,16 @@ KEY_VERSION = "mythos_convert.version"
 # --- the tensor stream ------------------------------------------------------------------------
 
 
+def _is_torch(tensor) -> bool:
+    """Without importing torch: a source that holds tensors has imported it already."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(tensor, torch.Tensor)
+
+
 def _to_numpy(tensor) -> np.ndarray:
-    if isinstance(tensor, torch.Tensor):
+    if _is_torch(tensor):
+        import torch
+
         return tensor.detach().to(torch.float32).numpy()
     return np.asarray(tensor, dtype=np.float32)
 
@@ -404,13 +412,13 @@ def gguf_tensors(
 
 
 def _check_tied(head, embedding, name: str) -> None:
-    same = head is embedding or (
-        isinstance(head, torch.Tensor)
-        and isinstance(embedding, torch.Tensor)
-        and (
-            (head.data_ptr() == embedding.data_ptr() and head.shape == embedding.shape) or torch.equal(head, embedding)
+    same = head is embedding
+    if not same and _is_torch(head) and _is_torch(embedding):
+        import torch
+
+        same = (head.data_ptr() == embedding.data_ptr() and head.shape == embedding.shape) or torch.equal(
+            head, embedding
         )
-    )
     if not same and not np.array_equal(_to_numpy(head), _to_numpy(embedding)):
         raise MythosError(
             f"the output head ({name}) differs from the embedding: Mythos ties them, and an untied head "

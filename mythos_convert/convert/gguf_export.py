@@ -108,7 +108,7 @@ def hf_source(folder: Path, tokenizer: str | Path | None) -> GGUFSource:
         folder,
         src.config,
         tok,
-        lambda: _ordered(order, src.tensor_names(), src.get_tensor),
+        lambda: _ordered(order, src.tensor_names(), src.get_array),  # numpy: no torch import
         generation=generation,
         reference=folder,
         inputs=src.files(),

@@ -2,16 +2,21 @@
 
 Used by `native` (HF -> native), by the verifier and by the GGUF writer. Tensors are opened with
 `safe_open` one at a time, so reading never holds more than one tensor beyond the page cache.
+The GGUF writer reads with `get_array` instead: numpy views of the memory-mapped files, no
+torch import and no copy (float32 and float16 stay in the page cache; bfloat16 is widened).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
@@ -53,6 +58,7 @@ class HFSource:
     config_json: dict[str, Any]
     weight_map: dict[str, str]  # hf tensor name -> file name inside folder
     meta: dict[str, Any] = field(default_factory=dict)
+    _mapped: dict[str, tuple[mmap.mmap, int, dict]] = field(default_factory=dict, repr=False)
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -79,6 +85,37 @@ class HFSource:
             )
         with safe_open(self.folder / self.weight_map[name], framework="pt") as handle:
             return handle.get_tensor(name)
+
+    def get_array(self, name: str) -> np.ndarray:
+        """One tensor as numpy without torch: a read-only view of the mapped file (F32, F16) or,
+        for BF16, its float32 widening (exact).
+
+        Raises:
+            MythosError: a tensor not in the folder, or one whose offsets fall outside its file.
+        """
+        if name not in self.weight_map:
+            raise MythosError(
+                f"tensor {name} is not in {self.folder}: the weights are incomplete; re-export the folder"
+            )
+        filename = self.weight_map[name]
+        if filename not in self._mapped:
+            path = self.folder / filename
+            with path.open("rb") as fh:
+                (header_size,) = struct.unpack("<Q", fh.read(8))
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._mapped[filename] = (mapped, 8 + header_size, read_header(path))
+        mapped, base, header = self._mapped[filename]
+        entry = header.get(name)
+        dtype = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[entry["dtype"]] if entry else None
+        begin, end = (entry or {}).get("data_offsets", (0, -1))
+        shape = tuple(entry["shape"]) if entry else ()
+        count = int(np.prod(shape, dtype=np.int64))
+        if dtype is None or end - begin != count * np.dtype(dtype).itemsize or base + end > len(mapped):
+            raise MythosError(f"tensor {name} in {filename} has a corrupt safetensors entry: re-export the folder")
+        array = np.frombuffer(mapped, dtype=dtype, count=count, offset=base + begin).reshape(shape)
+        if dtype is np.uint16:  # bfloat16: the high half of a float32
+            return (array.astype(np.uint32) << 16).view(np.float32)
+        return array
 
     def stored_dtype(self) -> str:
         """The dtype the weights are stored in (of the embedding), as an HF dtype name."""
@@ -143,7 +180,7 @@ def _weight_map(folder: Path) -> dict[str, str]:
             f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: pass the folder `mythos-convert hf` wrote"
         )
     try:
-        with safe_open(single, framework="pt") as handle:
+        with safe_open(single, framework="numpy") as handle:  # the names only: no torch import
             return {name: SINGLE_FILE for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise MythosError(f"{single} is not a readable safetensors file ({exc}): re-export the folder") from exc

@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 2
+#define MQ_ABI 3
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -1828,6 +1828,9 @@ static size_t quantize_q8_0(const float * GGML_RESTRICT src, void * GGML_RESTRIC
  */
 
 #define VL 8
+/* every helper of the lane code is inlined into the function calling it: the AVX2 clone and the
+ * baseline one pass 32-byte vectors differently, so a call between them would break the ABI */
+#define MQ_INLINE inline __attribute__((always_inline))
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 
@@ -1839,41 +1842,41 @@ typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 #define MQ_CLONES
 #endif
 
-static inline vf vsplat(float s) { return (vf){s, s, s, s, s, s, s, s}; }
-static inline vi visplat(int32_t s) { return (vi){0} + s; } /* a broadcast: GCC builds {s, s, ...} lane by lane */
-static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-static inline vi visel(vi m, vi a, vi b) { return (a & m) | (b & ~m); }
-static inline vf vabs(vf a) { return (vf)((vi)a & visplat(0x7fffffff)); }
-static inline vf vfloat(vi a) { return __builtin_convertvector(a, vf); }
-static inline vi vclamp(vi l, vi lo, vi hi) {
+static MQ_INLINE vf vsplat(float s) { return (vf){s, s, s, s, s, s, s, s}; }
+static MQ_INLINE vi visplat(int32_t s) { return (vi){0} + s; } /* a broadcast: GCC builds {s, s, ...} lane by lane */
+static MQ_INLINE vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static MQ_INLINE vi visel(vi m, vi a, vi b) { return (a & m) | (b & ~m); }
+static MQ_INLINE vf vabs(vf a) { return (vf)((vi)a & visplat(0x7fffffff)); }
+static MQ_INLINE vf vfloat(vi a) { return __builtin_convertvector(a, vf); }
+static MQ_INLINE vi vclamp(vi l, vi lo, vi hi) {
     l = visel(l < lo, lo, l);
     return visel(l > hi, hi, l);
 }
 /* nearest_int, lane by lane: the same magic-number bit trick */
-static inline vi vnearest(vf v) {
+static MQ_INLINE vi vnearest(vf v) {
     vi i = (vi)(v + vsplat(12582912.f));
     return (i & visplat(0x007fffff)) - visplat(0x00400000);
 }
-static inline vf vsqrt(vf a) {
+static MQ_INLINE vf vsqrt(vf a) {
     vf r;
     for (int k = 0; k < VL; ++k) r[k] = sqrtf(a[k]);
     return r;
 }
-static inline int vany(vi m) {
+static MQ_INLINE int vany(vi m) {
     int any = 0;
     for (int k = 0; k < VL; ++k) any |= m[k];
     return any != 0;
 }
 
 /* lane k of x[i] = src[k*stride + i] */
-static inline void vload_cols(vf * x, const float * src, int n, int stride) {
+static MQ_INLINE void vload_cols(vf * x, const float * src, int n, int stride) {
     for (int i = 0; i < n; ++i) {
         for (int k = 0; k < VL; ++k) x[i][k] = src[k * stride + i];
     }
 }
 
 /* make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) for 8 lanes; qw NULL: weights x*x */
-static inline vf make_qx_quants_v(int n, int nmax, const vf * x, vi * L, const vf * qw) {
+static MQ_INLINE vf make_qx_quants_v(int n, int nmax, const vf * x, vi * L, const vf * qw) {
     vf max = vsplat(0), amax = vsplat(0);
     for (int i = 0; i < n; ++i) {
         vf ax = vabs(x[i]);
@@ -1923,7 +1926,7 @@ static inline vf make_qx_quants_v(int n, int nmax, const vf * x, vi * L, const v
 }
 
 /* make_q3_quants(n, nmax, x, L, do_rmse = true) for 8 lanes */
-static inline vf make_q3_quants_v(int n, int nmax, const vf * x, vi * L) {
+static MQ_INLINE vf make_q3_quants_v(int n, int nmax, const vf * x, vi * L) {
     vf max = vsplat(0), amax = vsplat(0);
     for (int i = 0; i < n; ++i) {
         vf ax = vabs(x[i]);
@@ -1971,7 +1974,7 @@ static inline vf make_q3_quants_v(int n, int nmax, const vf * x, vi * L) {
 }
 
 /* make_qkx2_quants / make_qkx3_quants (the same arithmetic given weights) for 8 lanes */
-static inline vf make_qkx2_quants_v(int n, int nmax, const vf * x, const vf * weights, vi * L, vf * the_min,
+static MQ_INLINE vf make_qkx2_quants_v(int n, int nmax, const vf * x, const vf * weights, vi * L, vf * the_min,
                                     float rmin, float rdelta, int nstep, bool use_mad) {
     vf min = x[0], max = x[0];
     vf sum_w = weights[0];
@@ -2035,15 +2038,15 @@ static inline vf make_qkx2_quants_v(int n, int nmax, const vf * x, const vf * we
 }
 
 /* lane k's results back into the scalar code's arrays: out[k] and levels[k*n + i] */
-static inline void vstore_lanes(vf v, float * out) {
+static MQ_INLINE void vstore_lanes(vf v, float * out) {
     for (int k = 0; k < VL; ++k) out[k] = v[k];
 }
-static inline void vstore_levels_u8(const vi * L, uint8_t * out, int n) {
+static MQ_INLINE void vstore_levels_u8(const vi * L, uint8_t * out, int n) {
     for (int i = 0; i < n; ++i) {
         for (int k = 0; k < VL; ++k) out[k * n + i] = (uint8_t)L[i][k];
     }
 }
-static inline void vstore_levels_i8(const vi * L, int8_t * out, int n) {
+static MQ_INLINE void vstore_levels_i8(const vi * L, int8_t * out, int n) {
     for (int i = 0; i < n; ++i) {
         for (int k = 0; k < VL; ++k) out[k * n + i] = (int8_t)L[i][k];
     }
@@ -2052,7 +2055,7 @@ static inline void vstore_levels_i8(const vi * L, int8_t * out, int n) {
 /* ---- the super-block quantizers on top of the lane searches: the ggml code above, with its
  * loop over sub-blocks replaced by lane calls; everything after it is the ggml code unchanged ---- */
 
-static inline void q3_pack(block_q3_K * y, int8_t * L, const float * x) {
+static MQ_INLINE void q3_pack(block_q3_K * y, int8_t * L, const float * x) {
     /* the tail of quantize_row_q3_K_ref/_impl after the scales: requantize, hmask, qs */
     int8_t sc;
     for (int j = 0; j < QK_K/16; ++j) {
@@ -2087,7 +2090,7 @@ static inline void q3_pack(block_q3_K * y, int8_t * L, const float * x) {
     }
 }
 
-static inline void q2_pack(block_q2_K * y, uint8_t * L, const float * x) {
+static MQ_INLINE void q2_pack(block_q2_K * y, uint8_t * L, const float * x) {
     /* the tail of quantize_row_q2_K_ref/_impl after the scales: requantize, qs */
     for (int j = 0; j < QK_K/16; ++j) {
         const float d = GGML_FP16_TO_FP32(y->d) * (y->scales[j] & 0xF);
@@ -2106,7 +2109,7 @@ static inline void q2_pack(block_q2_K * y, uint8_t * L, const float * x) {
     }
 }
 
-static inline void q45_requantize(const uint8_t * scales12, ggml_half hd, ggml_half hdmin, uint8_t * L, const float * x, int nmax) {
+static MQ_INLINE void q45_requantize(const uint8_t * scales12, ggml_half hd, ggml_half hdmin, uint8_t * L, const float * x, int nmax) {
     uint8_t sc, m;
     for (int j = 0; j < QK_K/32; ++j) {
         get_scale_min_k4(j, scales12, &sc, &m);
@@ -2121,7 +2124,7 @@ static inline void q45_requantize(const uint8_t * scales12, ggml_half hd, ggml_h
     }
 }
 
-static inline void q45_pack_scales(uint8_t * s, int j, uint8_t ls, uint8_t lm) {
+static MQ_INLINE void q45_pack_scales(uint8_t * s, int j, uint8_t ls, uint8_t lm) {
     if (j < 4) {
         s[j] = ls;
         s[j+4] = lm;
@@ -2132,7 +2135,7 @@ static inline void q45_pack_scales(uint8_t * s, int j, uint8_t ls, uint8_t lm) {
     }
 }
 
-static inline void q5_pack_levels(block_q5_K * y, const uint8_t * L) {
+static MQ_INLINE void q5_pack_levels(block_q5_K * y, const uint8_t * L) {
     uint8_t * GGML_RESTRICT qh = y->qh;
     uint8_t * GGML_RESTRICT ql = y->qs;
     memset(qh, 0, QK_K/8);
@@ -2476,13 +2479,67 @@ MQ_CLONES static void quantize_q2_K_fast(const float * GGML_RESTRICT x, block_q2
     }
 }
 
+/* ---- Q8_0 and the float16 cast: no sums, so the vectorised loops are the scalar code's results ---- */
+
+/* roundf (half away from zero) for |v| < 2^23, in operations a compiler vectorises: the fraction
+ * v - trunc(v) is exact there */
+static MQ_INLINE int32_t round_away(float v) {
+    int32_t i = (int32_t)v;
+    float f = v - (float)i;
+    return i + (f >= 0.5f) - (f <= -0.5f);
+}
+
+/* quantize_row_q8_0_ref: |x*id| <= 127 (plus rounding), well inside round_away's range */
+MQ_CLONES static void quantize_q8_0_fast(const float * GGML_RESTRICT x, block_q8_0 * GGML_RESTRICT y, int64_t k) {
+    const int64_t nb = k / QK8_0;
+    for (int64_t i = 0; i < nb; i++) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) {
+            amax = MAX(amax, fabsf(x[i*QK8_0 + j]));
+        }
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = GGML_FP32_TO_FP16(d);
+        int32_t q[QK8_0];
+        for (int j = 0; j < QK8_0; ++j) {
+            q[j] = round_away(x[i*QK8_0 + j]*id);
+        }
+        for (int j = 0; j < QK8_0; ++j) {
+            y[i].qs[j] = (int8_t)q[j];
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float * x, uint16_t * y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; ++i) y[i] = ggml_compute_fp32_to_fp16(x[i]);
+}
+#endif
+
+/* float32 -> IEEE float16, round to nearest even (numpy's and torch's cast, for finite values);
+ * F16C where the CPU has it unless `portable` (ggml's bit arithmetic, for the tests) */
+MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int portable) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!portable && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+        f32_to_f16_f16c(x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; ++i) y[i] = ggml_compute_fp32_to_fp16(x[i]);
+}
+
 /* ======== the entry points ======== */
 
 MQ_EXPORT int mq_abi(void) { return MQ_ABI; }
 
 /* `ggml_quantize_chunk` for one of the types above: nrow rows of n_per_row floats into dst;
- * quant_weights (n_per_row values, or NULL) is the importance matrix. K-quants run the lane
- * versions unless `reference` (ggml's scalar code, for the self-test). Returns the bytes
+ * quant_weights (n_per_row values, or NULL) is the importance matrix. K-quants and Q8_0 run
+ * the versions above unless `reference` (ggml's scalar code, for the self-test). Returns the bytes
  * written, 0 for a type not compiled here. */
 MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nrow, int64_t n_per_row,
                              const float * quant_weights, int reference) {
@@ -2494,6 +2551,7 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
             case GGML_TYPE_Q4_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 15); return size;
             case GGML_TYPE_Q5_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 31); return size;
             case GGML_TYPE_Q6_K: quantize_q6_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
+            case GGML_TYPE_Q8_0: quantize_q8_0_fast(src, dst, nrow * n_per_row); return size;
         }
     }
     switch (type) {

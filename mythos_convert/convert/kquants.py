@@ -53,10 +53,10 @@ IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatri
 COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES)  # what kquants.c's mq_quantize does
 
 KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
-KERNEL_ABI = 2
+KERNEL_ABI = 3
 # Baseline ISA (the lane code adds an AVX2 clone itself), no fast-math, no contraction into FMAs:
-# llama.cpp's float32 operations in its order
-KERNEL_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
+# llama.cpp's float32 operations in its order. -O2: as fast here as -O3, built in a quarter of the time.
+KERNEL_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
 
 
 def quantize(
@@ -117,6 +117,29 @@ def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, r
 class KernelStatus:
     quantize: Callable | None  # mq_quantize(type, src, dst, nrow, n_per_row, quant_weights, reference) -> bytes
     reason: str  # the library's path, or why the numpy quantizers run instead
+    to_f16: Callable | None = None  # mq_f32_to_f16(src, dst, n, portable)
+
+
+def to_f16(array: np.ndarray, *, compiled: bool = True) -> np.ndarray:
+    """float32 -> float16, round to nearest even: numpy's `astype` (for finite values), compiled
+    (F16C where the CPU has it) when the kernels loaded, about 10x faster."""
+    array = np.ascontiguousarray(array, dtype=F32)
+    cast = kernel_status().to_f16 if compiled else None
+    if cast is None:
+        with np.errstate(over="ignore"):  # beyond float16's range: inf, as the compiled cast gives
+            return array.astype(np.float16)
+    out = np.empty(array.shape, dtype=np.float16)
+    cast(array.ctypes.data, out.ctypes.data, array.size, 0)
+    return out
+
+
+def _f16_edges() -> np.ndarray:
+    """Values at every corner of the float16 cast: subnormals, ties, the overflow threshold, signs."""
+    f16 = np.arange(0, 0x7C00, 37, dtype=np.uint16).view(np.float16).astype(F32)
+    halfway = np.nextafter(f16[:-1], f16[1:]) / 2 + f16[1:] / 2  # about midway between float16 neighbours
+    edges = np.array([65504, 65519.996, 65520, 2**-24, 2**-25, 3 * 2**-26, 2**-26, 0.0, 1e-30], dtype=F32)
+    values = np.concatenate([f16, halfway.astype(F32), (f16[:-1] + f16[1:]) / 2, edges])
+    return np.concatenate([values, -values])
 
 
 def _self_test(fn: Callable) -> str | None:
@@ -140,6 +163,18 @@ def _self_test(fn: Callable) -> str | None:
                 return f"the compiled {which} self-test against numpy failed"
             if not np.array_equal(ours, _quantize_compiled(fn, x, qtype, weights, reference=True)):
                 return f"the compiled {which} self-test against ggml's scalar code failed"
+    return None
+
+
+def _f16_self_test(cast: Callable) -> str | None:
+    x = _f16_edges()
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    for portable in (0, 1):
+        got = np.empty(x.shape, dtype=np.float16)
+        cast(x.ctypes.data, got.ctypes.data, x.size, portable)
+        if not np.array_equal(got.view(np.uint16), want.view(np.uint16)):
+            return f"the compiled float16 cast ({'portable' if portable else 'F16C'}) self-test failed"
     return None
 
 
@@ -168,8 +203,10 @@ def kernel_status() -> KernelStatus:
         ctypes.c_void_p,
         ctypes.c_int,
     ]
-    failure = _self_test(fn)
-    return KernelStatus(None, failure) if failure else KernelStatus(fn, where)
+    cast = lib.mq_f32_to_f16
+    cast.restype, cast.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    failure = _self_test(fn) or _f16_self_test(cast)
+    return KernelStatus(None, failure) if failure else KernelStatus(fn, where, cast)
 
 
 def describe() -> str:
