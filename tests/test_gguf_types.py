@@ -132,6 +132,7 @@ def test_quantizing_in_workers_changes_no_byte(tmp_path: Path, monkeypatch, ref_
         gguf_module.ParallelEncoder, "_start", lambda self: started.append(real_start(self)) or started[-1]
     )
     monkeypatch.setattr(gguf_module, "MIN_PARALLEL", 0)
+    monkeypatch.setattr(gguf_module, "MIN_PARALLEL_THREADS", 0)
     for workers in ("1", "2"):
         monkeypatch.setenv("MYTHOS_QUANT_WORKERS", workers)
         written = export_gguf(ckpt, "q4_k_m,q6_k,q4_0,f16", tmp_path / f"w{workers}-{{ftype}}.gguf", verify=False)

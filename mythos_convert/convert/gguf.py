@@ -211,6 +211,7 @@ def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndar
 
 
 MIN_PARALLEL = 1 << 20  # values of quantization work (one tensor, all types) below which processes cost more
+MIN_PARALLEL_THREADS = 1 << 16  # the same for threads (the compiled quantizers): a submit costs microseconds
 
 
 def quantize_workers() -> int:
@@ -251,7 +252,12 @@ class ParallelEncoder:
         self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
     ) -> list[np.ndarray]:
         quantized = [q for q in qtypes if q not in (Q.F32, Q.F16)]
-        if self.workers < 2 or array.ndim < 2 or array.size * len(quantized) < MIN_PARALLEL:
+        threads = kquants.kernel_status().quantize is not None
+        if (
+            self.workers < 2
+            or array.ndim < 2
+            or array.size * len(quantized) < (MIN_PARALLEL_THREADS if threads else MIN_PARALLEL)
+        ):
             return [encode(array, q, imatrix) for q in qtypes]
         rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
         slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))

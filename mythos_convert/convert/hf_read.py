@@ -59,6 +59,7 @@ class HFSource:
     weight_map: dict[str, str]  # hf tensor name -> file name inside folder
     meta: dict[str, Any] = field(default_factory=dict)
     _mapped: dict[str, tuple[mmap.mmap, int, dict]] = field(default_factory=dict, repr=False)
+    _last: tuple[mmap.mmap, int, int] | None = field(default=None, repr=False)
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -112,10 +113,21 @@ class HFSource:
         count = int(np.prod(shape, dtype=np.int64))
         if dtype is None or end - begin != count * np.dtype(dtype).itemsize or base + end > len(mapped):
             raise MythosError(f"tensor {name} in {filename} has a corrupt safetensors entry: re-export the folder")
+        self._release_last()
         array = np.frombuffer(mapped, dtype=dtype, count=count, offset=base + begin).reshape(shape)
+        self._last = (mapped, base + begin, end - begin)
         if dtype is np.uint16:  # bfloat16: the high half of a float32
             return (array.astype(np.uint32) << 16).view(np.float32)
         return array
+
+    def _release_last(self) -> None:
+        """Unmap the pages of the tensor returned before (readers take one at a time): the process's
+        memory stays one tensor. They stay in the page cache, and a view still held reads them again."""
+        if self._last is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mapped, start, length = self._last
+            aligned = start - start % mmap.PAGESIZE
+            mapped.madvise(mmap.MADV_DONTNEED, aligned, min(len(mapped), start + length) - aligned)
+        self._last = None
 
     def stored_dtype(self) -> str:
         """The dtype the weights are stored in (of the embedding), as an HF dtype name."""
