@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 3
+#define MQ_ABI 4
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -2479,6 +2479,103 @@ MQ_CLONES static void quantize_q2_K_fast(const float * GGML_RESTRICT x, block_q2
     }
 }
 
+/* ---- the legacy types with an imatrix (quantize_row_q{4,5}_{0,1}_impl): 8 blocks of 32 of a row
+ * in the lanes, the blocks left over (fewer than 8) by the scalar search; then ggml's packing ---- */
+
+static inline void legacy_pack(int type, void * vy, int64_t ib, float d, float min, const uint8_t * L) {
+    uint32_t qh = 0;
+    uint8_t * qs;
+    switch (type) {
+        case GGML_TYPE_Q4_0: {
+            block_q4_0 * y = (block_q4_0 *)vy + ib;
+            y->d = GGML_FP32_TO_FP16(d);
+            for (int j = 0; j < 16; ++j) y->qs[j] = L[j] | (L[j+16] << 4);
+            return;
+        }
+        case GGML_TYPE_Q4_1: {
+            block_q4_1 * y = (block_q4_1 *)vy + ib;
+            y->d = GGML_FP32_TO_FP16(d);
+            y->m = GGML_FP32_TO_FP16(-min);
+            for (int j = 0; j < 16; ++j) y->qs[j] = L[j] | (L[j+16] << 4);
+            return;
+        }
+        case GGML_TYPE_Q5_0: {
+            block_q5_0 * y = (block_q5_0 *)vy + ib;
+            y->d = GGML_FP32_TO_FP16(d);
+            qs = y->qs;
+            for (int j = 0; j < 16; ++j) {
+                const uint8_t xi0 = L[j];
+                const uint8_t xi1 = L[j+16];
+                qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+                qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
+                qh |= ((xi1 & 0x10u) >> 4) << (j + QK5_0/2);
+            }
+            memcpy(&y->qh, &qh, sizeof(qh));
+            return;
+        }
+        default: {
+            block_q5_1 * y = (block_q5_1 *)vy + ib;
+            y->d = GGML_FP32_TO_FP16(d);
+            y->m = GGML_FP32_TO_FP16(-min);
+            qs = y->qs;
+            for (int j = 0; j < 16; ++j) {
+                const uint8_t xi0 = L[j];
+                const uint8_t xi1 = L[j+16];
+                qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+                qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
+                qh |= ((xi1 & 0x10u) >> 4) << (j + QK5_0/2);
+            }
+            memcpy(&y->qh, &qh, sizeof(qh));
+            return;
+        }
+    }
+}
+
+MQ_CLONES static void quantize_legacy_impl_fast(int type, const float * GGML_RESTRICT x, void * GGML_RESTRICT vy,
+                                                int64_t nrow, int64_t n_per_row, const float * quant_weights) {
+    const bool affine = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    const int nmax = type == GGML_TYPE_Q4_0 ? 8 : type == GGML_TYPE_Q5_0 ? 16 : type == GGML_TYPE_Q4_1 ? 15 : 31;
+    const int64_t nb = n_per_row / 32;
+    const size_t row_size = ggml_row_size(type, n_per_row);
+    uint8_t * out = vy;
+    vf X[32], W[32], the_min = vsplat(0);
+    vi Lv[32];
+    float weight[32], d[VL], mins[VL];
+    uint8_t L[VL * 32], Laux[32];
+    int8_t Ls[32];
+    for (int64_t row = 0; row < nrow; ++row, x += n_per_row, out += row_size) {
+        float sum_x2 = 0;
+        for (int j = 0; j < n_per_row; ++j) sum_x2 += x[j]*x[j];
+        float sigma2 = sum_x2/n_per_row;
+        int64_t ib = 0;
+        for (; ib + VL <= nb; ib += VL) {
+            vload_cols(X, x + 32*ib, 32, 32);
+            vload_cols(W, quant_weights + 32*ib, 32, 32);
+            for (int j = 0; j < 32; ++j) W[j] = W[j] * vsqrt(vsplat(sigma2) + X[j] * X[j]);
+            vf scale = affine ? make_qkx2_quants_v(32, nmax, X, W, Lv, &the_min, -0.9f, 0.05f, 36, false)
+                              : make_qx_quants_v(32, nmax, X, Lv, W);
+            vstore_lanes(scale, d);
+            vstore_lanes(the_min, mins);
+            vstore_levels_u8(Lv, L, 32);
+            for (int k = 0; k < VL; ++k) legacy_pack(type, out, ib + k, d[k], mins[k], L + 32*k);
+        }
+        for (; ib < nb; ++ib) {  /* the scalar code for the blocks left over */
+            const float * xb = x + 32 * ib;
+            const float * qw = quant_weights + 32 * ib;
+            for (int j = 0; j < 32; ++j) weight[j] = qw[j] * sqrtf(sigma2 + xb[j]*xb[j]);
+            float min = 0;
+            float db;
+            if (affine) {
+                db = make_qkx3_quants(32, nmax, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+            } else {
+                db = make_qx_quants(32, nmax, xb, Ls, 1, weight);
+                memcpy(L, Ls, 32);
+            }
+            legacy_pack(type, out, ib, db, min, L);
+        }
+    }
+}
+
 /* ---- Q8_0 and the float16 cast: no sums, so the vectorised loops are the scalar code's results ---- */
 
 /* roundf (half away from zero) for |v| < 2^23, in operations a compiler vectorises: the fraction
@@ -2538,8 +2635,9 @@ MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int porta
 MQ_EXPORT int mq_abi(void) { return MQ_ABI; }
 
 /* `ggml_quantize_chunk` for one of the types above: nrow rows of n_per_row floats into dst;
- * quant_weights (n_per_row values, or NULL) is the importance matrix. K-quants and Q8_0 run
- * the versions above unless `reference` (ggml's scalar code, for the self-test). Returns the bytes
+ * quant_weights (n_per_row values, or NULL) is the importance matrix. The K-quants, Q8_0 and
+ * the legacy types with an imatrix run the versions above unless `reference` (ggml's scalar
+ * code, for the self-test). Returns the bytes
  * written, 0 for a type not compiled here. */
 MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nrow, int64_t n_per_row,
                              const float * quant_weights, int reference) {
@@ -2552,6 +2650,12 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
             case GGML_TYPE_Q5_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 31); return size;
             case GGML_TYPE_Q6_K: quantize_q6_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
             case GGML_TYPE_Q8_0: quantize_q8_0_fast(src, dst, nrow * n_per_row); return size;
+            case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
+                if (quant_weights) {
+                    quantize_legacy_impl_fast(type, src, dst, nrow, n_per_row, quant_weights);
+                    return size;
+                }
+                break;
         }
     }
     switch (type) {

@@ -5,9 +5,9 @@ gguf-py quantizes only the legacy types, and only without an importance matrix; 
 This module gives the same bytes without a llama.cpp build, two ways:
 
 - compiled: `kquants.c` holds llama.cpp's own quantizers (copied verbatim from ggml-quants.c),
-  and for the K-quants the same searches run on 8 sub-blocks at once in vector lanes (each
-  lane the scalar code's operations in its order: the same bytes, 3-5x faster than llama.cpp's
-  own quantizer). Built on first use with the system C compiler (`mythos_convert.cbuild`),
+  and for the K-quants (and the legacy types with an imatrix) the same searches run on 8
+  sub-blocks at once in vector lanes (each lane the scalar code's operations in its order: the
+  same bytes, 2-5x faster than llama.cpp's own quantizer). Built on first use with the system C compiler (`mythos_convert.cbuild`),
   checked at load against the numpy path below and against its own scalar copy. It releases
   the GIL, so threads spread rows over cores. `MYTHOS_KERNELS=0`, no compiler, a failed build
   or self-test: numpy.
@@ -53,7 +53,7 @@ IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatri
 COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES)  # what kquants.c's mq_quantize does
 
 KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
-KERNEL_ABI = 3
+KERNEL_ABI = 4
 # Baseline ISA (the lane code adds an AVX2 clone itself), no fast-math, no contraction into FMAs:
 # llama.cpp's float32 operations in its order. -O2: as fast here as -O3, built in a quarter of the time.
 KERNEL_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
@@ -155,13 +155,14 @@ def _self_test(fn: Callable) -> str | None:
     x[1, 256:288] = 0.5
     x[2::3] = np.round(x[2::3] * 400) / 8
     qw = (rng.exponential(size=512) ** 2).astype(F32)
+    odd = x[:8, :352].copy()  # 11 blocks of 32: the legacy types' lanes take 8, the scalar code 3
     for qtype in COMPILED_TYPES:
-        for weights in (None, qw):
-            which = f"{qtype.name} ({'with' if weights is not None else 'no'} imatrix)"
-            ours = _quantize_compiled(fn, x, qtype, weights)
-            if not np.array_equal(ours[:2], quantize(x[:2], qtype, weights, compiled=False)):
+        for rows, weights in [(x, None), (x, qw)] + [(odd, qw[:352])] * (qtype in IMATRIX_LEGACY_TYPES):
+            which = f"{qtype.name} ({'with' if weights is not None else 'no'} imatrix, rows of {rows.shape[1]})"
+            ours = _quantize_compiled(fn, rows, qtype, weights)
+            if not np.array_equal(ours[:2], quantize(rows[:2], qtype, weights, compiled=False)):
                 return f"the compiled {which} self-test against numpy failed"
-            if not np.array_equal(ours, _quantize_compiled(fn, x, qtype, weights, reference=True)):
+            if not np.array_equal(ours, _quantize_compiled(fn, rows, qtype, weights, reference=True)):
                 return f"the compiled {which} self-test against ggml's scalar code failed"
     return None
 
