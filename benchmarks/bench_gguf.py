@@ -13,8 +13,8 @@ K-quant rows compare with llama.cpp's own quantizer (`llama_model_quantize` thro
 llama-cpp-python), which starts from an F32 GGUF of the same weights (written by our f32 row's
 exporter, outside the timing), at 1 thread and at 2 threads; ours runs at 1 and at 2 workers
 (MYTHOS_QUANT_WORKERS), so each ratio compares the same thread count. The copy floor is the best
-of `--repeats` runs like every other row (one write of a few hundred MB varies several-fold on a
-shared machine's page cache).
+of `--repeats` runs like every other row, and every run starts after `sync` (one write of a few
+hundred MB varies several-fold with the dirty pages left by the run before).
 
     python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k]
 """
@@ -89,7 +89,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process."""
+    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process.
+
+    Dirty pages are flushed first (untimed): otherwise a run pays for writing back the previous
+    run's output (several seconds for a few hundred MB here), whichever row happened to follow it.
+    """
+    os.sync()
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})

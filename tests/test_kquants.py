@@ -380,3 +380,13 @@ def test_a_failing_build_falls_back_to_numpy_with_the_same_bytes(tmp_path):
 def test_bad_input_is_refused_with_the_reason(n_per_row, imatrix, message, compiled):
     with pytest.raises(ValueError, match=message):
         kquants.quantize(np.ones((2, n_per_row), dtype=np.float32), Q.Q4_K, imatrix, compiled=compiled)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_finds_one_bad_value_anywhere(bad):
+    x = np.full((3, 1000), 3.4e38, dtype=np.float32)
+    assert kquants.all_finite(x)
+    for where in (0, 1234, 2999):
+        y = x.copy()
+        y.flat[where] = bad
+        assert not kquants.all_finite(y)

@@ -396,7 +396,7 @@ def gguf_tensors(
                     f"tensor {name} has shape {list(array.shape)}, the config needs {list(shapes[target])}: "
                     "the weights and the config disagree; pass the matching --config or re-export the folder"
                 )
-            if not np.isfinite(array).all():
+            if not kquants.all_finite(array):
                 raise MythosError(
                     f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
                     "convert a healthy checkpoint (llama.cpp would compute NaN logits)"

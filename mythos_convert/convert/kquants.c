@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 4
+#define MQ_ABI 5
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -2628,6 +2628,17 @@ MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int porta
     }
 #endif
     for (int64_t i = 0; i < n; ++i) y[i] = ggml_compute_fp32_to_fp16(x[i]);
+}
+
+/* 1 when no value is NaN or infinite (all exponent bits set) */
+MQ_EXPORT int mq_all_finite(const float * x, int64_t n) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t b;
+        memcpy(&b, x + i, sizeof b);
+        bad |= (b & UINT32_C(0x7f800000)) == UINT32_C(0x7f800000);
+    }
+    return !bad;
 }
 
 /* ======== the entry points ======== */
