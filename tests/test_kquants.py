@@ -390,3 +390,13 @@ def test_all_finite_finds_one_bad_value_anywhere(bad):
         y = x.copy()
         y.flat[where] = bad
         assert not kquants.all_finite(y)
+
+
+def test_bfloat16_rounds_like_gguf_py(compiled):
+    """BF16 (compiled: ggml's fp32_to_bf16) is gguf-py's rounding: nearest, ties to even."""
+    cases = {1.00390625: 0x3F80, 1.01171875: 0x3F82, -0.0: 0x8000, 3.0: 0x4040, -1.5: 0xBFC0}
+    x = np.array([list(cases)], dtype=np.float32)
+    assert kquants.quantize(x, Q.BF16, compiled=compiled).view(np.uint16).ravel().tolist() == list(cases.values())
+    rows = (np.random.default_rng(4).standard_normal((9, 768)) * 1e3).astype(np.float32)
+    rows[0, :3] = [np.finfo(np.float32).max, 1e-40, -1e-45]
+    assert np.array_equal(kquants.quantize(rows, Q.BF16, compiled=compiled), gguf.quants.quantize(rows, Q.BF16))

@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 5
+#define MQ_ABI 6
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -63,6 +63,7 @@ typedef uint16_t ggml_half;
 enum ggml_type {
     GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8,
     GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14,
+    GGML_TYPE_BF16 = 30,
 };
 
 #define QK4_0 32
@@ -107,6 +108,7 @@ static size_t ggml_row_size(enum ggml_type type, int64_t n_per_row) {
         case GGML_TYPE_Q4_K: return n_per_row / QK_K * sizeof(block_q4_K);
         case GGML_TYPE_Q5_K: return n_per_row / QK_K * sizeof(block_q5_K);
         case GGML_TYPE_Q6_K: return n_per_row / QK_K * sizeof(block_q6_K);
+        case GGML_TYPE_BF16: return n_per_row * sizeof(uint16_t);
     }
     return 0;
 }
@@ -2641,6 +2643,16 @@ MQ_EXPORT int mq_all_finite(const float * x, int64_t n) {
     return !bad;
 }
 
+/* ggml-impl.h's ggml_compute_fp32_to_bf16 (round to nearest even, NaN kept quiet), as gguf-py does it */
+static void f32_to_bf16(const float * GGML_RESTRICT x, uint16_t * GGML_RESTRICT y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        const uint32_t rounded = (u + (0x7fff + ((u >> 16) & 1))) >> 16;
+        y[i] = (u & 0x7fffffff) > 0x7f800000 ? (uint16_t)((u >> 16) | 64) : (uint16_t)rounded;
+    }
+}
+
 /* ======== the entry points ======== */
 
 MQ_EXPORT int mq_abi(void) { return MQ_ABI; }
@@ -2680,6 +2692,7 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
         case GGML_TYPE_Q4_K: return quantize_q4_K(src, dst, nrow, n_per_row, quant_weights);
         case GGML_TYPE_Q5_K: return quantize_q5_K(src, dst, nrow, n_per_row, quant_weights);
         case GGML_TYPE_Q6_K: return quantize_q6_K(src, dst, nrow, n_per_row, quant_weights);
+        case GGML_TYPE_BF16: f32_to_bf16(src, dst, nrow * n_per_row); return size;
     }
     return 0;
 }

@@ -50,10 +50,10 @@ CHUNK_ELEMENTS = 1 << 17  # rows are quantized in slices of about this many valu
 
 K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatrix in llama.cpp, unlike Q8_0
-COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES)  # what kquants.c's mq_quantize does
+COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES, Q.BF16)  # what kquants.c's mq_quantize does
 
 KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
-KERNEL_ABI = 5
+KERNEL_ABI = 6
 # Baseline ISA (the lane code adds an AVX2 clone itself), no fast-math, no contraction into FMAs:
 # llama.cpp's float32 operations in its order. -O2: as fast here as -O3, built in a quarter of the time.
 KERNEL_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
