@@ -11,7 +11,10 @@ path is compared. Tensor data of both outputs is compared byte for byte per tens
 
 K-quant rows compare with llama.cpp's own quantizer (`llama_model_quantize` through
 llama-cpp-python), which starts from an F32 GGUF of the same weights (written by our f32 row's
-exporter, outside the timing), at 1 thread (ours is single-threaded numpy) and at 2 threads.
+exporter, outside the timing), at 1 thread and at 2 threads; ours runs at 1 and at 2 workers
+(MYTHOS_QUANT_WORKERS), so each ratio compares the same thread count. The copy floor is the best
+of `--repeats` runs like every other row, and every run starts after `sync` (one write of a few
+hundred MB varies several-fold with the dirty pages left by the run before).
 
     python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k]
 """
@@ -86,7 +89,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process."""
+    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process.
+
+    Dirty pages are flushed first (untimed): otherwise a run pays for writing back the previous
+    run's output (several seconds for a few hundred MB here), whichever row happened to follow it.
+    """
+    os.sync()
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
@@ -98,9 +106,9 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, i
     return wall, usage.ru_maxrss / 1024, proc.returncode, " | ".join(tail)
 
 
-def best_of(repeats: int, args: list[str]) -> tuple[float, float, int, str]:
+def best_of(repeats: int, args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
     """The fastest of `repeats` runs (the least disturbed on a shared machine), its peak RSS the largest."""
-    runs = [run_child(args) for _ in range(repeats)]
+    runs = [run_child(args, env) for _ in range(repeats)]
     wall = min(r[0] for r in runs)
     return wall, max(r[1] for r in runs), max(r[2] for r in runs), runs[-1][3]
 
@@ -147,6 +155,7 @@ def compare(ours: Path, theirs: Path) -> str:
 
 def setup(workdir: Path) -> None:
     """Child: the 172m checkpoint (random weights) and its float32 HF folder, cached in workdir."""
+    from mythos_convert.convert import kquants
     from mythos_convert.release import export_hf
     from mythos_convert.ui import set_quiet
 
@@ -154,7 +163,7 @@ def setup(workdir: Path) -> None:
     ckpt = bench_checkpoint(workdir / "native")
     if not (workdir / "hf" / "config.json").is_file():
         export_hf(ckpt, workdir / "hf", dtype="float32", verify=False, card=False, force=True)
-    print(machine(2))
+    print(f"{machine(2)}; quantizers: {kquants.describe()}")  # builds the kernels outside the timings
 
 
 def in_child(*args: str) -> str:
@@ -210,13 +219,13 @@ def main(argv: list[str] | None = None) -> None:
             run_child([sys.executable, "-c", OURS, str(hf_dir), "f32", str(f32_gguf)])
         for outtype in args.outtypes.split(","):
             ours_path = out / f"ours-{outtype}.gguf"
-            wall, rss, code, tail = best_of(
-                args.repeats, [sys.executable, "-c", OURS, str(hf_dir), outtype, str(ours_path)]
-            )
+            ours = [sys.executable, "-c", OURS, str(hf_dir), outtype, str(ours_path)]
+            wall, rss, code, tail = best_of(args.repeats, ours)
             if code != 0:
                 raise SystemExit(f"mythos-convert gguf --outtype {outtype} failed: {tail}")
             size = ours_path.stat().st_size
-            floor_wall, *_ = run_child([sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)])
+            floor = [sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)]
+            floor_wall, *_ = best_of(args.repeats, floor)
             row = [outtype, f"{size / 1e6:.0f}", wall, rss, floor_wall, wall / floor_wall]
             if outtype in K_QUANTS:
                 import gguf  # light (numpy): the parent must not import torch, its RSS would carry into children
@@ -226,11 +235,14 @@ def main(argv: list[str] | None = None) -> None:
                 quantize = [sys.executable, "-c", LLAMA_QUANTIZE, str(f32_gguf), str(theirs), ftype]
                 lwall, lrss, lcode, ltail = best_of(args.repeats, [*quantize, "1"])
                 lwall2, *_ = best_of(args.repeats, [*quantize, "2"])
+                wall1, *_ = best_of(args.repeats, ours, {"MYTHOS_QUANT_WORKERS": "1"})
+                wall2, *_ = best_of(args.repeats, ours, {"MYTHOS_QUANT_WORKERS": "2"})
                 if lcode != 0:
                     row += ["failed", "-", ltail[-80:]]
                 else:
                     same = in_child("--child", "compare", str(ours_path), str(theirs))
-                    row += [f"{lwall:.2f} (2 threads {lwall2:.2f}; ours/1-thread {wall / lwall:.2f}x)", lrss, same]
+                    ratios = f"ours {wall1:.2f} / {wall2:.2f}: {wall1 / lwall:.2f}x / {wall2 / lwall2:.2f}x"
+                    row += [f"{lwall:.2f} / {lwall2:.2f} ({ratios})", lrss, same]
                     theirs.unlink()
             elif converter is not None and outtype in LLAMA_CPP_TYPES:
                 theirs = out / f"llama-{outtype}.gguf"
@@ -255,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                 "ours peak RSS MiB",
                 "copy floor s",
                 "ours / floor",
-                "llama.cpp s",
+                "llama.cpp s (K-quants: 1 / 2 threads; ours at 1 / 2 workers, ratio)",
                 "llama.cpp peak RSS MiB",
                 "tensor data vs llama.cpp",
             ],

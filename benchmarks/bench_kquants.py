@@ -4,7 +4,8 @@ Two matrices of the mythos-172m shapes (768x2048 and 2048x768: rows of 2048 and 
 random normal weights, and a heavy-tailed per-column importance matrix. For every type, with and
 without the imatrix where llama.cpp has both paths, three timings (best of `--repeats`):
 
-- ours: `kquants.quantize` on both matrices (numpy; `--threads` slices of rows in threads);
+- ours: `kquants.quantize` on both matrices (compiled where the kernels load, `--numpy` for the
+  numpy fallback; `--threads` slices of rows in threads);
 - ggml: `ggml_quantize_chunk` from llama-cpp-python's libggml-base on the same arrays, one thread
   per slice of rows like llama.cpp's quantizer: the quantizing work alone;
 - file: `llama_model_quantize` from an F32 GGUF holding the two matrices to a file of that type,
@@ -12,7 +13,7 @@ without the imatrix where llama.cpp has both paths, three timings (best of `--re
 
 The bytes are compared too (ours against ggml's), so a fast wrong answer cannot hide here.
 
-    python benchmarks/bench_kquants.py [--repeats 3] [--threads 1]
+    python benchmarks/bench_kquants.py [--repeats 3] [--threads 1] [--numpy]
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ def ggml_quantizer():
     return run
 
 
+COMPILED = True  # --numpy: False
+
+
 def ours(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None, threads: int) -> np.ndarray:
     if threads == 1:
-        return kquants.quantize(rows, qtype, qw)
+        return kquants.quantize(rows, qtype, qw, compiled=COMPILED)
     bounds = np.linspace(0, rows.shape[0], threads + 1).astype(int)
     with ThreadPoolExecutor(threads) as pool:
-        parts = pool.map(lambda lo, hi: kquants.quantize(rows[lo:hi], qtype, qw), bounds[:-1], bounds[1:])
+        parts = pool.map(
+            lambda lo, hi: kquants.quantize(rows[lo:hi], qtype, qw, compiled=COMPILED), bounds[:-1], bounds[1:]
+        )
         return np.concatenate(list(parts))
 
 
@@ -165,7 +171,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--numpy", action="store_true", help="time kquants' numpy fallback, not the compiled path")
     args = parser.parse_args()
+    global COMPILED
+    COMPILED = not args.numpy
+    kquants.kernel_status()  # built and self-tested before any timing
     mats, imatrix = matrices()
     ggml = ggml_quantizer()
     keep = quiet_llama_logs()
@@ -186,9 +196,10 @@ def main() -> None:
         rows,
         notes=[
             machine(args.threads),
+            f"ours: {'numpy (--numpy)' if args.numpy else kquants.describe()}",
             f"best of {args.repeats}; ggml = ggml_quantize_chunk (the quantizing alone), "
             "file = llama_model_quantize F32 GGUF -> quantized GGUF (reads and writes included)",
-            "Q4_0/Q5_0/Q8_0 without an imatrix are gguf-py's quantizers (kquants delegates to them)",
+            "numpy path: Q4_0/Q5_0/Q8_0 without an imatrix are gguf-py's quantizers (kquants delegates to them)",
         ],
     )
 

@@ -109,12 +109,13 @@ def export_gguf(
     Raises:
         MythosError: bad source, tokenizer, outtype, size or imatrix; existing output without force.
     """
-    from mythos_convert.convert.gguf_export import write_gguf_export  # torch (the writer)
-    from mythos_convert.verify.gguf import verify_gguf
+    from mythos_convert.convert.gguf_export import write_gguf_export  # torch only for a native checkpoint
 
     export = write_gguf_export(src, outtype, outfile, **options)
     source = export.source
     if verify:
+        from mythos_convert.verify.gguf import verify_gguf  # torch and llama.cpp
+
         for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
             export.verify[w.path.name] = verify_gguf(w.path, source.path, tokenizer_obj=export.tokenizer, show=False)
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in export.written):

@@ -312,3 +312,42 @@ def test_pre_tokenizer_names_read_from_the_tokenizer(ref_tokenizer_path):
     spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+"
     with pytest.raises(MythosError, match=r"Sequence\[Split, ByteLevel\]"):
         pre_tokenizer_name(spec)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_hf_folder_to_gguf_reads_numpy_views_equal_to_the_tensors(tmp_path, tiny_ckpt, dtype):
+    """The writer reads an HF folder without torch (mapped numpy views): every tensor equals what
+    safetensors gives torch, for each stored dtype; the files from the folder and the checkpoint agree."""
+    from mythos_convert.convert.hf_read import read_hf_folder
+    from mythos_convert.release import export_hf
+
+    folder = export_hf(tiny_ckpt, tmp_path / dtype, dtype=dtype, verify=False, card=False).folder
+    src = read_hf_folder(folder)
+    for name in src.tensor_names():
+        array, tensor = src.get_array(name), src.get_tensor(name)
+        assert array.shape == tuple(tensor.shape)
+        assert dtype == "bfloat16" or not array.flags.writeable  # a view of the file, not a copy
+        assert np.array_equal(np.asarray(array, dtype=np.float32), tensor.float().numpy()), name
+    written = export_gguf(folder, "f16,q8_0", tmp_path / f"{dtype}-{{ftype}}.gguf", verify=False).written
+    if dtype == "float32":  # the checkpoint's float32 weights: the same files
+        again = export_gguf(tiny_ckpt, "f16,q8_0", tmp_path / "ckpt-{ftype}.gguf", verify=False).written
+        for a, b in zip(written, again, strict=True):
+            ta, tb = _tensors(gguf.GGUFReader(a.path)), _tensors(gguf.GGUFReader(b.path))
+            assert all(np.array_equal(ta[n].data, tb[n].data) for n in ta)
+
+
+def test_hf_folder_to_gguf_imports_no_torch(tmp_path, tiny_ckpt):
+    """torch's import alone takes longer than writing a small model's GGUF: the HF path does without it."""
+    import subprocess
+    import sys
+
+    from mythos_convert.release import export_hf
+
+    folder = export_hf(tiny_ckpt, tmp_path / "hf", verify=False, card=False).folder
+    code = (
+        "import sys; from mythos_convert.ui import set_quiet; from mythos_convert.release import export_gguf; "
+        f"set_quiet(True); export_gguf({str(folder)!r}, 'f16,q8_0,q4_k_m', verify=False); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"

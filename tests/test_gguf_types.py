@@ -109,20 +109,35 @@ def test_modelfile_and_card_point_at_q4_k_m(tmp_path: Path, tiny_ckpt: Path):
     assert f"llama-cli -m {q4} " in card
 
 
-def test_quantizing_in_worker_processes_changes_no_byte(tmp_path: Path, monkeypatch, ref_tokenizer_path: Path):
-    """Rows sliced over 2 processes give the files one process gives (and the pool really ran)."""
-    import mythos_convert.convert.gguf as gguf_module
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_quantizing_in_workers_changes_no_byte(tmp_path: Path, monkeypatch, ref_tokenizer_path: Path, pool: str):
+    """Rows sliced over 2 workers give the files one gives (and the pool really ran): threads with the
+    compiled quantizers, processes with the numpy fallback."""
+    import concurrent.futures
 
+    import mythos_convert.convert.gguf as gguf_module
+    from mythos_convert.convert import kquants
+
+    if pool == "processes":
+        monkeypatch.setenv("MYTHOS_KERNELS", "0")  # the workers' own kquants too
+        monkeypatch.setattr(kquants, "kernel_status", lambda: kquants.KernelStatus(None, "MYTHOS_KERNELS=0"))
+    elif kquants.kernel_status().quantize is None:
+        pytest.skip(f"compiled quantizers unavailable: {kquants.kernel_status().reason}")
     (tmp_path / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
     ckpt = make_checkpoint(tmp_path / "ckpt.pt", tiny_config(512, **CONFIGS["rows256-gqa4"]), with_optimizer=False)
     files = {}
     started = []
     real_start = gguf_module.ParallelEncoder._start
-    monkeypatch.setattr(gguf_module.ParallelEncoder, "_start", lambda self: started.append(1) or real_start(self))
+    monkeypatch.setattr(
+        gguf_module.ParallelEncoder, "_start", lambda self: started.append(real_start(self)) or started[-1]
+    )
     monkeypatch.setattr(gguf_module, "MIN_PARALLEL", 0)
+    monkeypatch.setattr(gguf_module, "MIN_PARALLEL_THREADS", 0)
     for workers in ("1", "2"):
         monkeypatch.setenv("MYTHOS_QUANT_WORKERS", workers)
         written = export_gguf(ckpt, "q4_k_m,q6_k,q4_0,f16", tmp_path / f"w{workers}-{{ftype}}.gguf", verify=False)
         files[workers] = {w.outtype.name: w.path.read_bytes() for w in written.written}
     assert started, "the worker pool never started"
+    kind = concurrent.futures.ThreadPoolExecutor if pool == "threads" else concurrent.futures.ProcessPoolExecutor
+    assert all(isinstance(p, kind) for p in started)
     assert files["1"] == files["2"]

@@ -8,7 +8,8 @@ tensor. Several output types are written in the same pass (`--outtype all`).
 
 q and k rows are permuted per head (k with n_kv_heads) from the half-split RoPE layout of Mythos
 and transformers to the interleaved layout llama.cpp's llama architecture rotates. Quantization
-runs in numpy through `gguf.quants`, bit-identical to llama.cpp's own quantizer.
+runs in `kquants` (llama.cpp's quantizers compiled on first use, else numpy), bit-identical to
+llama.cpp's own quantizer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +29,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from gguf.utility import model_weight_count_rounded_notation
 
 from mythos_convert import __version__
@@ -184,20 +185,21 @@ def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndar
     """
     if qtype == Q.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
-    if qtype == Q.F16:  # torch's cast: same IEEE rounding as numpy's astype, several times faster
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(torch.float16).numpy()
+    if qtype == Q.F16:  # numpy's IEEE rounding, compiled where the kernels loaded
+        return kquants.to_f16(array)
     rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
     return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
 
 
 MIN_PARALLEL = 1 << 20  # values of quantization work (one tensor, all types) below which processes cost more
+MIN_PARALLEL_THREADS = 1 << 16  # the same for threads (the compiled quantizers): a submit costs microseconds
 
 
 def quantize_workers() -> int:
-    """Processes to quantize with: MYTHOS_QUANT_WORKERS, else the cores this process may use.
+    """Workers to quantize with: MYTHOS_QUANT_WORKERS, else the cores this process may use.
 
-    kquants is numpy with loops over positions in a block, so threads gain nothing (the GIL);
-    processes, each given a slice of rows, do.
+    The compiled quantizers release the GIL, so the workers are threads; kquants' numpy fallback
+    loops over positions in a block in Python, where threads gain nothing, so it gets processes.
     """
     value = os.environ.get("MYTHOS_QUANT_WORKERS", "")
     if value.strip():
@@ -209,15 +211,16 @@ def quantize_workers() -> int:
 
 
 class ParallelEncoder:
-    """`encode` for one tensor into every output's type, the quantization spread over processes.
+    """`encode` for one tensor into every output's type, the quantization spread over workers.
 
-    Rows are independent in every GGUF type, so slicing them changes no byte (tested). The pool
-    starts only when there is quantization work worth it; float casts stay in this process.
+    Rows are independent in every GGUF type, so slicing them changes no byte (tested). Threads
+    where the compiled quantizers loaded, else processes (`quantize_workers`). The pool starts only
+    when there is quantization work worth it; float casts stay in this thread.
     """
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: concurrent.futures.Executor | None = None
 
     def __enter__(self) -> ParallelEncoder:
         return self
@@ -230,7 +233,12 @@ class ParallelEncoder:
         self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
     ) -> list[np.ndarray]:
         quantized = [q for q in qtypes if q not in (Q.F32, Q.F16)]
-        if self.workers < 2 or array.ndim < 2 or array.size * len(quantized) < MIN_PARALLEL:
+        threads = kquants.kernel_status().quantize is not None
+        if (
+            self.workers < 2
+            or array.ndim < 2
+            or array.size * len(quantized) < (MIN_PARALLEL_THREADS if threads else MIN_PARALLEL)
+        ):
             return [encode(array, q, imatrix) for q in qtypes]
         rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
         slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))
@@ -248,8 +256,10 @@ class ParallelEncoder:
                 out.append(encode(array, q, imatrix))
         return out
 
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
+    def _start(self) -> concurrent.futures.Executor:
+        if self._pool is None and kquants.kernel_status().quantize is not None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="quantize")
+        elif self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
             context = multiprocessing.get_context("forkserver")
             self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
         return self._pool
@@ -327,8 +337,16 @@ KEY_VERSION = "mythos_convert.version"
 # --- the tensor stream ------------------------------------------------------------------------
 
 
+def _is_torch(tensor) -> bool:
+    """Without importing torch: a source that holds tensors has imported it already."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(tensor, torch.Tensor)
+
+
 def _to_numpy(tensor) -> np.ndarray:
-    if isinstance(tensor, torch.Tensor):
+    if _is_torch(tensor):
+        import torch
+
         return tensor.detach().to(torch.float32).numpy()
     return np.asarray(tensor, dtype=np.float32)
 
@@ -344,7 +362,7 @@ def gguf_tensors(tensors: Iterable[tuple[str, object]], config: MythosConfig) ->
     """
     for name, tensor in tensors:
         array = _to_numpy(tensor)
-        if not np.isfinite(array).all():
+        if not kquants.all_finite(array):
             raise MythosError(
                 f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
                 "convert a healthy checkpoint (llama.cpp would compute NaN logits)"

@@ -45,7 +45,7 @@ def open_export_source(src: str | Path, config_yaml: str | Path | None = None) -
     path = Path(src)
     if path.suffix == ".gguf" and path.is_file():
         raise MythosError(f"{path} is already a GGUF file: pass the HF folder or the ckpt.pt it was converted from")
-    return open_source(path, config_yaml=config_yaml)
+    return open_source(path, config_yaml=config_yaml, arrays=True)  # an HF folder's tensors without torch
 
 
 def load_metadata(config: MythosConfig, generation: dict[str, Any] | None = None) -> GGUFMetadata:

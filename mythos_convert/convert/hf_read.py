@@ -2,16 +2,20 @@
 
 `sources.open_hf` builds the folder's `ModelSource` on it. Tensors are opened with `safe_open`
 one at a time, so reading never holds more than one tensor beyond the page cache; every path
-read from the folder's files stays inside it.
+read from the folder's files stays inside it. `get_array` reads without torch: numpy views of the
+memory-mapped files, no copy (float32 and float16 stay in the page cache; bfloat16 is widened).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import mmap
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
@@ -57,6 +61,8 @@ class HFSource:
     config_json: dict[str, Any]
     weight_map: dict[str, str]  # hf tensor name -> file name inside folder
     provenance: Provenance | None = None  # mythos.json with .mythos-local.json, when we wrote the folder
+    _mapped: dict[str, tuple[mmap.mmap, int, dict]] = field(default_factory=dict, repr=False)
+    _last: tuple[mmap.mmap, int, int] | None = field(default=None, repr=False)
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -68,6 +74,10 @@ class HFSource:
         names = [CONFIG_FILE, GENERATION_FILE, META_FILE, LOCAL_FILE, INDEX_FILE, TOKENIZER_FILE]
         names += sorted(set(self.weight_map.values()))
         return [self.folder / n for n in names if (self.folder / n).exists()]
+
+    def tensor_names(self) -> list[str]:
+        """The stored tensors' names (HF's `inv_freq` buffers left out)."""
+        return [n for n in self.weight_map if not HF_IGNORED.search(n)]
 
     def read_json(self, name: str, what: str) -> dict[str, Any]:
         """One of the folder's JSON files (inside it, not a link), or MythosError naming it."""
@@ -89,6 +99,48 @@ class HFSource:
             )
         with safe_open(self.folder / self.weight_map[name], framework="pt") as handle:
             return handle.get_tensor(name)
+
+    def get_array(self, name: str) -> np.ndarray:
+        """One tensor as numpy without torch: a read-only view of the mapped file (F32, F16) or,
+        for BF16, its float32 widening (exact).
+
+        Raises:
+            MythosError: a tensor not in the folder, or one whose offsets fall outside its file.
+        """
+        if name not in self.weight_map:
+            raise MythosError(
+                f"tensor {name} is not in {self.folder}: the weights are incomplete; re-export the folder"
+            )
+        filename = self.weight_map[name]
+        if filename not in self._mapped:
+            path = self.folder / filename
+            with path.open("rb") as fh:
+                (header_size,) = struct.unpack("<Q", fh.read(8))
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._mapped[filename] = (mapped, 8 + header_size, read_header(path))
+        mapped, base, header = self._mapped[filename]
+        entry = header.get(name)
+        dtype = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}[entry["dtype"]] if entry else None
+        begin, end = (entry or {}).get("data_offsets", (0, -1))
+        shape = tuple(entry["shape"]) if entry else ()
+        count = int(np.prod(shape, dtype=np.int64))
+        if dtype is None or end - begin != count * np.dtype(dtype).itemsize or base + end > len(mapped):
+            raise MythosError(f"tensor {name} in {filename} has a corrupt safetensors entry: re-export the folder")
+        self._release_last()
+        array = np.frombuffer(mapped, dtype=dtype, count=count, offset=base + begin).reshape(shape)
+        self._last = (mapped, base + begin, end - begin)
+        if dtype is np.uint16:  # bfloat16: the high half of a float32
+            return (array.astype(np.uint32) << 16).view(np.float32)
+        return array
+
+    def _release_last(self) -> None:
+        """Unmap the pages of the tensor returned before (readers take one at a time): the process's
+        memory stays one tensor. They stay in the page cache, and a view still held reads them again."""
+        if self._last is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mapped, start, length = self._last
+            aligned = start - start % mmap.PAGESIZE
+            mapped.madvise(mmap.MADV_DONTNEED, aligned, min(len(mapped), start + length) - aligned)
+        self._last = None
 
     def stored_dtype(self) -> str:
         """The dtype the weights are stored in (of the embedding), as an HF dtype name."""
@@ -119,7 +171,7 @@ def _weight_map(folder: Path) -> dict[str, str]:
             f"{folder} has neither {SINGLE_FILE} nor {INDEX_FILE}: pass the folder `mythos-convert hf` wrote"
         )
     try:
-        with safe_open(single, framework="pt") as handle:
+        with safe_open(single, framework="numpy") as handle:  # the names only: no torch import
             return {name: SINGLE_FILE for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise MythosError(f"{single} is not a readable safetensors file ({exc}): re-export the folder") from exc

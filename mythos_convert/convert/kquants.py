@@ -1,31 +1,46 @@
-"""llama.cpp's K-quants (Q2_K..Q6_K) and its importance-weighted legacy quants, in numpy.
+"""llama.cpp's K-quants (Q2_K..Q6_K), legacy quants and importance-weighted quants, without llama.cpp.
 
 gguf-py quantizes only the legacy types, and only without an importance matrix; llama.cpp's
 `quantize_<type>(src, dst, nrow, n_per_row, quant_weights)` is what users' files are made with.
-This module gives the same bytes without a llama.cpp build. Every step is the C code's float32
-arithmetic in the C code's order: products and sums are float32, sums over a block's elements run
-sequentially from 0 (numpy's `add.reduce` along the leading axis of a C-contiguous array does
-exactly that; along the last axis it sums pairwise, which rounds differently), `nearest_int` is
-ggml's magic-number rounding, and fp16 scales round to nearest even like ggml's conversion.
-The work is vectorised over blocks: arrays are laid out (position in block, block), so Python
-loops only over positions inside a block and over candidate scales. Trial levels use `np.rint`
-where every block's value is provably below 2^22 (where it equals `nearest_int`), and each
-search keeps only the winning scale, recomputing its levels once. On one core this runs at
-1.3-1.9x ggml's own time for Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without
-an imatrix (`benchmarks/bench_kquants.py`); numpy threads did not scale here, so use processes
-to spread tensors over cores.
+This module gives the same bytes without a llama.cpp build, two ways:
 
-`quantize(rows, qtype, imatrix)` is the one entry point; it hands the types gguf-py already
-quantizes like llama.cpp (Q4_0 and Q5_0 without an imatrix, Q8_0 always) to `gguf.quants`. Its
-Q4_1/Q5_1 differ from ggml's in the sign of a zero minimum, so those are done here too.
+- compiled: `kquants.c` holds llama.cpp's own quantizers (copied verbatim from ggml-quants.c),
+  and for the K-quants (and the legacy types with an imatrix) the same searches run on 8
+  sub-blocks at once in vector lanes (each lane the scalar code's operations in its order: the
+  same bytes, 2-5x faster than llama.cpp's own quantizer). Built on first use with the system C compiler (`mythos_convert.cbuild`),
+  checked at load against the numpy path below and against its own scalar copy. It releases
+  the GIL, so threads spread rows over cores. `MYTHOS_KERNELS=0`, no compiler, a failed build
+  or self-test: numpy.
+- numpy: every step is the C code's float32 arithmetic in the C code's order: products and sums
+  are float32, sums over a block's elements run sequentially from 0 (numpy's `add.reduce` along
+  the leading axis of a C-contiguous array does exactly that; along the last axis it sums
+  pairwise, which rounds differently), `nearest_int` is ggml's magic-number rounding, and fp16
+  scales round to nearest even like ggml's conversion. The work is vectorised over blocks:
+  arrays are laid out (position in block, block), so Python loops only over positions inside a
+  block and over candidate scales. Trial levels use `np.rint` where every block's value is
+  provably below 2^22 (where it equals `nearest_int`), and each search keeps only the winning
+  scale, recomputing its levels once. On one core this runs at 1.3-1.9x ggml's own time for
+  Q2_K/Q4_K/Q5_K/Q6_K and the imatrix types, ~4.5x for Q3_K without an imatrix
+  (`benchmarks/bench_kquants.py`); numpy threads do not scale, so the writer uses processes.
+
+`quantize(rows, qtype, imatrix)` is the one entry point. On the numpy path it hands the types
+gguf-py already quantizes like llama.cpp (Q4_0 and Q5_0 without an imatrix, Q8_0 always) to
+`gguf.quants`; its Q4_1/Q5_1 differ from ggml's in the sign of a zero minimum, so those are done
+here too.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import gguf
 import numpy as np
+
+from mythos_convert import cbuild
 
 Q = gguf.GGMLQuantizationType
 F32 = np.float32
@@ -35,15 +50,25 @@ CHUNK_ELEMENTS = 1 << 17  # rows are quantized in slices of about this many valu
 
 K_TYPES = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatrix in llama.cpp, unlike Q8_0
+COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES, Q.BF16)  # what kquants.c's mq_quantize does
+
+KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
+KERNEL_ABI = 6
+# Baseline ISA (the lane code adds an AVX2 clone itself), no fast-math, no contraction into FMAs:
+# llama.cpp's float32 operations in its order. -O2: as fast here as -O3, built in a quarter of the time.
+KERNEL_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
 
 
-def quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
+def quantize(
+    rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None, *, compiled: bool = True
+) -> np.ndarray:
     """float32 rows (n_rows, n_per_row) -> (n_rows, bytes_per_row) uint8, the bytes llama.cpp writes.
 
     Args:
         rows: the matrix, one quantized row per row (ggml's `ne[0]` is `n_per_row`).
         qtype: any type `gguf.quants` quantizes, plus Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
         imatrix: per-column importance (`n_per_row` values, what llama-imatrix collects), or None.
+        compiled: use the compiled quantizers where they loaded (`kernel_status`); False: numpy.
 
     Raises:
         ValueError: a row length that is not a multiple of the type's block, or an imatrix of the
@@ -54,18 +79,164 @@ def quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.nda
         raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
     n_rows, n_per_row = rows.shape
     qw = _check_imatrix(imatrix, n_per_row) if imatrix is not None else None
+    kernel = kernel_status().quantize if compiled and qtype in COMPILED_TYPES else None
+    if kernel is not None:
+        return _quantize_compiled(kernel, rows, qtype, qw)
     impl = _QUANTIZERS.get((qtype, qw is not None))
     if impl is None:  # gguf-py's numpy quantizers equal ggml's reference ones
         return gguf.quants.quantize(rows, qtype).reshape(n_rows, -1)
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    if n_per_row % block_size:
-        raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
-    out = np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+    out = _out_rows(qtype, n_rows, n_per_row)
     step = max(1, CHUNK_ELEMENTS // n_per_row)
     with np.errstate(all="ignore"):  # masked-out lanes divide by zero; the C code never looks at them
         for start in range(0, n_rows, step):
             out[start : start + step] = impl(rows[start : start + step], qw)
     return out
+
+
+def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> np.ndarray:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    if n_per_row % block_size:
+        raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
+    return np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+
+
+def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False) -> np.ndarray:
+    """`reference`: ggml's scalar code for every type (the lane code is the default for K-quants)."""
+    out = _out_rows(qtype, *rows.shape)
+    if rows.size:
+        weights = None if qw is None else qw.ctypes.data
+        written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights, int(reference))
+        assert written == out.nbytes, (qtype.name, written, out.nbytes)
+    return out
+
+
+# --- the compiled quantizers (kquants.c) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    quantize: Callable | None  # mq_quantize(type, src, dst, nrow, n_per_row, quant_weights, reference) -> bytes
+    reason: str  # the library's path, or why the numpy quantizers run instead
+    to_f16: Callable | None = None  # mq_f32_to_f16(src, dst, n, portable)
+    all_finite: Callable | None = None  # mq_all_finite(src, n) -> 1 when no NaN/inf
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """No NaN or infinity in a float32 array: `np.isfinite(array).all()`, in one pass without a
+    temporary where the kernels loaded."""
+    check = kernel_status().all_finite
+    if check is None or array.dtype != F32 or not array.flags.c_contiguous:
+        return bool(np.isfinite(array).all())
+    return bool(check(array.ctypes.data, array.size))
+
+
+def to_f16(array: np.ndarray, *, compiled: bool = True) -> np.ndarray:
+    """float32 -> float16, round to nearest even: numpy's `astype` (for finite values), compiled
+    (F16C where the CPU has it) when the kernels loaded, about 10x faster."""
+    array = np.ascontiguousarray(array, dtype=F32)
+    cast = kernel_status().to_f16 if compiled else None
+    if cast is None:
+        with np.errstate(over="ignore"):  # beyond float16's range: inf, as the compiled cast gives
+            return array.astype(np.float16)
+    out = np.empty(array.shape, dtype=np.float16)
+    cast(array.ctypes.data, out.ctypes.data, array.size, 0)
+    return out
+
+
+def _f16_edges() -> np.ndarray:
+    """Values at every corner of the float16 cast: subnormals, ties, the overflow threshold, signs."""
+    f16 = np.arange(0, 0x7C00, 37, dtype=np.uint16).view(np.float16).astype(F32)
+    halfway = np.nextafter(f16[:-1], f16[1:]) / 2 + f16[1:] / 2  # about midway between float16 neighbours
+    edges = np.array([65504, 65519.996, 65520, 2**-24, 2**-25, 3 * 2**-26, 2**-26, 0.0, 1e-30], dtype=F32)
+    values = np.concatenate([f16, halfway.astype(F32), (f16[:-1] + f16[1:]) / 2, edges])
+    return np.concatenate([values, -values])
+
+
+def _self_test(fn: Callable) -> str | None:
+    """Every compiled type, with and without an imatrix, against the numpy path (2 rows) and the lane
+    code against the C file's scalar copy of ggml (64 rows); None when all agree.
+
+    The rows hold an all-zero super-block, a tiny one, a constant one and one of one sign (the
+    branches where the searches return early) and few distinct values (exact ties).
+    """
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 512)) * 0.02).astype(F32)
+    x[0, :256], x[0, 256:288], x[1, :256] = 0, 1e-20, np.abs(x[1, :256])
+    x[1, 256:288] = 0.5
+    x[2::3] = np.round(x[2::3] * 400) / 8
+    qw = (rng.exponential(size=512) ** 2).astype(F32)
+    odd = x[:8, :352].copy()  # 11 blocks of 32: the legacy types' lanes take 8, the scalar code 3
+    for qtype in COMPILED_TYPES:
+        for rows, weights in [(x, None), (x, qw)] + [(odd, qw[:352])] * (qtype in IMATRIX_LEGACY_TYPES):
+            which = f"{qtype.name} ({'with' if weights is not None else 'no'} imatrix, rows of {rows.shape[1]})"
+            ours = _quantize_compiled(fn, rows, qtype, weights)
+            if not np.array_equal(ours[:2], quantize(rows[:2], qtype, weights, compiled=False)):
+                return f"the compiled {which} self-test against numpy failed"
+            if not np.array_equal(ours, _quantize_compiled(fn, rows, qtype, weights, reference=True)):
+                return f"the compiled {which} self-test against ggml's scalar code failed"
+    return None
+
+
+def _finite_self_test(check: Callable) -> str | None:
+    x = np.ones(37, dtype=F32)
+    for bad in (np.nan, np.inf, -np.inf, None):
+        if bad is not None:
+            x[29] = bad
+        if bool(check(x.ctypes.data, x.size)) != (bad is None):
+            return f"the compiled finiteness check failed on {bad}"
+        x[29] = np.finfo(F32).max
+    return None
+
+
+def _f16_self_test(cast: Callable) -> str | None:
+    x = _f16_edges()
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    for portable in (0, 1):
+        got = np.empty(x.shape, dtype=np.float16)
+        cast(x.ctypes.data, got.ctypes.data, x.size, portable)
+        if not np.array_equal(got.view(np.uint16), want.view(np.uint16)):
+            return f"the compiled float16 cast ({'portable' if portable else 'F16C'}) self-test failed"
+    return None
+
+
+@functools.cache
+def kernel_status() -> KernelStatus:
+    """Load (building once if needed) the compiled quantizers, or say why numpy's are used."""
+    if cbuild.disabled():
+        return KernelStatus(None, f"{cbuild.DISABLE_ENV}=0")
+    lib, where = cbuild.load(KERNEL_SOURCE, KERNEL_FLAGS)
+    if lib is None:
+        return KernelStatus(None, where)
+    try:
+        lib.mq_abi.restype = ctypes.c_int
+        fn = lib.mq_quantize
+    except AttributeError as exc:
+        return KernelStatus(None, f"kernel build/load failed: {exc}"[:300])
+    if lib.mq_abi() != KERNEL_ABI:
+        return KernelStatus(None, f"{where} implements another ABI")
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int,
+    ]
+    cast = lib.mq_f32_to_f16
+    cast.restype, cast.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    finite = lib.mq_all_finite
+    finite.restype, finite.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]
+    failure = _self_test(fn) or _f16_self_test(cast) or _finite_self_test(finite)
+    return KernelStatus(None, failure) if failure else KernelStatus(fn, where, cast, finite)
+
+
+def describe() -> str:
+    """Which quantizers run, in words: for logs and benchmark tables."""
+    status = kernel_status()
+    return "compiled (llama.cpp's C)" if status.quantize is not None else f"numpy ({status.reason})"
 
 
 def _check_imatrix(imatrix: np.ndarray, n_per_row: int) -> np.ndarray:

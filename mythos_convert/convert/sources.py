@@ -182,8 +182,11 @@ def open_native_without_torch(path: str | Path, config_yaml: str | Path | None =
     return _native_source(ckpt)
 
 
-def open_hf(folder: str | Path) -> ModelSource:
+def open_hf(folder: str | Path, *, arrays: bool = False) -> ModelSource:
     """An HF Llama folder: shapes from the safetensors headers, tensors opened one at a time.
+
+    `arrays`: tensors as numpy views of the mapped files (`HFSource.get_array`), no torch import
+    (the GGUF writer's way); else torch tensors.
 
     Raises:
         MythosError: see `read_hf_folder` and `names.check_tensors`; an lm_head that is not the embedding.
@@ -191,9 +194,10 @@ def open_hf(folder: str | Path) -> ModelSource:
     src = read_hf_folder(folder)
     shapes = {n: shape for n, shape in src.shapes().items() if not HF_IGNORED.search(n)}
     stored = check_tensors(shapes, src.config, "hf", what=str(src.folder))
+    get = src.get_array if arrays else src.get_tensor
     head = TIED_HEAD["hf"]
     if head in shapes:
-        check_tied(src.get_tensor(head), src.get_tensor(stored["embedding.weight"]), "hf")
+        check_tied(get(head), get(stored["embedding.weight"]), "hf")
     generation: dict[str, Any] = {}
     if (src.folder / GENERATION_FILE).is_file():
         generation = src.read_json(GENERATION_FILE, "generation config")
@@ -202,7 +206,7 @@ def open_hf(folder: str | Path) -> ModelSource:
         src.folder,
         src.config,
         stored,
-        src.get_tensor,
+        get,
         src.files(),
         provenance=src.provenance,
         generation=generation,
@@ -294,12 +298,20 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
 
 
 def open_source(
-    path: str | Path, *, config_yaml: str | Path | None = None, gguf_as: MythosConfig | None = None
+    path: str | Path,
+    *,
+    config_yaml: str | Path | None = None,
+    gguf_as: MythosConfig | None = None,
+    arrays: bool = False,
 ) -> ModelSource:
-    """A native checkpoint (a file), an HF folder (a folder) or a GGUF file (`.gguf`), opened and checked."""
+    """A native checkpoint (a file), an HF folder (a folder) or a GGUF file (`.gguf`), opened and checked.
+
+    `config_yaml` is a native checkpoint's config, `gguf_as` the config to read a GGUF with,
+    `arrays` reads an HF folder's tensors as numpy (see `open_hf`).
+    """
     path = Path(path)
     if path.is_dir():
-        return open_hf(path)
+        return open_hf(path, arrays=arrays)
     if path.suffix == ".gguf" and path.is_file():
         return open_gguf(path, gguf_as)
     if path.is_file():

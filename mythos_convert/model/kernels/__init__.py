@@ -5,8 +5,8 @@ half the read bandwidth (float32 through MKL's sgemv on row-major weights, bfloa
 no fast kernel at all), while ~600 tiny operator calls per token add a fifth on top: together
 most of what separated this engine from llama.cpp. `decode_ops.c` (~300 lines) streams the weights
 and fuses the small work into the products. It is compiled on first use with the system C
-compiler (about a second) into the user cache and loaded with ctypes, so installing the package
-needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
+compiler (about a second) into the user cache and loaded with ctypes (`mythos_convert.cbuild`),
+so installing the package needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
 compiler, `MYTHOS_KERNELS=0`, the build or its self-test fails) the decode plan runs its torch
 operations instead; `describe()` says which and why (`mythos-convert generate` prints it).
 """
@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from mythos_convert import cbuild
+
 SOURCE = Path(__file__).with_name("decode_ops.c")
 ABI = 4
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-DISABLE_ENV = "MYTHOS_KERNELS"  # "0" turns the compiled kernels off
+DISABLE_ENV = cbuild.DISABLE_ENV  # "0" turns the compiled kernels off
 MAX_HEAD_DIM = 1024  # the attention kernel's per-head accumulator
 SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
@@ -42,32 +39,8 @@ class KernelStatus:
     reason: str  # the library's path, or why torch's operations run instead
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mythos-convert" / "kernels"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _build(compiler: str, target: Path) -> None:
-    """Compile to a temporary name beside `target` and rename: concurrent first uses cannot clash."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp.so")
-    os.close(fd)
-    try:
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=True, capture_output=True, timeout=120)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+cache_dir = cbuild.cache_dir
+_cpu_flags = cbuild.cpu_flags
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -104,28 +77,23 @@ def _self_test(lib: ctypes.CDLL) -> str | None:
 @functools.cache
 def status() -> KernelStatus:
     """Load (building once if needed) the compiled operations, or say why torch's are used."""
-    if os.environ.get(DISABLE_ENV, "1") == "0":
+    if cbuild.disabled():
         return KernelStatus(None, f"{DISABLE_ENV}=0")
     if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform != "linux":
         return KernelStatus(None, f"no AVX2 kernels for {sys.platform}/{platform.machine()}")
     if not {"avx2", "fma"} <= _cpu_flags():
         return KernelStatus(None, "the CPU lacks AVX2/FMA")
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + str(compiler).encode()).hexdigest()[:16]
-    target = cache_dir() / f"decode_ops-{key}.so"
+    library, where = cbuild.load(SOURCE, FLAGS)
+    if library is None:
+        return KernelStatus(None, where)
     try:
-        if not target.is_file():
-            if compiler is None:
-                return KernelStatus(None, "no C compiler (cc/gcc) to build the AVX2 kernels")
-            _build(compiler, target)
-        lib = _bind(ctypes.CDLL(str(target)))
-    except (OSError, AttributeError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", None) or str(exc).encode()
-        return KernelStatus(None, f"kernel build/load failed: {detail.decode(errors='replace').strip()[:300]}")
+        lib = _bind(library)
+    except AttributeError as exc:
+        return KernelStatus(None, f"kernel build/load failed: {exc}"[:300])
     if lib.mythos_abi() != ABI:
-        return KernelStatus(None, f"{target} implements another ABI")
+        return KernelStatus(None, f"{where} implements another ABI")
     failure = _self_test(lib)
-    return KernelStatus(None, failure) if failure else KernelStatus(lib, str(target))
+    return KernelStatus(None, failure) if failure else KernelStatus(lib, where)
 
 
 def compiled_ops(dtype: torch.dtype, head_dim: int) -> CompiledOps | None:
