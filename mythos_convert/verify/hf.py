@@ -528,28 +528,28 @@ def verify_hf(
     return out
 
 
-def _source_digest(native: NativeCheckpoint) -> dict[str, Any] | None:
+def _source_digest(path: Path | None) -> dict[str, Any] | None:
     """sha256/size of the checkpoint file the folder was compared with (a name only: verify.json is published)."""
-    if native.path is None or not Path(native.path).is_file():
+    if path is None or not Path(path).is_file():
         return None
-    return {"name": Path(native.path).name, **file_digest(native.path)}
+    return {"name": Path(path).name, **file_digest(path)}
 
 
 def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
-    native = _native_source(src, ckpt, config_yaml)
     # the checkpoint's sha256 (with its optimizer state, often 3x the weights: ~1 s per 2 GB) is
     # computed on a thread while the models load and run (hashlib releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest") as pool:
-        digest = pool.submit(_source_digest, native)
-        out = _compare(folder, src, native, ckpt, tokenizer, config_yaml, show=show, name=name)
-        out["source"] = digest.result()
-    return out
+        return _compare(folder, src, ckpt, tokenizer, config_yaml, pool, show=show, name=name)
 
 
-def _compare(
-    folder: Path, src: HFSource, native: NativeCheckpoint, ckpt, tokenizer, config_yaml, *, show, name
-) -> dict:
-    """The checks of `_verify` (all but the source checkpoint's digest, which it adds)."""
+def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *, show: bool, name) -> dict:
+    """The checks of `_verify`; `pool` hashes the source checkpoint meanwhile.
+
+    Only this frame holds the checkpoint verify reads itself (not the digest's thread: it gets the
+    path), so dropping it here releases its mapped weights before transformers loads.
+    """
+    native = _native_source(src, ckpt, config_yaml)
+    digest = pool.submit(_source_digest, native.path)
     config_failures = _config_differences(native.config, src.config, folder, native.path)
     if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
         load_tokenizer(src.tokenizer_path, fix="re-export the folder with `mythos-convert hf`")
@@ -597,7 +597,7 @@ def _compare(
         "n_tokens": sum(len(s) for s in seqs),
         "n_sequences": len(seqs),
         "checkpoint": native.path.name if native.path else None,  # a name: verify.json is published
-        "source": None,  # `_verify` fills it in
+        "source": digest.result(),
         "failures": failures,
     }
     if drift is not None:
