@@ -537,7 +537,7 @@ def _source_digest(path: Path | None) -> dict[str, Any] | None:
 
 def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
     # the checkpoint's sha256 (with its optimizer state, often 3x the weights: ~1 s per 2 GB) is
-    # computed on a thread while the models load and run (hashlib releases the GIL)
+    # computed on a thread while transformers loads the folder (hashlib releases the GIL)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest") as pool:
         return _compare(folder, src, ckpt, tokenizer, config_yaml, pool, show=show, name=name)
 
@@ -549,7 +549,6 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
     path), so dropping it here releases its mapped weights before transformers loads.
     """
     native = _native_source(src, ckpt, config_yaml)
-    digest = pool.submit(_source_digest, native.path)
     config_failures = _config_differences(native.config, src.config, folder, native.path)
     if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
         load_tokenizer(src.tokenizer_path, fix="re-export the folder with `mythos-convert hf`")
@@ -566,6 +565,8 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
 
     # the native side first, then dropped (with the checkpoint's tensors, when verify read them itself)
     native_run = _run_native(load_native_model(native), seqs, dtype, greedy_seq, src.config.max_seq_len)
+    # hashed while transformers loads (one core, Python-bound): beside torch's two threads it slowed them
+    digest = pool.submit(_source_digest, native.path)
     loaded_here = not isinstance(ckpt, NativeCheckpoint)
     if loaded_here:  # keep what the record needs, not the mapped weights
         native = dataclasses.replace(native, state_dict={}, raw={})
