@@ -79,7 +79,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
             from mythos_convert.verify.hf import verify_hf  # torch: only when verifying
 
             t0 = time.perf_counter()
-            result = verify_hf(tmp, plan.source.checkpoint, tokenizer=plan.tokenizer, name=plan.out.name)
+            result = verify_hf(tmp, plan.source, tokenizer=plan.tokenizer, name=plan.out.name)
             timings["verify"] = time.perf_counter() - t0
         if card:
             write_card(tmp)

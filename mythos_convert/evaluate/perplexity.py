@@ -8,7 +8,8 @@ it could have served as its context: on a short text (one window) nothing is was
 perplexity of one window is exactly exp(mean cross-entropy) over all its predictions.
 
 Cross-entropy is computed in float64 from each engine's float32 logits, the same code for every
-engine, so the only differences between engines are their logits.
+engine, so the only differences between engines are their logits. It starts from the same float64
+log-softmax as KL divergence (`verify.divergence.log_probs`), computed once per window and engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from mythos_convert.errors import MythosError
+from mythos_convert.verify.divergence import LogProbs, log_probs
 
 METHOD = (
     "non-overlapping windows of {ctx} tokens; in each window the second half of the predictions is scored "
@@ -61,10 +63,13 @@ def windows(tokens: np.ndarray, ctx: int, chunks: int | None = None) -> list[np.
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """-log p(target) per position in float64; logits [T, V], targets [T]. Non-finite logits give NaN."""
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    nll = -logp.gather(-1, targets.reshape(-1, 1)).reshape(-1)
-    bad = ~torch.isfinite(logits).all(dim=-1)
-    return nll.masked_fill(bad, math.nan)
+    return nll_from_log_probs(log_probs(logits), targets)
+
+
+def nll_from_log_probs(lp: LogProbs, targets: torch.Tensor) -> torch.Tensor:
+    """`token_nll` from the logits' `log_probs` (shared with KL divergence: computed once)."""
+    nll = -lp.logp.gather(-1, targets.reshape(-1, 1)).reshape(-1)
+    return nll.masked_fill(~lp.finite, math.nan)
 
 
 def scored_logits(logits: torch.Tensor, window: np.ndarray, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +87,10 @@ class PerplexityAccumulator:
     count: int = 0
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        self.nll_sum += float(token_nll(logits, targets).sum())
+        self.add_log_probs(log_probs(logits), targets)
+
+    def add_log_probs(self, lp: LogProbs, targets: torch.Tensor) -> None:
+        self.nll_sum += float(nll_from_log_probs(lp, targets).sum())
         self.count += int(targets.numel())
 
     @property

@@ -6,7 +6,9 @@ mean, median, 99th percentile and max, with the share of positions whose argmax 
 computes exactly that, in float64, for `verify`'s gates and `eval`'s report alike.
 
 Positions are accumulated one batch of logits at a time (`DivergenceAccumulator`), so neither side's
-logits need to be kept: only one float and one bool per position.
+logits need to be kept: only one float and one bool per position. `log_probs` is the float64
+log-softmax both KL divergence and cross-entropy start from: `eval` computes it once per window and
+engine (the reference's once, for every model compared with it), and passes it to both.
 """
 
 from __future__ import annotations
@@ -18,16 +20,36 @@ import numpy as np
 import torch
 
 
+@dataclass(frozen=True)
+class LogProbs:
+    """One batch of logits [..., V] as KL divergence and cross-entropy use it."""
+
+    logp: torch.Tensor  # log_softmax in float64, [..., V]
+    finite: torch.Tensor  # bool [...]: the position's logits are all finite
+    argmax: torch.Tensor  # [...]: the logits' argmax (top-1)
+
+
+def log_probs(logits: torch.Tensor) -> LogProbs:
+    """The float64 log-softmax of `logits` [..., V], which positions are finite, and the argmax."""
+    return LogProbs(
+        torch.log_softmax(logits.double(), dim=-1), torch.isfinite(logits).all(dim=-1), logits.argmax(dim=-1)
+    )
+
+
+def kl_from_log_probs(reference: LogProbs, other: LogProbs) -> torch.Tensor:
+    """KL(P_ref || P) per position from both sides' `log_probs`; NaN where either side is not finite."""
+    ref, out = reference.logp, other.logp
+    kl = (ref.exp() * (ref - out)).sum(dim=-1)
+    bad = ~(reference.finite & other.finite)
+    return kl.masked_fill(bad, math.nan).clamp_min(0.0)  # rounding can give -1e-17 for identical rows
+
+
 def kl_per_position(reference: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax(reference) || softmax(logits)) per position, in float64; inputs [..., V].
 
     Non-finite logits give NaN (never a finite number that could pass a gate).
     """
-    ref = torch.log_softmax(reference.double(), dim=-1)
-    out = torch.log_softmax(logits.double(), dim=-1)
-    kl = (ref.exp() * (ref - out)).sum(dim=-1)
-    bad = ~(torch.isfinite(reference).all(dim=-1) & torch.isfinite(logits).all(dim=-1))
-    return kl.masked_fill(bad, math.nan).clamp_min(0.0)  # rounding can give -1e-17 for identical rows
+    return kl_from_log_probs(log_probs(reference), log_probs(logits))
 
 
 @dataclass(frozen=True)
@@ -56,9 +78,16 @@ class DivergenceAccumulator:
         """One batch of positions: reference and compared logits of the same shape [..., V]."""
         if reference.shape != logits.shape:
             raise ValueError(f"logits of shape {tuple(logits.shape)} against a reference of {tuple(reference.shape)}")
-        self.kl.append(kl_per_position(reference, logits).reshape(-1).numpy())
-        same = reference.argmax(dim=-1) == logits.argmax(dim=-1)
-        self.agree.append(same.reshape(-1).numpy())
+        self.add_log_probs(log_probs(reference), log_probs(logits))
+
+    def add_log_probs(self, reference: LogProbs, other: LogProbs) -> None:
+        """The same from both sides' `log_probs` (the reference's computed once for every model)."""
+        if reference.logp.shape != other.logp.shape:
+            raise ValueError(
+                f"logits of shape {tuple(other.logp.shape)} against a reference of {tuple(reference.logp.shape)}"
+            )
+        self.kl.append(kl_from_log_probs(reference, other).reshape(-1).numpy())
+        self.agree.append((reference.argmax == other.argmax).reshape(-1).numpy())
 
     def summary(self) -> Divergence:
         kl = np.concatenate(self.kl) if self.kl else np.zeros(0)

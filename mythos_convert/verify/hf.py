@@ -5,11 +5,20 @@ transformers' LlamaForCausalLM runs in float32 on the folder's weights. The cast
 step of an export and both sides see it, so every dtype keeps float32's tight tolerance: anything
 beyond arithmetic noise is a conversion bug. How the stored dtype shifts the logits against the
 original float32 weights is reported as well ("dtype drift"), for information.
+
+Memory: the two models run one after the other, never side by side. The native model runs first,
+on the checkpoint's own (memory-mapped) tensors, and leaves its logits per prompt and its greedy
+tokens (a few MB); it is dropped before transformers loads the folder. Only a failed logit check
+loads both at once, to say where they diverge (`localise`). How each side's model is loaded is one
+function each: `load_native_model` and `load_hf_model`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
+import gc
 import inspect
 import io
 import tempfile
@@ -20,8 +29,10 @@ from typing import Any
 import torch
 
 from mythos_convert.convert.dtypes import torch_dtype
-from mythos_convert.convert.hf_read import HFSource, read_hf_folder
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint, load_model
+from mythos_convert.convert.hf_read import HFSource
+from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors
+from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint
+from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
@@ -60,10 +71,11 @@ def torch_threads(n_params: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _native_source(src: HFSource, ckpt: NativeCheckpoint | str | Path | None, config_yaml) -> NativeCheckpoint:
-    """The checkpoint to compare against: given, else the one recorded in mythos.json."""
-    if isinstance(ckpt, NativeCheckpoint):
-        return ckpt
+def _native_source(src: HFSource, ckpt: ModelSource | str | Path | None, config_yaml) -> NativeCheckpoint:
+    """The checkpoint to compare against: given (a path, or the native `ModelSource` an export was
+    written from), else the one recorded in mythos.json."""
+    if isinstance(ckpt, ModelSource) and ckpt.checkpoint is not None:
+        return ckpt.checkpoint
     if ckpt is None:
         recorded = src.provenance.source_checkpoint_path if src.provenance else None
         if not recorded or not Path(recorded).is_file():
@@ -119,6 +131,57 @@ def _quiet_transformers():
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """torch.nn.init's random fills as no-ops while a model is built whose weights are then assigned.
+
+    (The meta device would do the same, but in torch 2.13 its first use imports torch._dynamo: 0.7 s.)
+    """
+    names = ("normal_", "uniform_", "kaiming_uniform_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def load_native_model(native: NativeCheckpoint):
+    """The native model in float32 on the checkpoint's own tensors: assigned, not copied.
+
+    A checkpoint read by `load_checkpoint` is memory-mapped, so the model's weights are the file's
+    pages (float32 ones; other dtypes are converted, a copy). Checked like `load_model`: a missing,
+    unknown or misshapen tensor is named before anything is built; the model is built without its
+    random initialisation (`_no_init`: its empty tensors are never touched, so they cost no memory,
+    and are freed by the assignment), the rope tables are the checkpoint's when it has them, and
+    the head is tied to the embedding again after the assignment.
+    """
+    from mythos_convert.model.layers import rope_tables
+    from mythos_convert.model.model import Mythos
+
+    cfg = native.config
+    state = {name: t.float() for name, t in native.state_dict.items()}  # a no-op for float32 tensors
+    if "output.weight" not in state and "embedding.weight" in state:
+        state["output.weight"] = state["embedding.weight"]
+    check_tensors({n: t.shape for n, t in state.items()}, cfg, "native", what="checkpoint")
+    if any(name not in state for name in NATIVE_DROPPED):  # formats that drop the buffers
+        state["rope_cos"], state["rope_sin"] = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+    with _no_init():
+        model = Mythos(cfg)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise MythosError(
+            f"checkpoint weights do not match its config: {str(exc).splitlines()[0]} (check --config)"
+        ) from exc
+    model.output.weight = model.embedding.weight  # assign made two parameters of the tied head
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model.eval()
 
 
 def load_hf_model(folder: Path):
@@ -181,12 +244,16 @@ def _config_checks(model, cfg: MythosConfig) -> list[str]:
 
 
 def _cast_native(model, dtype: torch.dtype) -> None:
-    """Round the native weights through the export's dtype, in place (float32 compute on the same weights)."""
+    """Round the native weights through the export's dtype (float32 compute on the same weights).
+
+    Into new tensors, one parameter at a time: the model's weights are the checkpoint's own
+    tensors (`load_native_model`), which belong to the caller and must not change.
+    """
     if dtype == torch.float32:
         return
     with torch.no_grad():
         for param in model.parameters():
-            param.copy_(param.to(dtype).float())
+            param.data = param.to(dtype).float()
 
 
 def _sequences(tok, bos: int | None, vocab_size: int, max_len: int) -> list[list[int]]:
@@ -380,21 +447,61 @@ class _CachedStep:
             self.model.clear_cache()
 
 
-def _greedy_equal(native, hf, seqs: list[list[int]], max_len: int) -> bool:
-    equal = True
-    for seq in seqs:
-        steps = [_CachedStep(native, False, max_len), _CachedStep(hf, True, max_len)]
-        try:
-            equal &= greedy_continue(steps[0], seq) == greedy_continue(steps[1], seq)
-        finally:
-            for step in steps:
-                step.close()
-    return equal
+def _greedy(model, hf: bool, seq: list[int], max_len: int) -> list[int]:
+    """The greedy continuation of `seq` by one model, through its KV cache."""
+    step = _CachedStep(model, hf, max_len)
+    try:
+        return greedy_continue(step, seq)
+    finally:
+        step.close()
+
+
+@dataclasses.dataclass
+class _NativeRun:
+    """What the native model leaves for the comparison, so that it can be dropped before transformers loads."""
+
+    logits: list[torch.Tensor | None]  # per sequence, on the weights rounded through the export dtype
+    drift_logits: list[torch.Tensor | None] | None  # per sequence, on the original weights (non-float32 exports)
+    greedy: list[int]
+
+
+def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy_seq: list[int], max_len: int) -> _NativeRun:
+    """Logits of every sequence (on the original weights too when the export casts them) and greedy tokens.
+
+    The cast happens here, so the model is left on the export's rounded weights (what `localise`
+    compares against transformers).
+    """
+    run = _logits_fn(model, hf=False)
+    drift = None
+    if dtype != torch.float32:
+        drift = [run(s) for s in seqs]
+        _cast_native(model, dtype)
+    return _NativeRun([run(s) for s in seqs], drift, _greedy(model, False, greedy_seq, max_len))
+
+
+def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[dict, dict | None]:
+    """(comparison, dtype drift or None) of transformers' logits with the native ones, sequence by sequence.
+
+    Each native logit tensor is released once compared: only one sequence's logits of each side
+    are alive beyond what the native run left.
+    """
+    run = _logits_fn(hf_model, hf=True)
+    parts, drift_parts = [], []
+    for i, seq in enumerate(seqs):
+        theirs = run(seq)
+        parts.append(compare_logits(native.logits[i], theirs, NAMES))
+        native.logits[i] = None
+        if native.drift_logits is not None:
+            drift_parts.append(compare_logits(native.drift_logits[i], theirs, NAMES))
+            native.drift_logits[i] = None
+    weights = [len(s) for s in seqs]
+    drift = merge_comparisons(drift_parts, weights) if native.drift_logits is not None else None
+    return merge_comparisons(parts, weights), drift
 
 
 def verify_hf(
     folder: str | Path,
-    ckpt: NativeCheckpoint | str | Path | None = None,
+    ckpt: ModelSource | str | Path | None = None,
     *,
     tokenizer=None,
     config_yaml: str | Path | None = None,
@@ -409,7 +516,8 @@ def verify_hf(
     """
     folder = Path(folder)
     files = hash_files(folder, hf_bound_files(folder))  # before reading: a later change cannot pass as verified
-    src = read_hf_folder(folder)
+    src = open_hf(folder).hf  # the one tensor check first: a misfit is named before transformers loads
+    assert src is not None
     with torch_threads(src.config.num_parameters()):
         out = _verify(folder, src, ckpt, tokenizer, config_yaml, show=show, name=name)
     out["files"] = files
@@ -418,14 +526,26 @@ def verify_hf(
     return out
 
 
-def _source_digest(native: NativeCheckpoint) -> dict[str, Any] | None:
+def _source_digest(path: Path | None) -> dict[str, Any] | None:
     """sha256/size of the checkpoint file the folder was compared with (a name only: verify.json is published)."""
-    if native.path is None or not Path(native.path).is_file():
+    if path is None or not Path(path).is_file():
         return None
-    return {"name": Path(native.path).name, **file_digest(native.path)}
+    return {"name": Path(path).name, **file_digest(path)}
 
 
 def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
+    # the checkpoint's sha256 (with its optimizer state, often 3x the weights: ~1 s per 2 GB) is
+    # computed on a thread while transformers loads the folder (hashlib releases the GIL)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest") as pool:
+        return _compare(folder, src, ckpt, tokenizer, config_yaml, pool, show=show, name=name)
+
+
+def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *, show: bool, name) -> dict:
+    """The checks of `_verify`; `pool` hashes the source checkpoint meanwhile.
+
+    Only this frame holds the checkpoint verify reads itself (not the digest's thread: it gets the
+    path), so dropping it here releases its mapped weights before transformers loads.
+    """
     native = _native_source(src, ckpt, config_yaml)
     config_failures = _config_differences(native.config, src.config, folder, native.path)
     if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
@@ -437,23 +557,29 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
     tol = tolerance_for(dtype_name)
     info(f"verifying {folder} ({dtype_name}) against {native.path}")
 
+    seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
+    greedy_seq = max(seqs[: len(PROMPTS)], key=len)
+    dtype = torch_dtype(dtype_name)
+
+    # the native side first, then dropped (with the checkpoint's tensors, when verify read them itself)
+    native_run = _run_native(load_native_model(native), seqs, dtype, greedy_seq, src.config.max_seq_len)
+    # hashed while transformers loads (one core, Python-bound): beside torch's two threads it slowed them
+    digest = pool.submit(_source_digest, native.path)
+    loaded_here = not isinstance(ckpt, ModelSource)
+    if loaded_here:  # keep what the record needs, not the mapped weights
+        native = dataclasses.replace(native, state_dict={}, raw={})
+    gc.collect()
+
     hf_model = load_hf_model(folder)
     failures = config_failures + _config_checks(hf_model, native.config)
-    ref_model = load_model(native, torch.float32)
-    seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
-    native_fn, hf_fn = _logits_fn(ref_model, hf=False), _logits_fn(hf_model, hf=True)
-
-    drift = None
-    if torch_dtype(dtype_name) != torch.float32:
-        drift = merge_comparisons([compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs], [len(s) for s in seqs])
-        _cast_native(ref_model, torch_dtype(dtype_name))
-    parts = [compare_logits(native_fn(s), hf_fn(s), NAMES) for s in seqs]
-    comparison = merge_comparisons(parts, [len(s) for s in seqs])
-    greedy_seqs = [max(seqs[: len(PROMPTS)], key=len)]
-    greedy_equal = _greedy_equal(ref_model, hf_model, greedy_seqs, src.config.max_seq_len)
+    comparison, drift = _compare_hf(hf_model, seqs, native_run)
+    greedy_equal = native_run.greedy == _greedy(hf_model, True, greedy_seq, src.config.max_seq_len)
     passed_logits, reasons = check(comparison, tol, greedy_equal)
-    if reasons:  # say where: the first block and sub-layer whose output differs
-        reasons.append(localise(ref_model, hf_model, greedy_seqs[0]))
+    if reasons:  # say where: the first block and sub-layer whose output differs (both models, this once)
+        source = _native_source(src, ckpt, config_yaml) if loaded_here else native
+        ref_model = load_native_model(source)
+        _cast_native(ref_model, dtype)
+        reasons.append(localise(ref_model, hf_model, greedy_seq))
     tok_agreement, tok_problems = _tokenizer_checks(folder, tokenizer)
     failures += reasons + tok_problems
 
@@ -470,7 +596,7 @@ def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: 
         "n_tokens": sum(len(s) for s in seqs),
         "n_sequences": len(seqs),
         "checkpoint": native.path.name if native.path else None,  # a name: verify.json is published
-        "source": _source_digest(native),
+        "source": digest.result(),
         "failures": failures,
     }
     if drift is not None:
