@@ -266,3 +266,20 @@ def test_wrong_shape_missing_and_unknown_tensors(tiny_cfg, tmp_path, ref_tokeniz
         run(lambda m: m.__setitem__("output.weight", m["embedding.weight"] + 1))
     with pytest.raises(MythosError, match="--dtype"):
         export_hf(tmp_path / "bad.pt", tmp_path / "o2", dtype="int8", verify=False)
+
+
+def test_verify_of_a_checkpoint_without_config_uses_the_recorded_one(tmp_path, tiny_cfg, ref_tokenizer_path):
+    """A reference checkpoint saved without its config, exported with --config: `verify` later needs
+    no --config, because mythos.json recorded it (and without that record it says to pass one)."""
+    from mythos_convert.verify.hf import verify_hf
+
+    ckpt = make_checkpoint(tmp_path / "run" / "ckpt.pt", tiny_cfg, embed_config=False)
+    (ckpt.parent / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
+    config = write_config_yaml(tmp_path / "model.yaml", tiny_cfg)
+    out = export_hf(ckpt, tmp_path / "out", config_yaml=config, verify=False, card=False).folder
+    assert verify_hf(out, ckpt, record=False, show=False)["passed"]
+    meta = json.loads((out / "mythos.json").read_text())
+    meta.pop("native_config")
+    (out / "mythos.json").write_text(json.dumps(meta))
+    with pytest.raises(MythosError, match="no embedded config: pass --config"):
+        verify_hf(out, ckpt, record=False, show=False)

@@ -79,13 +79,17 @@ def _torch_load(path: Path) -> Any:
             raise
 
 
-def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> NativeCheckpoint:
+def load_checkpoint(
+    path: str | Path, config_yaml: str | Path | None = None, *, recorded_config: Mapping[str, Any] | None = None
+) -> NativeCheckpoint:
     """Load a native checkpoint written by us or by the reference implementation.
 
     Args:
         path: the `.pt` file.
         config_yaml: a YAML file with a `model:` mapping, used when the file has no `config`
             (older reference files) and overriding it when given.
+        recorded_config: the config an export recorded for this checkpoint (mythos.json), used
+            only when the file has no `config` and no `config_yaml` is given.
 
     Raises:
         MythosError: missing, truncated or corrupt file; no weights; no config anywhere.
@@ -111,11 +115,18 @@ def load_checkpoint(path: str | Path, config_yaml: str | Path | None = None) -> 
         ) from exc
     import torch
 
-    return checkpoint_from_data(data, path, config_yaml, lambda value: isinstance(value, torch.Tensor))
+    return checkpoint_from_data(
+        data, path, config_yaml, lambda value: isinstance(value, torch.Tensor), recorded_config=recorded_config
+    )
 
 
 def checkpoint_from_data(
-    data: Any, path: Path, config_yaml: str | Path | None, is_tensor: Callable[[Any], bool]
+    data: Any,
+    path: Path,
+    config_yaml: str | Path | None,
+    is_tensor: Callable[[Any], bool],
+    *,
+    recorded_config: Mapping[str, Any] | None = None,
 ) -> NativeCheckpoint:
     """Interpret what a checkpoint file unpickled to (tensors recognised by `is_tensor`).
 
@@ -153,6 +164,8 @@ def checkpoint_from_data(
         config = config_from_yaml(config_yaml)
     elif isinstance(data.get(CONFIG_KEY), Mapping):
         config = MythosConfig.from_dict(dict(data[CONFIG_KEY]))
+    elif recorded_config is not None:
+        config = MythosConfig.from_dict(dict(recorded_config))
     else:
         raise MythosError(f"checkpoint {path} has no embedded config: pass --config with a YAML file holding `model:`")
     training = data.get(TRAINING_KEY)

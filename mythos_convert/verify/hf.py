@@ -21,7 +21,6 @@ import dataclasses
 import gc
 import inspect
 import io
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,19 +83,9 @@ def _native_source(src: HFSource, ckpt: ModelSource | str | Path | None, config_
                 + (f" (the recorded source {recorded} no longer exists)" if recorded else "")
             )
         ckpt = recorded
-    if config_yaml is None and src.provenance is not None and src.provenance.native_config:
-        try:
-            return load_checkpoint(ckpt)
-        except MythosError as exc:
-            if "no embedded config" not in str(exc):
-                raise
-            import yaml
-
-            with tempfile.TemporaryDirectory() as tmp:  # the config recorded at export time
-                path = Path(tmp) / "config.yaml"
-                path.write_text(yaml.safe_dump({"model": src.provenance.native_config}))
-                return load_checkpoint(ckpt, path)
-    return load_checkpoint(ckpt, config_yaml)
+    # the config the export recorded, for a checkpoint saved without one
+    native_config = src.provenance.native_config if src.provenance is not None else None
+    return load_checkpoint(ckpt, config_yaml, recorded_config=native_config)
 
 
 def _recorded_tokenizer(src: HFSource, native: NativeCheckpoint):
