@@ -22,7 +22,7 @@ import torch
 from mythos_convert.convert.imatrix_file import ImatrixStats
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
-from mythos_convert.data.held_out import held_out_tokens
+from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.model.layers import tap_linear_inputs
@@ -41,14 +41,7 @@ def collect(
         MythosError: fewer tokens than one window.
     """
     ctx = min(ctx, model.config.max_seq_len)
-    n_windows = tokens.size // ctx
-    if chunks is not None:
-        n_windows = min(n_windows, chunks)
-    if n_windows < 1:
-        raise MythosError(
-            f"the calibration text has {tokens.size} tokens, fewer than one window of {ctx}: "
-            "pass more text with --data or a smaller --ctx"
-        )
+    chunked = windows(tokens, ctx, chunks, what="calibration")
     names = {
         id(param): convert_name(name, "native", "gguf")
         for name, param in model.named_parameters()
@@ -71,13 +64,12 @@ def collect(
     model.eval()
     started = time.perf_counter()
     with torch.no_grad(), tap_linear_inputs(tap):
-        for i in track(range(n_windows), "collecting the importance matrix"):
-            window = torch.from_numpy(np.ascontiguousarray(tokens[i * ctx : (i + 1) * ctx], dtype=np.int64))
-            model(window[None])
+        for window in track(chunked, "collecting the importance matrix"):
+            model(torch.from_numpy(window)[None])
     seconds = time.perf_counter() - started
-    stats.chunk_count = n_windows
-    stats.tokens_per_second = n_windows * ctx / seconds if seconds > 0 else math.inf
-    info(f"importance matrix: {n_windows} windows of {ctx} tokens, {stats.tokens_per_second:,.0f} tokens/s")
+    stats.chunk_count = len(chunked)
+    stats.tokens_per_second = len(chunked) * ctx / seconds if seconds > 0 else math.inf
+    info(f"importance matrix: {len(chunked)} windows of {ctx} tokens, {stats.tokens_per_second:,.0f} tokens/s")
     return stats
 
 

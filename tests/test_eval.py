@@ -14,8 +14,8 @@ import pytest
 import torch
 from helpers import REFERENCE
 
+from mythos_convert.data.held_out import windows
 from mythos_convert.evaluate.engines import gguf_engine
-from mythos_convert.evaluate.perplexity import windows
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
 from mythos_convert.evaluate.run import measure, run_eval
 from mythos_convert.release import export_gguf, export_hf

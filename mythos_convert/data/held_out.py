@@ -62,3 +62,22 @@ def _tokenize(texts: list[str], tokenizer: Tokenizer, report: DataReport, take: 
         split = tokenize_to_files(texts, tokenizer, tmp, report)
         parts = [split.val] if take == "val" else [split.train, split.val]
         return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+
+
+def windows(tokens: np.ndarray, ctx: int, chunks: int | None = None, *, what: str = "evaluation") -> list[np.ndarray]:
+    """Held-out text cut into windows of `ctx` tokens (at most `chunks`); a shorter tail is not used.
+
+    The one cut `eval` scores and `imatrix` calibrates on (llama-perplexity's and llama-imatrix's chunks).
+
+    Raises:
+        MythosError: fewer tokens than one window, saying how many there are and what to pass.
+    """
+    n = tokens.size // ctx
+    if chunks is not None:
+        n = min(n, chunks)
+    if n < 1:
+        raise MythosError(
+            f"the {what} text has {tokens.size} tokens, fewer than one window of {ctx}: "
+            f"pass a longer text with --data (at least {ctx} tokens) or a smaller --ctx (at most {tokens.size})"
+        )
+    return [np.ascontiguousarray(tokens[i * ctx : (i + 1) * ctx], dtype=np.int64) for i in range(n)]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mythos_convert.errors import MythosError
 from mythos_convert.verify.divergence import LogProbs, log_probs
 
 METHOD = (
@@ -42,23 +41,6 @@ def first_scored(window: int, ctx: int) -> int:
 def scored_count(n_windows: int, ctx: int) -> int:
     """How many predictions `n_windows` windows of `ctx` score in all."""
     return sum(ctx - 1 - first_scored(w, ctx) for w in range(n_windows))
-
-
-def windows(tokens: np.ndarray, ctx: int, chunks: int | None = None) -> list[np.ndarray]:
-    """The windows of `ctx` tokens (at most `chunks` of them); a shorter tail is not used.
-
-    Raises:
-        MythosError: fewer tokens than one window.
-    """
-    n = tokens.size // ctx
-    if chunks is not None:
-        n = min(n, chunks)
-    if n < 1:
-        raise MythosError(
-            f"the evaluation text has {tokens.size} tokens, fewer than one window of {ctx}: "
-            f"pass a longer text with --data (at least {ctx} tokens) or a smaller --ctx (at most {tokens.size})"
-        )
-    return [np.ascontiguousarray(tokens[i * ctx : (i + 1) * ctx], dtype=np.int64) for i in range(n)]
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

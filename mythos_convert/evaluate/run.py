@@ -29,7 +29,7 @@ from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.native_checkpoint import load_checkpoint
-from mythos_convert.data.held_out import held_out_tokens
+from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.engines import (
@@ -45,7 +45,6 @@ from mythos_convert.evaluate.perplexity import (
     method_text,
     scored_count,
     scored_logits,
-    windows,
 )
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
 from mythos_convert.ui import human_size, info, progress_task
