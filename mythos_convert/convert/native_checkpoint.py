@@ -9,9 +9,10 @@ costs about one copy of the weights. Writing goes to a temporary name and is ren
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,26 +237,53 @@ def save_checkpoint(
     return Path(path)
 
 
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """torch.nn.init's random fills as no-ops while a model is built whose weights are then assigned.
+
+    (The meta device would do the same, but in torch 2.13 its first use imports torch._dynamo: 0.7 s.)
+    """
+    import torch
+
+    names = ("normal_", "uniform_", "kaiming_uniform_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def load_model(ckpt: NativeCheckpoint, dtype: torch.dtype | None = None):
-    """Build the native model from a checkpoint (strict load); for running it, not for converting.
+    """Build the native model on a checkpoint's own tensors (strict); for running it, not for converting.
 
     The weights are checked against the config before the model is built, so a config that does
     not describe them (or asks for absurd sizes) fails by name instead of allocating the model.
+    The model is built without its random initialisation and the checkpoint's tensors are assigned,
+    not copied: for a memory-mapped float32 checkpoint the weights are the file's pages (other
+    dtypes are widened to float32 first, as loading into float32 parameters did), then cast to
+    `dtype` when given.
     """
+    import torch
+
     from mythos_convert.model.model import Mythos  # local: converters must not need the model
 
-    state = dict(ckpt.state_dict)
+    state = {n: t if t.dtype == torch.float32 else t.float() for n, t in ckpt.state_dict.items()}
     if "output.weight" not in state and "embedding.weight" in state:
         state["output.weight"] = state["embedding.weight"]
     check_tensors({n: t.shape for n, t in state.items()}, ckpt.config, "native", what="checkpoint")
-    model = Mythos(ckpt.config)
+    with _no_init():
+        model = Mythos(ckpt.config)
     for name in sorted(NATIVE_DROPPED):
         state.setdefault(name, getattr(model, name))  # formats that drop the buffers
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise MythosError(
             f"checkpoint weights do not match its config: {str(exc).splitlines()[0]} (check --config)"
         ) from exc
+    model.output.weight = model.embedding.weight  # assigning made the tied head two parameters
     model.eval()
     return model.to(dtype) if dtype is not None else model

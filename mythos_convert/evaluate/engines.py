@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint
+from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
 from mythos_convert.convert.sources import open_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
 from mythos_convert.verify.gguf import llama_logits, load_llama
-from mythos_convert.verify.hf import load_hf_model, load_native_model
+from mythos_convert.verify.hf import load_hf_model
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _torch_fn(model, hf: bool) -> Callable[[np.ndarray], torch.Tensor]:
 
 def native_engine(target: str, ckpt: NativeCheckpoint, dtype: str = "float32") -> Engine:
     """The native model in float32 on a checkpoint's weights (its own tensors: no random init, no copy)."""
-    model = load_native_model(ckpt)
+    model = load_model(ckpt, torch.float32)
     vocab = ckpt.config.vocab_size
     return Engine(target, "native", "native (torch)", dtype, vocab, _torch_fn(model, hf=False), lambda: None)
 

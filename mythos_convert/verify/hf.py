@@ -10,7 +10,7 @@ Memory: the two models run one after the other, never side by side. The native m
 on the checkpoint's own (memory-mapped) tensors, and leaves its logits per prompt and its greedy
 tokens (a few MB); it is dropped before transformers loads the folder. Only a failed logit check
 loads both at once, to say where they diverge (`localise`). How each side's model is loaded is one
-function each: `load_native_model` and `load_hf_model`.
+function each: `native_checkpoint.load_model` and `load_hf_model`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import torch
 
 from mythos_convert.convert.dtypes import torch_dtype
 from mythos_convert.convert.hf_read import HFSource
-from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint
+from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint, load_model
 from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
@@ -122,57 +121,6 @@ def _quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
-@contextlib.contextmanager
-def _no_init() -> Iterator[None]:
-    """torch.nn.init's random fills as no-ops while a model is built whose weights are then assigned.
-
-    (The meta device would do the same, but in torch 2.13 its first use imports torch._dynamo: 0.7 s.)
-    """
-    names = ("normal_", "uniform_", "kaiming_uniform_")
-    saved = {name: getattr(torch.nn.init, name) for name in names}
-    for name in names:
-        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
-
-
-def load_native_model(native: NativeCheckpoint):
-    """The native model in float32 on the checkpoint's own tensors: assigned, not copied.
-
-    A checkpoint read by `load_checkpoint` is memory-mapped, so the model's weights are the file's
-    pages (float32 ones; other dtypes are converted, a copy). Checked like `load_model`: a missing,
-    unknown or misshapen tensor is named before anything is built; the model is built without its
-    random initialisation (`_no_init`: its empty tensors are never touched, so they cost no memory,
-    and are freed by the assignment), the rope tables are the checkpoint's when it has them, and
-    the head is tied to the embedding again after the assignment.
-    """
-    from mythos_convert.model.layers import rope_tables
-    from mythos_convert.model.model import Mythos
-
-    cfg = native.config
-    state = {name: t.float() for name, t in native.state_dict.items()}  # a no-op for float32 tensors
-    if "output.weight" not in state and "embedding.weight" in state:
-        state["output.weight"] = state["embedding.weight"]
-    check_tensors({n: t.shape for n, t in state.items()}, cfg, "native", what="checkpoint")
-    if any(name not in state for name in NATIVE_DROPPED):  # formats that drop the buffers
-        state["rope_cos"], state["rope_sin"] = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-    with _no_init():
-        model = Mythos(cfg)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise MythosError(
-            f"checkpoint weights do not match its config: {str(exc).splitlines()[0]} (check --config)"
-        ) from exc
-    model.output.weight = model.embedding.weight  # assign made two parameters of the tied head
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model.eval()
-
-
 def load_hf_model(folder: Path):
     """LlamaForCausalLM in float32; any missing/unexpected/mismatched key or meta tensor is an error."""
     from transformers import LlamaForCausalLM
@@ -236,7 +184,7 @@ def _cast_native(model, dtype: torch.dtype) -> None:
     """Round the native weights through the export's dtype (float32 compute on the same weights).
 
     Into new tensors, one parameter at a time: the model's weights are the checkpoint's own
-    tensors (`load_native_model`), which belong to the caller and must not change.
+    tensors (`load_model`), which belong to the caller and must not change.
     """
     if dtype == torch.float32:
         return
@@ -551,7 +499,7 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
     dtype = torch_dtype(dtype_name)
 
     # the native side first, then dropped (with the checkpoint's tensors, when verify read them itself)
-    native_run = _run_native(load_native_model(native), seqs, dtype, greedy_seq, src.config.max_seq_len)
+    native_run = _run_native(load_model(native, torch.float32), seqs, dtype, greedy_seq, src.config.max_seq_len)
     # hashed while transformers loads (one core, Python-bound): beside torch's two threads it slowed them
     digest = pool.submit(_source_digest, native.path)
     loaded_here = not isinstance(ckpt, ModelSource)
@@ -566,7 +514,7 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
     passed_logits, reasons = check(comparison, tol, greedy_equal)
     if reasons:  # say where: the first block and sub-layer whose output differs (both models, this once)
         source = _native_source(src, ckpt, config_yaml) if loaded_here else native
-        ref_model = load_native_model(source)
+        ref_model = load_model(source, torch.float32)
         _cast_native(ref_model, dtype)
         reasons.append(localise(ref_model, hf_model, greedy_seq))
     tok_agreement, tok_problems = _tokenizer_checks(folder, tokenizer)
