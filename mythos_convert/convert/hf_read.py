@@ -31,7 +31,7 @@ from mythos_convert.convert.hf_folder import (
     Provenance,
 )
 from mythos_convert.convert.names import HF_IGNORED, convert_name
-from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header
+from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.safe_paths import inside
@@ -151,20 +151,16 @@ class HFSource:
 
 def _weight_map(folder: Path) -> dict[str, str]:
     """Tensor name -> weights file; every file named stays inside the folder."""
-    index = inside(folder, INDEX_FILE)
-    if index.is_file():
-        data = _read_json(index, "index")
-        weight_map = data.get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise MythosError(f"index {index} has no weight_map: re-export the folder")
-        for name in sorted({str(f) for f in weight_map.values()}):
-            inside(folder, name, f"shard listed in {INDEX_FILE}")
+    if inside(folder, INDEX_FILE).is_file():
+        weight_map = read_index(folder)  # every shard named stays inside the folder
+        if not weight_map:
+            raise MythosError(f"index {folder / INDEX_FILE} has no weight_map: re-export the folder")
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
             raise MythosError(
                 f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}: copy them back or re-export the folder"
             )
-        return {str(k): str(v) for k, v in weight_map.items()}
+        return weight_map
     single = inside(folder, SINGLE_FILE)
     if not single.is_file():
         raise MythosError(

@@ -50,8 +50,6 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: the torch-free re
     import torch
     from tokenizers import Tokenizer
 
-KINDS = ("native", "hf", "gguf")
-
 
 @dataclass
 class ModelSource:
@@ -273,7 +271,8 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
     path = Path(path)
     try:
         first = gguf.GGUFReader(path)
-        readers = [first] + [gguf.GGUFReader(path.parent / n) for n in shard_names(path.name, split_count(first))[1:]]
+        files = [path.parent / n for n in shard_names(path.name, split_count(first))]
+        readers = [first] + [gguf.GGUFReader(f) for f in files[1:]]
     except (ValueError, OSError, KeyError) as exc:
         raise MythosError(
             f"{path} is not a readable GGUF file ({exc}): pass a .gguf written by llama.cpp or us"
@@ -292,7 +291,6 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
 
     if TIED_HEAD["gguf"] in shapes:
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
-    files = [path] + [path.parent / n for n in shard_names(path.name, len(readers))[1:]]
     types = {name: t.tensor_type.name for name, t in by_name.items()}
     return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types)
 
