@@ -6,10 +6,12 @@ Every reader and writer looks them up here (no torch import: the torch-free expo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -35,3 +37,20 @@ def torch_dtype(name: str) -> torch.dtype:
 def dtype_name(dtype: torch.dtype) -> str:
     """`torch.bfloat16` -> `bfloat16` (KeyError for a dtype an export cannot hold)."""
     return BY_NAME[str(dtype).removeprefix("torch.")].name
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """Without importing torch: a reader that made torch tensors has imported it already."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def float32_array(value: Any) -> np.ndarray:
+    """A tensor of any reader (torch, numpy) as float32 numpy: a view where it already is float32."""
+    import numpy as np
+
+    if is_torch_tensor(value):
+        import torch
+
+        return value.detach().to(torch.float32).numpy()
+    return np.asarray(value, dtype=np.float32)

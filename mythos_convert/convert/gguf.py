@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from gguf.utility import model_weight_count_rounded_notation
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert import kquants
+from mythos_convert.convert.dtypes import float32_array
 from mythos_convert.convert.gguf_files import shard_paths
 from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
 from mythos_convert.convert.gguf_vocab import GGUFVocab
@@ -337,20 +337,6 @@ KEY_VERSION = "mythos_convert.version"
 # --- the tensor stream ------------------------------------------------------------------------
 
 
-def _is_torch(tensor) -> bool:
-    """Without importing torch: a source that holds tensors has imported it already."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(tensor, torch.Tensor)
-
-
-def _to_numpy(tensor) -> np.ndarray:
-    if _is_torch(tensor):
-        import torch
-
-        return tensor.detach().to(torch.float32).numpy()
-    return np.asarray(tensor, dtype=np.float32)
-
-
 def gguf_tensors(tensors: Iterable[tuple[str, object]], config: MythosConfig) -> Iterator[tuple[str, np.ndarray]]:
     """Map (native name, tensor) to (gguf name, float32 array), transforms applied.
 
@@ -361,7 +347,7 @@ def gguf_tensors(tensors: Iterable[tuple[str, object]], config: MythosConfig) ->
         MythosError: a tensor holding NaN/Inf (llama.cpp would compute NaN logits), naming it.
     """
     for name, tensor in tensors:
-        array = _to_numpy(tensor)
+        array = float32_array(tensor)
         if not kquants.all_finite(array):
             raise MythosError(
                 f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mythos_convert.convert.dtypes import is_torch_tensor
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 
@@ -219,8 +219,9 @@ def _same_values(a: Any, b: Any) -> bool:
     """Equal shape and values, for torch tensors (shared storage short-cuts) or anything numpy reads."""
     if dataclasses.is_dataclass(a):  # a torch_zip.TensorRef: the same bytes of the same file
         return a == b
-    torch = sys.modules.get("torch")  # only torch tensors need torch, and then it is loaded already
-    if torch is not None and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+    if is_torch_tensor(a) and is_torch_tensor(b):
+        import torch
+
         if a.shape != b.shape:
             return False
         return (a.data_ptr() == b.data_ptr() and a.stride() == b.stride()) or torch.equal(a, b)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mythos_convert.convert.dtypes import float32_array
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.permute import permute_rows
 from mythos_convert.convert.sources import ModelSource
@@ -156,11 +157,4 @@ def check_tensors(file: ModelSource, source: dict[str, np.ndarray], config: Myth
 
 def source_tensors(source: ModelSource) -> dict[str, np.ndarray]:
     """A reference source's tensors under their GGUF names (float32 numpy, q/k half-split as stored)."""
-    import torch
-
-    out = {}
-    for name, tensor in source.tensors():
-        if isinstance(tensor, torch.Tensor):
-            tensor = tensor.detach().to(torch.float32).numpy()
-        out[convert_name(name, "native", "gguf")] = np.asarray(tensor, dtype=np.float32)
-    return out
+    return {convert_name(name, "native", "gguf"): float32_array(tensor) for name, tensor in source.tensors()}
