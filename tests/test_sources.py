@@ -212,3 +212,23 @@ def test_a_gguf_is_not_a_gguf_source(exported):
     _, _, files = exported
     with pytest.raises(MythosError, match=r"already a GGUF file: pass the HF folder or the ckpt\.pt"):
         export_gguf(files["F32"], "q8_0", verify=False)
+
+
+def test_gguf_config_is_read_from_its_header(exported, tmp_path):
+    """Without a config given, a GGUF's own header says what it holds: a header claiming 4 kv heads
+    for k/v matrices of 2 is named by the tensor that does not fit."""
+    import shutil
+
+    import gguf
+
+    _, _, files = exported
+    assert open_gguf(files["F32"]).config.n_kv_heads == 2 and open_gguf(files["F32"]).config.norm_eps == 1e-5
+    tampered = shutil.copy(files["F32"], tmp_path / "kv4.gguf")
+    reader = gguf.GGUFReader(tampered, "r+")
+    field = reader.get_field("llama.attention.head_count_kv")
+    field.parts[field.data[0]][0] = 4
+    del reader
+    with pytest.raises(
+        MythosError, match=r"blk\.0\.attn_k\.weight has shape \(32, 64\) but the config expects \(64, 64\)"
+    ):
+        open_gguf(tampered)
