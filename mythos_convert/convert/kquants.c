@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 6
+#define MQ_ABI 7
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -61,7 +61,7 @@ typedef uint16_t ggml_half;
 
 /* ggml_type values (the GGUF tensor type ids) of the types quantized here */
 enum ggml_type {
-    GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8,
+    GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8,
     GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14,
     GGML_TYPE_BF16 = 30,
 };
@@ -109,6 +109,7 @@ static size_t ggml_row_size(enum ggml_type type, int64_t n_per_row) {
         case GGML_TYPE_Q5_K: return n_per_row / QK_K * sizeof(block_q5_K);
         case GGML_TYPE_Q6_K: return n_per_row / QK_K * sizeof(block_q6_K);
         case GGML_TYPE_BF16: return n_per_row * sizeof(uint16_t);
+        case GGML_TYPE_F16: return n_per_row * sizeof(uint16_t);
     }
     return 0;
 }
@@ -2580,31 +2581,44 @@ MQ_CLONES static void quantize_legacy_impl_fast(int type, const float * GGML_RES
 
 /* ---- Q8_0 and the float16 cast: no sums, so the vectorised loops are the scalar code's results ---- */
 
-/* roundf (half away from zero) for |v| < 2^23, in operations a compiler vectorises: the fraction
- * v - trunc(v) is exact there */
-static MQ_INLINE int32_t round_away(float v) {
-    int32_t i = (int32_t)v;
-    float f = v - (float)i;
-    return i + (f >= 0.5f) - (f <= -0.5f);
+/* roundf (half away from zero) lane by lane for |v| < 2^23: truncate, then the fraction v - trunc(v),
+ * which is exact there */
+static MQ_INLINE vi vround_away(vf v) {
+    const vi i = __builtin_convertvector(v, vi);
+    const vf f = v - vfloat(i);
+    return i - (f >= vsplat(0.5f)) + (f <= vsplat(-0.5f)); /* a true comparison is -1 */
 }
 
-/* quantize_row_q8_0_ref: |x*id| <= 127 (plus rounding), well inside round_away's range */
+typedef int8_t vc8 __attribute__((vector_size(VL)));
+
+static MQ_INLINE vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+/* -1 in each lane whose value is NaN or infinite (all exponent bits set) */
+static MQ_INLINE vi vnonfinite(vf a) { return ((vi)a & visplat(0x7f800000)) == visplat(0x7f800000); }
+
+/* quantize_row_q8_0_ref, 8 lanes at a time. The block's amax is a maximum of values >= +0, the same
+ * whatever the order of comparisons, so a tree of lane maxima is the scalar loop's value; a block
+ * holding a NaN or an infinity (where the order would matter) takes the scalar code itself.
+ * |x*id| <= 127 (plus rounding), well inside vround_away's range. */
 MQ_CLONES static void quantize_q8_0_fast(const float * GGML_RESTRICT x, block_q8_0 * GGML_RESTRICT y, int64_t k) {
     const int64_t nb = k / QK8_0;
     for (int64_t i = 0; i < nb; i++) {
+        vf v[QK8_0 / VL];
+        memcpy(v, x + i*QK8_0, sizeof v);
+        if (vany(vnonfinite(v[0]) | vnonfinite(v[1]) | vnonfinite(v[2]) | vnonfinite(v[3]))) {
+            quantize_row_q8_0_ref(x + i*QK8_0, y + i, QK8_0);
+            continue;
+        }
+        const vf m = vmax(vmax(vabs(v[0]), vabs(v[1])), vmax(vabs(v[2]), vabs(v[3])));
         float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) {
-            amax = MAX(amax, fabsf(x[i*QK8_0 + j]));
+        for (int j = 0; j < VL; j++) {
+            amax = MAX(amax, m[j]);
         }
         const float d = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f/d : 0.0f;
         y[i].d = GGML_FP32_TO_FP16(d);
-        int32_t q[QK8_0];
-        for (int j = 0; j < QK8_0; ++j) {
-            q[j] = round_away(x[i*QK8_0 + j]*id);
-        }
-        for (int j = 0; j < QK8_0; ++j) {
-            y[i].qs[j] = (int8_t)q[j];
+        for (int j = 0; j < QK8_0 / VL; ++j) {
+            const vc8 q = __builtin_convertvector(vround_away(v[j] * vsplat(id)), vc8);
+            memcpy(y[i].qs + j*VL, &q, sizeof q);
         }
     }
 }
@@ -2632,16 +2646,25 @@ MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int porta
     for (int64_t i = 0; i < n; ++i) y[i] = ggml_compute_fp32_to_fp16(x[i]);
 }
 
-/* 1 when no value is NaN or infinite (all exponent bits set) */
-MQ_EXPORT int mq_all_finite(const float * x, int64_t n) {
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; ++i) {
+/* 1 when no value is NaN or infinite (all exponent bits set): 32 values a step in vector lanes */
+MQ_CLONES static int all_finite(const float * x, int64_t n) {
+    vi bad = visplat(0);
+    int64_t i = 0;
+    for (; i + 4*VL <= n; i += 4*VL) {
+        vf v[4];
+        memcpy(v, x + i, sizeof v);
+        bad |= vnonfinite(v[0]) | vnonfinite(v[1]) | vnonfinite(v[2]) | vnonfinite(v[3]);
+    }
+    uint32_t tail = 0;
+    for (; i < n; ++i) {
         uint32_t b;
         memcpy(&b, x + i, sizeof b);
-        bad |= (b & UINT32_C(0x7f800000)) == UINT32_C(0x7f800000);
+        tail |= (b & UINT32_C(0x7f800000)) == UINT32_C(0x7f800000);
     }
-    return !bad;
+    return !vany(bad) && !tail;
 }
+
+MQ_EXPORT int mq_all_finite(const float * x, int64_t n) { return all_finite(x, n); }
 
 /* ggml-impl.h's ggml_compute_fp32_to_bf16 (round to nearest even, NaN kept quiet), as gguf-py does it */
 static void f32_to_bf16(const float * GGML_RESTRICT x, uint16_t * GGML_RESTRICT y, int64_t n) {
@@ -2695,4 +2718,40 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
         case GGML_TYPE_BF16: f32_to_bf16(src, dst, nrow * n_per_row); return size;
     }
     return 0;
+}
+
+#define MQ_NONFINITE ((size_t)-1)
+#define MQ_CHECK_VALUES 16384 /* values checked, then encoded, a step: 64 KB, still in cache for the encoder */
+
+/* mq_quantize (reference = 0), or for GGML_TYPE_F16 mq_f32_to_f16 (F16C where the CPU has it),
+ * with the NaN/Inf check folded in: the values go in steps of about MQ_CHECK_VALUES (whole rows
+ * for a quantized type), each checked and then encoded while it is still in cache, so the source
+ * is read from memory once. Rows are independent in every type (and the cast value by value), so
+ * the steps change no byte. Returns the bytes written, or MQ_NONFINITE at the first step holding
+ * a NaN or an infinity (dst is then partly written). */
+MQ_EXPORT size_t mq_encode_checked(int type, const float * src, void * dst, int64_t nrow, int64_t n_per_row,
+                                   const float * quant_weights) {
+    if (type == GGML_TYPE_F16) {
+        const int64_t n = nrow * n_per_row;
+        for (int64_t i = 0; i < n; i += MQ_CHECK_VALUES) {
+            const int64_t m = MIN(MQ_CHECK_VALUES, n - i);
+            if (!all_finite(src + i, m)) {
+                return MQ_NONFINITE;
+            }
+            mq_f32_to_f16(src + i, (uint16_t *)dst + i, m, 0);
+        }
+        return (size_t)n * sizeof(uint16_t);
+    }
+    const size_t row_size = ggml_row_size(type, n_per_row);
+    const int64_t step = n_per_row >= MQ_CHECK_VALUES ? 1 : MQ_CHECK_VALUES / (n_per_row > 0 ? n_per_row : 1);
+    size_t total = 0;
+    for (int64_t row = 0; row < nrow; row += step) {
+        const int64_t n = MIN(step, nrow - row);
+        const float * x = src + row * n_per_row;
+        if (!all_finite(x, n * n_per_row)) {
+            return MQ_NONFINITE;
+        }
+        total += mq_quantize(type, x, (uint8_t *)dst + row * row_size, n, n_per_row, quant_weights, 0);
+    }
+    return total;
 }
