@@ -2591,28 +2591,39 @@ static MQ_INLINE vi vround_away(vf v) {
 
 typedef int8_t vc8 __attribute__((vector_size(VL)));
 
-static MQ_INLINE vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
 /* -1 in each lane whose value is NaN or infinite (all exponent bits set) */
 static MQ_INLINE vi vnonfinite(vf a) { return ((vi)a & visplat(0x7f800000)) == visplat(0x7f800000); }
 
-/* quantize_row_q8_0_ref, 8 lanes at a time. The block's amax is a maximum of values >= +0, the same
- * whatever the order of comparisons, so a tree of lane maxima is the scalar loop's value; a block
- * holding a NaN or an infinity (where the order would matter) takes the scalar code itself.
- * |x*id| <= 127 (plus rounding), well inside vround_away's range. */
+/* the largest of 8 lanes: a tree of pairwise maxima (lane order does not matter to a maximum) */
+static MQ_INLINE int32_t vimax_lanes(vi m) {
+    m = visel(m > __builtin_shuffle(m, (vi){4, 5, 6, 7, 0, 1, 2, 3}), m, __builtin_shuffle(m, (vi){4, 5, 6, 7, 0, 1, 2, 3}));
+    m = visel(m > __builtin_shuffle(m, (vi){2, 3, 0, 1, 6, 7, 4, 5}), m, __builtin_shuffle(m, (vi){2, 3, 0, 1, 6, 7, 4, 5}));
+    m = visel(m > __builtin_shuffle(m, (vi){1, 0, 3, 2, 5, 4, 7, 6}), m, __builtin_shuffle(m, (vi){1, 0, 3, 2, 5, 4, 7, 6}));
+    return m[0];
+}
+
+/* quantize_row_q8_0_ref, 8 lanes at a time. |x| as the bits of a float >= +0 orders like the
+ * float, and every NaN or infinity orders above every finite value: one integer maximum over the
+ * block gives the scalar loop's amax (a maximum is the same whatever the order of comparisons) or
+ * says the block holds a NaN/Inf, where the order would matter, and that block takes the scalar
+ * code itself. |x*id| <= 127 (plus rounding), well inside vround_away's range. */
 MQ_CLONES static void quantize_q8_0_fast(const float * GGML_RESTRICT x, block_q8_0 * GGML_RESTRICT y, int64_t k) {
     const int64_t nb = k / QK8_0;
+    const vi abs_mask = visplat(0x7fffffff);
     for (int64_t i = 0; i < nb; i++) {
         vf v[QK8_0 / VL];
-        memcpy(v, x + i*QK8_0, sizeof v);
-        if (vany(vnonfinite(v[0]) | vnonfinite(v[1]) | vnonfinite(v[2]) | vnonfinite(v[3]))) {
+        for (int j = 0; j < QK8_0 / VL; ++j) {
+            memcpy(&v[j], x + i*QK8_0 + j*VL, sizeof v[j]);
+        }
+        const vi a0 = (vi)v[0] & abs_mask, a1 = (vi)v[1] & abs_mask, a2 = (vi)v[2] & abs_mask, a3 = (vi)v[3] & abs_mask;
+        const vi m01 = visel(a0 > a1, a0, a1), m23 = visel(a2 > a3, a2, a3);
+        const int32_t bits = vimax_lanes(visel(m01 > m23, m01, m23));
+        if (bits >= 0x7f800000) {
             quantize_row_q8_0_ref(x + i*QK8_0, y + i, QK8_0);
             continue;
         }
-        const vf m = vmax(vmax(vabs(v[0]), vabs(v[1])), vmax(vabs(v[2]), vabs(v[3])));
-        float amax = 0.0f;
-        for (int j = 0; j < VL; j++) {
-            amax = MAX(amax, m[j]);
-        }
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
         const float d = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f/d : 0.0f;
         y[i].d = GGML_FP32_TO_FP16(d);
@@ -2634,6 +2645,66 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float * x,
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MQ_NO_CLONES)
+#define MQ_Q8_0_AVX2 1
+/* quantize_q8_0_fast in AVX2 intrinsics: the same operations (integer maximum of |x|'s bits, the
+ * scalar amax, d and id, truncate-and-fraction rounding half away from zero), with the int8 levels
+ * packed by vpackssdw/vpacksswb (exact: |level| <= 127) rather than lane by lane as GCC writes the
+ * generic conversion */
+__attribute__((target("avx2"))) static void quantize_q8_0_avx2(const float * x, block_q8_0 * y, int64_t k) {
+    const int64_t nb = k / QK8_0;
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256 half = _mm256_set1_ps(0.5f), minus_half = _mm256_set1_ps(-0.5f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < nb; i++) {
+        const float * xb = x + i*QK8_0;
+        __m256 v[4];
+        __m256i m = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+            v[j] = _mm256_loadu_ps(xb + 8*j);
+            m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_castps_si256(v[j]), abs_mask));
+        }
+        __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+        const int32_t bits = _mm_cvtsi128_si32(h);
+        if (bits >= 0x7f800000) {
+            quantize_row_q8_0_ref(xb, y + i, QK8_0);
+            continue;
+        }
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = GGML_FP32_TO_FP16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 s = _mm256_mul_ps(v[j], vid);
+            const __m256i t = _mm256_cvttps_epi32(s);
+            const __m256 f = _mm256_sub_ps(s, _mm256_cvtepi32_ps(t));
+            const __m256i up = _mm256_castps_si256(_mm256_cmp_ps(f, half, _CMP_GE_OQ));
+            const __m256i down = _mm256_castps_si256(_mm256_cmp_ps(f, minus_half, _CMP_LE_OQ));
+            q[j] = _mm256_add_epi32(_mm256_sub_epi32(t, up), down);
+        }
+        const __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)y[i].qs, _mm256_permutevar8x32_epi32(q8, order));
+    }
+}
+#endif
+
+/* Q8_0 by the fastest version this CPU runs (every one gives quantize_row_q8_0_ref's bytes); the
+ * baseline build for the tests (MQ_NO_CLONES) runs the generic lane code */
+static void quantize_q8_0_best(const float * x, block_q8_0 * y, int64_t k) {
+#ifdef MQ_Q8_0_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        quantize_q8_0_avx2(x, y, k);
+        return;
+    }
+#endif
+    quantize_q8_0_fast(x, y, k);
+}
+
 /* float32 -> IEEE float16, round to nearest even (numpy's and torch's cast, for finite values);
  * F16C where the CPU has it unless `portable` (ggml's bit arithmetic, for the tests) */
 MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int portable) {
@@ -2651,9 +2722,12 @@ MQ_CLONES static int all_finite(const float * x, int64_t n) {
     vi bad = visplat(0);
     int64_t i = 0;
     for (; i + 4*VL <= n; i += 4*VL) {
-        vf v[4];
-        memcpy(v, x + i, sizeof v);
-        bad |= vnonfinite(v[0]) | vnonfinite(v[1]) | vnonfinite(v[2]) | vnonfinite(v[3]);
+        vi v[4]; /* one vector load each (a copy of the four at once goes through the stack) */
+        for (int j = 0; j < 4; ++j) {
+            memcpy(&v[j], x + i + j*VL, sizeof v[j]);
+        }
+        bad |= ((v[0] & visplat(0x7f800000)) == visplat(0x7f800000)) | ((v[1] & visplat(0x7f800000)) == visplat(0x7f800000))
+             | ((v[2] & visplat(0x7f800000)) == visplat(0x7f800000)) | ((v[3] & visplat(0x7f800000)) == visplat(0x7f800000));
     }
     uint32_t tail = 0;
     for (; i < n; ++i) {
@@ -2695,7 +2769,7 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
             case GGML_TYPE_Q4_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 15); return size;
             case GGML_TYPE_Q5_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 31); return size;
             case GGML_TYPE_Q6_K: quantize_q6_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
-            case GGML_TYPE_Q8_0: quantize_q8_0_fast(src, dst, nrow * n_per_row); return size;
+            case GGML_TYPE_Q8_0: quantize_q8_0_best(src, dst, nrow * n_per_row); return size;
             case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
                 if (quant_weights) {
                     quantize_legacy_impl_fast(type, src, dst, nrow, n_per_row, quant_weights);
