@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -95,8 +97,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process.
+def run_child(args: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process, run in `cwd`.
 
     Dirty pages are flushed first (untimed): otherwise a run pays for writing back the previous
     run's output (several seconds for a few hundred MB here), whichever row happened to follow it.
@@ -104,7 +106,8 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, i
     os.sync()
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
+        environ = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=environ, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
@@ -133,9 +136,9 @@ def compare_with_baseline(baseline: Path, outtypes: list[str], repeats: int, hf_
             loads.append(os.getloadavg()[0])
             for label, root in (("before", baseline), ("after", here)):
                 path = out / f"{label}-{outtype}.gguf"
-                wall, peak, code, tail = run_child(
-                    [sys.executable, "-c", OURS, str(hf_dir), outtype, str(path)], {"PYTHONPATH": str(root)}
-                )
+                # in the checkout itself: `python -c` imports the package from its working directory first
+                command = [sys.executable, "-c", OURS, str(hf_dir.resolve()), outtype, str(path.resolve())]
+                wall, peak, code, tail = run_child(command, {"PYTHONPATH": str(root)}, cwd=root)
                 if code != 0:
                     raise SystemExit(f"{label} --outtype {outtype} failed: {tail}")
                 runs[label].append(wall)
@@ -144,16 +147,14 @@ def compare_with_baseline(baseline: Path, outtypes: list[str], repeats: int, hf_
             runs["floor"].append(
                 run_child([sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)])[0]
             )
-        same = (out / f"before-{outtype}.gguf").read_bytes() == (out / f"after-{outtype}.gguf").read_bytes()
+        same = filecmp.cmp(out / f"before-{outtype}.gguf", out / f"after-{outtype}.gguf", shallow=False)  # in chunks
         floor = min(runs["floor"])
         best = {k: min(v) for k, v in runs.items()}
         rows.append(
             [
                 outtype,
                 f"{size / 1e6:.0f}",
-                f"{best['before']:.2f} ({min(runs['before']):.2f}-{max(runs['before']):.2f})",
-                f"{best['after']:.2f} ({min(runs['after']):.2f}-{max(runs['after']):.2f})",
-                f"{floor:.2f} ({min(runs['floor']):.2f}-{max(runs['floor']):.2f})",
+                *(f"{best[k]:.2f} / {statistics.median(runs[k]):.2f} / {max(runs[k]):.2f}" for k in runs),
                 f"{best['before'] / floor:.2f}",
                 f"{best['after'] / floor:.2f}",
                 f"{rss['before']:.0f} / {rss['after']:.0f}",
@@ -169,9 +170,9 @@ def compare_with_baseline(baseline: Path, outtypes: list[str], repeats: int, hf_
         [
             "outtype",
             "MB",
-            "before s (range)",
-            "after s (range)",
-            "copy floor s (range)",
+            "before s (best / median / worst)",
+            "after s (best / median / worst)",
+            "copy floor s (best / median / worst)",
             "before / floor",
             "after / floor",
             "peak RSS MiB before / after",
