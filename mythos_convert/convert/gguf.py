@@ -269,9 +269,20 @@ class ParallelEncoder:
         rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
         slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))
         pool = self._start()
+        joined = {
+            q: np.empty((rows.shape[0], TensorPlan("", rows.shape, q).nbytes // rows.shape[0]), np.uint8)
+            for q in quantized
+        }
         pending = {
             q: [
-                pool.submit(kquants.quantize, rows[s[0] : s[-1] + 1], q, imatrix, check_finite=q == checker)
+                pool.submit(
+                    kquants.quantize,
+                    rows[s[0] : s[-1] + 1],
+                    q,
+                    imatrix,
+                    check_finite=q == checker,
+                    into=joined[q][s[0] : s[-1] + 1] if threads else None,  # processes return a copy
+                )
                 for s in slices
                 if s.size
             ]
@@ -280,7 +291,8 @@ class ParallelEncoder:
         out = []
         for i, q in enumerate(qtypes):
             if q in pending:
-                data = np.concatenate([f.result() for f in pending[q]])
+                parts = [f.result() for f in pending[q]]
+                data = joined[q] if threads else np.concatenate(parts)
                 out.append(data.reshape(*array.shape[:-1], -1))
             else:
                 out.append(encode(array, q, imatrix, check_finite=i == check_at))

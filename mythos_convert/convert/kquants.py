@@ -73,6 +73,7 @@ def quantize(
     *,
     compiled: bool = True,
     check_finite: bool = False,
+    into: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 rows (n_rows, n_per_row) -> (n_rows, bytes_per_row) uint8, the bytes llama.cpp writes.
 
@@ -98,10 +99,13 @@ def quantize(
     status = kernel_status() if compiled and qtype in COMPILED_TYPES else None
     if status is not None and status.quantize is not None:
         if check_finite:
-            return _encode_checked(status.encode_checked, rows, qtype, qw)
-        return _quantize_compiled(status.quantize, rows, qtype, qw)
+            return _encode_checked(status.encode_checked, rows, qtype, qw, into)
+        return _quantize_compiled(status.quantize, rows, qtype, qw, out=into)
     if check_finite and not np.isfinite(rows).all():
         raise NonFiniteError("NaN or infinite values")
+    if into is not None:
+        into[...] = quantize(rows, qtype, imatrix, compiled=False)
+        return into
     impl = _QUANTIZERS.get((qtype, qw is not None))
     if impl is None:  # gguf-py's numpy quantizers equal ggml's reference ones
         return gguf.quants.quantize(rows, qtype).reshape(n_rows, -1)
@@ -113,6 +117,18 @@ def quantize(
     return out
 
 
+def _out_rows_shape(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> tuple[int, int]:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    return n_rows, n_per_row // block_size * type_size
+
+
+def _checked_out(out: np.ndarray, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    """An `into` array the C code may write through: its shape, dtype and layout checked."""
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"into must be a writable C-contiguous {np.dtype(dtype)} array of shape {shape}")
+    return out
+
+
 def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> np.ndarray:
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     if n_per_row % block_size:
@@ -120,9 +136,11 @@ def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> 
     return np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
 
 
-def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False) -> np.ndarray:
+def _quantize_compiled(
+    kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """`reference`: ggml's scalar code for every type (the lane code is the default for K-quants)."""
-    out = _out_rows(qtype, *rows.shape)
+    out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
     if rows.size:
         weights = None if qw is None else qw.ctypes.data
         written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights, int(reference))
@@ -130,9 +148,14 @@ def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, r
     return out
 
 
-def _encode_checked(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None) -> np.ndarray:
+def _encode_checked(
+    kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, out: np.ndarray | None = None
+) -> np.ndarray:
     """mq_encode_checked: `qtype`'s bytes (F16: the float16 cast) with the finiteness check folded in."""
-    out = np.empty(rows.shape, dtype=np.float16) if qtype == Q.F16 else _out_rows(qtype, *rows.shape)
+    if qtype == Q.F16:
+        out = np.empty(rows.shape, dtype=np.float16) if out is None else _checked_out(out, rows.shape, np.float16)
+    else:
+        out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
     if rows.size:
         weights = None if qw is None else qw.ctypes.data
         written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights)
