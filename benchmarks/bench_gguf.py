@@ -17,13 +17,22 @@ of `--repeats` runs like every other row, and every run starts after `sync` (one
 hundred MB varies several-fold with the dirty pages left by the run before).
 
     python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k]
+
+`--baseline DIR` (another checkout of this package, e.g. a `git worktree` of main) measures
+before/after instead: for each outtype, every repeat runs the baseline's export, this checkout's
+and the floor in turn (so the three share the same minutes of a shared machine), each after
+`sync`, with the load average before each repeat; no llama.cpp rows.
+
+    python benchmarks/bench_gguf.py --workdir DIR --baseline /tmp/before --outtypes f32,f16,q8_0 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -88,8 +97,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process.
+def run_child(args: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process, run in `cwd`.
 
     Dirty pages are flushed first (untimed): otherwise a run pays for writing back the previous
     run's output (several seconds for a few hundred MB here), whichever row happened to follow it.
@@ -97,7 +106,8 @@ def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, i
     os.sync()
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
+        environ = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=environ, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
@@ -111,6 +121,74 @@ def best_of(repeats: int, args: list[str], env: dict | None = None) -> tuple[flo
     runs = [run_child(args, env) for _ in range(repeats)]
     wall = min(r[0] for r in runs)
     return wall, max(r[1] for r in runs), max(r[2] for r in runs), runs[-1][3]
+
+
+def compare_with_baseline(baseline: Path, outtypes: list[str], repeats: int, hf_dir: Path, out: Path) -> None:
+    """Baseline export, ours and the floor in turn, `repeats` times per outtype; best of each."""
+    source = hf_dir / "model.safetensors"
+    here = Path(__file__).resolve().parent.parent
+    rows = []
+    for outtype in outtypes:
+        runs: dict[str, list[float]] = {"before": [], "after": [], "floor": []}
+        rss: dict[str, float] = {"before": 0.0, "after": 0.0}
+        loads = []
+        for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
+            for label, root in (("before", baseline), ("after", here)):
+                path = out / f"{label}-{outtype}.gguf"
+                # in the checkout itself: `python -c` imports the package from its working directory first
+                command = [sys.executable, "-c", OURS, str(hf_dir.resolve()), outtype, str(path.resolve())]
+                wall, peak, code, tail = run_child(command, {"PYTHONPATH": str(root)}, cwd=root)
+                if code != 0:
+                    raise SystemExit(f"{label} --outtype {outtype} failed: {tail}")
+                runs[label].append(wall)
+                rss[label] = max(rss[label], peak)
+            size = (out / f"after-{outtype}.gguf").stat().st_size
+            runs["floor"].append(
+                run_child([sys.executable, "-c", FLOOR, str(source), str(out / "floor.bin"), str(size)])[0]
+            )
+        same = filecmp.cmp(out / f"before-{outtype}.gguf", out / f"after-{outtype}.gguf", shallow=False)  # in chunks
+        floor = min(runs["floor"])
+        best = {k: min(v) for k, v in runs.items()}
+        rows.append(
+            [
+                outtype,
+                f"{size / 1e6:.0f}",
+                *(f"{best[k]:.2f} / {statistics.median(runs[k]):.2f} / {max(runs[k]):.2f}" for k in runs),
+                f"{best['before'] / floor:.2f}",
+                f"{best['after'] / floor:.2f}",
+                f"{rss['before']:.0f} / {rss['after']:.0f}",
+                f"{min(loads):.1f}-{max(loads):.1f}",
+                "byte-identical" if same else "DIFFER",
+            ]
+        )
+        for label in ("before", "after"):
+            (out / f"{label}-{outtype}.gguf").unlink()
+        (out / "floor.bin").unlink(missing_ok=True)
+    emit(
+        f"GGUF export before ({baseline}) and after (this checkout), alternating, best of {repeats}",
+        [
+            "outtype",
+            "MB",
+            "before s (best / median / worst)",
+            "after s (best / median / worst)",
+            "copy floor s (best / median / worst)",
+            "before / floor",
+            "after / floor",
+            "peak RSS MiB before / after",
+            "load average",
+            "files",
+        ],
+        rows,
+        [machine_line_light()],
+    )
+
+
+def machine_line_light() -> str:
+    """The CPU and core count, without importing torch (this parent's RSS would carry into children)."""
+    from _shared import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def find_sdist(workdir: Path, explicit: Path | None) -> Path | None:
@@ -180,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist (default: pip download)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per converter")
     parser.add_argument("--quick", action="store_true", help="f16 and q8_0 only, one run each")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout: before/after, alternating")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # setup WORKDIR | compare OURS THEIRS
     args = parser.parse_args(argv)
     if args.quick:
@@ -198,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         source = hf_dir / "model.safetensors"
         out = workdir / "out"
         out.mkdir(exist_ok=True)
+        if args.baseline is not None:
+            compare_with_baseline(args.baseline, args.outtypes.split(","), args.repeats, hf_dir, out)
+            return
 
         notes = [machine_line, f"source: {hf_dir} (float32 safetensors, {source.stat().st_size / 1e6:.0f} MB)"]
         sdist = find_sdist(workdir, args.sdist)

@@ -351,3 +351,48 @@ def test_hf_folder_to_gguf_imports_no_torch(tmp_path, tiny_ckpt):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.fixture(scope="module")
+def poisoned_folders(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
+    """HF folders (read without torch, as mapped views) holding one NaN or one -Inf in a q weight,
+    which the writer permutes before encoding."""
+    from mythos_convert.release import export_hf
+
+    root = tmp_path_factory.mktemp("poisoned")
+    folders = {}
+    for label, value in (("nan", float("nan")), ("-inf", float("-inf"))):
+        payload = torch.load(tiny_ckpt, weights_only=True)
+        payload["model"]["layers.1.attention.wq.weight"][50, 7] = value
+        (root / label).mkdir()
+        torch.save(payload, root / label / "ckpt.pt")
+        (root / label / "tokenizer.json").write_bytes((tiny_ckpt.parent / "tokenizer.json").read_bytes())
+        folders[label] = export_hf(
+            root / label / "ckpt.pt", root / label / "hf", allow_nonfinite=True, verify=False, card=False
+        ).folder
+    return folders
+
+
+@pytest.mark.parametrize("kernels", ["compiled", "numpy"])
+@pytest.mark.parametrize("bad", ["nan", "-inf"])
+@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0", "q4_k_m", "f32,q8_0", "q8_0,f16"])
+def test_a_nonfinite_weight_is_refused_naming_the_tensor(
+    tmp_path, monkeypatch, poisoned_folders, kernels, bad, outtype
+):
+    """The check folded into the compiled cast and quantizers, and numpy's separate pass
+    (MYTHOS_KERNELS=0), refuse the same tensor with the same words; no file is left."""
+    from mythos_convert.convert import kquants
+
+    if kernels == "numpy":
+        monkeypatch.setenv("MYTHOS_KERNELS", "0")
+        monkeypatch.setattr(kquants, "kernel_status", lambda: kquants.KernelStatus(None, "MYTHOS_KERNELS=0"))
+    elif kquants.kernel_status().quantize is None:
+        pytest.skip(f"compiled quantizers unavailable: {kquants.kernel_status().reason}")
+    message = (
+        "tensor layers.1.attention.wq.weight holds NaN or Inf values: the checkpoint is damaged; "
+        "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
+    )
+    with pytest.raises(MythosError) as caught:
+        export_gguf(poisoned_folders[bad], outtype, tmp_path / "m-{ftype}.gguf", verify=False)
+    assert str(caught.value) == message
+    assert list(tmp_path.iterdir()) == []

@@ -400,3 +400,62 @@ def test_bfloat16_rounds_like_gguf_py(compiled):
     rows = (np.random.default_rng(4).standard_normal((9, 768)) * 1e3).astype(np.float32)
     rows[0, :3] = [np.finfo(np.float32).max, 1e-40, -1e-45]
     assert np.array_equal(kquants.quantize(rows, Q.BF16, compiled=compiled), gguf.quants.quantize(rows, Q.BF16))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q4_0, Q.BF16, Q.F16], ids=lambda t: t.name)
+def test_check_finite_refuses_one_bad_value_and_changes_no_byte(qtype, bad, compiled):
+    """`check_finite`: the compiled check folded into the quantizer or cast (slices of rows checked
+    as they are encoded) and numpy's separate pass both refuse a NaN or infinity anywhere, in the
+    first slice of rows or a later one; finite rows give the unchecked bytes."""
+    rows = (np.random.default_rng(6).standard_normal((48, 768)) * 0.02).astype(np.float32)
+
+    def encode(x: np.ndarray, check: bool) -> np.ndarray:
+        if qtype == Q.F16:
+            return kquants.to_f16(x, compiled=compiled, check_finite=check)
+        return kquants.quantize(x, qtype, compiled=compiled, check_finite=check)
+
+    assert np.array_equal(encode(rows, True).view(np.uint8), encode(rows, False).view(np.uint8))
+    for where in ((0, 0), (21, 500), (47, 767)):
+        poisoned = rows.copy()
+        poisoned[where] = bad
+        with pytest.raises(kquants.NonFiniteError, match="NaN or infinite values"):
+            encode(poisoned, True)
+
+
+@pytest.mark.skipif(not COMPILER_HERE, reason="needs Linux with a C compiler")
+def test_compiled_q8_0_gives_ggml_bytes_on_blocks_holding_nan_or_inf():
+    """The lane code's amax is order-free only for finite blocks; a block with NaN/Inf takes ggml's
+    scalar loop, so even unchecked the bytes stay llama.cpp's."""
+    rows = (np.random.default_rng(8).standard_normal((4, 256)) * 0.02).astype(np.float32)
+    rows[0, 5], rows[1, 40], rows[2, 3], rows[2, 100], rows[3, 255] = np.nan, np.inf, -np.inf, np.nan, np.nan
+    fn = kquants.kernel_status().quantize
+    fast = kquants._quantize_compiled(fn, rows, Q.Q8_0, None)
+    assert np.array_equal(fast, kquants._quantize_compiled(fn, rows, Q.Q8_0, None, reference=True))
+
+
+@pytest.mark.skipif(not COMPILER_HERE, reason="needs Linux with a C compiler")
+def test_the_self_test_runs_once_per_library_and_again_when_its_key_changes(tmp_path, monkeypatch):
+    """A passing self-test is recorded beside the library under a key of what decides it; a process
+    with that record skips it, one without (or with another key) runs it and can still fail."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kquants.kernel_status.cache_clear()
+    try:
+        status = kquants.kernel_status()
+        assert status.quantize is not None, status.reason
+        records = list(tmp_path.rglob("kquants-*.so.selftest-*"))
+        assert len(records) == 1
+        monkeypatch.setattr(kquants, "_self_test", lambda fn: "the self-test was run")
+        kquants.kernel_status.cache_clear()
+        assert kquants.kernel_status().quantize is not None  # recorded: not run
+        records[0].unlink()
+        kquants.kernel_status.cache_clear()
+        assert kquants.kernel_status().reason == "the self-test was run"
+        assert not list(tmp_path.rglob("kquants-*.so.selftest-*"))  # a failure is not recorded
+    finally:
+        kquants.kernel_status.cache_clear()
+    library = tmp_path / "lib.so"
+    library.write_bytes(b"one build")
+    first = kquants._self_test_key(library)
+    library.write_bytes(b"another build")
+    assert kquants._self_test_key(library) != first

@@ -177,18 +177,37 @@ def plan_tensors(config: MythosConfig, outtype: OutType, *, imatrix: bool = Fals
     return [TensorPlan(name, shape, choices[name].qtype, choices[name].why) for name, shape in shapes.items()]
 
 
-def encode(array: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None) -> np.ndarray:
+def encode(
+    array: np.ndarray,
+    qtype: gguf.GGMLQuantizationType,
+    imatrix: np.ndarray | None = None,
+    *,
+    check_finite: bool = False,
+) -> np.ndarray:
     """float32 array -> the bytes (as an array) of `qtype`, as llama.cpp's quantizer writes them.
 
     Float types are plain casts; every quantized type goes through `kquants.quantize`, which
     weights by `imatrix` where llama.cpp does and hands what gguf-py already does right to it.
+
+    Raises:
+        kquants.NonFiniteError: `check_finite` and a NaN or infinity in `array`. The cast and the
+            quantizers check in their own pass over the data (compiled); F32 checks, then copies.
     """
     if qtype == Q.F32:
-        return np.ascontiguousarray(array, dtype=np.float32)
+        out = np.ascontiguousarray(array, dtype=np.float32)
+        if check_finite and not kquants.all_finite(out):
+            raise kquants.NonFiniteError("NaN or infinite values")
+        return out
     if qtype == Q.F16:  # numpy's IEEE rounding, compiled where the kernels loaded
-        return kquants.to_f16(array)
+        return kquants.to_f16(array, check_finite=check_finite)
     rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
-    return kquants.quantize(rows, qtype, imatrix).reshape(*array.shape[:-1], -1)
+    return kquants.quantize(rows, qtype, imatrix, check_finite=check_finite).reshape(*array.shape[:-1], -1)
+
+
+def checking_type(qtypes: list[gguf.GGMLQuantizationType]) -> gguf.GGMLQuantizationType:
+    """Of one tensor's output types, the one whose encoding checks it for NaN/Inf: the first that is
+    not F32 (its cast or quantizer folds the check into its own read of the data), else F32."""
+    return next((q for q in qtypes if q != Q.F32), qtypes[0])
 
 
 MIN_PARALLEL = 1 << 20  # values of quantization work (one tensor, all types) below which processes cost more
@@ -232,6 +251,13 @@ class ParallelEncoder:
     def encode_all(
         self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
     ) -> list[np.ndarray]:
+        """`encode` into each of `qtypes`, the tensor checked for NaN/Inf once (`checking_type`).
+
+        Raises:
+            kquants.NonFiniteError: a NaN or infinity in `array`.
+        """
+        checker = checking_type(qtypes)
+        check_at = qtypes.index(checker)  # one check per tensor, however many outputs share the type
         quantized = [q for q in qtypes if q not in (Q.F32, Q.F16)]
         threads = kquants.kernel_status().quantize is not None
         if (
@@ -239,21 +265,37 @@ class ParallelEncoder:
             or array.ndim < 2
             or array.size * len(quantized) < (MIN_PARALLEL_THREADS if threads else MIN_PARALLEL)
         ):
-            return [encode(array, q, imatrix) for q in qtypes]
+            return [encode(array, q, imatrix, check_finite=i == check_at) for i, q in enumerate(qtypes)]
         rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
         slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))
         pool = self._start()
+        joined = {
+            q: np.empty((rows.shape[0], TensorPlan("", rows.shape, q).nbytes // rows.shape[0]), np.uint8)
+            for q in quantized
+        }
         pending = {
-            q: [pool.submit(kquants.quantize, rows[s[0] : s[-1] + 1], q, imatrix) for s in slices if s.size]
+            q: [
+                pool.submit(
+                    kquants.quantize,
+                    rows[s[0] : s[-1] + 1],
+                    q,
+                    imatrix,
+                    check_finite=q == checker,
+                    into=joined[q][s[0] : s[-1] + 1] if threads else None,  # processes return a copy
+                )
+                for s in slices
+                if s.size
+            ]
             for q in dict.fromkeys(quantized)
         }
         out = []
-        for q in qtypes:
+        for i, q in enumerate(qtypes):
             if q in pending:
-                data = np.concatenate([f.result() for f in pending[q]])
+                parts = [f.result() for f in pending[q]]
+                data = joined[q] if threads else np.concatenate(parts)
                 out.append(data.reshape(*array.shape[:-1], -1))
             else:
-                out.append(encode(array, q, imatrix))
+                out.append(encode(array, q, imatrix, check_finite=i == check_at))
         return out
 
     def _start(self) -> concurrent.futures.Executor:
@@ -341,22 +383,24 @@ def gguf_tensors(tensors: Iterable[tuple[str, object]], config: MythosConfig) ->
     """Map (native name, tensor) to (gguf name, float32 array), transforms applied.
 
     The tensors are a `ModelSource`'s: already checked against the config (`names.check_tensors`),
-    the tied head left out (llama.cpp then uses `token_embd` as the output head).
-
-    Raises:
-        MythosError: a tensor holding NaN/Inf (llama.cpp would compute NaN logits), naming it.
+    the tied head left out (llama.cpp then uses `token_embd` as the output head). Not yet checked
+    for NaN/Inf: the writer's encoding does that in its own pass over the data (`encode_all`).
     """
     for name, tensor in tensors:
         array = float32_array(tensor)
-        if not kquants.all_finite(array):
-            raise MythosError(
-                f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
-                "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
-            )
         transform = transform_of(name, "native")
         if transform is not None:
             array = TRANSFORMS[transform](array, config)
         yield convert_name(name, "native", "gguf"), array
+
+
+def nonfinite_error(gguf_name: str) -> MythosError:
+    """The refusal of a tensor holding NaN/Inf, named as the source names it."""
+    name = convert_name(gguf_name, "gguf", "native")
+    return MythosError(
+        f"tensor {name} holds NaN or Inf values: the checkpoint is damaged; "
+        "convert a healthy checkpoint (llama.cpp would compute NaN logits)"
+    )
 
 
 def _in_plan_order(stream: Iterator[tuple[str, np.ndarray]], order: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -534,7 +578,11 @@ def write_gguf(
             encoder = locks.enter_context(ParallelEncoder(quantize_workers()))
             for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
                 types = [out.plans[index].qtype for out in opened]
-                for out, data in zip(opened, encoder.encode_all(array, types, weights.get(name)), strict=True):
+                try:
+                    encoded = encoder.encode_all(array, types, weights.get(name))
+                except kquants.NonFiniteError:
+                    raise nonfinite_error(name) from None
+                for out, data in zip(opened, encoded, strict=True):
                     out.write(out.plans[index], data)
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import mmap
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,10 @@ if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` w
     import torch
 
 EMBED = convert_name("embedding.weight", "native", "hf")
+
+
+# madvise(MADV_POPULATE_READ): Linux's value where Python's mmap module does not name it (3.11)
+_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else 0)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -129,9 +134,23 @@ class HFSource:
         self._release_last()
         array = np.frombuffer(mapped, dtype=dtype, count=count, offset=base + begin).reshape(shape)
         self._last = (mapped, base + begin, end - begin)
+        self._populate(mapped, base + begin, end - begin)
         if dtype is np.uint16:  # bfloat16: the high half of a float32
             return (array.astype(np.uint32) << 16).view(np.float32)
         return array
+
+    def _populate(self, mapped: mmap.mmap, start: int, length: int) -> None:
+        """Map the tensor's pages (already in the page cache on a warm run) in one call before it is
+        read: taking them one page fault at a time cost more than reading them (0.15-0.25 s of
+        faults for the 614 MB of mythos-172m, against 0.08 s populated). Skipped where the kernel
+        (Linux < 5.14) or platform lacks MADV_POPULATE_READ."""
+        if not _POPULATE_READ or length <= 0:
+            return
+        aligned = start - start % mmap.PAGESIZE
+        try:
+            mapped.madvise(_POPULATE_READ, aligned, min(len(mapped), start + length) - aligned)
+        except OSError:
+            pass  # a failed populate only means the pages fault in as they are read
 
     def _release_last(self) -> None:
         """Unmap the pages of the tensor returned before (readers take one at a time): the process's

@@ -48,7 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ_ABI 6
+#define MQ_ABI 7
 #define MQ_EXPORT __attribute__((visibility("default")))
 
 #define GGML_RESTRICT restrict
@@ -61,7 +61,7 @@ typedef uint16_t ggml_half;
 
 /* ggml_type values (the GGUF tensor type ids) of the types quantized here */
 enum ggml_type {
-    GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8,
+    GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8,
     GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14,
     GGML_TYPE_BF16 = 30,
 };
@@ -109,6 +109,7 @@ static size_t ggml_row_size(enum ggml_type type, int64_t n_per_row) {
         case GGML_TYPE_Q5_K: return n_per_row / QK_K * sizeof(block_q5_K);
         case GGML_TYPE_Q6_K: return n_per_row / QK_K * sizeof(block_q6_K);
         case GGML_TYPE_BF16: return n_per_row * sizeof(uint16_t);
+        case GGML_TYPE_F16: return n_per_row * sizeof(uint16_t);
     }
     return 0;
 }
@@ -2580,31 +2581,55 @@ MQ_CLONES static void quantize_legacy_impl_fast(int type, const float * GGML_RES
 
 /* ---- Q8_0 and the float16 cast: no sums, so the vectorised loops are the scalar code's results ---- */
 
-/* roundf (half away from zero) for |v| < 2^23, in operations a compiler vectorises: the fraction
- * v - trunc(v) is exact there */
-static MQ_INLINE int32_t round_away(float v) {
-    int32_t i = (int32_t)v;
-    float f = v - (float)i;
-    return i + (f >= 0.5f) - (f <= -0.5f);
+/* roundf (half away from zero) lane by lane for |v| < 2^23: truncate, then the fraction v - trunc(v),
+ * which is exact there */
+static MQ_INLINE vi vround_away(vf v) {
+    const vi i = __builtin_convertvector(v, vi);
+    const vf f = v - vfloat(i);
+    return i - (f >= vsplat(0.5f)) + (f <= vsplat(-0.5f)); /* a true comparison is -1 */
 }
 
-/* quantize_row_q8_0_ref: |x*id| <= 127 (plus rounding), well inside round_away's range */
+typedef int8_t vc8 __attribute__((vector_size(VL)));
+
+/* -1 in each lane whose value is NaN or infinite (all exponent bits set) */
+static MQ_INLINE vi vnonfinite(vf a) { return ((vi)a & visplat(0x7f800000)) == visplat(0x7f800000); }
+
+/* the largest of 8 lanes: a tree of pairwise maxima (lane order does not matter to a maximum) */
+static MQ_INLINE int32_t vimax_lanes(vi m) {
+    m = visel(m > __builtin_shuffle(m, (vi){4, 5, 6, 7, 0, 1, 2, 3}), m, __builtin_shuffle(m, (vi){4, 5, 6, 7, 0, 1, 2, 3}));
+    m = visel(m > __builtin_shuffle(m, (vi){2, 3, 0, 1, 6, 7, 4, 5}), m, __builtin_shuffle(m, (vi){2, 3, 0, 1, 6, 7, 4, 5}));
+    m = visel(m > __builtin_shuffle(m, (vi){1, 0, 3, 2, 5, 4, 7, 6}), m, __builtin_shuffle(m, (vi){1, 0, 3, 2, 5, 4, 7, 6}));
+    return m[0];
+}
+
+/* quantize_row_q8_0_ref, 8 lanes at a time. |x| as the bits of a float >= +0 orders like the
+ * float, and every NaN or infinity orders above every finite value: one integer maximum over the
+ * block gives the scalar loop's amax (a maximum is the same whatever the order of comparisons) or
+ * says the block holds a NaN/Inf, where the order would matter, and that block takes the scalar
+ * code itself. |x*id| <= 127 (plus rounding), well inside vround_away's range. */
 MQ_CLONES static void quantize_q8_0_fast(const float * GGML_RESTRICT x, block_q8_0 * GGML_RESTRICT y, int64_t k) {
     const int64_t nb = k / QK8_0;
+    const vi abs_mask = visplat(0x7fffffff);
     for (int64_t i = 0; i < nb; i++) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) {
-            amax = MAX(amax, fabsf(x[i*QK8_0 + j]));
+        vf v[QK8_0 / VL];
+        for (int j = 0; j < QK8_0 / VL; ++j) {
+            memcpy(&v[j], x + i*QK8_0 + j*VL, sizeof v[j]);
         }
+        const vi a0 = (vi)v[0] & abs_mask, a1 = (vi)v[1] & abs_mask, a2 = (vi)v[2] & abs_mask, a3 = (vi)v[3] & abs_mask;
+        const vi m01 = visel(a0 > a1, a0, a1), m23 = visel(a2 > a3, a2, a3);
+        const int32_t bits = vimax_lanes(visel(m01 > m23, m01, m23));
+        if (bits >= 0x7f800000) {
+            quantize_row_q8_0_ref(x + i*QK8_0, y + i, QK8_0);
+            continue;
+        }
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
         const float d = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f/d : 0.0f;
         y[i].d = GGML_FP32_TO_FP16(d);
-        int32_t q[QK8_0];
-        for (int j = 0; j < QK8_0; ++j) {
-            q[j] = round_away(x[i*QK8_0 + j]*id);
-        }
-        for (int j = 0; j < QK8_0; ++j) {
-            y[i].qs[j] = (int8_t)q[j];
+        for (int j = 0; j < QK8_0 / VL; ++j) {
+            const vc8 q = __builtin_convertvector(vround_away(v[j] * vsplat(id)), vc8);
+            memcpy(y[i].qs + j*VL, &q, sizeof q);
         }
     }
 }
@@ -2620,6 +2645,66 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float * x,
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MQ_NO_CLONES)
+#define MQ_Q8_0_AVX2 1
+/* quantize_q8_0_fast in AVX2 intrinsics: the same operations (integer maximum of |x|'s bits, the
+ * scalar amax, d and id, truncate-and-fraction rounding half away from zero), with the int8 levels
+ * packed by vpackssdw/vpacksswb (exact: |level| <= 127) rather than lane by lane as GCC writes the
+ * generic conversion */
+__attribute__((target("avx2"))) static void quantize_q8_0_avx2(const float * x, block_q8_0 * y, int64_t k) {
+    const int64_t nb = k / QK8_0;
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256 half = _mm256_set1_ps(0.5f), minus_half = _mm256_set1_ps(-0.5f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < nb; i++) {
+        const float * xb = x + i*QK8_0;
+        __m256 v[4];
+        __m256i m = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+            v[j] = _mm256_loadu_ps(xb + 8*j);
+            m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_castps_si256(v[j]), abs_mask));
+        }
+        __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+        const int32_t bits = _mm_cvtsi128_si32(h);
+        if (bits >= 0x7f800000) {
+            quantize_row_q8_0_ref(xb, y + i, QK8_0);
+            continue;
+        }
+        float amax;
+        memcpy(&amax, &bits, sizeof amax);
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = GGML_FP32_TO_FP16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 s = _mm256_mul_ps(v[j], vid);
+            const __m256i t = _mm256_cvttps_epi32(s);
+            const __m256 f = _mm256_sub_ps(s, _mm256_cvtepi32_ps(t));
+            const __m256i up = _mm256_castps_si256(_mm256_cmp_ps(f, half, _CMP_GE_OQ));
+            const __m256i down = _mm256_castps_si256(_mm256_cmp_ps(f, minus_half, _CMP_LE_OQ));
+            q[j] = _mm256_add_epi32(_mm256_sub_epi32(t, up), down);
+        }
+        const __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)y[i].qs, _mm256_permutevar8x32_epi32(q8, order));
+    }
+}
+#endif
+
+/* Q8_0 by the fastest version this CPU runs (every one gives quantize_row_q8_0_ref's bytes); the
+ * baseline build for the tests (MQ_NO_CLONES) runs the generic lane code */
+static void quantize_q8_0_best(const float * x, block_q8_0 * y, int64_t k) {
+#ifdef MQ_Q8_0_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        quantize_q8_0_avx2(x, y, k);
+        return;
+    }
+#endif
+    quantize_q8_0_fast(x, y, k);
+}
+
 /* float32 -> IEEE float16, round to nearest even (numpy's and torch's cast, for finite values);
  * F16C where the CPU has it unless `portable` (ggml's bit arithmetic, for the tests) */
 MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int portable) {
@@ -2632,16 +2717,28 @@ MQ_EXPORT void mq_f32_to_f16(const float * x, uint16_t * y, int64_t n, int porta
     for (int64_t i = 0; i < n; ++i) y[i] = ggml_compute_fp32_to_fp16(x[i]);
 }
 
-/* 1 when no value is NaN or infinite (all exponent bits set) */
-MQ_EXPORT int mq_all_finite(const float * x, int64_t n) {
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; ++i) {
+/* 1 when no value is NaN or infinite (all exponent bits set): 32 values a step in vector lanes */
+MQ_CLONES static int all_finite(const float * x, int64_t n) {
+    vi bad = visplat(0);
+    int64_t i = 0;
+    for (; i + 4*VL <= n; i += 4*VL) {
+        vi v[4]; /* one vector load each (a copy of the four at once goes through the stack) */
+        for (int j = 0; j < 4; ++j) {
+            memcpy(&v[j], x + i + j*VL, sizeof v[j]);
+        }
+        bad |= ((v[0] & visplat(0x7f800000)) == visplat(0x7f800000)) | ((v[1] & visplat(0x7f800000)) == visplat(0x7f800000))
+             | ((v[2] & visplat(0x7f800000)) == visplat(0x7f800000)) | ((v[3] & visplat(0x7f800000)) == visplat(0x7f800000));
+    }
+    uint32_t tail = 0;
+    for (; i < n; ++i) {
         uint32_t b;
         memcpy(&b, x + i, sizeof b);
-        bad |= (b & UINT32_C(0x7f800000)) == UINT32_C(0x7f800000);
+        tail |= (b & UINT32_C(0x7f800000)) == UINT32_C(0x7f800000);
     }
-    return !bad;
+    return !vany(bad) && !tail;
 }
+
+MQ_EXPORT int mq_all_finite(const float * x, int64_t n) { return all_finite(x, n); }
 
 /* ggml-impl.h's ggml_compute_fp32_to_bf16 (round to nearest even, NaN kept quiet), as gguf-py does it */
 static void f32_to_bf16(const float * GGML_RESTRICT x, uint16_t * GGML_RESTRICT y, int64_t n) {
@@ -2672,7 +2769,7 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
             case GGML_TYPE_Q4_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 15); return size;
             case GGML_TYPE_Q5_K: quantize_q45_K_fast(src, dst, nrow, n_per_row, quant_weights, 31); return size;
             case GGML_TYPE_Q6_K: quantize_q6_K_fast(src, dst, nrow, n_per_row, quant_weights); return size;
-            case GGML_TYPE_Q8_0: quantize_q8_0_fast(src, dst, nrow * n_per_row); return size;
+            case GGML_TYPE_Q8_0: quantize_q8_0_best(src, dst, nrow * n_per_row); return size;
             case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
                 if (quant_weights) {
                     quantize_legacy_impl_fast(type, src, dst, nrow, n_per_row, quant_weights);
@@ -2695,4 +2792,40 @@ MQ_EXPORT size_t mq_quantize(int type, const float * src, void * dst, int64_t nr
         case GGML_TYPE_BF16: f32_to_bf16(src, dst, nrow * n_per_row); return size;
     }
     return 0;
+}
+
+#define MQ_NONFINITE ((size_t)-1)
+#define MQ_CHECK_VALUES 16384 /* values checked, then encoded, a step: 64 KB, still in cache for the encoder */
+
+/* mq_quantize (reference = 0), or for GGML_TYPE_F16 mq_f32_to_f16 (F16C where the CPU has it),
+ * with the NaN/Inf check folded in: the values go in steps of about MQ_CHECK_VALUES (whole rows
+ * for a quantized type), each checked and then encoded while it is still in cache, so the source
+ * is read from memory once. Rows are independent in every type (and the cast value by value), so
+ * the steps change no byte. Returns the bytes written, or MQ_NONFINITE at the first step holding
+ * a NaN or an infinity (dst is then partly written). */
+MQ_EXPORT size_t mq_encode_checked(int type, const float * src, void * dst, int64_t nrow, int64_t n_per_row,
+                                   const float * quant_weights) {
+    if (type == GGML_TYPE_F16) {
+        const int64_t n = nrow * n_per_row;
+        for (int64_t i = 0; i < n; i += MQ_CHECK_VALUES) {
+            const int64_t m = MIN(MQ_CHECK_VALUES, n - i);
+            if (!all_finite(src + i, m)) {
+                return MQ_NONFINITE;
+            }
+            mq_f32_to_f16(src + i, (uint16_t *)dst + i, m, 0);
+        }
+        return (size_t)n * sizeof(uint16_t);
+    }
+    const size_t row_size = ggml_row_size(type, n_per_row);
+    const int64_t step = n_per_row >= MQ_CHECK_VALUES ? 1 : MQ_CHECK_VALUES / (n_per_row > 0 ? n_per_row : 1);
+    size_t total = 0;
+    for (int64_t row = 0; row < nrow; row += step) {
+        const int64_t n = MIN(step, nrow - row);
+        const float * x = src + row * n_per_row;
+        if (!all_finite(x, n * n_per_row)) {
+            return MQ_NONFINITE;
+        }
+        total += mq_quantize(type, x, (uint8_t *)dst + row * row_size, n, n_per_row, quant_weights, 0);
+    }
+    return total;
 }

@@ -31,8 +31,10 @@ here too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +55,25 @@ IMATRIX_LEGACY_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)  # weighted by an imatri
 COMPILED_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, *K_TYPES, Q.BF16)  # what kquants.c's mq_quantize does
 
 KERNEL_SOURCE = Path(__file__).with_name("kquants.c")
-KERNEL_ABI = 6
+KERNEL_ABI = 7
 # Baseline ISA (the lane code adds an AVX2 clone itself), no fast-math, no contraction into FMAs:
 # llama.cpp's float32 operations in its order. -O2: as fast here as -O3, built in a quarter of the time.
 KERNEL_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden", "-Wno-psabi", "-shared", "-fPIC"]
+NONFINITE = 2**64 - 1  # mq_encode_checked's answer for a NaN or infinity (MQ_NONFINITE)
+
+
+class NonFiniteError(ValueError):
+    """The values to encode hold a NaN or an infinity (`check_finite=True`): nothing was returned."""
 
 
 def quantize(
-    rows: np.ndarray, qtype: gguf.GGMLQuantizationType, imatrix: np.ndarray | None = None, *, compiled: bool = True
+    rows: np.ndarray,
+    qtype: gguf.GGMLQuantizationType,
+    imatrix: np.ndarray | None = None,
+    *,
+    compiled: bool = True,
+    check_finite: bool = False,
+    into: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 rows (n_rows, n_per_row) -> (n_rows, bytes_per_row) uint8, the bytes llama.cpp writes.
 
@@ -69,8 +82,12 @@ def quantize(
         qtype: any type `gguf.quants` quantizes, plus Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
         imatrix: per-column importance (`n_per_row` values, what llama-imatrix collects), or None.
         compiled: use the compiled quantizers where they loaded (`kernel_status`); False: numpy.
+        check_finite: refuse rows holding NaN or infinity. Compiled, the check is folded into the
+            quantizer (each slice of rows checked, then quantized while in cache: the rows are read
+            from memory once); numpy: one `isfinite` pass first.
 
     Raises:
+        NonFiniteError: `check_finite` and a NaN or infinity in the rows.
         ValueError: a row length that is not a multiple of the type's block, or an imatrix of the
             wrong length or with non-finite values.
     """
@@ -79,9 +96,16 @@ def quantize(
         raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
     n_rows, n_per_row = rows.shape
     qw = _check_imatrix(imatrix, n_per_row) if imatrix is not None else None
-    kernel = kernel_status().quantize if compiled and qtype in COMPILED_TYPES else None
-    if kernel is not None:
-        return _quantize_compiled(kernel, rows, qtype, qw)
+    status = kernel_status() if compiled and qtype in COMPILED_TYPES else None
+    if status is not None and status.quantize is not None:
+        if check_finite:
+            return _encode_checked(status.encode_checked, rows, qtype, qw, into)
+        return _quantize_compiled(status.quantize, rows, qtype, qw, out=into)
+    if check_finite and not np.isfinite(rows).all():
+        raise NonFiniteError("NaN or infinite values")
+    if into is not None:
+        into[...] = quantize(rows, qtype, imatrix, compiled=False)
+        return into
     impl = _QUANTIZERS.get((qtype, qw is not None))
     if impl is None:  # gguf-py's numpy quantizers equal ggml's reference ones
         return gguf.quants.quantize(rows, qtype).reshape(n_rows, -1)
@@ -93,6 +117,18 @@ def quantize(
     return out
 
 
+def _out_rows_shape(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> tuple[int, int]:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    return n_rows, n_per_row // block_size * type_size
+
+
+def _checked_out(out: np.ndarray, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    """An `into` array the C code may write through: its shape, dtype and layout checked."""
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"into must be a writable C-contiguous {np.dtype(dtype)} array of shape {shape}")
+    return out
+
+
 def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> np.ndarray:
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     if n_per_row % block_size:
@@ -100,12 +136,31 @@ def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> 
     return np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
 
 
-def _quantize_compiled(kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False) -> np.ndarray:
+def _quantize_compiled(
+    kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """`reference`: ggml's scalar code for every type (the lane code is the default for K-quants)."""
-    out = _out_rows(qtype, *rows.shape)
+    out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
     if rows.size:
         weights = None if qw is None else qw.ctypes.data
         written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights, int(reference))
+        assert written == out.nbytes, (qtype.name, written, out.nbytes)
+    return out
+
+
+def _encode_checked(
+    kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """mq_encode_checked: `qtype`'s bytes (F16: the float16 cast) with the finiteness check folded in."""
+    if qtype == Q.F16:
+        out = np.empty(rows.shape, dtype=np.float16) if out is None else _checked_out(out, rows.shape, np.float16)
+    else:
+        out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
+    if rows.size:
+        weights = None if qw is None else qw.ctypes.data
+        written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights)
+        if written == NONFINITE:
+            raise NonFiniteError("NaN or infinite values")
         assert written == out.nbytes, (qtype.name, written, out.nbytes)
     return out
 
@@ -119,6 +174,7 @@ class KernelStatus:
     reason: str  # the library's path, or why the numpy quantizers run instead
     to_f16: Callable | None = None  # mq_f32_to_f16(src, dst, n, portable)
     all_finite: Callable | None = None  # mq_all_finite(src, n) -> 1 when no NaN/inf
+    encode_checked: Callable | None = None  # mq_encode_checked(type, src, dst, nrow, n_per_row, quant_weights)
 
 
 def all_finite(array: np.ndarray) -> bool:
@@ -130,14 +186,24 @@ def all_finite(array: np.ndarray) -> bool:
     return bool(check(array.ctypes.data, array.size))
 
 
-def to_f16(array: np.ndarray, *, compiled: bool = True) -> np.ndarray:
+def to_f16(array: np.ndarray, *, compiled: bool = True, check_finite: bool = False) -> np.ndarray:
     """float32 -> float16, round to nearest even: numpy's `astype` (for finite values), compiled
-    (F16C where the CPU has it) when the kernels loaded, about 10x faster."""
+    (F16C where the CPU has it) when the kernels loaded, about 10x faster.
+
+    Raises:
+        NonFiniteError: `check_finite` and a NaN or infinity in `array` (compiled: checked in the
+            cast's own pass over the data, as `quantize` does).
+    """
     array = np.ascontiguousarray(array, dtype=F32)
-    cast = kernel_status().to_f16 if compiled else None
+    status = kernel_status() if compiled else None
+    cast = status.to_f16 if status is not None else None
     if cast is None:
+        if check_finite and not np.isfinite(array).all():
+            raise NonFiniteError("NaN or infinite values")
         with np.errstate(over="ignore"):  # beyond float16's range: inf, as the compiled cast gives
             return array.astype(np.float16)
+    if check_finite:
+        return _encode_checked(status.encode_checked, array.reshape(1, -1), Q.F16, None).reshape(array.shape)
     out = np.empty(array.shape, dtype=np.float16)
     cast(array.ctypes.data, out.ctypes.data, array.size, 0)
     return out
@@ -177,7 +243,9 @@ def _self_test(fn: Callable) -> str | None:
     return None
 
 
-def _finite_self_test(check: Callable) -> str | None:
+def _finite_self_test(check: Callable, encode_checked: Callable, fn: Callable) -> str | None:
+    """mq_all_finite on one bad value of each kind (and none); mq_encode_checked gives the unchecked
+    bytes on finite rows and refuses one NaN or infinity in a later slice of rows, for every type."""
     x = np.ones(37, dtype=F32)
     for bad in (np.nan, np.inf, -np.inf, None):
         if bad is not None:
@@ -185,6 +253,24 @@ def _finite_self_test(check: Callable) -> str | None:
         if bool(check(x.ctypes.data, x.size)) != (bad is None):
             return f"the compiled finiteness check failed on {bad}"
         x[29] = np.finfo(F32).max
+    rows = (np.random.default_rng(1).standard_normal((72, 512)) * 0.02).astype(F32)  # 2 slices of rows
+    qw = np.linspace(0.5, 2, 512, dtype=F32)
+    for qtype in (*COMPILED_TYPES, Q.F16):
+        want = rows.astype(np.float16) if qtype == Q.F16 else _quantize_compiled(fn, rows, qtype, qw)
+        try:
+            got = _encode_checked(encode_checked, rows, qtype, None if qtype == Q.F16 else qw)
+        except NonFiniteError:
+            return f"the compiled checked {qtype.name} refused finite rows"
+        if not np.array_equal(got.view(np.uint8), want.view(np.uint8)):
+            return f"the compiled checked {qtype.name} differs from the unchecked one"
+        for bad in (np.nan, -np.inf):
+            poisoned = rows.copy()
+            poisoned[70, 300] = bad
+            try:
+                _encode_checked(encode_checked, poisoned, qtype, None)
+                return f"the compiled checked {qtype.name} let {bad} through"
+            except NonFiniteError:
+                pass
     return None
 
 
@@ -202,7 +288,11 @@ def _f16_self_test(cast: Callable) -> str | None:
 
 @functools.cache
 def kernel_status() -> KernelStatus:
-    """Load (building once if needed) the compiled quantizers, or say why numpy's are used."""
+    """Load (building once if needed) the compiled quantizers, or say why numpy's are used.
+
+    The self-test runs once per built library, numpy, gguf-py, this module and CPU: a pass is
+    recorded beside the library (`_self_test_key`), and a later process with the same key skips it.
+    """
     if cbuild.disabled():
         return KernelStatus(None, f"{cbuild.DISABLE_ENV}=0")
     lib, where = cbuild.load(KERNEL_SOURCE, KERNEL_FLAGS)
@@ -211,26 +301,40 @@ def kernel_status() -> KernelStatus:
     try:
         lib.mq_abi.restype = ctypes.c_int
         fn = lib.mq_quantize
+        cast, finite, checked = lib.mq_f32_to_f16, lib.mq_all_finite, lib.mq_encode_checked
     except AttributeError as exc:
         return KernelStatus(None, f"kernel build/load failed: {exc}"[:300])
     if lib.mq_abi() != KERNEL_ABI:
         return KernelStatus(None, f"{where} implements another ABI")
-    fn.restype = ctypes.c_size_t
-    fn.argtypes = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_int,
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.restype, fn.argtypes = ctypes.c_size_t, [ctypes.c_int, ptr, ptr, i64, i64, ptr, ctypes.c_int]
+    cast.restype, cast.argtypes = None, [ptr, ptr, i64, ctypes.c_int]
+    finite.restype, finite.argtypes = ctypes.c_int, [ptr, i64]
+    checked.restype, checked.argtypes = ctypes.c_size_t, [ctypes.c_int, ptr, ptr, i64, i64, ptr]
+    status = KernelStatus(fn, where, cast, finite, checked)
+    passed = Path(f"{where}.selftest-{_self_test_key(Path(where))}")
+    if passed.is_file():
+        return status
+    failure = _self_test(fn) or _f16_self_test(cast) or _finite_self_test(finite, checked, fn)
+    if failure:
+        return KernelStatus(None, failure)
+    with contextlib.suppress(OSError):  # a read-only cache: the test runs again next time
+        passed.touch()
+    return status
+
+
+def _self_test_key(library: Path) -> str:
+    """What the self-test's verdict depends on: the library's bytes, the numpy and gguf-py it is
+    compared with (gguf-py's quantizers), this module (the tests themselves) and the CPU features the
+    library dispatches on."""
+    parts = [
+        library.read_bytes(),
+        Path(__file__).read_bytes(),
+        Path(gguf.quants.__file__).read_bytes(),
+        f"{np.__version__} {KERNEL_ABI}".encode(),
+        " ".join(sorted(cbuild.cpu_flags())).encode(),
     ]
-    cast = lib.mq_f32_to_f16
-    cast.restype, cast.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    finite = lib.mq_all_finite
-    finite.restype, finite.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]
-    failure = _self_test(fn) or _f16_self_test(cast) or _finite_self_test(finite)
-    return KernelStatus(None, failure) if failure else KernelStatus(fn, where, cast, finite)
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
 def describe() -> str:

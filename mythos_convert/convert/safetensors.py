@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import StateDictSplit, split_state_dict_into_shards_factory
-
 from mythos_convert.convert.dtypes import BY_CODE, BY_NAME, torch_dtype
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.torch_zip import TensorRef
@@ -39,8 +37,9 @@ from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import inside
 from mythos_convert.ui import progress_task
 
-if TYPE_CHECKING:  # imported where a cast needs it: a byte copy never loads torch
+if TYPE_CHECKING:  # imported where used: a byte copy never loads torch, a GGUF export never huggingface_hub
     import torch
+    from huggingface_hub import StateDictSplit
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -169,6 +168,8 @@ def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_siz
     The same plan `split_torch_state_dict_into_shards` makes for meta tensors (no storage ids,
     sizes numel x itemsize), without its torch imports (torch.distributed alone costs a second).
     """
+    from huggingface_hub import split_state_dict_into_shards_factory
+
     itemsize = BY_NAME[dtype].itemsize
     try:
         return split_state_dict_into_shards_factory(
