@@ -124,6 +124,16 @@ def test_windows_per_batch_is_llama_perplexitys_and_bounded_by_memory():
     assert windows_per_batch(512, 262_144) == 1  # 512 x 262,144 float32 logits are 512 MiB already
 
 
+def test_tiny_windows_stay_within_llama_cpps_sequence_cap(folders):
+    """--ctx 2 asks for 1024 windows per call; llama.cpp allows 256 sequences, so 256 it is."""
+    batched = LlamaWindows(gguf_of(folders["out"], "Q4_0"), 2, n_seq=windows_per_batch(2, 512), threads=2)
+    try:
+        assert batched.n_seq == 256
+        assert batched.logits([np.array([5, 6])] * 256).shape == (256, 2, 512)
+    finally:
+        batched.close()
+
+
 def test_f16_below_q8_0_below_q4_0_in_kl_divergence(folders):
     """The ordering llama.cpp users rely on, on the embedded corpus's held-out text (32 windows of 128).
     Measured over all 478 windows: F16 1.5e-7 < Q8_0 1.1e-4 < Q4_0 3.4e-3; F32 0."""

@@ -103,7 +103,7 @@ def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_att
         return list(torch.from_numpy(llm.logits(windows)))
 
     engine = "llama.cpp, flash attention" if flash_attn else "llama.cpp"
-    return Engine(target, "gguf", engine, header.label, vocab, run, llm.close, windows_per_call=n_seq)
+    return Engine(target, "gguf", engine, header.label, vocab, run, llm.close, windows_per_call=llm.n_seq)
 
 
 def require_llama_cpp() -> None:

@@ -42,7 +42,8 @@ class LlamaWindows:
         import llama_cpp as lib
 
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # what Llama(verbose=False) does
-        self._lib, self.ctx, self.n_seq = lib, ctx, n_seq
+        self._lib, self.ctx = lib, ctx
+        self.n_seq = max(1, min(n_seq, lib.llama_max_parallel_sequences()))  # llama.cpp's cap (256)
         self._model = self._context = self._batch = None
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
@@ -55,8 +56,8 @@ class LlamaWindows:
             )
         self.vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model))
         cp = lib.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = ctx * n_seq
-        cp.n_seq_max = n_seq
+        cp.n_ctx = cp.n_batch = cp.n_ubatch = ctx * self.n_seq
+        cp.n_seq_max = self.n_seq
         cp.kv_unified = False  # one KV stream per window: attention over its own ctx cells only
         cp.n_threads = cp.n_threads_batch = threads
         cp.type_k = cp.type_v = GGML_TYPE_F32
@@ -67,10 +68,10 @@ class LlamaWindows:
         if not self._context:
             self.close()
             raise MythosError(
-                f"llama.cpp could not make a context of {n_seq} x {ctx} tokens for {path}: "
+                f"llama.cpp could not make a context of {self.n_seq} x {ctx} tokens for {path}: "
                 "pass a smaller --ctx, or free memory"
             )
-        self._batch = lib.llama_batch_init(ctx * n_seq, 0, n_seq)
+        self._batch = lib.llama_batch_init(ctx * self.n_seq, 0, self.n_seq)
 
     def logits(self, windows: list[np.ndarray]) -> np.ndarray:
         """Logits [len(windows), ctx, vocab] (float32, a copy), each window from an empty cache."""
