@@ -7,11 +7,12 @@ tokenizer), its float32 HF export, and GGUF files of --types in it. Then, in thi
 - the whole report, `run_eval([out/], chunks=N)`: native float32 reference, transformers, and every
   GGUF in llama.cpp, with KL divergence for each GGUF, timed end to end (loading included);
 - per engine, eval's own tokens/s (forward time only);
-- the baseline, per GGUF: the loop `llama-perplexity` runs, written directly against
-  llama-cpp-python (reset, eval the window, read all logits, log-softmax in numpy, score the
-  second half; the first window whole, as eval does) on the same windows, same threads, same
-  F32 KV cache. Its perplexity must equal eval's (printed), and "vs baseline" is eval's tokens/s
-  over the baseline's.
+- the baseline, per GGUF: the perplexity loop as one writes it with llama-cpp-python's `Llama`
+  (reset, eval one window, read all logits, log-softmax in numpy, score the second half; the
+  first window whole, as eval does) on the same windows, same threads, same F32 KV cache. Its
+  perplexity must equal eval's (printed), and "vs baseline" is eval's tokens/s over the
+  baseline's. eval, like `llama-perplexity` itself, puts n_batch / n_ctx (2048 / 512 = 4) windows
+  into each llama.cpp call (`evaluate/llama_windows.py`); the baseline one.
 
 The text is the embedded corpus's validation part, what `eval` scores by default: 31,184 tokens
 with this tokenizer, so the default `--tokens 32768` (the issue's "32k") evaluates every whole
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flash-attn", action="store_true", help="eval --flash-attn (the baseline stays without)")
     args = parser.parse_args(argv)
     pin_threads(args.threads)
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = tokens[: chunks * args.ctx]
 
     started = time.perf_counter()
-    report = run_eval([out], tokens=tokens, ctx=args.ctx, record=False)
+    report = run_eval([out], tokens=tokens, ctx=args.ctx, record=False, flash_attn=args.flash_attn)
     wall = time.perf_counter() - started
     forward = sum(r["seconds"] for r in report.rows)
     wins = windows(tokens, args.ctx)
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             f"whole report ({len(report.rows)} models: native reference, transformers, {len(types)} GGUF types, "
             f"loading and KL included): {wall:.1f} s (goal: under 300 s); forward passes {forward:.1f} s, "
             f"everything else (loading, hashing, cross-entropy, KL divergence) {wall - forward:.1f} s",
-            "baseline: llama-perplexity's loop written against llama-cpp-python, same windows and threads",
+            "baseline: one window per call through llama-cpp-python's Llama, same windows, threads and KV cache"
+            + ("; eval with --flash-attn" if args.flash_attn else ""),
         ],
         summary=[
             [

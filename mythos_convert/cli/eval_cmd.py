@@ -30,6 +30,14 @@ def eval_(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not write eval.json (nor re-render the card).")
     ] = False,
+    flash_attn: Annotated[
+        bool,
+        typer.Option(
+            "--flash-attn",
+            help="Run llama.cpp with flash attention, as its own tools do by default: faster, its sums in another "
+            "order, so its figures move a little (off by default, as llama-cpp-python and verify run it).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -50,7 +58,14 @@ def eval_(
         inputs = [("target", t) for t in targets] + [("data", d) for d in data or []] + [("tokenizer", tokenizer)]
         refuse_output_over_inputs(json_out, [*inputs, ("config", config)])
     report = evaluate(
-        targets, data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record
+        targets,
+        data=data,
+        ctx=ctx,
+        chunks=chunks,
+        tokenizer=tokenizer,
+        config_yaml=config,
+        record=not no_record,
+        flash_attn=flash_attn,
     )
     result(report_table(report))
     for line in report_lines(report):

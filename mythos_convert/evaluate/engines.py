@@ -3,9 +3,10 @@
 - native: the Mythos model in torch, float32 (on a checkpoint, or on an HF folder's weights);
   it is also the reference distribution KL divergence is measured against.
 - transformers: `LlamaForCausalLM` loaded from the HF folder in float32 (weights as stored, upcast).
-- llama.cpp: the GGUF file through llama-cpp-python with logits at every position, loaded by
-  `verify.gguf.load_llama` (F32 KV cache, extra buffer types off: the AMX workaround), with as
-  many threads as torch uses, so the engines' tokens/s compare.
+- llama.cpp: the GGUF file through llama-cpp-python with logits at every position, several
+  windows per call as `llama-perplexity` batches them (`llama_windows.py`: F32 KV cache, extra
+  buffer types off, the AMX workaround), with as many threads as torch uses, so the engines'
+  tokens/s compare.
 
 Each engine's forward time is summed separately (`seconds`), so tokens/s per engine excludes the
 cross-entropy and KL arithmetic, which is the same for all of them.
@@ -24,8 +25,8 @@ import torch
 from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
 from mythos_convert.convert.sources import open_hf
 from mythos_convert.errors import MythosError
+from mythos_convert.evaluate.llama_windows import LlamaWindows, windows_per_batch
 from mythos_convert.evaluate.record import GGUFHeader
-from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 
 
@@ -38,17 +39,18 @@ class Engine:
     engine: str  # "native (torch)", "transformers", "llama.cpp"
     dtype: str  # F16, Q4_K_M, float32, ...
     vocab: int  # logits per position
-    run: Callable[[np.ndarray], torch.Tensor]
+    run: Callable[[list[np.ndarray]], list[torch.Tensor]]
     close: Callable[[], None]
+    windows_per_call: int = 1  # how many windows `run` takes at once
     seconds: float = 0.0
     tokens: int = 0
 
-    def logits(self, window: np.ndarray) -> torch.Tensor:
-        """Logits [T, V] (float32) for one window, timed."""
+    def logits(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
+        """Logits [T, V] (float32) for each of up to `windows_per_call` windows, timed."""
         started = time.perf_counter()
-        out = self.run(window)
+        out = self.run(windows)
         self.seconds += time.perf_counter() - started
-        self.tokens += int(window.size)
+        self.tokens += sum(int(w.size) for w in windows)
         return out
 
     @property
@@ -56,11 +58,16 @@ class Engine:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _torch_fn(model, hf: bool) -> Callable[[np.ndarray], torch.Tensor]:
-    def run(window: np.ndarray) -> torch.Tensor:
+def _torch_fn(model, hf: bool) -> Callable[[list[np.ndarray]], list[torch.Tensor]]:
+    """One window per forward: a batch would let the GEMMs pick other blockings, so other sums."""
+
+    def run(windows: list[np.ndarray]) -> list[torch.Tensor]:
+        outs = []
         with torch.no_grad():
-            out = model(torch.from_numpy(window)[None])
-        return (out.logits if hf else out)[0].float()
+            for window in windows:
+                out = model(torch.from_numpy(window)[None])
+                outs.append((out.logits if hf else out)[0].float())
+        return outs
 
     return run
 
@@ -86,18 +93,17 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
     return Engine(target, "hf", "transformers", dtype, vocab, _torch_fn(model, hf=True), lambda: None)
 
 
-def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int) -> Engine:
-    """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
-    import llama_cpp  # present: load_llama has just imported it (or raised)
+def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_attn: bool = False) -> Engine:
+    """llama.cpp on a GGUF file: all logits of each window from an empty cache, several windows per call."""
+    vocab = len(header.tokens)
+    n_seq = windows_per_batch(ctx, vocab)
+    llm = LlamaWindows(path, ctx, n_seq, torch.get_num_threads(), flash_attn=flash_attn)
 
-    llm = load_llama(path, ctx, f32_kv=True)
-    threads = torch.get_num_threads()
-    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)  # load_llama uses half the cores
+    def run(windows: list[np.ndarray]) -> list[torch.Tensor]:
+        return list(torch.from_numpy(llm.logits(windows)))
 
-    def run(window: np.ndarray) -> torch.Tensor:
-        return llama_logits(llm, window.tolist())
-
-    return Engine(target, "gguf", "llama.cpp", header.label, len(header.tokens), run, llm.close)
+    engine = "llama.cpp, flash attention" if flash_attn else "llama.cpp"
+    return Engine(target, "gguf", engine, header.label, vocab, run, llm.close, windows_per_call=llm.n_seq)
 
 
 def require_llama_cpp() -> None:

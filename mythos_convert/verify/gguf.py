@@ -127,7 +127,7 @@ def _describe_tolerance(tol: Tolerance | None) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """llama.cpp prints context warnings on fd 2 even with verbose=False; hide them while loading."""
     saved = os.dup(2)
     try:
@@ -168,7 +168,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
             "(or mythos-convert[llama-cpp]), or pass --no-verify"
         ) from exc
     kwargs: dict[str, Any] = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
-    with no_extra_buffers(), _quiet_stderr():
+    with no_extra_buffers(), quiet_stderr():
         try:
             return Llama(
                 model_path=str(path),
