@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--flash-attn", action="store_true", help="eval --flash-attn (the baseline stays without)")
+    parser.add_argument("--no-flash-attn", action="store_true", help="eval --no-flash-attn, as the baseline runs")
     args = parser.parse_args(argv)
     pin_threads(args.threads)
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = tokens[: chunks * args.ctx]
 
     started = time.perf_counter()
-    report = run_eval([out], tokens=tokens, ctx=args.ctx, record=False, flash_attn=args.flash_attn)
+    report = run_eval([out], tokens=tokens, ctx=args.ctx, record=False, flash_attn=not args.no_flash_attn)
     wall = time.perf_counter() - started
     forward = sum(r["seconds"] for r in report.rows)
     wins = windows(tokens, args.ctx)
@@ -162,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             f"loading and KL included): {wall:.1f} s (goal: under 300 s); forward passes {forward:.1f} s, "
             f"everything else (loading, hashing, cross-entropy, KL divergence) {wall - forward:.1f} s",
             "baseline: one window per call through llama-cpp-python's Llama, same windows, threads and KV cache"
-            + ("; eval with --flash-attn" if args.flash_attn else ""),
+            + (
+                "; eval without flash attention too"
+                if args.no_flash_attn
+                else "; eval with flash attention (its default)"
+            ),
         ],
         summary=[
             [

@@ -379,6 +379,7 @@ def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -
     """An eval.json entry as `mythos-convert eval` records it, bound to the file's hashes."""
     return {
         "kind": "gguf",
+        "engine": "llama.cpp, flash attention",
         "perplexity": ppl,
         "kl": {
             "mean_kl": mean_kl,
@@ -418,12 +419,13 @@ def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path
     )
     assert "on the validation part of the embedded corpus (1,024 tokens); 990 tokens scored" in text
     assert "against the native engine, float32, on ckpt.pt (perplexity 41.2500)" in text
+    assert "The GGUF files ran in llama.cpp, flash attention." in text
     chart = work / "gguf-quality.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](gguf-quality.png)" in text
     index = front_matter(work)["model-index"][0]["results"]
     measured = [(r["dataset"], m) for r in index for m in r["metrics"] if m["name"].startswith("Perplexity (mythos")]
     assert [(m["type"], m["value"]) for _, m in measured] == [("perplexity", 41.3012), ("perplexity", 41.2518)]
-    assert measured[0][1]["name"] == f"Perplexity ({q8.name}, llama.cpp)"  # the recommended Q8_0 first
+    assert measured[0][1]["name"] == f"Perplexity ({q8.name}, llama.cpp, flash attention)"  # recommended Q8_0 first
     assert measured[0][0]["name"].endswith("990 tokens scored")
     assert measured[0][1]["args"]["method"].startswith("non-overlapping windows of 128")
     assert card_problems(text) == []

@@ -215,6 +215,7 @@ def file_rows(folder: Path, ggufs: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "top1": number(kl.get("top1_agreement")),
                 "dataset": entry.get("dataset"),
                 "method": entry.get("method"),
+                "engine": entry.get("engine"),
             }
         )
     return rows
@@ -230,6 +231,7 @@ def eval_facts(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "dataset": first.get("dataset"),
         "method": first.get("method"),
+        "gguf_engine": measured[0].get("engine") if measured else None,
         "reference": reference.get("name"),
         "reference_ppl": number(reference.get("perplexity")),
         "hf": evals.get("hf"),

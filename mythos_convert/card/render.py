@@ -78,7 +78,7 @@ def measured_results(facts: dict[str, Any], ggufs_only: bool = False) -> list:
 
     entries = [] if ggufs_only or not facts["eval"]["hf"] else [("transformers, float32", facts["eval"]["hf"])]
     bound = {r["name"]: r for r in facts["files"] if r["perplexity"] is not None}
-    entries += [(f"{name}, llama.cpp", {**r, "engine": "llama.cpp"}) for name, r in bound.items()]
+    entries += [(f"{name}, {r.get('engine') or 'llama.cpp'}", r) for name, r in bound.items()]
     results = []
     for what, entry in entries:
         value = number(entry.get("perplexity"))

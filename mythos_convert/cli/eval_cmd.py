@@ -33,11 +33,12 @@ def eval_(
     flash_attn: Annotated[
         bool,
         typer.Option(
-            "--flash-attn",
-            help="Run llama.cpp with flash attention, as its own tools do by default: faster, its sums in another "
-            "order, so its figures move a little (off by default, as llama-cpp-python and verify run it).",
+            "--flash-attn/--no-flash-attn",
+            help="llama.cpp with flash attention, as its own tools (llama-perplexity, llama-server) run it on CPU: "
+            "faster; off, an F32 file computes float32 exactly (as verify runs it), the quantized types' figures "
+            "barely move.",
         ),
-    ] = False,
+    ] = True,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,

@@ -5,7 +5,8 @@
 - transformers: `LlamaForCausalLM` loaded from the HF folder in float32 (weights as stored, upcast).
 - llama.cpp: the GGUF file through llama-cpp-python with logits at every position, several
   windows per call as `llama-perplexity` batches them (`llama_windows.py`: F32 KV cache, extra
-  buffer types off, the AMX workaround), with as many threads as torch uses, so the engines'
+  buffer types off, the AMX workaround), flash attention on as llama.cpp's own tools run it
+  (off on request, as verify runs it), with as many threads as torch uses, so the engines'
   tokens/s compare.
 
 Each engine's forward time is summed separately (`seconds`), so tokens/s per engine excludes the
@@ -93,7 +94,7 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
     return Engine(target, "hf", "transformers", dtype, vocab, _torch_fn(model, hf=True), lambda: None)
 
 
-def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_attn: bool = False) -> Engine:
+def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_attn: bool = True) -> Engine:
     """llama.cpp on a GGUF file: all logits of each window from an empty cache, several windows per call."""
     vocab = len(header.tokens)
     n_seq = windows_per_batch(ctx, vocab)

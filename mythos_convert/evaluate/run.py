@@ -307,11 +307,12 @@ def run_eval(
     tokenizer: str | Path | None = None,
     config_yaml: str | Path | None = None,
     record: bool = True,
-    flash_attn: bool = False,
+    flash_attn: bool = True,
 ) -> EvalReport:
     """Perplexity of every target and, for each GGUF, its divergence from the float32 reference.
 
-    `flash_attn` runs llama.cpp with flash attention (its engine is then named so in every row).
+    `flash_attn` runs llama.cpp with flash attention, llama.cpp's own default on CPU (its engine is
+    named so in every row); off, an F32 file computes float32 exactly, as in verify.
     `tokens` (ids) replaces the text lookup (`--data`, the run's validation split, the embedded
     corpus's) when given. Raises MythosError for bad targets, a vocabulary mismatch, a `--ctx`
     above a model's context or a text shorter than one window, before any model runs.
