@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ HF_BOUND_NAMES = (
     "special_tokens_map.json",
     "model.safetensors.index.json",
 )
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20  # sha256 runs at about 1.5 GB/s here: larger reads change nothing
 
 
 def needs_verify(name: str) -> bool:
@@ -56,19 +57,32 @@ def hf_bound_files(folder: str | Path) -> list[str]:
     return sorted(names)
 
 
-def file_digest(path: str | Path) -> dict[str, Any]:
-    """sha256 and size of one file (read in 1 MiB chunks: about 1 s per 600 MB)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
+class Cancelled(Exception):
+    """A digest given up because its `stop` event was set (verify failed before it was needed)."""
+
+
+def file_digest(path: str | Path, stop: threading.Event | None = None) -> dict[str, Any]:
+    """sha256 and size of one file (about 1 s per 1.5 GB; hashlib releases the GIL on each chunk).
+
+    `stop`, when set, ends the read between chunks with `Cancelled`: a digest on a thread must
+    not keep the process alive for a second after what needed it has failed.
+    """
+    digest, buffer = hashlib.sha256(), bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with Path(path).open("rb", buffering=0) as fh:
+        while got := fh.readinto(buffer):
+            if stop is not None and stop.is_set():
+                raise Cancelled(str(path))
+            digest.update(view[:got])
     return {"sha256": digest.hexdigest(), "size": Path(path).stat().st_size}
 
 
-def hash_files(folder: str | Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """`{name: {"sha256", "size"}}` for files named relative to `folder`."""
+def hash_files(
+    folder: str | Path, names: Iterable[str], stop: threading.Event | None = None
+) -> dict[str, dict[str, Any]]:
+    """`{name: {"sha256", "size"}}` for files named relative to `folder` (`stop`: see `file_digest`)."""
     folder = Path(folder)
-    return {name: file_digest(folder / name) for name in sorted(set(names))}
+    return {name: file_digest(folder / name, stop) for name in sorted(set(names))}
 
 
 def changed_files(folder: str | Path, files: dict[str, Any], names: Iterable[str] | None = None) -> list[str]:
