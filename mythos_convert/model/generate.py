@@ -110,7 +110,6 @@ def stream_ids(
     seed: int | None = None,
     prefill_chunk: int | None = None,
     compiled: bool = True,
-    fuse: bool = True,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch 1), stopping after `eos_id` or `max_new_tokens`.
 
@@ -123,10 +122,6 @@ def stream_ids(
             RNG alone.
         prefill_chunk: feed the prompt in chunks of this many tokens (bounded memory for long prompts).
         compiled: False decodes with torch's operations even where the AVX2 kernels run (model/kernels).
-        fuse: False prepares no decode plan and no fused weight copies (`Mythos.setup_cache`):
-            each token takes the module path on the weights as they are. For a caller that must
-            not hold a second copy where the compiled kernels (which read the weights in place)
-            do not run: see `decode.compiled_ops_for`.
     """
     budget = context_budget(model.config.max_seq_len, len(prompt), max_new_tokens)
     check_seed(seed)
@@ -143,7 +138,7 @@ def stream_ids(
     tokens = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()  # no dropout while generating
-    model.setup_cache(1, len(prompt) + budget, compiled=compiled, fuse=fuse)
+    model.setup_cache(1, len(prompt) + budget, compiled=compiled)
     try:
         logits = _prefill(model, tokens, prefill_chunk or len(prompt))
         pos = len(prompt)

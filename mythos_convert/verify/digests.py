@@ -9,16 +9,23 @@ before it imports them.
 The folder's files are hashed first, and `files()` waits for them: verify reads no file of the
 folder before its hash is taken, so a file changed later fails push's re-hash instead of passing as
 verified. The source checkpoint is hashed next (its digest only names what the folder was compared
-with, as before).
+with, as before): the one passed, else the one the export recorded in its local paths file.
+
+`wait()` lets the hashing finish before verify's torch work starts: beside a hashing thread torch's
+two threads wait on each other at every barrier (the hash then slowed them most).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
+from mythos_convert.convert.hf_folder import LOCAL_FILE
+from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import inside
 from mythos_convert.verify.record import file_digest, hash_files, hf_bound_files
 
 
@@ -26,13 +33,13 @@ class Digests:
     """The folder's bound files, then any source checkpoint asked for, hashed in order on one thread."""
 
     def __init__(self, folder: str | Path, source: str | Path | None = None):
+        """`source`: the checkpoint to hash after the folder (default: the one the export recorded)."""
         self.folder = Path(folder)
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest")
         self._files = self._pool.submit(hash_files, self.folder, hf_bound_files(self.folder), self._stop)
         self._sources: dict[Path, concurrent.futures.Future] = {}
-        if source is not None:
-            self.add_source(source)
+        self.add_source(source if source is not None else recorded_source(self.folder))
 
     def add_source(self, path: str | Path | None) -> None:
         """Queue a checkpoint's digest (once per path; a missing file gets none, as before)."""
@@ -53,6 +60,10 @@ class Digests:
         self.add_source(path)
         return {"name": Path(path).name, **self._sources[Path(path).resolve()].result()}
 
+    def wait(self) -> None:
+        """Until everything queued so far is hashed (a failure is raised where its result is asked for)."""
+        concurrent.futures.wait([self._files, *self._sources.values()])
+
     def close(self) -> None:
         """Stop what is still hashing (nothing left needs it) and end the thread."""
         self._stop.set()
@@ -63,3 +74,14 @@ class Digests:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def recorded_source(folder: Path) -> Path | None:
+    """The checkpoint an export recorded in its local paths file, or None (that file is not bound: reading
+    it early reads nothing verify checks; `verify_hf` resolves the checkpoint itself later)."""
+    try:
+        data = json.loads(inside(folder, LOCAL_FILE).read_text())
+    except (OSError, ValueError, MythosError):
+        return None
+    path = data.get("source_checkpoint_path") if isinstance(data, dict) else None
+    return Path(path) if isinstance(path, str) and path else None

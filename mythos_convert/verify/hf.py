@@ -33,7 +33,6 @@ from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, reso
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.decode import compiled_ops_for
-from mythos_convert.model.generate import generate_ids
 from mythos_convert.ui import info, result
 from mythos_convert.verify.cores import OtherLoad, free_threads
 from mythos_convert.verify.digests import Digests
@@ -365,15 +364,26 @@ def _logits_fn(model, hf: bool):
     return run
 
 
-def _native_greedy(model, seq: list[int]) -> list[int]:
-    """The native model's greedy continuation of `seq`: a prefill, then one token per step on its KV cache.
+def _native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """(logits [T, V] of `seq`, its greedy continuation): the prefill's logits are the sequence's too.
 
-    The step is the compiled one where the kernels run (the weights read in place, one call per
-    token, threads chosen by timing: `decode.ThreadTuner`); elsewhere the module path, with no fused
-    copies of the weights (verify holds one model's weights and nothing more).
+    The prefill fills the KV cache; its logits are those of a forward without a cache (bit for bit
+    here: the same operations, the keys read from the cache), so they also serve the logit check
+    and that sequence runs once. Then one token per step on the cache: the compiled step where
+    the kernels run (the weights read in place, one call per token, threads chosen by timing:
+    `decode.ThreadTuner`), elsewhere the module path without fused copies of the weights (verify
+    holds one model's weights and nothing more).
     """
-    fuse = compiled_ops_for(model) is not None
-    return generate_ids(model, seq, max_new_tokens=GREEDY_TOKENS, fuse=fuse)
+    model.setup_cache(1, len(seq) + GREEDY_TOKENS, fuse=compiled_ops_for(model) is not None)
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([seq]))[0]
+            tokens = [int(logits[-1].float().argmax())]
+            for pos in range(len(seq), len(seq) + GREEDY_TOKENS - 1):
+                tokens.append(int(model(torch.tensor([tokens[-1:]]), start=pos)[0, -1].float().argmax()))
+    finally:
+        model.clear_cache()
+    return logits, tokens
 
 
 def _greedy_difference(hf_model, seq: list[int], native: list[int]) -> str | None:
@@ -408,8 +418,9 @@ class _NativeRun:
     greedy: list[int]
 
 
-def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy_seq: list[int]) -> _NativeRun:
-    """Logits of every sequence (on the original weights too when the export casts them) and greedy tokens.
+def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy: int) -> _NativeRun:
+    """Logits of every sequence (on the original weights too when the export casts them) and the greedy
+    tokens of `seqs[greedy]`, whose logits come from the greedy decoding's prefill.
 
     The cast happens here, so the model is left on the export's rounded weights (what `localise`
     compares against transformers).
@@ -419,7 +430,9 @@ def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy_seq: li
     if dtype != torch.float32:
         drift = [run(s) for s in seqs]
         _cast_native(model, dtype)
-    return _NativeRun([run(s) for s in seqs], drift, _native_greedy(model, greedy_seq))
+    greedy_logits, tokens = _native_greedy(model, seqs[greedy])
+    logits = [greedy_logits if i == greedy else run(s) for i, s in enumerate(seqs)]
+    return _NativeRun(logits, drift, tokens)
 
 
 def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[dict, dict | None]:
@@ -469,6 +482,7 @@ def verify_hf(
         files = digests.files()  # before reading: a later change cannot pass as verified
         src = open_hf(folder).hf  # the one tensor check first: a misfit is named before transformers loads
         assert src is not None
+        digests.wait()  # the checkpoint's hash too, before torch's threads start
         with _verify_threads(src.config.num_parameters(), others):
             out = _compare(folder, src, ckpt, tokenizer, config_yaml, digests, show=show, name=name)
     out["files"] = files
@@ -509,11 +523,12 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, digests:
     info(f"verifying {folder} ({dtype_name}) against {native.path}")
 
     seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
-    greedy_seq = max(seqs[: len(PROMPTS)], key=len)
+    greedy = max(range(len(PROMPTS)), key=lambda i: len(seqs[i]))  # the longest prompt (the first of equals)
+    greedy_seq = seqs[greedy]
     dtype = torch_dtype(dtype_name)
 
     # the native side first, then dropped (with the checkpoint's tensors, when verify read them itself)
-    native_run = _run_native(load_model(native, torch.float32), seqs, dtype, greedy_seq)
+    native_run = _run_native(load_model(native, torch.float32), seqs, dtype, greedy)
     loaded_here = not isinstance(ckpt, ModelSource)
     if loaded_here:  # keep what the record needs, not the mapped weights
         native = dataclasses.replace(native, state_dict={}, raw={})
