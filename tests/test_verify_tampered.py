@@ -268,36 +268,35 @@ def test_verify_fails_naming_the_cause(name, hf_export, tiny_ckpt, tmp_path, mon
 
 
 def test_a_transformers_greedy_step_that_differs_is_named(hf_export, tiny_ckpt, monkeypatch):
-    """transformers changed only where a greedy token is chosen (every compared logit intact) fails verify,
-    naming the step, its position and both tokens."""
+    """transformers changed only where it continues a prompt on its KV cache (every compared logit intact)
+    fails verify, naming the greedy step, its position and both tokens."""
     import mythos_convert.verify.hf as hf_module
 
-    load, lengths, tamper = hf_module.load_hf_model, [], {}
+    load, seen = hf_module.load_hf_model, {}
 
     def hooked(folder):
         model = load(folder)
 
-        def hook(_module, args, _out):  # the sequence lengths transformers runs; one row rolled by one id
-            lengths.append(args[0].shape[1])
-            if args[0].shape[1] == tamper.get("length"):
-                _out.logits[0, tamper["row"]] = _out.logits[0, tamper["row"]].roll(1)
+        def hook(_module, args, kwargs, out):  # the row that picks greedy token 5 rolled by one id
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            if cache is None:
+                return
+            new = (args[0] if args else kwargs["input_ids"]).shape[1]
+            before = cache.get_seq_length() - new  # the cache has these tokens' keys already
+            row = seen.setdefault("prompt", before) + 3 - before
+            if 0 <= row < new:
+                out.logits[0, row] = out.logits[0, row].roll(1)
 
-        model.register_forward_hook(hook)
+        model.register_forward_hook(hook, with_kwargs=True)
         return model
 
     monkeypatch.setattr(hf_module, "load_hf_model", hooked)
-    clean = verify_hf(hf_export, tiny_ckpt, record=False, show=False)
-    assert clean["passed"], clean["failures"]
-    # 5 compared sequences, then one forward over the longest prompt and 31 of its 32 greedy tokens
-    assert len(lengths) == 6 and lengths[5] == max(lengths[:4]) + 31
-    prompt = max(lengths[:4])
-    tamper.update(length=lengths[5], row=prompt - 1 + 4)  # the row whose argmax is greedy token 5
     result = verify_hf(hf_export, tiny_ckpt, record=False, show=False)
     assert not result["passed"] and not result["greedy_equal"]
     assert result["max_abs_diff"] == 0.0  # the logits verify compares are untouched
     text = "\n".join(result["failures"])
     assert "greedy 32-token generations differ" in text, text
-    named = f"transformers' greedy token 5 of 32 (position {prompt + 5} of the sequence) is id "
+    named = f"transformers' greedy token 5 of 32 (position {seen['prompt'] + 5} of the sequence) is id "
     assert named in text, text
     theirs, ours = (int(x) for x in text.split(named)[1].splitlines()[0].split(", the native model's is id "))
     assert theirs == (ours + 1) % 512

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import inspect
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -386,25 +387,37 @@ def _native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
     return logits, tokens
 
 
-def _greedy_difference(hf_model, seq: list[int], native: list[int]) -> str | None:
-    """Where transformers' greedy continuation of `seq` leaves the native one, or None when they are equal.
+def _hf_forward(model, ids: list[int], cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """transformers' logits [T, V] of `ids` (on top of `cache` when given) and the KV cache it leaves."""
+    # transformers >= 5.2x names the cache `cache`, older versions `past_key_values`
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), use_cache=True, **({name: cache} if cache is not None else {}))
+    return out.logits[0], out["cache"] if "cache" in out else out["past_key_values"]
 
-    One forward over `seq` and the native tokens (teacher forcing) instead of decoding token by
-    token. Greedy decoding takes at each step the argmax of the logits of everything so far, and
-    in a causal model row i of a forward depends only on tokens 0..i: transformers' greedy tokens
-    equal the native ones exactly when, at each of those rows, its argmax is the native token
-    that follows. The first row where it is not is where its own decoding would leave the native
-    one, with the same token.
+
+def _greedy_difference(hf_model, prompt_logits: torch.Tensor, cache: Any, native: list[int]) -> str | None:
+    """Where transformers' greedy continuation of a prompt leaves the native one, or None when they are equal.
+
+    `prompt_logits` and `cache` are what transformers left after the prompt. Instead of decoding
+    token by token, one forward over the native tokens on top of that cache (teacher forcing).
+    Greedy decoding takes at each step the argmax of the logits of everything so far, and in a
+    causal model each row of a forward depends only on the tokens up to it: transformers' greedy
+    tokens equal the native ones exactly when its argmax after the prompt is the first native
+    token and, at each row, the native token that follows. The first row where it is not is
+    where its own decoding would leave the native one, with the same token.
     """
     if not native:
         return None
-    logits = _logits_fn(hf_model, hf=True)(seq + native[:-1])[len(seq) - 1 :]
-    chosen = logits.float().argmax(-1).tolist()
+    chosen = [int(prompt_logits[-1].float().argmax())]
+    if len(native) > 1:
+        chosen += _hf_forward(hf_model, native[:-1], cache)[0].float().argmax(-1).tolist()
+    prompt_len = prompt_logits.shape[0]
     for step, (theirs, ours) in enumerate(zip(chosen, native, strict=True), 1):
         if theirs != ours:
             return (
-                f"transformers' greedy token {step} of {len(native)} (position {len(seq) + step} of the sequence) "
-                f"is id {theirs}, the native model's is id {ours}"
+                f"transformers' greedy token {step} of {len(native)} (position {prompt_len + step} of the "
+                f"sequence) is id {theirs}, the native model's is id {ours}"
             )
     return None
 
@@ -435,16 +448,24 @@ def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy: int) -
     return _NativeRun(logits, drift, tokens)
 
 
-def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[dict, dict | None]:
-    """(comparison, dtype drift or None) of transformers' logits with the native ones, sequence by sequence.
+def _compare_hf(
+    hf_model, seqs: list[list[int]], native: _NativeRun, greedy: int
+) -> tuple[dict, dict | None, str | None]:
+    """(comparison, dtype drift or None, greedy difference or None) of transformers against the native run.
 
-    Each native logit tensor is released once compared: only one sequence's logits of each side
-    are alive beyond what the native run left.
+    Logits sequence by sequence; after `seqs[greedy]` its greedy tokens, on the cache that
+    sequence left (`_greedy_difference`). Each native logit tensor is released once compared: only
+    one sequence's logits of each side are alive beyond what the native run left.
     """
     run = _logits_fn(hf_model, hf=True)
-    parts, drift_parts = [], []
+    parts, drift_parts, greedy_difference = [], [], None
     for i, seq in enumerate(seqs):
-        theirs = run(seq)
+        if i == greedy:
+            theirs, cache = _hf_forward(hf_model, seq)
+            greedy_difference = _greedy_difference(hf_model, theirs, cache, native.greedy)
+            del cache
+        else:
+            theirs = run(seq)
         parts.append(compare_logits(native.logits[i], theirs, NAMES))
         native.logits[i] = None
         if native.drift_logits is not None:
@@ -452,7 +473,7 @@ def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[di
             native.drift_logits[i] = None
     weights = [len(s) for s in seqs]
     drift = merge_comparisons(drift_parts, weights) if native.drift_logits is not None else None
-    return merge_comparisons(parts, weights), drift
+    return merge_comparisons(parts, weights), drift, greedy_difference
 
 
 def verify_hf(
@@ -536,8 +557,7 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, digests:
 
     hf_model = load_hf_model(folder)
     failures = config_failures + _config_checks(hf_model, native.config)
-    comparison, drift = _compare_hf(hf_model, seqs, native_run)
-    greedy_difference = _greedy_difference(hf_model, greedy_seq, native_run.greedy)
+    comparison, drift, greedy_difference = _compare_hf(hf_model, seqs, native_run, greedy)
     greedy_equal = greedy_difference is None
     passed_logits, reasons = check(comparison, tol, greedy_equal)
     if greedy_difference is not None:
