@@ -298,5 +298,6 @@ def test_a_transformers_greedy_step_that_differs_is_named(hf_export, tiny_ckpt, 
     assert "greedy 32-token generations differ" in text, text
     named = f"transformers' greedy token 5 of 32 (position {seen['prompt'] + 5} of the sequence) is id "
     assert named in text, text
-    theirs, ours = (int(x) for x in text.split(named)[1].splitlines()[0].split(", the native model's is id "))
+    ids = text.split(named)[1].split(" (transformers' logits")[0]
+    theirs, ours = (int(x) for x in ids.split(", the native model's is id "))
     assert theirs == (ours + 1) % 512

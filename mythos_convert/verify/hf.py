@@ -409,15 +409,18 @@ def _greedy_difference(hf_model, prompt_logits: torch.Tensor, cache: Any, native
     """
     if not native:
         return None
-    chosen = [int(prompt_logits[-1].float().argmax())]
+    rows = prompt_logits[-1:].float()
     if len(native) > 1:
-        chosen += _hf_forward(hf_model, native[:-1], cache)[0].float().argmax(-1).tolist()
+        rows = torch.cat([rows, _hf_forward(hf_model, native[:-1], cache)[0].float()])
+    chosen = rows.argmax(-1).tolist()
     prompt_len = prompt_logits.shape[0]
     for step, (theirs, ours) in enumerate(zip(chosen, native, strict=True), 1):
         if theirs != ours:
+            row = rows[step - 1]
             return (
                 f"transformers' greedy token {step} of {len(native)} (position {prompt_len + step} of the "
-                f"sequence) is id {theirs}, the native model's is id {ours}"
+                f"sequence) is id {theirs}, the native model's is id {ours} (transformers' logits "
+                f"{float(row[theirs]):.6g} and {float(row[ours]):.6g})"
             )
     return None
 
