@@ -24,7 +24,8 @@ def test_file_digest_over_mapped_windows_is_the_files_sha256(tmp_path, monkeypat
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    assert record.file_digest(path) == {"sha256": _sha(data), "size": size}
+    for mapped in (True, False):
+        assert record.file_digest(path, mapped=mapped) == {"sha256": _sha(data), "size": size}
 
 
 def test_a_set_stop_event_cancels_a_digest(tmp_path):
@@ -32,8 +33,9 @@ def test_a_set_stop_event_cancels_a_digest(tmp_path):
     path.write_bytes(b"x" * 100)
     stop = threading.Event()
     stop.set()
-    with pytest.raises(record.Cancelled):
-        record.file_digest(path, stop)
+    for mapped in (True, False):
+        with pytest.raises(record.Cancelled):
+            record.file_digest(path, stop, mapped=mapped)
 
 
 def test_digests_hash_the_bound_files_then_the_source(tmp_path):

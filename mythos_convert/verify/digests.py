@@ -37,7 +37,8 @@ class Digests:
         self.folder = Path(folder)
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest")
-        self._files = self._pool.submit(hash_files, self.folder, hf_bound_files(self.folder), self._stop)
+        # mapped: verify maps these files itself (torch.load and safetensors), so that adds no risk
+        self._files = self._pool.submit(hash_files, self.folder, hf_bound_files(self.folder), self._stop, mapped=True)
         self._sources: dict[Path, concurrent.futures.Future] = {}
         self.add_source(source if source is not None else recorded_source(self.folder))
 
@@ -47,7 +48,7 @@ class Digests:
             return
         key = Path(path).resolve()
         if key not in self._sources:
-            self._sources[key] = self._pool.submit(file_digest, key, self._stop)
+            self._sources[key] = self._pool.submit(file_digest, key, self._stop, mapped=True)
 
     def files(self) -> dict[str, dict[str, Any]]:
         """`{name: {"sha256", "size"}}` of the folder's bound files (waits for them)."""
