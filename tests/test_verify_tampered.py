@@ -265,3 +265,39 @@ def test_verify_fails_naming_the_cause(name, hf_export, tiny_ckpt, tmp_path, mon
     text = "\n".join(result["failures"])
     for cause in case.causes:
         assert cause in text, text
+
+
+def test_a_transformers_greedy_step_that_differs_is_named(hf_export, tiny_ckpt, monkeypatch):
+    """transformers changed only where it continues a prompt on its KV cache (every compared logit intact)
+    fails verify, naming the greedy step, its position and both tokens."""
+    import mythos_convert.verify.hf as hf_module
+
+    load, seen = hf_module.load_hf_model, {}
+
+    def hooked(folder):
+        model = load(folder)
+
+        def hook(_module, args, kwargs, out):  # the row that picks greedy token 5 rolled by one id
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            if cache is None:
+                return
+            new = (args[0] if args else kwargs["input_ids"]).shape[1]
+            before = cache.get_seq_length() - new  # the cache has these tokens' keys already
+            row = seen.setdefault("prompt", before) + 3 - before
+            if 0 <= row < new:
+                out.logits[0, row] = out.logits[0, row].roll(1)
+
+        model.register_forward_hook(hook, with_kwargs=True)
+        return model
+
+    monkeypatch.setattr(hf_module, "load_hf_model", hooked)
+    result = verify_hf(hf_export, tiny_ckpt, record=False, show=False)
+    assert not result["passed"] and not result["greedy_equal"]
+    assert result["max_abs_diff"] == 0.0  # the logits verify compares are untouched
+    text = "\n".join(result["failures"])
+    assert "greedy 32-token generations differ" in text, text
+    named = f"transformers' greedy token 5 of 32 (position {seen['prompt'] + 5} of the sequence) is id "
+    assert named in text, text
+    ids = text.split(named)[1].split(" (transformers' logits")[0]
+    theirs, ours = (int(x) for x in ids.split(", the native model's is id "))
+    assert theirs == (ours + 1) % 512

@@ -124,7 +124,7 @@ class DecodePlan:
         self.output = model.output.weight
         self.cos = model.rope_cos.to(self.dtype)
         self.sin = signed_sin(model.rope_sin.to(self.dtype))
-        ops = compiled and _contiguous_cpu(model, self.dtype) and kernels.compiled_ops(self.dtype, self.head_dim)
+        ops = compiled_ops_for(model) if compiled else None
         self.ops = ops or TorchOps(self.dtype)
         self.tuner = ThreadTuner(torch.get_num_threads()) if ops else None
         self.layers: list[LayerPlan] = []
@@ -180,6 +180,17 @@ class DecodePlan:
             x = ops.matvec(layer.wo, att, add=x)
             x = ops.swiglu_matvec(layer.w2, ops.norm_matvec(layer.w13, x, layer.ffn_norm, eps), add=x)
         return ops.norm_matvec((self.output,), x, self.norm, eps).view(1, 1, -1)
+
+
+def compiled_ops_for(model) -> kernels.CompiledOps | None:
+    """The compiled operations for this model's weights as they are, or None where torch's must run.
+
+    They read the weights in place; torch's one-token path needs fused copies of q|k|v and w1|w3.
+    """
+    dtype = model.embedding.weight.dtype
+    if not _contiguous_cpu(model, dtype):
+        return None
+    return kernels.compiled_ops(dtype, model.config.head_dim)
 
 
 def _contiguous_cpu(model, dtype: torch.dtype) -> bool:

@@ -41,8 +41,12 @@ def verify(
         return verify_gguf(target, ckpt, tokenizer=tokenizer, config_yaml=config_yaml, **kwargs)
     if not target.is_dir():
         raise MythosError(f"{target} is neither an exported folder nor a .gguf file: pass what `hf`/`gguf` wrote")
-    from mythos_convert.data.tokenizer import load_tokenizer
-    from mythos_convert.verify.hf import verify_hf
+    from mythos_convert.verify.digests import Digests
 
-    tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    return verify_hf(target, ckpt, tokenizer=tok, config_yaml=config_yaml, **kwargs)
+    # hashing starts before torch and transformers are imported: it runs on the other core meanwhile
+    with Digests(target, source=ckpt) as digests:
+        from mythos_convert.data.tokenizer import load_tokenizer
+        from mythos_convert.verify.hf import verify_hf
+
+        tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+        return verify_hf(target, ckpt, tokenizer=tok, config_yaml=config_yaml, digests=digests, **kwargs)

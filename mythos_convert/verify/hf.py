@@ -15,7 +15,6 @@ function each: `native_checkpoint.load_model` and `load_hf_model`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import gc
@@ -34,23 +33,25 @@ from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.model.decode import compiled_ops_for
 from mythos_convert.ui import info, result
+from mythos_convert.verify.cores import OtherLoad, free_threads
+from mythos_convert.verify.digests import Digests
 from mythos_convert.verify.parity import (
     GREEDY_TOKENS,
     PROMPTS,
     TOKENIZER_TEXTS,
     check,
     compare_logits,
-    greedy_continue,
     merge_comparisons,
     random_ids,
     render_table,
     tolerance_for,
 )
-from mythos_convert.verify.record import file_digest, hash_files, hf_bound_files, record_result
+from mythos_convert.verify.record import record_result
 
 # Greedy decoding runs on the longest prompt (over 32 tokens, so 32 more reach past position 64):
-# each step reads every weight once, the slowest part of verify on a 150M model (0.4 s/step on 2 cores).
+# each native step reads every weight once, the slowest part of verify on a 150M model.
 # Below this size matmuls are too small for threads to help, and on a busy machine OpenMP threads
 # waiting on each other made a tiny model's verify 30x slower (68 s vs 1.9 s measured on 2 cores).
 SINGLE_THREAD_PARAMS = 30_000_000
@@ -67,6 +68,24 @@ def torch_threads(n_params: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _verify_threads(n_params: int, others: OtherLoad) -> Iterator[None]:
+    """`torch_threads`, and above SINGLE_THREAD_PARAMS only the cores other processes left free
+    while verify started (`cores.OtherLoad`): on busy cores two threads ran 3-10x slower than one."""
+    before = torch.get_num_threads()
+    if n_params >= SINGLE_THREAD_PARAMS and before > 1:
+        busy = others.cores()
+        threads = free_threads(before, busy)
+        if threads < before:
+            info(f"torch threads: {threads} of {before} (other processes kept {busy:.1f} cores busy)")
+        torch.set_num_threads(threads)
+    with torch_threads(n_params):
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _native_source(src: HFSource, ckpt: ModelSource | str | Path | None, config_yaml) -> NativeCheckpoint:
@@ -346,51 +365,64 @@ def _logits_fn(model, hf: bool):
     return run
 
 
-class _CachedStep:
-    """A `step_fn` for greedy decoding that feeds only the new tokens on top of a KV cache.
+def _native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """(logits [T, V] of `seq`, its greedy continuation): the prefill's logits are the sequence's too.
 
-    Recomputing the whole sequence per token made verify of a 150M model take minutes on 2 cores;
-    with the cache each engine runs one prefill and then one token per step.
+    The prefill fills the KV cache; its logits are those of a forward without a cache (bit for bit
+    here: the same operations, the keys read from the cache), so they also serve the logit check
+    and that sequence runs once. Then one token per step on the cache: the compiled step where
+    the kernels run (the weights read in place, one call per token, threads chosen by timing:
+    `decode.ThreadTuner`), elsewhere the module path without fused copies of the weights (verify
+    holds one model's weights and nothing more).
     """
-
-    def __init__(self, model, hf: bool, max_len: int):
-        self.model, self.hf, self.max_len = model, hf, max_len
-        self.seen: list[int] = []
-        self.past = None
-
-    def __call__(self, ids: list[int]) -> torch.Tensor:
-        if not self.seen or ids[: len(self.seen)] != self.seen:
-            self.reset()
-        start, new = len(self.seen), torch.tensor([ids[len(self.seen) :]])
-        with torch.no_grad():
-            if self.hf:  # transformers >= 5.2x names the cache `cache`, older versions `past_key_values`
-                out = self.model(new, **{self._cache_arg(): self.past}, use_cache=True)
-                self.past, logits = out["cache"] if "cache" in out else out["past_key_values"], out.logits
-            else:
-                logits = self.model(new, start=start)
-        self.seen = list(ids)
-        return logits[0]
-
-    def _cache_arg(self) -> str:
-        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-
-    def reset(self) -> None:
-        self.seen, self.past = [], None
-        if not self.hf:
-            self.model.setup_cache(1, self.max_len, fuse=False)
-
-    def close(self) -> None:
-        if not self.hf:
-            self.model.clear_cache()
-
-
-def _greedy(model, hf: bool, seq: list[int], max_len: int) -> list[int]:
-    """The greedy continuation of `seq` by one model, through its KV cache."""
-    step = _CachedStep(model, hf, max_len)
+    model.setup_cache(1, len(seq) + GREEDY_TOKENS, fuse=compiled_ops_for(model) is not None)
     try:
-        return greedy_continue(step, seq)
+        with torch.no_grad():
+            logits = model(torch.tensor([seq]))[0]
+            tokens = [int(logits[-1].float().argmax())]
+            for pos in range(len(seq), len(seq) + GREEDY_TOKENS - 1):
+                tokens.append(int(model(torch.tensor([tokens[-1:]]), start=pos)[0, -1].float().argmax()))
     finally:
-        step.close()
+        model.clear_cache()
+    return logits, tokens
+
+
+def _hf_forward(model, ids: list[int], cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """transformers' logits [T, V] of `ids` (on top of `cache` when given) and the KV cache it leaves."""
+    # transformers >= 5.2x names the cache `cache`, older versions `past_key_values`
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), use_cache=True, **({name: cache} if cache is not None else {}))
+    return out.logits[0], out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def _greedy_difference(hf_model, prompt_logits: torch.Tensor, cache: Any, native: list[int]) -> str | None:
+    """Where transformers' greedy continuation of a prompt leaves the native one, or None when they are equal.
+
+    `prompt_logits` and `cache` are what transformers left after the prompt. Instead of decoding
+    token by token, one forward over the native tokens on top of that cache (teacher forcing).
+    Greedy decoding takes at each step the argmax of the logits of everything so far, and in a
+    causal model each row of a forward depends only on the tokens up to it: transformers' greedy
+    tokens equal the native ones exactly when its argmax after the prompt is the first native
+    token and, at each row, the native token that follows. The first row where it is not is
+    where its own decoding would leave the native one, with the same token.
+    """
+    if not native:
+        return None
+    rows = prompt_logits[-1:].float()
+    if len(native) > 1:
+        rows = torch.cat([rows, _hf_forward(hf_model, native[:-1], cache)[0].float()])
+    chosen = rows.argmax(-1).tolist()
+    prompt_len = prompt_logits.shape[0]
+    for step, (theirs, ours) in enumerate(zip(chosen, native, strict=True), 1):
+        if theirs != ours:
+            row = rows[step - 1]
+            return (
+                f"transformers' greedy token {step} of {len(native)} (position {prompt_len + step} of the "
+                f"sequence) is id {theirs}, the native model's is id {ours} (transformers' logits "
+                f"{float(row[theirs]):.6g} and {float(row[ours]):.6g})"
+            )
+    return None
 
 
 @dataclasses.dataclass
@@ -402,8 +434,9 @@ class _NativeRun:
     greedy: list[int]
 
 
-def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy_seq: list[int], max_len: int) -> _NativeRun:
-    """Logits of every sequence (on the original weights too when the export casts them) and greedy tokens.
+def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy: int) -> _NativeRun:
+    """Logits of every sequence (on the original weights too when the export casts them) and the greedy
+    tokens of `seqs[greedy]`, whose logits come from the greedy decoding's prefill.
 
     The cast happens here, so the model is left on the export's rounded weights (what `localise`
     compares against transformers).
@@ -413,19 +446,29 @@ def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy_seq: li
     if dtype != torch.float32:
         drift = [run(s) for s in seqs]
         _cast_native(model, dtype)
-    return _NativeRun([run(s) for s in seqs], drift, _greedy(model, False, greedy_seq, max_len))
+    greedy_logits, tokens = _native_greedy(model, seqs[greedy])
+    logits = [greedy_logits if i == greedy else run(s) for i, s in enumerate(seqs)]
+    return _NativeRun(logits, drift, tokens)
 
 
-def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[dict, dict | None]:
-    """(comparison, dtype drift or None) of transformers' logits with the native ones, sequence by sequence.
+def _compare_hf(
+    hf_model, seqs: list[list[int]], native: _NativeRun, greedy: int
+) -> tuple[dict, dict | None, str | None]:
+    """(comparison, dtype drift or None, greedy difference or None) of transformers against the native run.
 
-    Each native logit tensor is released once compared: only one sequence's logits of each side
-    are alive beyond what the native run left.
+    Logits sequence by sequence; after `seqs[greedy]` its greedy tokens, on the cache that
+    sequence left (`_greedy_difference`). Each native logit tensor is released once compared: only
+    one sequence's logits of each side are alive beyond what the native run left.
     """
     run = _logits_fn(hf_model, hf=True)
-    parts, drift_parts = [], []
+    parts, drift_parts, greedy_difference = [], [], None
     for i, seq in enumerate(seqs):
-        theirs = run(seq)
+        if i == greedy:
+            theirs, cache = _hf_forward(hf_model, seq)
+            greedy_difference = _greedy_difference(hf_model, theirs, cache, native.greedy)
+            del cache
+        else:
+            theirs = run(seq)
         parts.append(compare_logits(native.logits[i], theirs, NAMES))
         native.logits[i] = None
         if native.drift_logits is not None:
@@ -433,7 +476,7 @@ def _compare_hf(hf_model, seqs: list[list[int]], native: _NativeRun) -> tuple[di
             native.drift_logits[i] = None
     weights = [len(s) for s in seqs]
     drift = merge_comparisons(drift_parts, weights) if native.drift_logits is not None else None
-    return merge_comparisons(parts, weights), drift
+    return merge_comparisons(parts, weights), drift, greedy_difference
 
 
 def verify_hf(
@@ -445,45 +488,54 @@ def verify_hf(
     record: bool = True,
     show: bool = True,
     name: str | None = None,
+    digests: Digests | None = None,
 ) -> dict[str, Any]:
     """Compare an HF folder with its native checkpoint; return (and record) the result dict.
 
-    `name` labels the table (default: the folder's name). The result has `passed` plus the fields of `mythos_convert.verify.record`; `failures` says why
-    it failed. A failed verification is returned, not raised: the CLI turns it into an exit code.
+    `name` labels the table (default: the folder's name). The result has `passed` plus the fields
+    of `mythos_convert.verify.record`; `failures` says why it failed. A failed verification is
+    returned, not raised: the CLI turns it into an exit code. `digests`: the folder's hashing,
+    already started (by `verify`, before it imported torch); else it starts here.
     """
     folder = Path(folder)
-    files = hash_files(folder, hf_bound_files(folder))  # before reading: a later change cannot pass as verified
-    src = open_hf(folder).hf  # the one tensor check first: a misfit is named before transformers loads
-    assert src is not None
-    with torch_threads(src.config.num_parameters()):
-        out = _verify(folder, src, ckpt, tokenizer, config_yaml, show=show, name=name)
+    others = OtherLoad()  # what the rest of the machine uses from here to the first forward pass
+    with contextlib.ExitStack() as stack:
+        if digests is None:
+            digests = stack.enter_context(Digests(folder, source=_given_source_path(ckpt)))
+        _import_transformers()  # on this core while the other hashes
+        files = digests.files()  # before reading: a later change cannot pass as verified
+        src = open_hf(folder).hf  # the one tensor check first: a misfit is named before transformers loads
+        assert src is not None
+        digests.wait()  # the checkpoint's hash too, before torch's threads start
+        with _verify_threads(src.config.num_parameters(), others):
+            out = _compare(folder, src, ckpt, tokenizer, config_yaml, digests, show=show, name=name)
     out["files"] = files
     if record:
         record_result(folder, "hf", out)
     return out
 
 
-def _source_digest(path: Path | None) -> dict[str, Any] | None:
-    """sha256/size of the checkpoint file the folder was compared with (a name only: verify.json is published)."""
-    if path is None or not Path(path).is_file():
-        return None
-    return {"name": Path(path).name, **file_digest(path)}
+def _given_source_path(ckpt: ModelSource | str | Path | None) -> Path | None:
+    """The checkpoint file verify compares with, when the caller named it (else it is read from mythos.json later)."""
+    if isinstance(ckpt, ModelSource):
+        return ckpt.checkpoint.path if ckpt.checkpoint is not None else None
+    return Path(ckpt) if ckpt is not None else None
 
 
-def _verify(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, *, show: bool, name) -> dict:
-    # the checkpoint's sha256 (with its optimizer state, often 3x the weights: ~1 s per 2 GB) is
-    # computed on a thread while transformers loads the folder (hashlib releases the GIL)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="verify-digest") as pool:
-        return _compare(folder, src, ckpt, tokenizer, config_yaml, pool, show=show, name=name)
+def _import_transformers() -> None:
+    """Import what verify uses of transformers now (about 0.6 s of Python), not in the middle of the checks."""
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
 
 
-def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *, show: bool, name) -> dict:
-    """The checks of `_verify`; `pool` hashes the source checkpoint meanwhile.
+def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, digests: Digests, *, show: bool, name) -> dict:
+    """The checks of `verify_hf`; `digests` hashes the source checkpoint meanwhile.
 
     Only this frame holds the checkpoint verify reads itself (not the digest's thread: it gets the
     path), so dropping it here releases its mapped weights before transformers loads.
     """
     native = _native_source(src, ckpt, config_yaml)
+    digests.add_source(native.path)  # queued now when it was only recorded in mythos.json
     config_failures = _config_differences(native.config, src.config, folder, native.path)
     if src.tokenizer_path is not None:  # transformers reads it later and fails with a bare JSONDecodeError
         load_tokenizer(src.tokenizer_path, fix="re-export the folder with `mythos-convert hf`")
@@ -495,13 +547,12 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
     info(f"verifying {folder} ({dtype_name}) against {native.path}")
 
     seqs = _sequences(tokenizer, special_tokens(tokenizer).id("bos"), src.config.vocab_size, src.config.max_seq_len)
-    greedy_seq = max(seqs[: len(PROMPTS)], key=len)
+    greedy = max(range(len(PROMPTS)), key=lambda i: len(seqs[i]))  # the longest prompt (the first of equals)
+    greedy_seq = seqs[greedy]
     dtype = torch_dtype(dtype_name)
 
     # the native side first, then dropped (with the checkpoint's tensors, when verify read them itself)
-    native_run = _run_native(load_model(native, torch.float32), seqs, dtype, greedy_seq, src.config.max_seq_len)
-    # hashed while transformers loads (one core, Python-bound): beside torch's two threads it slowed them
-    digest = pool.submit(_source_digest, native.path)
+    native_run = _run_native(load_model(native, torch.float32), seqs, dtype, greedy)
     loaded_here = not isinstance(ckpt, ModelSource)
     if loaded_here:  # keep what the record needs, not the mapped weights
         native = dataclasses.replace(native, state_dict={}, raw={})
@@ -509,9 +560,11 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
 
     hf_model = load_hf_model(folder)
     failures = config_failures + _config_checks(hf_model, native.config)
-    comparison, drift = _compare_hf(hf_model, seqs, native_run)
-    greedy_equal = native_run.greedy == _greedy(hf_model, True, greedy_seq, src.config.max_seq_len)
+    comparison, drift, greedy_difference = _compare_hf(hf_model, seqs, native_run, greedy)
+    greedy_equal = greedy_difference is None
     passed_logits, reasons = check(comparison, tol, greedy_equal)
+    if greedy_difference is not None:
+        reasons.append(greedy_difference)
     if reasons:  # say where: the first block and sub-layer whose output differs (both models, this once)
         source = _native_source(src, ckpt, config_yaml) if loaded_here else native
         ref_model = load_model(source, torch.float32)
@@ -533,7 +586,7 @@ def _compare(folder: Path, src: HFSource, ckpt, tokenizer, config_yaml, pool, *,
         "n_tokens": sum(len(s) for s in seqs),
         "n_sequences": len(seqs),
         "checkpoint": native.path.name if native.path else None,  # a name: verify.json is published
-        "source": digest.result(),
+        "source": digests.source(native.path),
         "failures": failures,
     }
     if drift is not None:

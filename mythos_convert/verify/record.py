@@ -21,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
+import os
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mythos_convert.atomic import atomic_file
 from mythos_convert.errors import MythosError
@@ -41,6 +44,10 @@ HF_BOUND_NAMES = (
     "model.safetensors.index.json",
 )
 _CHUNK = 1 << 20
+# A mapped digest reads through a window this size: hashlib then needs the GIL once per window, not
+# once per read. Beside a thread holding the GIL (verify hashes while it imports), 1.8 GB read in
+# 4 MiB chunks took 2.0 s, mapped 1.6 s (1.3 s and 1.5 s alone).
+_WINDOW = 128 << 20
 
 
 def needs_verify(name: str) -> bool:
@@ -56,19 +63,50 @@ def hf_bound_files(folder: str | Path) -> list[str]:
     return sorted(names)
 
 
-def file_digest(path: str | Path) -> dict[str, Any]:
-    """sha256 and size of one file (read in 1 MiB chunks: about 1 s per 600 MB)."""
-    digest = hashlib.sha256()
+class Cancelled(Exception):
+    """A digest given up because its `stop` event was set (verify failed before it was needed)."""
+
+
+def file_digest(path: str | Path, stop: threading.Event | None = None, *, mapped: bool = False) -> dict[str, Any]:
+    """sha256 and size of one file (about 1 s per 1.3 GB; hashlib releases the GIL while it hashes).
+
+    `stop`, when set, ends the read between chunks with `Cancelled`: a digest on a thread must
+    not keep the process alive for a second after what needed it has failed. `mapped` hashes
+    mapped windows instead of reads (faster beside a thread that holds the GIL), for a caller
+    that maps the file anyway: a file truncated while mapped kills the process (SIGBUS), where a
+    read just ends early.
+    """
     with Path(path).open("rb") as fh:
+        if mapped:
+            try:
+                return _mapped_digest(fh, stop)
+            except (OSError, ValueError):  # a file that cannot be mapped: read it
+                pass
+        digest = hashlib.sha256()
         while chunk := fh.read(_CHUNK):
+            if stop is not None and stop.is_set():
+                raise Cancelled(str(path))
             digest.update(chunk)
-    return {"sha256": digest.hexdigest(), "size": Path(path).stat().st_size}
+        return {"sha256": digest.hexdigest(), "size": fh.tell()}
 
 
-def hash_files(folder: str | Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """`{name: {"sha256", "size"}}` for files named relative to `folder`."""
+def _mapped_digest(fh: BinaryIO, stop: threading.Event | None) -> dict[str, Any]:
+    """`file_digest` of an open file through mapped windows of `_WINDOW` bytes."""
+    digest, size = hashlib.sha256(), os.fstat(fh.fileno()).st_size
+    for offset in range(0, size, _WINDOW):
+        if stop is not None and stop.is_set():
+            raise Cancelled(fh.name)
+        with mmap.mmap(fh.fileno(), min(_WINDOW, size - offset), access=mmap.ACCESS_READ, offset=offset) as view:
+            digest.update(view)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def hash_files(
+    folder: str | Path, names: Iterable[str], stop: threading.Event | None = None, *, mapped: bool = False
+) -> dict[str, dict[str, Any]]:
+    """`{name: {"sha256", "size"}}` for files named relative to `folder` (`stop`, `mapped`: see `file_digest`)."""
     folder = Path(folder)
-    return {name: file_digest(folder / name) for name in sorted(set(names))}
+    return {name: file_digest(folder / name, stop, mapped=mapped) for name in sorted(set(names))}
 
 
 def changed_files(folder: str | Path, files: dict[str, Any], names: Iterable[str] | None = None) -> list[str]:
