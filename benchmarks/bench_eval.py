@@ -11,8 +11,8 @@ tokenizer), its float32 HF export, and GGUF files of --types in it. Then, in thi
   (reset, eval one window, read all logits, log-softmax in numpy, score the second half; the
   first window whole, as eval does) on the same windows, same threads, same F32 KV cache. Its
   perplexity must equal eval's (printed), and "vs baseline" is eval's tokens/s over the
-  baseline's. eval, like `llama-perplexity` itself, puts n_batch / n_ctx (2048 / 512 = 4) windows
-  into each llama.cpp call (`evaluate/llama_windows.py`); the baseline one.
+  baseline's. The baseline runs without flash attention (as verify does); eval with it, its
+  default (`--no-flash-attn` here runs eval without it too).
 
 The text is the embedded corpus's validation part, what `eval` scores by default: 31,184 tokens
 with this tokenizer, so the default `--tokens 32768` (the issue's "32k") evaluates every whole

@@ -3,11 +3,10 @@
 - native: the Mythos model in torch, float32 (on a checkpoint, or on an HF folder's weights);
   it is also the reference distribution KL divergence is measured against.
 - transformers: `LlamaForCausalLM` loaded from the HF folder in float32 (weights as stored, upcast).
-- llama.cpp: the GGUF file through llama-cpp-python with logits at every position, several
-  windows per call as `llama-perplexity` batches them (`llama_windows.py`: F32 KV cache, extra
-  buffer types off, the AMX workaround), flash attention on as llama.cpp's own tools run it
-  (off on request, as verify runs it), with as many threads as torch uses, so the engines'
-  tokens/s compare.
+- llama.cpp: the GGUF file through llama-cpp-python with logits at every position, loaded by
+  `verify.gguf.load_llama` (F32 KV cache, extra buffer types off: the AMX workaround), with flash
+  attention as llama.cpp's own tools run it on CPU (off on request, as verify runs it), with as
+  many threads as torch uses, so the engines' tokens/s compare.
 
 Each engine's forward time is summed separately (`seconds`), so tokens/s per engine excludes the
 cross-entropy and KL arithmetic, which is the same for all of them.
@@ -26,8 +25,8 @@ import torch
 from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
 from mythos_convert.convert.sources import open_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.evaluate.llama_windows import LlamaWindows, windows_per_batch
 from mythos_convert.evaluate.record import GGUFHeader
+from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 
 
@@ -40,18 +39,17 @@ class Engine:
     engine: str  # "native (torch)", "transformers", "llama.cpp"
     dtype: str  # F16, Q4_K_M, float32, ...
     vocab: int  # logits per position
-    run: Callable[[list[np.ndarray]], list[torch.Tensor]]
+    run: Callable[[np.ndarray], torch.Tensor]
     close: Callable[[], None]
-    windows_per_call: int = 1  # how many windows `run` takes at once
     seconds: float = 0.0
     tokens: int = 0
 
-    def logits(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
-        """Logits [T, V] (float32) for each of up to `windows_per_call` windows, timed."""
+    def logits(self, window: np.ndarray) -> torch.Tensor:
+        """Logits [T, V] (float32) for one window, timed."""
         started = time.perf_counter()
-        out = self.run(windows)
+        out = self.run(window)
         self.seconds += time.perf_counter() - started
-        self.tokens += sum(int(w.size) for w in windows)
+        self.tokens += int(window.size)
         return out
 
     @property
@@ -59,16 +57,11 @@ class Engine:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _torch_fn(model, hf: bool) -> Callable[[list[np.ndarray]], list[torch.Tensor]]:
-    """One window per forward: a batch would let the GEMMs pick other blockings, so other sums."""
-
-    def run(windows: list[np.ndarray]) -> list[torch.Tensor]:
-        outs = []
+def _torch_fn(model, hf: bool) -> Callable[[np.ndarray], torch.Tensor]:
+    def run(window: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
-            for window in windows:
-                out = model(torch.from_numpy(window)[None])
-                outs.append((out.logits if hf else out)[0].float())
-        return outs
+            out = model(torch.from_numpy(window)[None])
+        return (out.logits if hf else out)[0].float()
 
     return run
 
@@ -95,16 +88,18 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
 
 
 def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_attn: bool = True) -> Engine:
-    """llama.cpp on a GGUF file: all logits of each window from an empty cache, several windows per call."""
-    vocab = len(header.tokens)
-    n_seq = windows_per_batch(ctx, vocab)
-    llm = LlamaWindows(path, ctx, n_seq, torch.get_num_threads(), flash_attn=flash_attn)
+    """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
+    import llama_cpp  # present: load_llama has just imported it (or raised)
 
-    def run(windows: list[np.ndarray]) -> list[torch.Tensor]:
-        return list(torch.from_numpy(llm.logits(windows)))
+    llm = load_llama(path, ctx, f32_kv=True, flash_attn=flash_attn)
+    threads = torch.get_num_threads()
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)  # load_llama uses half the cores
+
+    def run(window: np.ndarray) -> torch.Tensor:
+        return llama_logits(llm, window.tolist())
 
     engine = "llama.cpp, flash attention" if flash_attn else "llama.cpp"
-    return Engine(target, "gguf", engine, header.label, vocab, run, llm.close, windows_per_call=llm.n_seq)
+    return Engine(target, "gguf", engine, header.label, len(header.tokens), run, llm.close)
 
 
 def require_llama_cpp() -> None:

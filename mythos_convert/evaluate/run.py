@@ -241,25 +241,20 @@ def measure(
     order = sorted(engines, key=lambda e: e is not reference)
     ctx = wins[0].size if wins else 1
     block = max(1, BLOCK_BYTES // max(1, ctx * _vocab_rows(engines) * 8))  # float64
-    per_call = max((e.windows_per_call for e in engines), default=1)
-    block = max(per_call, block // per_call * per_call)  # whole llama.cpp batches
     with progress_task(f"eval: {len(engines)} model(s) x {len(wins)} windows", len(wins) * len(engines)) as advance:
         for first in range(0, len(wins), block):
             kept: dict[int, LogProbs] = {}
-            last = min(first + block, len(wins))
             for engine in order:
                 measured = results[engine.target]
-                for start in range(first, last, engine.windows_per_call):
-                    group = range(start, min(start + engine.windows_per_call, last))
-                    for i, window_logits in zip(group, engine.logits([wins[i] for i in group]), strict=True):
-                        logits, targets = scored_logits(window_logits, wins[i], i)
-                        lp = log_probs(logits)
-                        if engine is reference:
-                            kept[i] = lp
-                        measured.perplexity.add_log_probs(lp, targets)
-                        if measured.divergence is not None and i in kept:
-                            measured.divergence.add_log_probs(kept[i], lp)
-                        advance(1)
+                for i in range(first, min(first + block, len(wins))):
+                    logits, targets = scored_logits(engine.logits(wins[i]), wins[i], i)
+                    lp = log_probs(logits)
+                    if engine is reference:
+                        kept[i] = lp
+                    measured.perplexity.add_log_probs(lp, targets)
+                    if measured.divergence is not None and i in kept:
+                        measured.divergence.add_log_probs(kept[i], lp)
+                    advance(1)
     return results
 
 

@@ -127,7 +127,7 @@ def _describe_tolerance(tol: Tolerance | None) -> str:
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
+def _quiet_stderr() -> Iterator[None]:
     """llama.cpp prints context warnings on fd 2 even with verbose=False; hide them while loading."""
     saved = os.dup(2)
     try:
@@ -158,8 +158,9 @@ def no_extra_buffers() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
-def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
-    """A llama-cpp-python model returning logits at every position (logits_all)."""
+def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True, flash_attn: bool = False):
+    """A llama-cpp-python model returning logits at every position (logits_all); flash attention off
+    unless asked (llama-cpp-python's default; llama.cpp's own tools turn it on, eval does too)."""
     try:
         from llama_cpp import Llama
     except ImportError as exc:
@@ -168,7 +169,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
             "(or mythos-convert[llama-cpp]), or pass --no-verify"
         ) from exc
     kwargs: dict[str, Any] = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
-    with no_extra_buffers(), quiet_stderr():
+    with no_extra_buffers(), _quiet_stderr():
         try:
             return Llama(
                 model_path=str(path),
@@ -176,6 +177,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True):
                 n_batch=n_ctx,
                 n_ubatch=n_ctx,
                 logits_all=True,
+                flash_attn=flash_attn,
                 n_threads=max(1, min(8, (os.cpu_count() or 2) // 2)),  # llama-cpp-python's default, capped
                 verbose=False,
                 **kwargs,
