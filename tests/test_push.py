@@ -315,7 +315,7 @@ def test_gguf_repo_holds_the_ggufs_and_a_card_naming_its_base_model(with_ggufs: 
     assert data["tags"][0] == "gguf" and data["library_name"] == "gguf"
     assert card_problems(card) == []
     metrics = [m for r in data["model-index"][0]["results"] for m in r["metrics"]]
-    assert {m["name"] for m in metrics} == {f"Perplexity ({name}, llama.cpp)" for name in ggufs}
+    assert {m["name"] for m in metrics} == {f"Perplexity ({name}, llama.cpp, flash attention)" for name in ggufs}
     for name in ggufs:
         assert re.search(
             rf"\| `{re.escape(name)}` \| (F16|Q8_0) \| [\d.]+ [KM]iB \| [\d.]+ \| [\d.]+ \| [\d.e-]+ \| [\d.]+% \|",
