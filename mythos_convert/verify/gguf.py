@@ -47,6 +47,7 @@ from mythos_convert.verify.parity import (
     greedy_continue,
     merge_comparisons,
     nan_max,
+    native_greedy,
     nonfinite_reasons,
     random_ids,
     render_table,
@@ -306,19 +307,6 @@ def _incremental(prefill, step):
     return run
 
 
-def _native_greedy_fn(model):
-    def prefill(ids: list[int]) -> torch.Tensor:
-        model.setup_cache(1, model.config.max_seq_len, torch.float32, fuse=False)
-        with torch.no_grad():
-            return model(torch.tensor([ids]))[0, -1].float()
-
-    def step(token: int, start: int) -> torch.Tensor:
-        with torch.no_grad():
-            return model(torch.tensor([[token]]), start=start)[0, -1].float()
-
-    return _incremental(prefill, step)
-
-
 def _llama_greedy_fn(llm):
     def prefill(ids: list[int]) -> torch.Tensor:
         return llama_logits(llm, ids)[-1]
@@ -540,11 +528,7 @@ def _logit_parity(model, llm, seqs: list[list[int]], tol: Tolerance | None) -> _
 def _greedy_parity(model, llm, seqs: list[list[int]]) -> bool:
     """Do both engines continue the first and the longest prompt with the same greedy tokens?"""
     greedy_seqs = [seqs[0], max(seqs[: len(PROMPTS)], key=len)][:GREEDY_PROMPTS]
-    equal = all(
-        greedy_continue(_native_greedy_fn(model), s) == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs
-    )
-    model.clear_cache()
-    return equal
+    return all(native_greedy(model, s)[1] == greedy_continue(_llama_greedy_fn(llm), s) for s in greedy_seqs)
 
 
 def _transformers_parity(gguf_path: Path, refs, seqs, label: str) -> tuple[dict[str, Any], list[str]]:

@@ -33,7 +33,6 @@ from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.model.decode import compiled_ops_for
 from mythos_convert.ui import info, result
 from mythos_convert.verify.cores import OtherLoad, free_threads
 from mythos_convert.verify.digests import Digests
@@ -44,6 +43,7 @@ from mythos_convert.verify.parity import (
     check,
     compare_logits,
     merge_comparisons,
+    native_greedy,
     random_ids,
     render_table,
     tolerance_for,
@@ -365,28 +365,6 @@ def _logits_fn(model, hf: bool):
     return run
 
 
-def _native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """(logits [T, V] of `seq`, its greedy continuation): the prefill's logits are the sequence's too.
-
-    The prefill fills the KV cache; its logits are those of a forward without a cache (bit for bit
-    here: the same operations, the keys read from the cache), so they also serve the logit check
-    and that sequence runs once. Then one token per step on the cache: the compiled step where
-    the kernels run (the weights read in place, one call per token, threads chosen by timing:
-    `decode.ThreadTuner`), elsewhere the module path without fused copies of the weights (verify
-    holds one model's weights and nothing more).
-    """
-    model.setup_cache(1, len(seq) + GREEDY_TOKENS, fuse=compiled_ops_for(model) is not None)
-    try:
-        with torch.no_grad():
-            logits = model(torch.tensor([seq]))[0]
-            tokens = [int(logits[-1].float().argmax())]
-            for pos in range(len(seq), len(seq) + GREEDY_TOKENS - 1):
-                tokens.append(int(model(torch.tensor([tokens[-1:]]), start=pos)[0, -1].float().argmax()))
-    finally:
-        model.clear_cache()
-    return logits, tokens
-
-
 def _hf_forward(model, ids: list[int], cache: Any = None) -> tuple[torch.Tensor, Any]:
     """transformers' logits [T, V] of `ids` (on top of `cache` when given) and the KV cache it leaves."""
     # transformers >= 5.2x names the cache `cache`, older versions `past_key_values`
@@ -446,7 +424,7 @@ def _run_native(model, seqs: list[list[int]], dtype: torch.dtype, greedy: int) -
     if dtype != torch.float32:
         drift = [run(s) for s in seqs]
         _cast_native(model, dtype)
-    greedy_logits, tokens = _native_greedy(model, seqs[greedy])
+    greedy_logits, tokens = native_greedy(model, seqs[greedy])
     logits = [greedy_logits if i == greedy else run(s) for i, s in enumerate(seqs)]
     return _NativeRun(logits, drift, tokens)
 

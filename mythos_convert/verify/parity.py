@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from mythos_convert.model.decode import compiled_ops_for
+
 # English texts a verifier tokenizes with the native tokenizer (content ids, plus BOS when it has one).
 PROMPTS: tuple[str, ...] = (
     "The capital of France is",
@@ -202,6 +204,29 @@ def greedy_continue(
         seq.append(token)
         new.append(token)
     return new
+
+
+def native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """(logits [T, V] of `seq`, its GREEDY_TOKENS greedy tokens) from the native model, the one native
+    greedy decoder verify has (HF folders and GGUF files alike).
+
+    The prefill fills the KV cache; its logits are those of a forward without a cache (bit for bit
+    here: the same operations, the keys read from the cache), so they also serve the logit check
+    and that sequence runs once. Then one token per step on the cache: the compiled step where
+    the kernels run (the weights read in place, one call per token, threads chosen by timing:
+    `decode.ThreadTuner`), elsewhere the module path without fused copies of the weights (verify
+    holds one model's weights and nothing more).
+    """
+    model.setup_cache(1, len(seq) + GREEDY_TOKENS, fuse=compiled_ops_for(model) is not None)
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([seq]))[0]
+            tokens = [int(logits[-1].float().argmax())]
+            for pos in range(len(seq), len(seq) + GREEDY_TOKENS - 1):
+                tokens.append(int(model(torch.tensor([tokens[-1:]]), start=pos)[0, -1].float().argmax()))
+    finally:
+        model.clear_cache()
+    return logits, tokens
 
 
 def check(
