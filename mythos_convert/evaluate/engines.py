@@ -87,7 +87,7 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
     return Engine(target, "hf", "transformers", dtype, vocab, _torch_fn(model, hf=True), lambda: None)
 
 
-def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, flash_attn: bool = True) -> Engine:
+def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, *, flash_attn: bool) -> Engine:
     """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
     import llama_cpp  # present: load_llama has just imported it (or raised)
 
