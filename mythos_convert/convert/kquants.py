@@ -117,11 +117,6 @@ def quantize(
     return out
 
 
-def _out_rows_shape(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> tuple[int, int]:
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    return n_rows, n_per_row // block_size * type_size
-
-
 def _checked_out(out: np.ndarray, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
     """An `into` array the C code may write through: its shape, dtype and layout checked."""
     if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
@@ -129,18 +124,22 @@ def _checked_out(out: np.ndarray, shape: tuple[int, ...], dtype: type = np.uint8
     return out
 
 
-def _out_rows(qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int) -> np.ndarray:
+def _out_rows(
+    qtype: gguf.GGMLQuantizationType, n_rows: int, n_per_row: int, into: np.ndarray | None = None
+) -> np.ndarray:
+    """The uint8 rows `qtype`'s bytes go into: `into` (checked) when given, else a new array."""
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     if n_per_row % block_size:
         raise ValueError(f"{qtype.name} needs rows of a multiple of {block_size} values, got {n_per_row}")
-    return np.empty((n_rows, n_per_row // block_size * type_size), dtype=np.uint8)
+    shape = (n_rows, n_per_row // block_size * type_size)
+    return np.empty(shape, dtype=np.uint8) if into is None else _checked_out(into, shape)
 
 
 def _quantize_compiled(
     kernel, rows: np.ndarray, qtype, qw: np.ndarray | None, reference: bool = False, out: np.ndarray | None = None
 ) -> np.ndarray:
     """`reference`: ggml's scalar code for every type (the lane code is the default for K-quants)."""
-    out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
+    out = _out_rows(qtype, *rows.shape, into=out)
     if rows.size:
         weights = None if qw is None else qw.ctypes.data
         written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights, int(reference))
@@ -155,7 +154,7 @@ def _encode_checked(
     if qtype == Q.F16:
         out = np.empty(rows.shape, dtype=np.float16) if out is None else _checked_out(out, rows.shape, np.float16)
     else:
-        out = _out_rows(qtype, *rows.shape) if out is None else _checked_out(out, _out_rows_shape(qtype, *rows.shape))
+        out = _out_rows(qtype, *rows.shape, into=out)
     if rows.size:
         weights = None if qw is None else qw.ctypes.data
         written = kernel(int(qtype), rows.ctypes.data, out.ctypes.data, *rows.shape, weights)
