@@ -269,9 +269,10 @@ class ParallelEncoder:
         rows = np.ascontiguousarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
         slices = np.array_split(np.arange(rows.shape[0]), min(rows.shape[0], 2 * self.workers))
         pool = self._start()
-        joined = {
+        joined = {  # threads write their rows into these; processes return copies, joined below
             q: np.empty((rows.shape[0], TensorPlan("", rows.shape, q).nbytes // rows.shape[0]), np.uint8)
             for q in quantized
+            if threads
         }
         pending = {
             q: [
@@ -281,7 +282,7 @@ class ParallelEncoder:
                     q,
                     imatrix,
                     check_finite=q == checker,
-                    into=joined[q][s[0] : s[-1] + 1] if threads else None,  # processes return a copy
+                    into=joined[q][s[0] : s[-1] + 1] if threads else None,
                 )
                 for s in slices
                 if s.size
