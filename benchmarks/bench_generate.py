@@ -141,7 +141,7 @@ def gguf_bytes(path: Path) -> int:
 def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
     from llama_cpp import Llama
 
-    from mythos_convert.verify.gguf import no_extra_buffers
+    from mythos_convert.llama_buffers import no_extra_buffers
 
     with no_extra_buffers():  # the AMX repack crashes quantised models on AMX CPUs (research/gguf.md §5)
         llm = Llama(

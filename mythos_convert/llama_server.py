@@ -23,7 +23,7 @@ def main() -> None:
         raise MythosError(
             "the llama.cpp server needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]==0.3.36'"
         ) from exc
-    from mythos_convert.verify.gguf import no_extra_buffers
+    from mythos_convert.llama_buffers import no_extra_buffers
 
     with no_extra_buffers():
         server_main()

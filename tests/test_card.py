@@ -375,11 +375,13 @@ def test_template_found_in_a_non_editable_install(tmp_path: Path):
     assert in_tree <= installed, f"packages missing from the install: {sorted(in_tree - installed)}"
 
 
-def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -> dict:
+def eval_entry(
+    work: Path, name: str, ppl: float, mean_kl: float, top1: float, engine: str = "llama.cpp, flash attention"
+) -> dict:
     """An eval.json entry as `mythos-convert eval` records it, bound to the file's hashes."""
     return {
         "kind": "gguf",
-        "engine": "llama.cpp, flash attention",
+        "engine": engine,
         "perplexity": ppl,
         "kl": {
             "mean_kl": mean_kl,
@@ -394,6 +396,30 @@ def eval_entry(work: Path, name: str, ppl: float, mean_kl: float, top1: float) -
         "reference": {"name": "native engine, float32, on ckpt.pt", "perplexity": 41.25},
         "files": hash_files(work, [name]),
     }
+
+
+def test_files_that_ran_in_different_engines_are_each_named(folder: Path, tmp_path: Path):
+    """eval runs Q4_0 on llama.cpp's repacked weights and the other types plain: the card names each
+    engine with its types, not the first file's engine for all."""
+    from mythos_convert.evaluate.record import record_eval
+    from mythos_convert.release import export_gguf
+
+    work = Path(shutil.copytree(folder, tmp_path / "out"))
+    written = {w.outtype.name: w.path for w in export_gguf(work, "f16,q4_0", verify=False).written}
+    f16, q4 = written["f16"], written["q4_0"]
+    repacked = "llama.cpp, flash attention, repacked weights"
+    record_eval(
+        work,
+        {
+            f16.name: eval_entry(work, f16.name, 41.2518, 1.5e-7, 0.9997),
+            q4.name: eval_entry(work, q4.name, 43.9, 3.4e-3, 0.95, engine=repacked),
+        },
+    )
+    text = write_card(work).read_text()
+    assert f"The GGUF files ran in llama.cpp, flash attention (F16); {repacked} (Q4_0)." in text
+    index = front_matter(work)["model-index"][0]["results"]
+    names = {m["name"] for r in index for m in r["metrics"]}
+    assert {f"Perplexity ({f16.name}, llama.cpp, flash attention)", f"Perplexity ({q4.name}, {repacked})"} <= names
 
 
 def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path, tmp_path: Path):

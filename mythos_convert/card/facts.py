@@ -231,13 +231,25 @@ def eval_facts(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "dataset": first.get("dataset"),
         "method": first.get("method"),
-        "gguf_engine": measured[0].get("engine") if measured else None,
+        "gguf_engine": _engines_text(rows),
         "reference": reference.get("name"),
         "reference_ppl": number(reference.get("perplexity")),
         "hf": evals.get("hf"),
         "chart": CHART_FILE if with_kl and (folder / CHART_FILE).is_file() else None,
         "chart_note": None if not with_kl or have_matplotlib() else INSTALL_HINT,
     }
+
+
+def _engines_text(rows: list[dict[str, Any]]) -> str | None:
+    """The engine(s) the measured GGUF files ran in: one name, or each with its types (eval runs some
+    types on llama.cpp's repacked weights)."""
+    by_engine: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("engine"):
+            by_engine.setdefault(r["engine"], []).append(r.get("type") or r["name"])
+    if len(by_engine) <= 1:
+        return next(iter(by_engine), None)
+    return "; ".join(f"{engine} ({', '.join(types)})" for engine, types in by_engine.items())
 
 
 def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ The reference is the native engine in float32 on the weights the GGUF was made f
 checkpoint, or, for a file inside an HF folder and no checkpoint given, that folder's weights.
 
 AMX: llama.cpp's AMX matmul path (extra buffer types, used for Q8_0/Q4_0 weights on CPUs that
-report AMX_INT8) crashes (llama.cpp issue 20824). We load every model with extra buffer types off
-(`use_extra_bufts=False`) instead of asking users for a custom llama.cpp build, so a stock
-`pip install llama-cpp-python` verifies on every CPU; it costs speed on AMX machines only.
+report AMX_INT8) crashes (llama.cpp issue 20824). Verify loads every model with extra buffer types
+off (`mythos_convert.llama_buffers`) instead of asking users for a custom llama.cpp build, so a
+stock `pip install llama-cpp-python` verifies on every CPU; it costs speed on AMX machines only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from mythos_convert.convert.native_checkpoint import load_model
 from mythos_convert.convert.sources import ModelSource, open_gguf, open_hf, open_native
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.llama_buffers import no_extra_buffers, repacked_weights
 from mythos_convert.ui import info, result
 from mythos_convert.verify.divergence import DivergenceAccumulator
 from mythos_convert.verify.gguf_tensors import FLOAT_TYPES, TensorCheck, check_tensors, header_problems, source_tensors
@@ -140,28 +141,12 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def no_extra_buffers() -> Iterator[None]:
-    """Load llama.cpp models with extra buffer types (the AMX repack) off; see the module docstring."""
-    import llama_cpp.llama_cpp as lib
-
-    original = lib.llama_model_default_params
-
-    def params():
-        p = original()
-        p.use_extra_bufts = False
-        return p
-
-    lib.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = original
-
-
-def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True, flash_attn: bool = False):
+def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True, flash_attn: bool = False, repack: bool = False):
     """A llama-cpp-python model returning logits at every position (logits_all); flash attention off
-    unless asked (llama-cpp-python's default; llama.cpp's own tools turn it on, eval does too)."""
+    unless asked (llama-cpp-python's default; llama.cpp's own tools turn it on, eval does too).
+
+    Weights stay in llama.cpp's plain CPU buffer unless `repack` (then CPU_REPACK takes what it can,
+    never AMX: `llama_buffers.repacked_weights`); verify's gates were measured plain."""
     try:
         from llama_cpp import Llama
     except ImportError as exc:
@@ -170,7 +155,7 @@ def load_llama(path: str | Path, n_ctx: int, f32_kv: bool = True, flash_attn: bo
             "(or mythos-convert[llama-cpp]), or pass --no-verify"
         ) from exc
     kwargs: dict[str, Any] = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32
-    with no_extra_buffers(), _quiet_stderr():
+    with repacked_weights() if repack else no_extra_buffers(), _quiet_stderr():
         try:
             return Llama(
                 model_path=str(path),
