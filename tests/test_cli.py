@@ -27,3 +27,16 @@ def test_cli_start_does_not_import_torch():
     code = "import sys, mythos_convert.cli; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_the_heap_is_frozen_when_the_process_exits_not_when_the_command_returns():
+    """hf, verify and eval skip the exit collection; inside another process (CliRunner) its heap stays collectable."""
+    code = (
+        "import atexit, gc\n"
+        "from mythos_convert.cli.common import skip_exit_collection\n"
+        "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0))\n"  # runs after the freeze (LIFO)
+        "skip_exit_collection()\n"
+        "print('returned', gc.get_freeze_count())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == ["returned 0", "at exit True"]

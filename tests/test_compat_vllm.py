@@ -5,10 +5,8 @@ so it lives in its own venv under `.compat/` (or `$MYTHOS_COMPAT_DIR`), built by
 first use (about 1.5 min here, 3.5 GB) and reused while its pins are unchanged. What it needs on
 this kind of machine, each checked: PyPI's torchvision/torchaudio/torchcodec removed (pip pulls
 them in; beside the local torch they fail with "operator torchvision::nms does not exist"),
-`VLLM_CPU_KVCACHE_SPACE=1` (else vLLM reserves 92% of the node's memory and refuses to start when
-that much is not free), and the engine in a script file under `if __name__ == "__main__":` (its
-worker processes are spawned). `LD_PRELOAD` of the venv's libiomp5 is what vLLM's CPU docs ask
-for (without it, only a performance warning). Every address is 127.0.0.1.
+the engine in a script file under `if __name__ == "__main__":` (its worker processes are
+spawned), and the environment tests/vllm_cpu.py gives it (its KV cache size, libiomp5, no network).
 
 The model is the reference implementation's own checkpoint (../shared/fixtures/reference),
 exported by `export_hf`; the expected tokens are the reference's own greedy generation.
@@ -28,6 +26,7 @@ import torch
 from helpers import REFERENCE
 from servers import cpu_flags, free_port, get_json, post_json, serve
 from tokenizers import Tokenizer
+from vllm_cpu import vllm_env
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_hf
@@ -76,22 +75,6 @@ def vllm_venv() -> Path:
     return _build_venv()
 
 
-def vllm_env(venv: Path, cache: Path) -> dict[str, str]:
-    """What vLLM needs on a CPU machine with no network (see the module docstring)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        VLLM_CPU_KVCACHE_SPACE="1",  # GiB for the KV cache
-        LD_PRELOAD=str(venv / "lib" / "libiomp5.so"),
-        HF_HUB_OFFLINE="1",
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        VLLM_HOST_IP="127.0.0.1",
-        VLLM_LOOPBACK_IP="127.0.0.1",
-        VLLM_CACHE_ROOT=str(cache),
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, reference) -> Path:
     folder = tmp_path_factory.mktemp("vllm") / "hf"
@@ -110,9 +93,10 @@ def native_logprobs(reference) -> list[torch.Tensor]:
 def probe(venv: Path, folder: Path, reference: dict, dtype: str, tmp_path: Path) -> dict:
     job = {"ids": reference["ids"], "prompts": reference["prompts"], "max_tokens": 20, "logprobs": 5, "dtype": dtype}
     answer = tmp_path / f"probe-{dtype}.json"
+    env = vllm_env(venv, cache=tmp_path / "vllm-cache", omp_threads_bind=None)
     done = subprocess.run(
         [str(venv / "bin" / "python"), str(PROBE), str(folder), json.dumps(job), str(answer)],
-        capture_output=True, text=True, env=vllm_env(venv, tmp_path / "vllm-cache"), timeout=600,
+        capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     # vLLM's own words when it cannot run (missing ISA, memory, a model it refuses): the log's end
     assert done.returncode == 0, f"vLLM failed (exit {done.returncode}):\n{done.stderr[-6000:]}"
@@ -158,7 +142,7 @@ def test_openai_server_completions(vllm_venv, export, reference, tmp_path):
     port = free_port()
     argv = [str(vllm_venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(export)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--served-model-name", "mythos"]
-    env = vllm_env(vllm_venv, tmp_path / "vllm-cache")
+    env = vllm_env(vllm_venv, cache=tmp_path / "vllm-cache", omp_threads_bind=None)
     tok = Tokenizer.from_file(str(REFERENCE / "tokenizer" / "tokenizer.json"))
     with serve(argv, port=port, ready_path="/health", log=tmp_path / "vllm.log", env=env, startup_s=420) as server:
         models = get_json(server.url + "/v1/models")

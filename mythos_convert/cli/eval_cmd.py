@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, apply_quiet
+from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, apply_quiet, skip_exit_collection
 
 
 def eval_(
@@ -73,3 +73,4 @@ def eval_(
         result(line)
     if json_out is not None:
         result(f"report: {write_report_json(report, json_out)}")
+    skip_exit_collection()  # eval.json, the card and the report are written and closed

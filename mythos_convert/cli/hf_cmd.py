@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert.cli.common import CheckpointArg, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+from mythos_convert.cli.common import (
+    CheckpointArg,
+    ConfigOpt,
+    ForceOpt,
+    QuietOpt,
+    TokenizerOpt,
+    apply_quiet,
+    skip_exit_collection,
+)
 
 
 def hf(
@@ -50,4 +58,5 @@ def hf(
         temperature=temperature,
         top_p=top_p,
     )
+    skip_exit_collection()  # the folder is written and moved into place, verify.json too; no thread runs
     result(str(export.folder))

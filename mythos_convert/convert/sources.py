@@ -47,6 +47,7 @@ from mythos_convert.safe_paths import inside
 from mythos_convert.ui import track
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the torch-free reader must not pay for it
+    import gguf
     import torch
     from tokenizers import Tokenizer
 
@@ -256,11 +257,14 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
     return MythosConfig.from_dict(values)
 
 
-def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSource:
+def open_gguf(
+    path: str | Path, config: MythosConfig | None = None, *, first: gguf.GGUFReader | None = None
+) -> ModelSource:
     """A GGUF file (every shard of a split one), each tensor dequantised to float32 by gguf-py and
     llama.cpp's q/k permutation undone, so it compares with any other source tensor for tensor.
 
-    `config` overrides the header's (verify compares a file with the config it should have).
+    `config` overrides the header's (verify compares a file with the config it should have);
+    `first` is `path`'s gguf.GGUFReader when the caller has one (verify reads each header once).
 
     Raises:
         MythosError: not a readable GGUF, or tensors that do not fit the config (named in GGUF naming).
@@ -270,7 +274,8 @@ def open_gguf(path: str | Path, config: MythosConfig | None = None) -> ModelSour
 
     path = Path(path)
     try:
-        first = gguf.GGUFReader(path)
+        if first is None:
+            first = gguf.GGUFReader(path)
         files = [path.parent / n for n in shard_names(path.name, split_count(first))]
         readers = [first] + [gguf.GGUFReader(f) for f in files[1:]]
     except (ValueError, OSError, KeyError) as exc:

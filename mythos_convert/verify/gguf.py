@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from mythos_convert.verify.parity import (
     render_table,
 )
 from mythos_convert.verify.record import file_digest, hash_files, record_result
+
+if TYPE_CHECKING:
+    import gguf
 
 GREEDY_PROMPTS = 2  # the first prompt and the longest one
 # Gates for llama.cpp (F32 KV cache) against the native engine in float32, each about 4x the worst
@@ -207,8 +210,11 @@ def tokenization_diffs(llm, tokenizer, texts: tuple[str, ...] | list[str]) -> tu
 # --- the reference: the native engine ------------------------------------------------------------
 
 
-def _gguf_facts(path: Path) -> dict[str, Any]:
-    """file type label and split count, read from the header with gguf-py."""
+def _gguf_facts(path: Path) -> tuple[gguf.GGUFReader, dict[str, Any]]:
+    """The file's gguf-py reader and, from its header, the file type label and split count.
+
+    The header is read here only: the tensor and header checks take this reader.
+    """
     import gguf
 
     try:
@@ -220,7 +226,7 @@ def _gguf_facts(path: Path) -> dict[str, Any]:
             "pass a .gguf file written by `mythos-convert gguf`"
         ) from exc
     labels = {int(t.file_type): t.label for t in OUTTYPES.values()}
-    return {"label": labels.get(file_type, f"file_type {file_type}"), "shards": split_count(reader)}
+    return reader, {"label": labels.get(file_type, f"file_type {file_type}"), "shards": split_count(reader)}
 
 
 @dataclasses.dataclass
@@ -398,14 +404,15 @@ def verify_gguf(
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise MythosError(f"GGUF file {gguf_path} does not exist: pass the path of a .gguf file")
-    facts = _gguf_facts(gguf_path)
+    reader, facts = _gguf_facts(gguf_path)
     files = hash_files(gguf_path.parent, shard_names(gguf_path.name, facts["shards"]))  # before llama.cpp reads them
     label = facts["label"]
     ref = _reference(gguf_path, ckpt, config_yaml, tokenizer, tokenizer_obj)
     cfg = ref.model.config
     info(f"verifying {gguf_path.name} ({label}) in llama.cpp against the {ref.description}")
-    tensors = check_tensors(open_gguf(gguf_path, cfg), source_tensors(ref.source), cfg)
-    header = header_problems(gguf_path, cfg)
+    tensors = check_tensors(open_gguf(gguf_path, cfg, first=reader), source_tensors(ref.source), cfg)
+    header = header_problems(reader, cfg)
+    del reader  # its memory map of the file is not held while llama.cpp and transformers run
     if header:  # llama.cpp would refuse the shapes or silently compute something else: name the key instead
         out = _failed_early(gguf_path, label, header + _tensor_failures(tensors, logits_failed=True), files, ref.digest)
         out.update(reference=ref.description, tensors=_tensor_summary(tensors))

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +22,9 @@ from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.permute import permute_rows
 from mythos_convert.convert.sources import ModelSource
 from mythos_convert.model.config import MythosConfig
+
+if TYPE_CHECKING:
+    import gguf
 
 # Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
 # Float types: their rounding (F32 exact; F16 2^-11 and BF16 2^-8 per element at worst). Quantized
@@ -60,11 +62,11 @@ HEADER_KEYS: dict[str, str] = {
 }
 
 
-def header_problems(path: Path, config: MythosConfig) -> list[str]:
-    """One line per header hyperparameter that differs from the source config (a missing one too)."""
-    import gguf
+def header_problems(reader: gguf.GGUFReader, config: MythosConfig) -> list[str]:
+    """One line per header hyperparameter that differs from the source config (a missing one too).
 
-    reader = gguf.GGUFReader(path)
+    `reader` is the file's, already open: verify reads the header once for every check.
+    """
     problems = []
     for key, attr in HEADER_KEYS.items():
         want = getattr(config, attr)
