@@ -11,8 +11,9 @@ tokenizer), its float32 HF export, and GGUF files of --types in it. Then, in thi
   (reset, eval one window, read all logits, log-softmax in numpy, score the second half; the
   first window whole, as eval does) on the same windows, same threads, same F32 KV cache. Its
   perplexity must equal eval's (printed), and "vs baseline" is eval's tokens/s over the
-  baseline's. The baseline runs without flash attention (as verify does); eval with it, its
-  default (`--no-flash-attn` here runs eval without it too).
+  baseline's. The baseline runs without flash attention and on llama.cpp's plain weight buffer (as
+  verify does); eval as it runs by default: with flash attention (`--no-flash-attn` here runs eval
+  without it too) and Q4_0 on llama.cpp's repacked weights (`evaluate.engines.REPACKED_TYPES`).
 
 The text is the embedded corpus's validation part, what `eval` scores by default: 31,184 tokens
 with this tokenizer, so the default `--tokens 32768` (the issue's "32k") evaluates every whole
@@ -161,12 +162,10 @@ def main(argv: list[str] | None = None) -> None:
             f"whole report ({len(report.rows)} models: native reference, transformers, {len(types)} GGUF types, "
             f"loading and KL included): {wall:.1f} s (goal: under 300 s); forward passes {forward:.1f} s, "
             f"everything else (loading, hashing, cross-entropy, KL divergence) {wall - forward:.1f} s",
-            "baseline: one window per call through llama-cpp-python's Llama, same windows, threads and KV cache"
-            + (
-                "; eval without flash attention too"
-                if args.no_flash_attn
-                else "; eval with flash attention (its default)"
-            ),
+            "baseline: one window per call through llama-cpp-python's Llama, same windows, threads and KV cache, "
+            "llama.cpp's plain weight buffer; eval "
+            + ("without flash attention too" if args.no_flash_attn else "with flash attention (its default)")
+            + ", each row's engine says where its weights were (Q4_0 repacked)",
         ],
         summary=[
             [

@@ -91,9 +91,9 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
 
 
 # File types eval runs on llama.cpp's repacked weights. Measured on mythos-172m, Intel Xeon (Sapphire
-# Rapids), 2 threads, flash attention, tokens/s plain -> repacked: Q4_0 465 -> 665; Q4_K_M 887 -> 685,
-# Q4_K_S and Q2_K 10-20% slower too; F32, F16, BF16, Q8_0, Q4_1, Q5_0, Q5_1, Q6_K within noise (Q8_0
-# and F16 bit-identical: nothing of theirs is repacked on this CPU). Repacked Q4_0 logits differ from
+# Rapids), 2 threads, flash attention, tokens/s plain -> repacked (best of 4 windows): Q4_0 473 -> 671;
+# Q4_K_M 887 -> 711, Q4_K_S 868 -> 741, Q2_K 803 -> 724; F32, F16, BF16, Q8_0, Q4_1, Q5_0, Q5_1, Q3_K_M,
+# Q5_K_M, Q6_K within noise (Q8_0 and F16 bit-identical: nothing of theirs is repacked on this CPU). Repacked Q4_0 logits differ from
 # plain ones by up to 0.06 (another activation rounding); its mean KL divergence from float32 moved in
 # the 4th digit. Unmeasured on an AVX2-only CPU, where the list might be longer.
 REPACKED_TYPES = frozenset({"Q4_0"})
