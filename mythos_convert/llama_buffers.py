@@ -103,8 +103,12 @@ def repacked_weights() -> Iterator[bool]:
     for i in range(len(array)):
         array[i] = kept[i] if i < len(kept) else None
     try:
-        with _extra_bufts(True):
-            yield True
+        if AMX in extra_buffer_names():  # a ggml that hands out copies: the load would still reach AMX
+            with no_extra_buffers():
+                yield False
+        else:
+            with _extra_bufts(True):
+                yield True
     finally:
         for i, pointer in enumerate(saved):
             array[i] = pointer
