@@ -112,3 +112,10 @@ def repacked_weights() -> Iterator[bool]:
     finally:
         for i, pointer in enumerate(saved):
             array[i] = pointer
+
+
+def can_repack() -> bool:
+    """Whether `repacked_weights()` would load with CPU_REPACK (and without AMX) here: what a caller
+    names its engine by before it loads."""
+    with repacked_weights() as repacked:
+        return repacked

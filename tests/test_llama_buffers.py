@@ -39,9 +39,11 @@ def test_the_repacked_load_leaves_amx_out_and_puts_llama_cpps_list_back():
 
 
 def test_a_ggml_that_hands_out_copies_gets_a_plain_load(monkeypatch):
-    """Rewriting a copy would not reach the load: it would still find AMX (and crash), so it is plain."""
+    """Rewriting a copy would not reach the load: it would still find AMX (and crash), so it is plain,
+    and an engine asking beforehand is told so (it names itself by the answer)."""
     pytest.importorskip("llama_cpp")
     monkeypatch.setattr(buffers, "_extra_list", fake_list(["AMX", "CPU_REPACK"]))
+    assert buffers.can_repack() is False
     with buffers.repacked_weights() as repacked:
         assert repacked is False
         import llama_cpp.llama_cpp as lib
@@ -65,6 +67,7 @@ def test_with_cpu_repack_and_no_amx_the_load_takes_the_extra_buffers(monkeypatch
     """A CPU without AMX (an AVX2 EPYC): nothing to take out, the extra buffers are on for the load."""
     pytest.importorskip("llama_cpp")
     monkeypatch.setattr(buffers, "_extra_list", fake_list(["CPU_REPACK"]))
+    assert buffers.can_repack() is True
     with buffers.repacked_weights() as repacked:
         assert repacked is True
         import llama_cpp.llama_cpp as lib

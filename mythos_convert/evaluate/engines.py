@@ -28,7 +28,7 @@ from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_mode
 from mythos_convert.convert.sources import open_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
-from mythos_convert.llama_buffers import REPACK, extra_buffer_names
+from mythos_convert.llama_buffers import can_repack
 from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 
@@ -92,10 +92,11 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
 
 # File types eval runs on llama.cpp's repacked weights. Measured on mythos-172m, Intel Xeon (Sapphire
 # Rapids), 2 threads, flash attention, tokens/s plain -> repacked (best of 4 windows): Q4_0 473 -> 671;
-# Q4_K_M 887 -> 711, Q4_K_S 868 -> 741, Q2_K 803 -> 724; F32, F16, BF16, Q8_0, Q4_1, Q5_0, Q5_1, Q3_K_M,
-# Q5_K_M, Q6_K within noise (Q8_0 and F16 bit-identical: nothing of theirs is repacked on this CPU). Repacked Q4_0 logits differ from
-# plain ones by up to 0.06 (another activation rounding); its mean KL divergence from float32 moved in
-# the 4th digit. Unmeasured on an AVX2-only CPU, where the list might be longer.
+# Q4_K_M 887 -> 711, Q4_K_S 868 -> 741, Q2_K 803 -> 724; F32, F16, BF16, Q8_0, Q4_1, Q5_0, Q5_1,
+# Q3_K_M, Q5_K_M, Q6_K within noise (Q8_0 and F16 bit-identical: nothing of theirs is repacked on this
+# CPU). Repacked Q4_0 logits differ from plain ones by up to 0.06 (another activation rounding); its
+# mean KL divergence from float32 moved in the 4th digit. Unmeasured on an AVX2-only CPU, where the
+# list might be longer.
 REPACKED_TYPES = frozenset({"Q4_0"})
 
 
@@ -103,7 +104,7 @@ def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, *, flash_
     """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
     import llama_cpp  # present: load_llama has just imported it (or raised)
 
-    repack = header.label in REPACKED_TYPES and REPACK in extra_buffer_names()
+    repack = header.label in REPACKED_TYPES and can_repack()  # what the load below will do, named so
     llm = load_llama(path, ctx, f32_kv=True, flash_attn=flash_attn, repack=repack)
     threads = torch.get_num_threads()
     llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)  # load_llama uses half the cores
