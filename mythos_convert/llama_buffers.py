@@ -10,7 +10,7 @@ llama-cpp-python 0.3.36, research/gguf.md section 5), so nothing here loads with
   every CPU; verify runs this way and its gates were measured on it.
 - `repacked_weights()`: the extra buffer types with AMX taken out of llama.cpp's list for the
   load, so what CPU_REPACK takes is repacked, as llama.cpp itself runs a model on a CPU without
-  AMX. The list is ggml's own (`ggml_backend_dev_get_extra_bufts`, a static array) and is put back
+  AMX (eval's Q4_0 files; the llama.cpp server wrapper). The list is ggml's own (`ggml_backend_dev_get_extra_bufts`, a static array) and is put back
   after the load: the model keeps its own copy, later loads see llama.cpp's list unchanged.
 """
 

@@ -6,8 +6,9 @@ runs as a user starts it, `python -m llama_cpp.server --model FILE`, on 127.0.0.
 way an application asks: POST /v1/completions with a text prompt at temperature 0.
 
 On CPUs with AMX the stock server crashes on Q8_0 (llama.cpp's AMX repack path, issue 20824): that
-is asserted here, and `python -m mythos_convert.llama_server` (the same server with extra buffer
-types off) is what serves Q8_0 there.
+is asserted here, and `python -m mythos_convert.llama_server` (the same server with AMX taken out
+of llama.cpp's extra buffer types) is what serves Q8_0 there, and Q4_0 on llama.cpp's repacked
+weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from servers import cpu_flags, free_port, post_json, serve
 from tokenizers import Tokenizer
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+from mythos_convert.llama_buffers import can_repack, repacked_weights
 from mythos_convert.release import export_gguf
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama_cpp]
@@ -39,7 +41,7 @@ def ggufs(tmp_path_factory, reference) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("serve-gguf")
     export = export_gguf(
         REFERENCE / "ref_small.pt",
-        "f16,q8_0",
+        "f16,q8_0,q4_0",
         out / "ref-{ftype}.gguf",
         tokenizer=REFERENCE / "tokenizer" / "tokenizer.json",
         verify=False,
@@ -92,10 +94,10 @@ def compare(text: str, steps: list[Step], tok: Tokenizer, bound: float) -> tuple
     return len(agreed), None if text == tok.decode(agreed) else "text runs past the 20 tokens"
 
 
-def llama_server(module: str, model: Path, log: Path):
+def llama_server(module: str, model: Path, log: Path, verbose: bool = False):
     port = free_port()
     argv = [sys.executable, "-m", module, "--model", str(model), "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--n_ctx", "128", "--n_threads", "1", "--seed", "0", "--verbose", "False"]
+    argv += ["--n_ctx", "128", "--n_threads", "1", "--seed", "0", "--verbose", str(verbose)]
     return serve(argv, port=port, ready_path="/v1/models", log=log, startup_s=120)
 
 
@@ -141,3 +143,26 @@ def test_stock_server_crashes_on_q8_0_with_amx(ggufs, reference, tmp_path):
         with pytest.raises(OSError):  # the connection drops: the process died mid-request
             post_json(server.url + "/v1/completions", {"prompt": "The model", "max_tokens": 4, "temperature": 0})
         assert server.process.wait(timeout=30) == -signal.SIGSEGV
+
+
+def test_wrapped_server_serves_q4_0_on_repacked_weights_never_amx(ggufs, reference, tmp_path):
+    """The wrapper is the stock server less AMX: Q4_0 goes into llama.cpp's CPU_REPACK buffer (its
+    load log says so), nothing into AMX, and the completion is what llama.cpp computes in process on
+    the same repacked weights, token for token."""
+    from llama_cpp import Llama
+
+    log = tmp_path / "server.log"
+    prompt = reference["prompts"][0]
+    body = {"prompt": prompt, "max_tokens": 20, "temperature": 0, "repeat_penalty": 1.0}
+    with llama_server(WRAPPED, ggufs["Q4_0"], log, verbose=True) as server:
+        served = post_json(server.url + "/v1/completions", body, timeout=60)["choices"][0]["text"]
+    loaded = log.read_text(errors="replace")
+    assert "AMX model buffer" not in loaded
+    assert ("CPU_REPACK model buffer size" in loaded) == can_repack(), loaded[-2000:]
+    with repacked_weights():
+        llm = Llama(model_path=str(ggufs["Q4_0"]), n_ctx=128, n_threads=1, seed=0, verbose=False)
+    try:
+        expected = llm.create_completion(prompt, max_tokens=20, temperature=0, repeat_penalty=1.0)
+    finally:
+        llm.close()
+    assert served == expected["choices"][0]["text"] and served
