@@ -16,7 +16,6 @@ from helpers import REFERENCE
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint
 from mythos_convert.data.held_out import windows
-from mythos_convert.evaluate import engines
 from mythos_convert.evaluate.engines import gguf_engine, native_engine
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
 from mythos_convert.evaluate.run import measure, run_eval
@@ -82,7 +81,7 @@ def test_kl_divergence_of_a_file_against_itself_is_zero(folders):
     path = gguf_of(folders["out"], "Q4_0")
     header = read_gguf_header(path)
     wins = windows(torch.arange(256).numpy() % 500 + 5, 128)
-    a, b = (gguf_engine(n, path, header, 128, flash_attn=True) for n in "ab")  # two loads of one file
+    a, b = (gguf_engine(n, path, header, 128, flash_attn=True, repack=True) for n in "ab")  # two loads of one file
     try:
         kl = measure([a, b], wins, reference=a)["b"].divergence.summary()
     finally:
@@ -131,7 +130,7 @@ def test_f16_below_q8_0_below_q4_0_in_kl_divergence(folders):
     assert hf["kl"] is None and any("perplexity only" in n for n in report.notes)
 
 
-def test_q4_0_on_repacked_weights_costs_what_it_costs_plain(folders, reference, monkeypatch):
+def test_q4_0_on_repacked_weights_costs_what_it_costs_plain(folders, reference):
     """eval runs Q4_0 on llama.cpp's repacked weights (faster), never on its AMX path (which crashes on
     AMX CPUs): the quantization's measured cost must not depend on that. On these 8 windows of the
     fixture, measured: mean KL from float32 3.2570e-3 repacked, 3.2594e-3 plain (0.08% apart); the two
@@ -142,10 +141,9 @@ def test_q4_0_on_repacked_weights_costs_what_it_costs_plain(folders, reference, 
     path = gguf_of(folders["out"], "Q4_0")
     header = read_gguf_header(path)
     ref = native_engine("ref", load_checkpoint(reference))
-    repacked = gguf_engine("repacked", path, header, 128, flash_attn=True)
+    repacked = gguf_engine("repacked", path, header, 128, flash_attn=True, repack=True)
     assert extra_buffer_names() == before  # AMX (where present) is back in llama.cpp's list after the load
-    monkeypatch.setattr(engines, "REPACKED_TYPES", frozenset())
-    plain = gguf_engine("plain", path, header, 128, flash_attn=True)
+    plain = gguf_engine("plain", path, header, 128, flash_attn=True, repack=False)
     assert (repacked.engine, plain.engine) == (
         "llama.cpp, flash attention, repacked weights",
         "llama.cpp, flash attention",
@@ -170,7 +168,7 @@ def test_without_a_repack_buffer_q4_0_runs_plain_and_says_so(folders, monkeypatc
 
     monkeypatch.setattr(buffers, "_extra_list", lambda: (None, []))
     path = gguf_of(folders["out"], "Q4_0")
-    engine = gguf_engine("q4", path, read_gguf_header(path), 64, flash_attn=False)
+    engine = gguf_engine("q4", path, read_gguf_header(path), 64, flash_attn=False, repack=True)
     try:
         assert engine.engine == "llama.cpp"
         assert torch.isfinite(engine.logits(torch.arange(64).numpy() % 500 + 5)).all()
@@ -182,12 +180,13 @@ def test_without_a_repack_buffer_q4_0_runs_plain_and_says_so(folders, monkeypatc
 def test_cli_records_eval_bound_to_the_files(folders, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(folders["out"], out)
-    run = cli([out, "--chunks", "4", "--json", tmp_path / "report.json"], tmp_path)
+    run = cli([out, "--chunks", "4", "--json", tmp_path / "report.json", "--no-repack"], tmp_path)
     assert run.returncode == 0, run.stderr
     assert "method: non-overlapping windows of 128 tokens" in run.stdout
     assert "perplexity only" in run.stdout  # the HF folder: no checkpoint given
     report = json.loads((tmp_path / "report.json").read_text())
     assert {r["type"] for r in report["rows"] if r["kind"] == "gguf"} == {"F32", "F16", "Q8_0", "Q4_0"}
+    assert {r["engine"] for r in report["rows"] if r["kind"] == "gguf"} == {"llama.cpp, flash attention"}
     assert report["windows"] == 4 and report["scored_tokens"] == 127 + 3 * 63
     recorded = load_eval(out)
     assert set(recorded) == {"hf", *(p.name for p in out.glob("*.gguf"))}

@@ -100,11 +100,12 @@ def hf_engine(target: str, folder: Path, dtype: str) -> Engine:
 REPACKED_TYPES = frozenset({"Q4_0"})
 
 
-def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, *, flash_attn: bool) -> Engine:
-    """llama.cpp on a GGUF file, all logits of a window from an empty cache."""
+def gguf_engine(target: str, path: Path, header: GGUFHeader, ctx: int, *, flash_attn: bool, repack: bool) -> Engine:
+    """llama.cpp on a GGUF file, all logits of a window from an empty cache; `repack`: the types of
+    `REPACKED_TYPES` on llama.cpp's repacked weights where it has them (else the plain buffer)."""
     import llama_cpp  # present: load_llama has just imported it (or raised)
 
-    repack = header.label in REPACKED_TYPES and can_repack()  # what the load below will do, named so
+    repack = repack and header.label in REPACKED_TYPES and can_repack()  # what the load below does
     llm = load_llama(path, ctx, f32_kv=True, flash_attn=flash_attn, repack=repack)
     threads = torch.get_num_threads()
     llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)  # load_llama uses half the cores

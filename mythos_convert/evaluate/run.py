@@ -303,11 +303,14 @@ def run_eval(
     config_yaml: str | Path | None = None,
     record: bool = True,
     flash_attn: bool = True,
+    repack: bool = True,
 ) -> EvalReport:
     """Perplexity of every target and, for each GGUF, its divergence from the float32 reference.
 
     `flash_attn` runs llama.cpp with flash attention, llama.cpp's own default on CPU (its engine is
-    named so in every row); off, an F32 file computes float32 exactly, as in verify.
+    named so in every row); off, an F32 file computes float32 exactly, as in verify. `repack` runs
+    the types of `engines.REPACKED_TYPES` on llama.cpp's repacked weights (named so too); off, every
+    file in llama.cpp's plain buffer, as in verify (both off: llama.cpp exactly as verify runs it).
     `tokens` (ids) replaces the text lookup (`--data`, the run's validation split, the embedded
     corpus's) when given. Raises MythosError for bad targets, a vocabulary mismatch, a `--ctx`
     above a model's context or a text shorter than one window, before any model runs.
@@ -378,7 +381,7 @@ def run_eval(
                 elif t.kind == "hf":
                     engines.append(hf_engine(t.shown, t.path, t.source.stored_dtype()))
                 else:
-                    engines.append(gguf_engine(t.shown, t.path, t.header, ctx, flash_attn=flash_attn))
+                    engines.append(gguf_engine(t.shown, t.path, t.header, ctx, flash_attn=flash_attn, repack=repack))
             by_engine: dict[str, Target | None] = {e.target: t for e, t in zip(engines, targets, strict=True)}
             reference, reference_name = None, None
             if ref_target is not None:
