@@ -2602,6 +2602,22 @@ static MQ_INLINE int32_t vimax_lanes(vi m) {
     return m[0];
 }
 
+/* One Q8_0 block's scale, from the bits of its largest |x| (both Q8_0 paths below find those their
+ * own way): d written, 1/d (0 for an all-zero block) into *id, 1 returned. A block holding a NaN or
+ * an infinity takes ggml's scalar loop whole instead, and 0 is returned. */
+static MQ_INLINE int q8_0_block_scale(int32_t amax_bits, const float * xb, block_q8_0 * yb, float * id) {
+    if (amax_bits >= 0x7f800000) {
+        quantize_row_q8_0_ref(xb, yb, QK8_0);
+        return 0;
+    }
+    float amax;
+    memcpy(&amax, &amax_bits, sizeof amax);
+    const float d = amax / ((1 << 7) - 1);
+    *id = d ? 1.0f/d : 0.0f;
+    yb->d = GGML_FP32_TO_FP16(d);
+    return 1;
+}
+
 /* quantize_row_q8_0_ref, 8 lanes at a time. |x| as the bits of a float >= +0 orders like the
  * float, and every NaN or infinity orders above every finite value: one integer maximum over the
  * block gives the scalar loop's amax (a maximum is the same whatever the order of comparisons) or
@@ -2617,16 +2633,10 @@ MQ_CLONES static void quantize_q8_0_fast(const float * GGML_RESTRICT x, block_q8
         }
         const vi a0 = (vi)v[0] & abs_mask, a1 = (vi)v[1] & abs_mask, a2 = (vi)v[2] & abs_mask, a3 = (vi)v[3] & abs_mask;
         const vi m01 = visel(a0 > a1, a0, a1), m23 = visel(a2 > a3, a2, a3);
-        const int32_t bits = vimax_lanes(visel(m01 > m23, m01, m23));
-        if (bits >= 0x7f800000) {
-            quantize_row_q8_0_ref(x + i*QK8_0, y + i, QK8_0);
+        float id;
+        if (!q8_0_block_scale(vimax_lanes(visel(m01 > m23, m01, m23)), x + i*QK8_0, y + i, &id)) {
             continue;
         }
-        float amax;
-        memcpy(&amax, &bits, sizeof amax);
-        const float d = amax / ((1 << 7) - 1);
-        const float id = d ? 1.0f/d : 0.0f;
-        y[i].d = GGML_FP32_TO_FP16(d);
         for (int j = 0; j < QK8_0 / VL; ++j) {
             const vc8 q = __builtin_convertvector(vround_away(v[j] * vsplat(id)), vc8);
             memcpy(y[i].qs + j*VL, &q, sizeof q);
@@ -2667,16 +2677,10 @@ __attribute__((target("avx2"))) static void quantize_q8_0_avx2(const float * x, 
         __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
         h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
         h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-        const int32_t bits = _mm_cvtsi128_si32(h);
-        if (bits >= 0x7f800000) {
-            quantize_row_q8_0_ref(xb, y + i, QK8_0);
+        float id;
+        if (!q8_0_block_scale(_mm_cvtsi128_si32(h), xb, y + i, &id)) {
             continue;
         }
-        float amax;
-        memcpy(&amax, &bits, sizeof amax);
-        const float d = amax / ((1 << 7) - 1);
-        const float id = d ? 1.0f/d : 0.0f;
-        y[i].d = GGML_FP32_TO_FP16(d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int j = 0; j < 4; ++j) {
