@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import REFERENCE, make_checkpoint, make_reference_tokenizer, tiny_config
+from helpers import make_checkpoint, make_reference_tokenizer, require_reference, tiny_config
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,7 +48,6 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def reference() -> dict:
-    """The reference implementation's expected ids, logits and greedy tokens (skips without ../shared)."""
-    if not (REFERENCE / "ref_small.pt").is_file():
-        pytest.skip(f"the reference fixture is not at {REFERENCE}")
-    return json.loads((REFERENCE / "ref_small_expected.json").read_text())
+    """The reference implementation's expected ids, logits and greedy tokens (../shared; CI fails without it)."""
+    require_reference()
+    return json.loads(require_reference("ref_small_expected.json").read_text())

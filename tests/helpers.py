@@ -25,6 +25,23 @@ SPECIALS = ["<unk>", "<bos>", "<eos>", "<pad>", "<sep>"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 
 
+def require_reference(relative: str = "ref_small.pt") -> Path:
+    """A file of ../shared's reference fixture: a skip where it is absent, a failure under CI.
+
+    The ground-truth tests must never pass in CI by not running: with `CI` set (CI runners set it),
+    a missing fixture fails the test, naming the path that should be there.
+    """
+    import pytest
+
+    path = REFERENCE / relative
+    if not path.is_file():
+        message = f"the reference fixture is missing: expected {path} (../shared beside the clone)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def compat_root() -> Path:
     """Where the compatibility tests build their venvs (transformers 4.x, vLLM): $MYTHOS_COMPAT_DIR, else .compat/."""
     return Path(os.environ.get("MYTHOS_COMPAT_DIR") or Path(__file__).resolve().parents[1] / ".compat")

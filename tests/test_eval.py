@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REFERENCE
+from helpers import REFERENCE, require_reference
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint
 from mythos_convert.data.held_out import windows
@@ -29,9 +29,7 @@ TOKENIZER = REFERENCE / "tokenizer" / "tokenizer.json"
 
 @pytest.fixture(scope="module")
 def reference() -> Path:
-    if not (REFERENCE / "ref_small.pt").is_file():
-        pytest.skip(f"the reference fixture is not at {REFERENCE}")
-    return REFERENCE / "ref_small.pt"
+    return require_reference("ref_small.pt")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """The shared fixtures build what they promise (a failing fixture would fail every other test)."""
 
+import helpers
+import pytest
+
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 
@@ -17,3 +20,16 @@ def test_tiny_checkpoint_loads_strict(tiny_ckpt, tiny_cfg):
     assert ckpt.config == tiny_cfg and ckpt.step == 123
     model = load_model(ckpt)
     assert model.num_parameters() == tiny_cfg.num_parameters()
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_reference_fails_under_ci(monkeypatch, tmp_path, ci, outcome):
+    """Without ../shared a ground-truth test fails in CI (naming the path) and skips elsewhere."""
+    monkeypatch.setattr(helpers, "REFERENCE", tmp_path / "nowhere")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match=r"nowhere/ref_small\.pt"):
+        helpers.require_reference("ref_small.pt")
+
+
+def test_present_reference_is_returned():
+    assert helpers.require_reference("ref_small.pt") == helpers.REFERENCE / "ref_small.pt"

@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from helpers import REFERENCE, llama_quantize, make_checkpoint, tiny_config
+from helpers import llama_quantize, make_checkpoint, require_reference, tiny_config
 
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.release import export_gguf
@@ -269,9 +269,7 @@ def source(request, tmp_path_factory, ref_tokenizer_path, run) -> dict:
 
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "reference-fixture":
-        if not (REFERENCE / "ref_small.pt").is_file():
-            pytest.skip(f"the reference fixture is not at {REFERENCE}")
-        ckpt, tokenizer = REFERENCE / "ref_small.pt", REFERENCE / "tokenizer" / "tokenizer.json"
+        ckpt, tokenizer = require_reference("ref_small.pt"), require_reference("tokenizer/tokenizer.json")
     else:
         tokenizer = ref_tokenizer_path
         ckpt = make_checkpoint(folder / "ckpt.pt", load_preset("tiny").model, with_optimizer=False)

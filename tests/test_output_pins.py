@@ -2,31 +2,36 @@
 
 A fixed checkpoint (weights drawn with numpy's PCG64, the same on every CPU; the reference
 implementation's own tokenizer from ../shared) is exported to an HF folder and to GGUF files, and
-every file's sha256 is compared with the value it had when the pipeline was split into writers and
-release steps (issue 10). A change that alters an output on purpose updates the pin in the same
-commit and says why. Not pinned: `.mythos-local.json` (local absolute paths) and README.md (the
-card has its own golden test, tests/golden/).
+every file's sha256 is compared with a pinned value. A change that alters an output on purpose
+updates the pin in the same commit and says why. Not pinned: `.mythos-local.json` (local absolute
+paths) and README.md (the card has its own golden test, tests/golden/).
+
+Every byte the project decides is pinned, and nothing the day's dependency versions decide:
+`config.json` and `generation_config.json` carry `transformers_version`, the installed
+transformers' version (what transformers itself writes), so that one field is checked on its own
+(it must equal `transformers.__version__`) and the rest of each file is pinned with the field's
+value replaced by a fixed placeholder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REFERENCE, tiny_config
+import transformers
+from helpers import require_reference, tiny_config
 
 from mythos_convert.model.model import Mythos
 from mythos_convert.release import export_gguf, export_hf
 
-REFERENCE_TOKENIZER = REFERENCE / "tokenizer"
-
 PINS = {
-    "config.json": "5b864e3323bbe1662f55266bf18257bd70f617c3fecaca0f035257470ce919c2",
-    "generation_config.json": "f07985a47be2446dcc90a01cf66995c64638cd5a9429ec7e6c558e0c69147c3b",
+    "config.json": "4ddc6836aee754034347f4752e4fe9684e97944216187b4ac935a0c00680710e",
+    "generation_config.json": "f82f1e537de15f26cb1034c083eefc26043028f1aef86cf1d5095c175c3a5c4e",
     "m-F16.gguf": "8834a380b8d7867189756b322d768d8c5065cb01f45620af5d014d36f083effa",
     "m-F32.gguf": "aa71fa1b4b462cdb19093c77a400ea8623766c24365ddcd79c77bd8f1b39bae8",
     "m-Q4_0.gguf": "eab80b51efab9c83debc35e6245fb9c088ad8a03ad35736bc0e41cdd7c88675b",
@@ -57,19 +62,33 @@ def fixed_checkpoint(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> Path:
-    if not (REFERENCE_TOKENIZER / "tokenizer.json").is_file():
-        pytest.skip(f"the reference tokenizer is not at {REFERENCE_TOKENIZER}")
+    tokenizer = require_reference("tokenizer/tokenizer.json")
     folder = tmp_path_factory.mktemp("pins")
-    shutil.copy(REFERENCE_TOKENIZER / "tokenizer.json", folder / "tokenizer.json")
+    shutil.copy(tokenizer, folder / "tokenizer.json")
     ckpt = fixed_checkpoint(folder / "ckpt.pt")
     out = export_hf(ckpt, folder / "out", verify=False, card=False).folder
     export_gguf(out, "f32,f16,q8_0,q4_0,q4_k_m", out / "m-{ftype}.gguf", verify=False)
     return out
 
 
+# The files whose `transformers_version` is the installed transformers' (checked on its own below).
+VERSIONED = ("config.json", "generation_config.json")
+PLACEHOLDER = b'"transformers_version": "<installed>"'
+
+
+def project_bytes(path: Path) -> bytes:
+    """The file's bytes, `transformers_version`'s value (exactly one, the installed one) replaced by a placeholder."""
+    data = path.read_bytes()
+    if path.name not in VERSIONED:
+        return data
+    field = f'"transformers_version": "{transformers.__version__}"'.encode()
+    assert data.count(field) == 1, f"{path.name} should carry {field.decode()} exactly once"
+    return data.replace(field, PLACEHOLDER)
+
+
 def hashes(folder: Path) -> dict[str, str]:
     return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        p.name: hashlib.sha256(project_bytes(p)).hexdigest()
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name not in (".mythos-local.json", "README.md")
     }
@@ -77,3 +96,9 @@ def hashes(folder: Path) -> dict[str, str]:
 
 def test_every_output_byte_is_pinned(outputs: Path):
     assert hashes(outputs) == PINS
+
+
+@pytest.mark.parametrize("name", VERSIONED)
+def test_transformers_version_is_the_installed_one(outputs: Path, name: str):
+    """What transformers' own save_pretrained writes: the version that wrote (and loads) the file."""
+    assert json.loads((outputs / name).read_text())["transformers_version"] == transformers.__version__
