@@ -46,6 +46,31 @@ def _refused(final: Path) -> Iterator[None]:
         ) from exc
 
 
+@contextlib.contextmanager
+def _parent_folders(final: Path) -> Iterator[None]:
+    """Create `final`'s missing parent folders; remove them again if the block fails.
+
+    A refused or failed run leaves the disk as it found it: no empty `runs/` from a `train` whose
+    data did not exist.
+    """
+    made = []
+    parent = final.parent
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)
+        parent = parent.parent
+    with _refused(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first; stops at the first that is no longer empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def check_output_dir(path: str | Path, force: bool) -> Path:
     """Refuse a non-empty existing folder unless force; refuse a file where a folder should go."""
     path = Path(path)
@@ -138,9 +163,7 @@ def atomic_dir(final: str | Path, force: bool = False) -> Iterator[Path]:
     held throughout, and the non-empty check is repeated just before the rename.
     """
     final = check_output_dir(final, force)
-    with _refused(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(final):
+    with _parent_folders(final), output_lock(final):
         check_output_dir(final, force)
         with _refused(final):
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -171,9 +194,7 @@ def atomic_file(final: str | Path, force: bool = True) -> Iterator[Path]:
     final = Path(final)
     if not force:
         check_output_file(final, force)
-    with _refused(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(final):
+    with _parent_folders(final), output_lock(final):
         with _refused(final):
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
         os.close(fd)
