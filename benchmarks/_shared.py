@@ -139,6 +139,7 @@ def emit(
     target = os.environ.get(JSON_ENV)
     if target:
         record = {
+            "id": Path(sys.argv[0]).stem.removeprefix("bench_"),  # which benchmark: results files key on it
             "title": title,
             "headers": list(headers),
             "rows": [list(r) for r in rows],
