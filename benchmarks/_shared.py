@@ -125,7 +125,7 @@ def emit(
     notes: Sequence[str] = (),
     summary: Sequence[Sequence[object]] = (),
 ) -> None:
-    """Print the table (markdown, readable as is and pasteable into the README); record JSON rows.
+    """Print the table (markdown, readable as is); record JSON rows.
 
     `summary` rows (engine, setting, metric, value, vs baseline, note) feed run.py's combined table;
     without them run.py shows the first three columns of `rows`.
