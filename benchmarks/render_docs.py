@@ -129,7 +129,8 @@ def benchmark_section(key: str, runs: list[tuple[dict[str, Any], dict[str, Any]]
     lines = [f"## {first['title']}", "", DESCRIPTIONS.get(key, " ".join(first.get("notes", []))), ""]
     metric = first.get("metric", "")
     better = {"lower": "lower is better", "higher": "higher is better"}.get(first.get("better", ""), "")
-    lines += [f"Figures in {metric}" + (f", {better}" if better else "") + ".", ""]
+    if metric:
+        lines += [f"Figures in {metric}" + (f", {better}" if better else "") + ".", ""]
     for document, bench in runs:
         if bench.get("settings"):
             lines.append(f"- {machine_label(document['machine'])}: {bench['settings']}.")
@@ -137,6 +138,8 @@ def benchmark_section(key: str, runs: list[tuple[dict[str, Any], dict[str, Any]]
     names: list[str] = []
     for _, bench in runs:
         names += [r["name"] for r in bench["rows"] if r["name"] not in names]
+    if not names:
+        return [*lines, *_printed_tables(runs)]
     with_rss = any("rss_mib" in r for _, b in runs for r in b["rows"])
     header = ["variant"]
     for document, _ in runs:
@@ -155,6 +158,19 @@ def benchmark_section(key: str, runs: list[tuple[dict[str, Any], dict[str, Any]]
                 cells.append(_fmt(row.get("rss_mib")) if "rss_mib" in row else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    return [*lines, *_printed_tables(runs)]
+
+
+def _printed_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """The tables of benchmarks that recorded no summary rows, as they printed them."""
+    lines: list[str] = []
+    for document, bench in runs:
+        table = bench.get("table")
+        if table and not bench["rows"]:
+            lines += [f"{machine_label(document['machine'])}, as the benchmark printed it:", ""]
+            lines += ["| " + " | ".join(map(str, table["headers"])) + " |", "|" + "---|" * len(table["headers"])]
+            lines += ["| " + " | ".join(map(str, row)) + " |" for row in table["rows"]]
+            lines.append("")
     return lines
 
 

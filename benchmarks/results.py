@@ -83,7 +83,10 @@ def benchmark_rows(record: dict[str, Any]) -> dict[str, Any]:
                 "ratio": _number(ratio),
             }
         )
-    return {"title": record["title"], "notes": record.get("notes", []), "rows": rows}
+    entry = {"title": record["title"], "notes": record.get("notes", []), "rows": rows}
+    if not rows:  # a benchmark without summary rows: its own table, as printed
+        entry["table"] = {"headers": record.get("headers", []), "rows": record.get("rows", [])}
+    return entry
 
 
 def results_document(records: list[dict[str, Any]], options: list[str]) -> dict[str, Any]:
