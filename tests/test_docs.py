@@ -338,3 +338,26 @@ def test_performance_page_is_rendered_from_the_results():
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_performance_tables_put_machines_side_by_side_with_ratios_to_their_own_baseline():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import render_docs
+
+    def document(cpu: str, flags: list[str], floor: float, ours: float) -> dict:
+        rows = [
+            {"name": "ours", "best": ours, "spread": [ours, ours * 1.1]},
+            {"name": "floor", "best": floor, "baseline": True},
+        ]
+        return {
+            "machine": {"cpu": cpu, "cores": 2, "flags": flags},
+            "benchmarks": {"hf_export": {"title": "Export", "metric": "s", "better": "lower", "rows": rows}},
+        }
+
+    intel = document("Intel Xeon", ["avx2", "avx512f", "amx_tile"], 0.2, 0.8)
+    page = render_docs.render([intel, document("AMD EPYC", ["avx2"], 0.4, 2.0)])
+    header = next(line for line in page.splitlines() if line.startswith("| variant"))
+    assert header.index("AMD EPYC (AVX2)") < header.index("Intel Xeon (AVX-512, AMX)")
+    assert "| ours | 2 | 2-2.2 | 5.00x | 0.8 | 0.8-0.88 | 4.00x |" in page
+    assert "| floor | 0.4 | - | 1 (baseline) | 0.2 | - | 1 (baseline) |" in page
+    assert "date" in page and "not recorded" in page
