@@ -309,6 +309,9 @@ def test_the_readme_is_a_short_front_door():
     for page in ("getting-started.md", "parity.md", "quantization.md", "performance.md", "troubleshooting.md"):
         assert f"docs/{page}" in text, page
     assert "TGI" not in text.split("## Supported runtimes", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert len(links) >= 15
+    assert [link for link in links if not (ROOT / link).exists()] == []
 
 
 def test_ci_runs_exactly_the_readme_test_command():
