@@ -276,6 +276,7 @@ def test_help_commands_in_the_docs_run():
     assert ran >= 1
 
 
+@pytest.mark.slow
 def test_python_snippets_run(tmp_path: Path, tiny_ckpt: Path):
     """Each unmarked Python block runs as written, in a fresh folder holding `runs/tiny/` (a tiny
     checkpoint); all in one interpreter, each in a namespace of its own, so imports are paid once."""
