@@ -125,7 +125,7 @@ def emit(
     notes: Sequence[str] = (),
     summary: Sequence[Sequence[object]] = (),
 ) -> None:
-    """Print the table (markdown, readable as is and pasteable into the README); record JSON rows.
+    """Print the table (markdown, readable as is); record JSON rows.
 
     `summary` rows (engine, setting, metric, value, vs baseline, note) feed run.py's combined table;
     without them run.py shows the first three columns of `rows`.
@@ -139,6 +139,7 @@ def emit(
     target = os.environ.get(JSON_ENV)
     if target:
         record = {
+            "id": Path(sys.argv[0]).stem.removeprefix("bench_"),  # which benchmark: results files key on it
             "title": title,
             "headers": list(headers),
             "rows": [list(r) for r in rows],

@@ -6,6 +6,10 @@ same run. Arguments after the options are passed to every benchmark (e.g. `--qui
 
     python benchmarks/run.py --quick
     python benchmarks/run.py --only generate,train
+    python benchmarks/run.py --json benchmarks/results/MACHINE.json   # for docs/performance.md
+
+`--json` also writes every figure with the machine (CPU model, cores, flags), the date, the
+versions and the commit, in the form `benchmarks/render_docs.py` turns into docs/performance.md.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _shared import JSON_ENV, SUMMARY_HEADERS, markdown_table
+from results import results_document
 
 HERE = Path(__file__).parent
 
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=None, help="comma list of names (bench_NAME.py)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures, machine and versions here")
     args, extra = parser.parse_known_args(argv)
     only = set(args.only.split(",")) if args.only else None
     scripts = discover(only)
@@ -100,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             elif len(json_path.read_text().splitlines()) == before:
                 silent.append(script.name)
         records = [json.loads(line) for line in json_path.read_text().splitlines() if line.strip()]
+    if args.json:
+        document = results_document(records, extra)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}", flush=True)
     print("\n## All benchmarks\n")
     print(markdown_table(SUMMARY_HEADERS, combined_rows(records, failures, silent)))
     return 1 if failures else 0

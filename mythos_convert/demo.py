@@ -1,8 +1,9 @@
 """From nothing to a publish-ready model in one call: the product's whole pipeline on the embedded corpus.
 
 `run_demo` trains the `tiny` preset on the embedded default corpus, then runs the real pipeline on
-the result (no shortcuts): `hf` export with its verify, GGUF f16 and q8_0 with theirs, the card,
-and a dry-run push plan. Every step is the same library call the individual commands make.
+the result (no shortcuts): `hf` export with its verify, GGUF f16 and q8_0 with theirs, a short
+`eval` (perplexity and KL divergence per file, so the card's Files table and chart hold figures), the
+card, and a dry-run push plan. Every step is the same library call the individual commands make.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mythos_convert.errors import MythosError
 
 DEMO_REPO = "your-name/mythos-tiny"  # only planned (dry run), never contacted
 DEMO_GGUF_TYPES = "f16,q8_0"
+DEMO_EVAL_CHUNKS = 16  # windows of the validation split: enough to rank F16 against Q8_0, a few seconds on tiny
 
 
 @dataclass
@@ -53,18 +55,25 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _parity(result: dict[str, Any] | None) -> str:
-    """`ok  max|diff| 3.1e-06, greedy equal` from a verify result."""
+def _parity(result: dict[str, Any] | None, eval_row: dict[str, Any] | None = None) -> str:
+    """`ok: max|diff| 3.1e-06, greedy equal, mean KL 1.1e-04` from a verify result (and an eval row)."""
     if not result:
         return "-"
     status = "ok" if result.get("passed") else "FAILED"
     greedy = result.get("greedy_equal")
     greedy_text = "greedy equal" if greedy else ("greedy differs" if greedy is not None else "")
     top1 = result.get("argmax_agreement")
-    top1_text = f"top-1 {top1:.3f}" if isinstance(top1, (int, float)) else ""
+    top1_text = f"top-1 {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
     diff = result.get("max_abs_diff")
-    diff_text = f"max|diff| {diff:.2e}" if isinstance(diff, (int, float)) else ""
-    return f"{status}  " + ", ".join(t for t in (diff_text, top1_text, greedy_text) if t)
+    diff_text = f"max|diff| {diff:.1e}" if isinstance(diff, (int, float)) else ""
+    kl = ((eval_row or {}).get("kl") or {}).get("mean_kl")
+    kl_text = f"mean KL {kl:.1e}" if isinstance(kl, (int, float)) else ""
+    return f"{status}: " + ", ".join(t for t in (diff_text, top1_text, greedy_text, kl_text) if t)
+
+
+def _eval_rows(report: Any) -> dict[str, dict[str, Any]]:
+    """The eval report's rows by file name (a GGUF's row is the one to quote beside its verify)."""
+    return {Path(str(row["target"])).name: row for row in report.rows}
 
 
 def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: int | None = None) -> DemoResult:
@@ -78,7 +87,7 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     from mythos_convert.card import write_card
     from mythos_convert.hub import plan_push
     from mythos_convert.hub_checks import check_folder
-    from mythos_convert.release import export_gguf, export_hf
+    from mythos_convert.release import evaluate, export_gguf, export_hf
     from mythos_convert.train.trainer import train
 
     out = check_output_dir(out, force)
@@ -86,24 +95,32 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    ui.info("[bold]1/5[/bold] training the tiny preset on the embedded corpus")
+    ui.info("[bold]1/6[/bold] training the tiny preset on the embedded corpus")
     trained = train("tiny", None, run_dir, max_steps=max_steps, force=force)
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ui.info("[bold]2/5[/bold] exporting to a transformers folder and verifying it")
+    ui.info("[bold]2/6[/bold] exporting to a transformers folder and verifying it")
     hf = export_hf(trained.checkpoint, hf_dir, force=force, verify=True)
     seconds["hf"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ui.info("[bold]3/5[/bold] writing GGUF f16 and q8_0 and verifying them in llama.cpp")
+    ui.info("[bold]3/6[/bold] writing GGUF f16 and q8_0 and verifying them in llama.cpp")
     gguf = export_gguf(hf_dir, DEMO_GGUF_TYPES, force=force, modelfile=True, verify=True)
     seconds["gguf"] = time.perf_counter() - t0
 
-    ui.info("[bold]4/5[/bold] rendering the model card")
+    t0 = time.perf_counter()
+    ui.info(
+        f"[bold]4/6[/bold] measuring perplexity and KL divergence ({DEMO_EVAL_CHUNKS} windows of the validation split)"
+    )
+    report = evaluate([hf_dir], chunks=DEMO_EVAL_CHUNKS)
+    seconds["eval"] = time.perf_counter() - t0
+    quality = _eval_rows(report)
+
+    ui.info("[bold]5/6[/bold] rendering the model card")
     card = write_card(hf_dir)
 
-    ui.info("[bold]5/5[/bold] planning the push (dry run: nothing is uploaded)")
+    ui.info("[bold]6/6[/bold] planning the push (dry run: nothing is uploaded)")
     plan = plan_push(hf_dir, DEMO_REPO)
     problems = check_folder(hf_dir, {f.path_in_repo for f in plan.files})
     if problems:
@@ -126,7 +143,7 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     )
     result.artifacts.append(
         Artifact(
-            "native checkpoint",
+            "checkpoint",
             trained.checkpoint,
             _size(trained.checkpoint),
             "-",
@@ -135,7 +152,7 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     )
     result.artifacts.append(
         Artifact(
-            "transformers folder",
+            "HF folder",
             hf_dir,
             _size(hf_dir),
             _parity(hf.verify),
@@ -148,7 +165,7 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
                 f"GGUF {written.outtype.label}",
                 written.path,
                 written.nbytes,
-                _parity(gguf.verify.get(written.path.name)),
+                _parity(gguf.verify.get(written.path.name), quality.get(written.path.name)),
                 f"python examples/run_with_llama_cpp.py {written.path}",
             )
         )
@@ -160,14 +177,21 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
 
 
 def summary_table(result: DemoResult):
-    """The closing table: each artifact, its size and its parity figures (paths relative to OUT)."""
+    """The closing table: each artifact, its size and its parity figures (paths relative to OUT).
+
+    Made for an 80-column terminal: no vertical rules, and only the figures wrap (between words);
+    a path is never cut, so it can be copied.
+    """
+    from rich import box
     from rich.table import Table
 
     from mythos_convert.ui import human_size
 
-    table = Table(title=f"mythos-convert demo: {result.out}")
-    for column in ("artifact", "file", "size", "parity vs native model"):
-        table.add_column(column, overflow="fold", justify="right" if column == "size" else "left")
+    table = Table(title=f"mythos-convert demo: {result.out}", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("file", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("parity vs the native model", overflow="fold", min_width=20)
     for a in result.artifacts:
         table.add_row(a.name, _relative(a.path, result.out), human_size(a.size), a.parity)
     return table

@@ -59,9 +59,12 @@ def warn(message: str) -> None:
     console().print(f"[yellow]warning:[/yellow] {message}")
 
 
-def result(renderable) -> None:
-    """The output a command exists to produce (tables, paths, URLs): always shown, on stdout."""
-    out_console().print(renderable)
+def result(renderable, *, soft_wrap: bool = False) -> None:
+    """The output a command exists to produce (tables, paths, URLs): always shown, on stdout.
+
+    `soft_wrap` leaves long lines to the terminal, so a command or path is never cut by a newline.
+    """
+    out_console().print(renderable, soft_wrap=soft_wrap)
 
 
 def _bar_hidden() -> bool:

@@ -41,8 +41,13 @@ def training_record(cfg_name: str = "tiny") -> dict:
         "train_config": load_preset(cfg_name).training.to_dict(),
         "data": {
             "name": "mythos-sample",
-            "description": "the embedded sample corpus",
+            "description": "mythos-sample: 900 documents read, 850 after cleaning, 840 after exact dedup, 830 after "
+            "MinHash near-dedup; 120000 train / 6000 validation tokens",
             "sources": ["embedded sample"],
+            "documents_read": 900,
+            "documents_usable": 850,
+            "documents_exact_dedup": 840,
+            "documents_near_dedup": 830,
             "train_tokens": 120_000,
             "val_tokens": 6_000,
         },
@@ -51,7 +56,7 @@ def training_record(cfg_name: str = "tiny") -> dict:
         "optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.1 on matrices)",
         "schedule": "linear warmup 30 steps, cosine to 3e-4",
         "precision": "float32",
-        "hardware": "2x CPU (x86_64)",
+        "hardware": "CPU (x86_64, 2 cores, 2 threads per process)",
         "world_size": 1,
         "wall_seconds": 95.5,
     }
@@ -479,3 +484,33 @@ def test_link_gguf_repo_replaces_its_own_line(folder: Path, tmp_path: Path):
     text = (work / "README.md").read_text()
     assert "[me/other-GGUF](http://127.0.0.1:9/me/other-GGUF)" in text and "me/tiny-GGUF" not in text
     assert text.count("<!-- gguf-repo -->") == 1 and card_problems(text) == []
+
+
+def test_the_training_rows_say_each_fact_once():
+    """Older checkpoints recorded `1 process(es) on CPU (...)` and a data description that starts with
+    the data's name; the card states the process count and the name once each, and the documents
+    row comes from the recorded counts."""
+    from mythos_convert.card.facts import training_facts
+    from mythos_convert.convert.hf_folder import Provenance
+
+    record = training_record()
+    record["hardware"] = "1 process(es) on CPU (x86_64, 2 cores, 2 threads each)"
+    facts = training_facts(Provenance.from_dict({"training": record, "step": 400}))
+    assert facts["hardware"] == "CPU (x86_64, 2 cores, 2 threads each)"
+    assert facts["data_summary"] == "mythos-sample"
+    assert facts["data_documents"] == (
+        "900 read; 850 after cleaning; 840 after exact deduplication; 830 after near-duplicate removal (MinHash)"
+    )
+    # a description written by hand (not the trainer's) is kept beside the name
+    record["data"] = {"name": "my-corpus", "description": "news articles, 2020-2024"}
+    facts = training_facts(Provenance.from_dict({"training": record}))
+    assert facts["data_summary"] == "my-corpus: news articles, 2020-2024"
+    assert facts["data_documents"] is None
+
+
+def test_the_first_limitation_names_the_training_data(folder: Path):
+    text = (folder / "README.md").read_text()
+    limitations = text.split("## Limitations", 1)[1].split("\n## ", 1)[0]
+    first = limitations.strip().splitlines()[0]
+    assert first.startswith("- Trained only on mythos-sample:"), first
+    assert "English only" not in text

@@ -19,7 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "COLUMNS": "80",
+    }
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -42,10 +48,20 @@ def test_demo_runs_the_whole_pipeline(demo_out):
     assert results["hf"]["passed"] and results["hf"]["max_abs_diff"] <= 1e-4
     assert all(results[name]["passed"] for name in ggufs)
     # the closing table names every artifact with its parity figures, and the push was only planned
-    for label in ("native checkpoint", "transformers folder", "GGUF F16", "GGUF Q8_0", "model card"):
+    for label in ("checkpoint", "HF folder", "GGUF F16", "GGUF Q8_0", "model card"):
         assert label in proc.stdout
     assert "dry run" in proc.stdout.lower() or "your-name/mythos-tiny" in proc.stdout
-    assert proc.stdout.count("ok  max|diff|") == 3
+    assert proc.stdout.count("ok: max|diff|") == 3
+    # in an 80-column terminal the table fits and no path is cut across lines
+    table = proc.stdout.split("mythos-convert demo:", 1)[1].split("\n  checkpoint:", 1)[0]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    for name in ggufs:
+        assert f"hf/{name}" in table
+    # the short eval put figures, not dashes, into the card's Files table, and drew the chart
+    card = (hf / "README.md").read_text()
+    files = card.split("### Files", 1)[1].split("\n\n", 2)[1]
+    assert files.count("|") > 0 and " - |" not in files, files
+    assert (hf / "gguf-quality.png").is_file() and "gguf-quality.png" in card
 
 
 def test_demo_refuses_to_overwrite(demo_out):

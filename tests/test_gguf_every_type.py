@@ -4,7 +4,7 @@ On the reference fixture (written by the reference implementation; every row 256
 K-quant blocks fit and llama.cpp runs the K-quant kernels themselves, not the fallback types) and on
 random configs with odd head counts and GQA 1:1, 3:1 and 4:1. Each file goes through the real
 verifier (logits at every position, greedy, tokenization, every tensor dequantised), and the figures
-are held to this file's own numbers: the README's gates, written here literally so that widening a
+are held to this file's own numbers: the gates of docs/parity.md, written here literally so that widening a
 gate in the code cannot pass these tests.
 """
 
@@ -24,7 +24,7 @@ from mythos_convert.verify.gguf import verify_gguf
 pytestmark = [pytest.mark.llama_cpp, pytest.mark.usefixtures("one_thread")]
 
 
-# type -> (mean KL, p99 KL) bounds: README "Parity", ~4x the worst measured by benchmarks/measure_gates.py
+# type -> (mean KL, p99 KL) bounds: docs/parity.md, ~4x the worst measured by benchmarks/measure_gates.py
 KL_GATES: dict[str, tuple[float, float]] = {
     "q8_0": (0.0082, 0.02),
     "q6_k": (0.02, 0.045),

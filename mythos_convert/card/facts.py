@@ -257,6 +257,35 @@ def weight_file_facts(folder: Path, tensors: dict[str, TensorInfo]) -> list[dict
     return [{"name": n, "size_h": human_size((folder / n).stat().st_size)} for n in names if (folder / n).is_file()]
 
 
+# Older checkpoints say "1 process(es) on CPU (...)"; the card states the process count itself.
+_HARDWARE_PROCESSES = re.compile(r"^\d+ process\(es\) on ")
+_DATA_STEPS = (
+    ("documents_read", "read"),
+    ("documents_usable", "after cleaning"),
+    ("documents_exact_dedup", "after exact deduplication"),
+    ("documents_near_dedup", "after near-duplicate removal (MinHash)"),
+)
+
+
+def data_documents(data: dict[str, Any]) -> str | None:
+    """How many documents each preparation step kept, from the counts the trainer recorded."""
+    steps = [f"{data[key]:,} {words}" for key, words in _DATA_STEPS if isinstance(data.get(key), int)]
+    return "; ".join(steps) or None
+
+
+def data_summary(data: dict[str, Any]) -> str | None:
+    """The data's name, with its description only where that adds words.
+
+    The trainer's description starts with the name and repeats the counts the card lists in rows of
+    their own, so it is left out; a description written by hand (not starting with the name) is kept.
+    """
+    name = data.get("name") if isinstance(data.get("name"), str) else ""
+    description = data.get("description") if isinstance(data.get("description"), str) else ""
+    if description and not (name and description.startswith(name)):
+        return f"{name}: {description}" if name else description
+    return name or None
+
+
 def training_facts(provenance: Provenance) -> dict[str, Any]:
     """The checkpoint's training record, flattened for the template (absent facts stay absent)."""
     training = dict(provenance.training)
@@ -268,6 +297,10 @@ def training_facts(provenance: Provenance) -> dict[str, Any]:
     facts["train_config"] = training.get("train_config") if isinstance(training.get("train_config"), dict) else {}
     if provenance.step is not None:
         facts["step"] = provenance.step
+    if isinstance(facts.get("hardware"), str):
+        facts["hardware"] = _HARDWARE_PROCESSES.sub("", facts["hardware"])  # the process count has its own words
+    facts["data_summary"] = data_summary(data)
+    facts["data_documents"] = data_documents(data)
     if isinstance(facts.get("wall_seconds"), (int, float)):
         facts["wall_h"] = f"{facts['wall_seconds'] / 3600:.2f} h"
     for key in ("tokens_seen",):

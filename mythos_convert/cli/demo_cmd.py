@@ -16,7 +16,7 @@ def demo(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train tiny on the embedded corpus, export to HF and GGUF (f16, q8_0), verify, card, push --dry-run."""
+    """Train tiny on the embedded corpus, export to HF and GGUF (f16, q8_0), verify, eval, card, push --dry-run."""
     apply_quiet(quiet)
     from mythos_convert.demo import load_commands, run_demo, summary_table
     from mythos_convert.hub import plan_table
@@ -26,13 +26,9 @@ def demo(
     result(plan_table(outcome.push_plan))
     result(summary_table(outcome))
     for line in load_commands(outcome):
-        result(f"  {line}")
+        result(f"  {line}", soft_wrap=True)
     if outcome.val_loss is not None:
-        result(
-            f"validation loss {outcome.val_loss:.3f} (uniform baseline {outcome.uniform_loss:.3f}); "
-            f"train {outcome.seconds['train']:.0f}s, hf {outcome.seconds['hf']:.0f}s, gguf {outcome.seconds['gguf']:.0f}s"
-        )
-    result(
-        f"next: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME   "
-        f"(or: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME --dry-run)"
-    )
+        times = ", ".join(f"{step} {outcome.seconds[step]:.0f}s" for step in ("train", "hf", "gguf", "eval"))
+        result(f"validation loss {outcome.val_loss:.3f} (uniform baseline {outcome.uniform_loss:.3f}); {times}")
+    result(f"next: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME --dry-run", soft_wrap=True)
+    result(f"then: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME", soft_wrap=True)

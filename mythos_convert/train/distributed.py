@@ -114,6 +114,6 @@ def hardware_description(world: World) -> str:
 
     if world.device.type == "cuda":
         name = torch.cuda.get_device_name(world.device)
-        return f"{world.world_size}x {name}"
+        return f"{world.world_size}x {name}"  # the card adds the process count
     cores = os.cpu_count() or 1
-    return f"{world.world_size} process(es) on CPU ({platform.machine()}, {cores} cores, {torch.get_num_threads()} threads each)"
+    return f"CPU ({platform.machine()}, {cores} cores, {torch.get_num_threads()} threads per process)"

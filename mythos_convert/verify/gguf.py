@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 GREEDY_PROMPTS = 2  # the first prompt and the longest one
 # Gates for llama.cpp (F32 KV cache) against the native engine in float32, each about 4x the worst
 # case benchmarks/measure_gates.py measured over the reference fixture and five random configs (odd
-# heads, GQA 1:1..4:1, odd vocabularies; README "Parity" has the table and the machine). |diff|
+# heads, GQA 1:1..4:1, odd vocabularies; docs/parity.md has the table and the machine). |diff|
 # bounds are for reference logits with a standard deviation up to 1 and grow with it
 # (`scaled_tolerance`). Quantized types are gated by the KL divergence of llama.cpp's next-token
 # distribution from the native one (mean and 99th percentile over positions): scale-free, and what

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Relative RMS error ||dequantised - source|| / ||source|| a tensor of each ggml type may have.
 # Float types: their rounding (F32 exact; F16 2^-11 and BF16 2^-8 per element at worst). Quantized
 # types: 3x the worst measured by benchmarks/measure_gates.py over its random configs and the
-# reference fixture (README, "Parity"); they name tensors when the logits fail, they do not gate alone.
+# reference fixture (docs/parity.md); they name tensors when the logits fail, they do not gate alone.
 TENSOR_BOUNDS: dict[str, float] = {  # measured worst in the comments
     "F32": 1e-7,  # 0
     "F16": 5e-4,  # 2.1e-4

@@ -68,7 +68,7 @@ class Tolerance:
 # HF bf16/f16 are compared with both sides computing in float32 on the same cast weights (see
 # `mythos_convert.verify.hf`), so they keep float32's tolerance: the cast is the only lossy step and
 # both models see it; anything more is a conversion bug. Measured by benchmarks/measure_gates.py
-# (random configs and the reference fixture, every dtype): worst max |diff| 0 (see the README).
+# (random configs and the reference fixture, every dtype): worst max |diff| 0 (see docs/parity.md).
 HF_MAX_ABS_DIFF = 1e-5
 TOLERANCES: dict[str, Tolerance] = {
     name: Tolerance(max_abs_diff=HF_MAX_ABS_DIFF, min_argmax_agreement=1.0, greedy_must_match=True)
