@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import stall
 import torch
 import yaml
 from helpers import make_checkpoint, make_reference_tokenizer, tiny_config, write_config_yaml
@@ -672,14 +673,27 @@ def test_killed_gguf_write_keeps_the_previous_file(world: World, tmp_path: Path)
 
 
 def test_ctrl_c_mid_write_cleans_up(world: World, tmp_path: Path):
-    """Ctrl-C (SIGINT) while `hf --force` writes: exit 130, `interrupted`, no temporary folder, old folder intact."""
+    """Ctrl-C (SIGINT) while `hf --force` writes: exit 130, `interrupted`, no temporary folder, old folder intact.
+
+    The export stops after writing the header of its new model.safetensors (`stall`) and the
+    signal is sent only then, so it lands mid-write however fast the machine is."""
     out = tmp_path / "out"
     shutil.copytree(world.root / "hf", out)
     before = snapshot(out)
     args = ["hf", str(world.root / "ck" / "ckpt.pt"), str(out), "--force"]
-    log = tmp_path / "stderr.txt"
-    proc = start_cli(args, world.env, tmp_path, log)
-    wait_for(_writing_started(tmp_path, "out", "model.safetensors"), proc, log, "the new folder was being written")
+    log, marker = tmp_path / "stderr.txt", tmp_path / "stalled"
+    target = "mythos_convert.convert.safetensors:_RangeCopier.write"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            stall.command(marker, target, "after", args),
+            env=stall.environment(world.env),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
+    wait_for(marker.exists, proc, log, "the new model.safetensors was being written")
+    (writing,) = _tmp_dirs(tmp_path, "out")
+    assert (writing / "model.safetensors").stat().st_size > 0  # part of it, in the temporary folder
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     err = log.read_text()
