@@ -30,7 +30,7 @@ import gguf
 import numpy as np
 from gguf.utility import model_weight_count_rounded_notation
 
-from mythos_convert import __version__
+from mythos_convert import __version__, interrupts
 from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert import kquants
 from mythos_convert.convert.dtypes import float32_array
@@ -507,12 +507,14 @@ class _Output:
         self.writer.close()
         finals = shard_paths(self.final, self.n_shards)
         produced = shard_paths(self.tmpdir / self.final.name, self.n_shards)
-        for tmp, final in zip(produced, finals, strict=True):
-            os.replace(tmp, final)
+        with interrupts.deferred():  # every shard of the new output, never some of them
+            for tmp, final in zip(produced, finals, strict=True):
+                os.replace(tmp, final)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         return finals
 
     def abort(self) -> None:
+        """Remove what is left of the temporary folder (nothing after `commit`)."""
         self.writer.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -571,7 +573,8 @@ def write_gguf(
         try:
             for outtype, path in chosen:
                 plans = plan_tensors(config, outtype, imatrix=imatrix is not None)
-                opened.append(_Output(outtype, path, plans, split_max_size))
+                with interrupts.deferred():  # its temporary folder is created and listed for cleanup at once
+                    opened.append(_Output(outtype, path, plans, split_max_size))
                 opened[-1].write_header(config, vocab, metadata, imatrix)
             order = list(gguf_shapes(config))
             stream = _in_plan_order(gguf_tensors(tensors, config), order)
@@ -587,8 +590,8 @@ def write_gguf(
                     out.write(out.plans[index], data)
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)
-        except BaseException:
+            return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
+        except BaseException:  # the outputs not yet committed leave nothing behind (a committed one is complete)
             for out in opened:
                 out.abort()
             raise
-        return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
