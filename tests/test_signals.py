@@ -7,10 +7,12 @@ one, with no sleep and no timing in the test.
 
 - SIGINT and SIGTERM: the command cleans up (no temporary file or folder, no lock, the previous
   output intact), prints one line (`interrupted` / `terminated`) and exits 130 / 143.
+- SIGKILL: nothing can clean up, but no process the command started outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import stall
 from helpers import make_checkpoint, sample_corpus, tiny_config
@@ -167,3 +170,71 @@ def test_signal_mid_write_cleans_up(write: Write, signum: signal.Signals, inputs
     new = {name for name in after if name not in before and not name.startswith(write.completed)}
     assert new == set(), f"outputs under their final names: {sorted(new)}"
     assert {name: after[name] for name in before} == before, "a previous output changed"
+
+
+# ---------------------------------------------------------------- SIGKILL: no process outlives it
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A command that starts worker processes, and the function its workers stall in."""
+
+    id: str
+    argv: str
+    target: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+POOLS = [
+    Pool(
+        "train-corpus",
+        "train --preset tiny --max-steps 1 --out {W}/run",
+        "mythos_convert.data.corpus:_docstrings_of_file",
+    ),
+    Pool("eval-corpus", "eval {W}/hf --chunks 60", "mythos_convert.data.corpus:_docstrings_of_file"),
+    Pool(  # the numpy quantizers' processes (the compiled ones use threads)
+        "gguf-quantizers",
+        "gguf {R}/big/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify",
+        "mythos_convert.convert.kquants:quantize",
+        env=(("MYTHOS_KERNELS", "0"),),
+    ),
+]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=[p.id for p in POOLS])
+def test_killed_command_leaves_no_process(pool: Pool, inputs: Inputs, tmp_path: Path):
+    """SIGKILL to the command while its workers are busy: every process it started ends too."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(inputs.root / "hf", work / "hf")
+    args = pool.argv.format(R=inputs.root, W=work).split()
+    proc, marker, log = start_stalled(inputs, tmp_path, pool.target, "before", args, **dict(pool.env))
+    tree: list[psutil.Process] = []
+    try:
+        wait_stalled(proc, marker, log)  # a worker runs the stalled function: the workers exist
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert tree, "the command started no worker process"
+        proc.kill()
+        proc.wait(timeout=TIMEOUT)
+        # death is asynchronous (the kernel signals the workers as their parent goes): a bound, not a pause
+        deadline = time.monotonic() + 60
+        while _running(tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = _running(tree)
+        assert alive == [], f"processes outlived the killed command: {alive}"
+    finally:
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(procs: list[psutil.Process]) -> list[str]:
+    """Those still running (a zombie has ended; only its parent's reaping is left)."""
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+    return out

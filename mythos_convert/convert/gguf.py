@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from mythos_convert.convert.permute import TRANSFORMS
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
+from mythos_convert.workers import process_pool
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -302,9 +302,8 @@ class ParallelEncoder:
     def _start(self) -> concurrent.futures.Executor:
         if self._pool is None and kquants.kernel_status().quantize is not None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="quantize")
-        elif self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
-            context = multiprocessing.get_context("forkserver")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        elif self._pool is None:  # spawn: no copy of this process's torch threads, and they die with it
+            self._pool = process_pool(self.workers, "spawn")
         return self._pool
 
 

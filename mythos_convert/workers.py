@@ -1,0 +1,44 @@
+"""Worker processes that end with the command that started them.
+
+A pool's worker waits on a pipe from its parent. When the parent is killed (SIGKILL, the OOM
+killer) nobody closes that pipe (a forked worker holds its write end too), so the worker would
+wait forever, owned by init. `process_pool`'s workers ask Linux to SIGKILL them when their parent
+dies (`PR_SET_PDEATHSIG`). They also ignore SIGINT: Ctrl-C in a terminal reaches the whole process
+group, and the parent, not each worker, decides how the command ends (its cleanup shuts the pool
+down; a worker's traceback would break the one-line ending).
+
+PDEATHSIG fires when the *thread* that started the worker ends, so a pool must live inside the
+thread that creates it (a `with` block): `ProcessPoolExecutor` starts its workers from the thread
+that submits work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def process_pool(workers: int, start_method: str | None = None) -> ProcessPoolExecutor:
+    """A `ProcessPoolExecutor` whose workers die with this process (`start_method`: fork, spawn; not
+    forkserver, whose workers are the server's children, not ours)."""
+    if start_method == "forkserver":
+        raise ValueError("forkserver workers are not this process's children: use fork or spawn")
+    context = multiprocessing.get_context(start_method)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_bind_to_parent, initargs=(os.getpid(),))
+
+
+def _bind_to_parent(parent: int) -> None:
+    """In the worker: SIGKILL when the parent dies, and leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is None:  # not Linux: no such request, the workers then end as the platform lets them
+        return
+    if prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
