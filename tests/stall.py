@@ -4,7 +4,7 @@
 
 The named function is replaced, then the CLI's `main` runs with CLI ARGS. When the function is
 first called (in the command, or in a pool worker it starts), the replacement runs it (`after`) or
-not (`before`), creates MARKER and sleeps until a signal ends it. A test waits for MARKER and only
+not (`before`), writes its pid to MARKER and sleeps until a signal ends it. A test waits for MARKER and only
 then sends its signal, so the command is mid-write when the signal lands, however fast or loaded
 the machine. The replacement is an instance of a class of this module, so a pool pickles it to its
 workers (`spawn` ones import this module; this directory must be on their PYTHONPATH).
@@ -45,7 +45,7 @@ class Stalled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.when == "after":
             _ORIGINALS[self.target](*args, **kwargs)
-        Path(self.marker).write_text("stalled\n")
+        Path(self.marker).write_text(f"{os.getpid()}\n")  # which process stalled
         while True:
             time.sleep(3600)
 

@@ -62,7 +62,9 @@ def inputs(tmp_path_factory, ref_tokenizer_path: Path) -> Inputs:
 
 
 def start_stalled(inputs: Inputs, tmp_path: Path, target: str, when: str, args: list[str], **env: str):
-    """Start the CLI in `tmp_path/work` with `target` stalled; return (process, marker, stderr log)."""
+    """Start the CLI in `tmp_path/work` with `target` stalled; return (process, marker, stderr log).
+
+    The command leads its own process group, as a command started from a shell does."""
     marker, log = tmp_path / "stalled", tmp_path / "stderr.txt"
     with log.open("w") as fh:
         proc = subprocess.Popen(
@@ -71,6 +73,7 @@ def start_stalled(inputs: Inputs, tmp_path: Path, target: str, when: str, args: 
             cwd=tmp_path / "work",
             stdout=subprocess.DEVNULL,
             stderr=fh,
+            start_new_session=True,
         )
     return proc, marker, log
 
@@ -211,23 +214,64 @@ def test_killed_command_leaves_no_process(pool: Pool, inputs: Inputs, tmp_path: 
     proc, marker, log = start_stalled(inputs, tmp_path, pool.target, "before", args, **dict(pool.env))
     tree: list[psutil.Process] = []
     try:
-        wait_stalled(proc, marker, log)  # a worker runs the stalled function: the workers exist
+        wait_stalled(proc, marker, log)
+        assert int(marker.read_text()) != proc.pid, "the command stalled itself, not a worker"
         tree = psutil.Process(proc.pid).children(recursive=True)
-        assert tree, "the command started no worker process"
         proc.kill()
         proc.wait(timeout=TIMEOUT)
-        # death is asynchronous (the kernel signals the workers as their parent goes): a bound, not a pause
-        deadline = time.monotonic() + 60
-        while _running(tree) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        alive = _running(tree)
-        assert alive == [], f"processes outlived the killed command: {alive}"
+        assert_ended(tree)
     finally:
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        if proc.poll() is None:
-            proc.kill()
+        kill_all(proc, tree)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT-to-group", "SIGTERM"])
+def test_signal_while_workers_run_ends_them_and_cleans_up(signum: signal.Signals, inputs: Inputs, tmp_path: Path):
+    """`gguf` stopped after its first tensor went through the quantizers' worker processes, then
+    Ctrl-C as a terminal sends it (to the whole process group) or SIGTERM to the command alone: the
+    workers end with it, no traceback from them, no temporary, exit 128+signal."""
+    work = tmp_path / "work"
+    work.mkdir()
+    args = f"gguf {inputs.root}/big/ckpt.pt --outtype all --outfile {work}/m-{{ftype}}.gguf --no-verify".split()
+    target = "mythos_convert.convert.gguf:_Output.write"
+    proc, marker, log = start_stalled(inputs, tmp_path, target, "after", args, MYTHOS_KERNELS="0")
+    tree: list[psutil.Process] = []
+    try:
+        wait_stalled(proc, marker, log)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 2, "the quantizers' worker processes are not running"
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=TIMEOUT)
+        err = log.read_text()
+        code, word = ENDINGS[signum]
+        assert proc.returncode == code, err
+        assert "Traceback" not in err and err.strip().splitlines()[-1] == word, err
+        assert leftovers(work) == [] and not list(work.glob("*.gguf")), sorted(p.name for p in work.iterdir())
+        assert_ended(tree)
+    finally:
+        kill_all(proc, tree)
+
+
+def assert_ended(tree: list[psutil.Process]) -> None:
+    """Every process of `tree` ends within a bound (the kernel signals a worker as its parent goes,
+    and a process ends asynchronously): the bound is the assertion, not a pause."""
+    deadline = time.monotonic() + 60
+    while _running(tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _running(tree)
+    assert alive == [], f"processes outlived the command: {alive}"
+
+
+def kill_all(proc: subprocess.Popen, tree: list[psutil.Process]) -> None:
+    """Leave nothing running whatever the test found (the old code's workers would stay forever)."""
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=TIMEOUT)
 
 
 def _running(procs: list[psutil.Process]) -> list[str]:
