@@ -282,3 +282,43 @@ def _running(procs: list[psutil.Process]) -> list[str]:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
     return out
+
+
+# ---------------------------------------------------------------- a signal inside a swap
+
+
+@pytest.fixture
+def handled_signals():
+    """The CLI's handlers, in this process, for one test; then pytest's own again."""
+    from mythos_convert import interrupts
+
+    before = {signum: signal.getsignal(signum) for signum in interrupts.HANDLED}
+    interrupts.install()
+    yield interrupts
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+    interrupts._State.first = None
+
+
+def test_signal_during_the_swap_is_raised_after_it(handled_signals, tmp_path: Path, monkeypatch):
+    """SIGTERM between moving the old output aside and renaming the new one in: the new output is
+    in place before the signal is raised (the output is never missing, no `.old-*` is left)."""
+    from mythos_convert import atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("old\n")
+    rename = os.replace
+
+    def replace_then_signal(src, dst) -> None:
+        rename(src, dst)
+        if Path(dst).name.startswith(".out.old-"):  # the old output just moved aside
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_signal)
+    with pytest.raises(handled_signals.Interrupted), atomic.atomic_dir(out, force=True) as tmp:
+        (tmp / "a.txt").write_text("new\n")
+    monkeypatch.undo()
+
+    assert (out / "a.txt").read_text() == "new\n"
+    assert leftovers(tmp_path) == []
