@@ -119,9 +119,10 @@ def _fail_signal(exc: BaseException | None) -> None:
     """After SIGINT/SIGTERM (or a bare KeyboardInterrupt): its word and 128+signal, whatever it raised
     on its way out (a worker it also reached may have failed first)."""
     signum = interrupts.received()
-    if signum is None and not isinstance(exc, (KeyboardInterrupt, typer.Abort)) and exc is not None:
-        return
-    signum = signum or signal.SIGINT
+    if signum is None:
+        if exc is not None and not isinstance(exc, (KeyboardInterrupt, typer.Abort)):
+            return  # no signal: the caller reports the error
+        signum = signal.SIGINT  # a KeyboardInterrupt before our handler, or stdin closed (typer.Abort)
     if exc is not None and _state["debug"]:
         raise exc
     typer.echo(interrupts.HANDLED[signal.Signals(signum)], err=True)
