@@ -8,17 +8,18 @@ group, and the parent, not each worker, decides how the command ends (its cleanu
 down; a worker's traceback would break the one-line ending).
 
 PDEATHSIG fires when the *thread* that started the worker ends, so a pool must live inside the
-thread that creates it (a `with` block): `ProcessPoolExecutor` starts its workers from the thread
-that submits work.
+thread that creates it: `ProcessPoolExecutor` starts its workers from the thread that submits
+work. `close_pool` ends a pool; when the command is interrupted it does not wait for the workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -32,9 +33,28 @@ def process_pool(workers: int, start_method: str | None = None) -> ProcessPoolEx
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_bind_to_parent, initargs=(os.getpid(),))
 
 
+def close_pool(pool: Executor, *, abandon: bool) -> None:
+    """Shut `pool` down. `abandon` (the command failed or was interrupted): what is queued is
+    cancelled and worker processes are killed at once, not waited for through their current task
+    (a numpy quantizer's slice of a large tensor takes a while); threads finish theirs."""
+    if not abandon or not isinstance(pool, ProcessPoolExecutor):
+        pool.shutdown(wait=True, cancel_futures=abandon)
+        return
+    processes = list((pool._processes or {}).values())  # no public way before Python 3.14's kill_workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(ValueError):  # already closed
+            process.kill()  # they write nothing, so nothing is left half done
+    for process in processes:
+        with contextlib.suppress(ValueError):
+            process.join()
+
+
 def _bind_to_parent(parent: int) -> None:
-    """In the worker: SIGKILL when the parent dies, and leave Ctrl-C to the parent."""
+    """In the worker: SIGKILL when the parent dies, leave Ctrl-C to the parent, and end on SIGTERM
+    (a forked worker inherits the command's handlers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
     if prctl is None:  # not Linux: no such request, the workers then end as the platform lets them
         return

@@ -45,7 +45,9 @@ class Stalled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.when == "after":
             _ORIGINALS[self.target](*args, **kwargs)
-        Path(self.marker).write_text(f"{os.getpid()}\n")  # which process stalled
+        mine = Path(f"{self.marker}.{os.getpid()}")
+        mine.write_text(f"{os.getpid()}\n")  # which process stalled
+        os.replace(mine, self.marker)  # whole: a test may read it as soon as it exists
         while True:
             time.sleep(3600)
 

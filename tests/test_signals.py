@@ -188,19 +188,14 @@ class Pool:
     env: tuple[tuple[str, str], ...] = ()
 
 
+CORPUS_TASK = "mythos_convert.data.corpus:_docstrings_of_file"  # the embedded corpus's workers
+QUANTIZE_TASK = "mythos_convert.convert.kquants:quantize"  # the numpy quantizers' (compiled ones use threads)
+NUMPY_QUANTIZERS = (("MYTHOS_KERNELS", "0"),)
+GGUF_BIG = "gguf {R}/big/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify"
 POOLS = [
-    Pool(
-        "train-corpus",
-        "train --preset tiny --max-steps 1 --out {W}/run",
-        "mythos_convert.data.corpus:_docstrings_of_file",
-    ),
-    Pool("eval-corpus", "eval {W}/hf --chunks 60", "mythos_convert.data.corpus:_docstrings_of_file"),
-    Pool(  # the numpy quantizers' processes (the compiled ones use threads)
-        "gguf-quantizers",
-        "gguf {R}/big/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify",
-        "mythos_convert.convert.kquants:quantize",
-        env=(("MYTHOS_KERNELS", "0"),),
-    ),
+    Pool("train-corpus", "train --preset tiny --max-steps 1 --out {W}/run", CORPUS_TASK),
+    Pool("eval-corpus", "eval {W}/hf --chunks 60", CORPUS_TASK),
+    Pool("gguf-quantizers", GGUF_BIG, QUANTIZE_TASK, env=NUMPY_QUANTIZERS),
 ]
 
 
@@ -224,21 +219,44 @@ def test_killed_command_leaves_no_process(pool: Pool, inputs: Inputs, tmp_path: 
         kill_all(proc, tree)
 
 
+@dataclass(frozen=True)
+class Busy:
+    """A command stopped while its worker processes are up: in a worker's task, or in the command
+    once a first batch of work went through them."""
+
+    id: str
+    argv: str
+    target: str
+    when: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+BUSY = [
+    # a worker's task never ends: the command must not wait for it
+    Busy("corpus-task", "train --preset tiny --max-steps 1 --out {W}/run", CORPUS_TASK, "before"),
+    Busy("quantizer-task", GGUF_BIG, QUANTIZE_TASK, "before", NUMPY_QUANTIZERS),
+    # the command stops after its first tensor went through the workers
+    Busy("quantizers-idle", GGUF_BIG, "mythos_convert.convert.gguf:_Output.write", "after", NUMPY_QUANTIZERS),
+]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT-to-group", "SIGTERM"])
-def test_signal_while_workers_run_ends_them_and_cleans_up(signum: signal.Signals, inputs: Inputs, tmp_path: Path):
-    """`gguf` stopped after its first tensor went through the quantizers' worker processes, then
-    Ctrl-C as a terminal sends it (to the whole process group) or SIGTERM to the command alone: the
-    workers end with it, no traceback from them, no temporary, exit 128+signal."""
+@pytest.mark.parametrize("busy", BUSY, ids=[b.id for b in BUSY])
+def test_signal_while_workers_run_ends_them_and_cleans_up(
+    busy: Busy, signum: signal.Signals, inputs: Inputs, tmp_path: Path
+):
+    """Ctrl-C as a terminal sends it (to the whole process group), or SIGTERM to the command alone,
+    while its worker processes are up: the workers end with it (without waiting for their task),
+    no traceback from them, no temporary, one line, exit 128+signal."""
     work = tmp_path / "work"
     work.mkdir()
-    args = f"gguf {inputs.root}/big/ckpt.pt --outtype all --outfile {work}/m-{{ftype}}.gguf --no-verify".split()
-    target = "mythos_convert.convert.gguf:_Output.write"
-    proc, marker, log = start_stalled(inputs, tmp_path, target, "after", args, MYTHOS_KERNELS="0")
+    args = busy.argv.format(R=inputs.root, W=work).split()
+    proc, marker, log = start_stalled(inputs, tmp_path, busy.target, busy.when, args, **dict(busy.env))
     tree: list[psutil.Process] = []
     try:
         wait_stalled(proc, marker, log)
         tree = psutil.Process(proc.pid).children(recursive=True)
-        assert len(tree) >= 2, "the quantizers' worker processes are not running"
+        assert len(tree) >= 2, "the worker processes are not running"
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signum)
         else:
@@ -248,7 +266,7 @@ def test_signal_while_workers_run_ends_them_and_cleans_up(signum: signal.Signals
         code, word = ENDINGS[signum]
         assert proc.returncode == code, err
         assert "Traceback" not in err and err.strip().splitlines()[-1] == word, err
-        assert leftovers(work) == [] and not list(work.glob("*.gguf")), sorted(p.name for p in work.iterdir())
+        assert list(work.iterdir()) == [], sorted(p.name for p in work.iterdir())  # not even a temporary
         assert_ended(tree)
     finally:
         kill_all(proc, tree)

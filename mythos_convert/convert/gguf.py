@@ -41,7 +41,7 @@ from mythos_convert.convert.permute import TRANSFORMS
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
-from mythos_convert.workers import process_pool
+from mythos_convert.workers import close_pool, process_pool
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -244,9 +244,9 @@ class ParallelEncoder:
     def __enter__(self) -> ParallelEncoder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            close_pool(self._pool, abandon=kind is not None)
 
     def encode_all(
         self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
