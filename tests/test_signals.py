@@ -132,7 +132,9 @@ WRITES = [
         "imatrix", "imatrix {R}/ck/ckpt.pt --out {W}/im.gguf --data {R}/text.txt --chunks 1 --ctx 64", PUBLISH, "before"
     ),
     Write("eval", "eval {W}/hf --data {R}/text.txt --chunks 1 --ctx 64", PUBLISH, "before"),
+    Write("verify", "verify {W}/hf", PUBLISH, "before"),
     Write("card", "card {W}/hf", PUBLISH, "before"),
+    Write("space-dry-run", "space {W}/space --repo owner/name-demo --dry-run", PUBLISH, "before"),
     Write("native", "native {W}/hf {W}/n.pt", PUBLISH, "before"),
     Write(
         "tokenizer-train", "tokenizer train --data {R}/text.txt --vocab-size 300 --out {W}/tok.json", PUBLISH, "before"
