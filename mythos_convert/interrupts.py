@@ -2,7 +2,7 @@
 
 Python turns SIGINT into `KeyboardInterrupt`, which unwinds every `with` and `finally` (temporary
 outputs removed, pools shut down, locks released). SIGTERM, what `kill`, systemd, Kubernetes and CI
-runners send, would kill the process at once and leave its temporaries; `install` makes it raise
+runners send, would kill the process at once and leave its temporaries; `handled` makes it raise
 the same exception. Python runs the handler in the main thread, so the exception surfaces there
 and the main thread's cleanup waits for the threads and pools it started.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -43,10 +44,21 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """Make SIGINT and SIGTERM raise `Interrupted` in the main thread (call from the main thread)."""
-    for signum in HANDLED:
-        signal.signal(signum, _handler)
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` in the block; the handlers before it come back after
+    (a program calling the CLI in-process keeps its own). Outside the main thread, nothing changes
+    (Python accepts handlers only there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _State.first = _State.pending = None  # a new command: no signal yet
+    before = {signum: signal.signal(signum, _handler) for signum in HANDLED}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def received() -> int | None:
@@ -56,7 +68,11 @@ def received() -> int | None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold a signal that arrives inside the block until it ends, then raise it."""
+    """Hold a signal that arrives inside the block until it ends, then raise it. Only the main
+    thread is interrupted by a signal, so in another thread the block simply runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _State.depth += 1
     try:
         yield

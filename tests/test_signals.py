@@ -312,12 +312,8 @@ def handled_signals():
     """The CLI's handlers, in this process, for one test; then pytest's own again."""
     from mythos_convert import interrupts
 
-    before = {signum: signal.getsignal(signum) for signum in interrupts.HANDLED}
-    interrupts.install()
-    yield interrupts
-    for signum, handler in before.items():
-        signal.signal(signum, handler)
-    interrupts._State.first = None
+    with interrupts.handled():
+        yield interrupts
 
 
 def test_signal_during_the_swap_is_raised_after_it(handled_signals, tmp_path: Path, monkeypatch):

@@ -88,7 +88,11 @@ def main() -> None:
     2: bad input (a MythosError, a usage mistake, a file the system refuses); 1: a bug; 130: Ctrl-C
     (SIGINT), 143: SIGTERM, each after the command's cleanup (`interrupts`).
     """
-    interrupts.install()
+    with interrupts.handled():
+        _run()
+
+
+def _run() -> None:
     if "--debug" in sys.argv:
         _state["debug"] = True
     try:
