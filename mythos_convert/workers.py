@@ -3,9 +3,11 @@
 A pool's worker waits on a pipe from its parent. When the parent is killed (SIGKILL, the OOM
 killer) nobody closes that pipe (a forked worker holds its write end too), so the worker would
 wait forever, owned by init. `process_pool`'s workers ask Linux to SIGKILL them when their parent
-dies (`PR_SET_PDEATHSIG`). They also ignore SIGINT: Ctrl-C in a terminal reaches the whole process
-group, and the parent, not each worker, decides how the command ends (its cleanup shuts the pool
-down; a worker's traceback would break the one-line ending).
+dies (`PR_SET_PDEATHSIG`). They also ignore SIGINT and SIGTERM: Ctrl-C in a terminal (and systemd's
+stop) reaches the whole process group, and the parent, not each worker, decides how the command
+ends (its cleanup ends the pool; a worker's traceback would break the one-line ending). Calls that
+may start workers run under `starting_workers`, so a worker is born with both signals blocked and
+none reaches it before it ignores them.
 
 PDEATHSIG fires when the *thread* that started the worker ends, so a pool must live inside the
 thread that creates it: `ProcessPoolExecutor` starts its workers from the thread that submits
@@ -19,9 +21,11 @@ import ctypes
 import multiprocessing
 import os
 import signal
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}  # signals a worker leaves to the command
 
 
 def process_pool(workers: int, start_method: str | None = None) -> ProcessPoolExecutor:
@@ -50,11 +54,24 @@ def close_pool(pool: Executor, *, abandon: bool) -> None:
             process.join()
 
 
+@contextlib.contextmanager
+def starting_workers() -> Iterator[None]:
+    """Around a pool's `submit`/`map` (which start its workers): SIGINT and SIGTERM blocked in this
+    thread, a mask its workers inherit through fork and exec until their initializer ignores both.
+    A signal meanwhile waits and is handled here when the block ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _bind_to_parent(parent: int) -> None:
-    """In the worker: SIGKILL when the parent dies, leave Ctrl-C to the parent, and end on SIGTERM
-    (a forked worker inherits the command's handlers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """In the worker: SIGINT and SIGTERM left to the parent (ignored, then unblocked: one that
+    came meanwhile is dropped), and SIGKILL when the parent dies."""
+    for signum in PARENT_DECIDES:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_DECIDES)
     prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
     if prctl is None:  # not Linux: no such request, the workers then end as the platform lets them
         return

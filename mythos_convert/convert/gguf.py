@@ -41,7 +41,7 @@ from mythos_convert.convert.permute import TRANSFORMS
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
-from mythos_convert.workers import close_pool, process_pool
+from mythos_convert.workers import close_pool, process_pool, starting_workers
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -274,21 +274,22 @@ class ParallelEncoder:
             for q in quantized
             if threads
         }
-        pending = {
-            q: [
-                pool.submit(
-                    kquants.quantize,
-                    rows[s[0] : s[-1] + 1],
-                    q,
-                    imatrix,
-                    check_finite=q == checker,
-                    into=joined[q][s[0] : s[-1] + 1] if threads else None,
-                )
-                for s in slices
-                if s.size
-            ]
-            for q in dict.fromkeys(quantized)
-        }
+        with starting_workers():  # a worker started here is deaf to Ctrl-C from birth
+            pending = {
+                q: [
+                    pool.submit(
+                        kquants.quantize,
+                        rows[s[0] : s[-1] + 1],
+                        q,
+                        imatrix,
+                        check_finite=q == checker,
+                        into=joined[q][s[0] : s[-1] + 1] if threads else None,
+                    )
+                    for s in slices
+                    if s.size
+                ]
+                for q in dict.fromkeys(quantized)
+            }
         out = []
         for i, q in enumerate(qtypes):
             if q in pending:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mythos_convert.errors import MythosError
-from mythos_convert.workers import close_pool, process_pool
+from mythos_convert.workers import close_pool, process_pool, starting_workers
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -89,7 +89,9 @@ def embedded_corpus(max_files: int | None = None) -> list[str]:
     if workers > 1 and len(files) > 50:
         pool = process_pool(workers, "fork")  # workers that die with this process
         try:
-            per_file = list(pool.map(_docstrings_of_file, files, chunksize=16))
+            with starting_workers():
+                parsed = pool.map(_docstrings_of_file, files, chunksize=16)
+            per_file = list(parsed)
         except BaseException:  # interrupted or failed: the workers are not waited for
             close_pool(pool, abandon=True)
             raise
