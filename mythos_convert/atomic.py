@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mythos_convert import interrupts
 from mythos_convert.errors import MythosError
 
 
@@ -113,7 +114,23 @@ def output_lock(final: Path) -> Iterator[None]:
     Raises:
         MythosError: another run is writing the same output.
     """
-    lock = _lock_path(final)
+    fd = -1
+    try:
+        with interrupts.deferred():  # a signal cannot fall between creating the lock and owning it
+            fd = _take_lock(_lock_path(final), final)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _remove_stale_leftovers(final)
+        yield
+    finally:
+        if fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_lock_path(final))
+            os.close(fd)
+
+
+def _take_lock(lock: Path, final: Path) -> int:
+    """The open, flocked `lock` (the file on disk, not one another run removed meanwhile)."""
     while True:
         with _refused(final):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -130,16 +147,7 @@ def output_lock(final: Path) -> Iterator[None]:
         except FileNotFoundError:
             same = False
         if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        _remove_stale_leftovers(final)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
+            return fd
         os.close(fd)
 
 
@@ -165,23 +173,36 @@ def atomic_dir(final: str | Path, force: bool = False) -> Iterator[Path]:
     final = check_output_dir(final, force)
     with _parent_folders(final), output_lock(final):
         check_output_dir(final, force)
-        with _refused(final):
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp: Path | None = None
         try:
+            with interrupts.deferred(), _refused(final):  # created and owned by this `try` at once
+                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
             yield tmp
             check_output_dir(final, force)  # another process may have put something there meanwhile
+            _publish_mode(tmp, is_dir=True)
+            with interrupts.deferred():  # the old output out and the new one in, never half of it
+                _swap_in(tmp, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _publish_mode(tmp, is_dir=True)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rmdir(old)
-            os.replace(final, old)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename `tmp` onto `final`, an existing `final` moved aside first and removed after."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.rmdir(old)
+        os.replace(final, old)
+    try:
         os.replace(tmp, final)
+    except BaseException:
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -195,16 +216,17 @@ def atomic_file(final: str | Path, force: bool = True) -> Iterator[Path]:
     if not force:
         check_output_file(final, force)
     with _parent_folders(final), output_lock(final):
-        with _refused(final):
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+        tmp: Path | None = None
         try:
+            with interrupts.deferred(), _refused(final):  # created and owned by this `try` at once
+                fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+                os.close(fd)
+                tmp = Path(name)
             yield tmp
             if not force:
                 check_output_file(final, force)
             _publish_mode(tmp, is_dir=False)
             os.replace(tmp, final)
         finally:
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 tmp.unlink()

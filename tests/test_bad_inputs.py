@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import stall
 import torch
 import yaml
 from helpers import make_checkpoint, make_reference_tokenizer, tiny_config, write_config_yaml
@@ -269,6 +270,20 @@ def start_cli(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> sub
     """Start the CLI in the background, stderr to `log` (a pipe nobody reads could fill and block it)."""
     with log.open("w") as fh:
         return subprocess.Popen(cli(args), env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=fh)
+
+
+def start_stalled_cli(args: list[str], env: dict[str, str], cwd: Path, log: Path, target: str, when: str):
+    """`start_cli` with `target` made to stop mid-write (`stall`); returns (process, marker it creates)."""
+    marker = cwd / "stalled"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            stall.command(marker, target, when, args),
+            env=stall.environment(env),
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
+    return proc, marker
 
 
 def wait_for(predicate, proc: subprocess.Popen, log: Path, what: str, timeout: float = TIMEOUT) -> None:
@@ -614,8 +629,7 @@ def _tmp_dirs(parent: Path, name: str) -> list[Path]:
     return sorted(parent.glob(f".{name}.tmp-*"))
 
 
-def _writing_started(parent: Path, name: str, first_file: str):
-    return lambda: any((tmp / first_file).exists() for tmp in _tmp_dirs(parent, name))
+WRITING_SAFETENSORS = "mythos_convert.convert.safetensors:_RangeCopier.write"  # stalled after a file's header
 
 
 def test_killed_hf_export_keeps_the_previous_folder(world: World, tmp_path: Path):
@@ -623,10 +637,10 @@ def test_killed_hf_export_keeps_the_previous_folder(world: World, tmp_path: Path
     out = tmp_path / "out"
     shutil.copytree(world.root / "hf", out)
     before = snapshot(out)
-    args = ["hf", str(world.root / "ck" / "ckpt.pt"), str(out), "--force"]  # verify on: a long write
+    args = ["hf", str(world.root / "ck" / "ckpt.pt"), str(out), "--force"]
     log = tmp_path / "stderr.txt"
-    proc = start_cli(args, world.env, tmp_path, log)
-    wait_for(_writing_started(tmp_path, "out", "model.safetensors"), proc, log, "the new folder was being written")
+    proc, marker = start_stalled_cli(args, world.env, tmp_path, log, WRITING_SAFETENSORS, "after")
+    wait_for(marker.exists, proc, log, "the new model.safetensors was being written")
     proc.kill()
     proc.wait(timeout=60)
 
@@ -654,11 +668,12 @@ def test_killed_gguf_write_keeps_the_previous_file(world: World, tmp_path: Path)
     before = previous.read_bytes()
     names = [t.name for t in gguf.GGUFReader(previous).tensors]
 
-    # every type in one pass over the weights: seconds of writing to interrupt
     args = ["gguf", str(ckpt), "--outtype", "all", "--outfile", str(target), "--force", "--no-verify"]
     log = tmp_path / "stderr.txt"
-    proc = start_cli(args, world.env, tmp_path, log)
-    wait_for(_writing_started(tmp_path, "m-F32", "m-F32.gguf"), proc, log, "the GGUF files were being written")
+    proc, marker = start_stalled_cli(
+        args, world.env, tmp_path, log, "mythos_convert.convert.gguf:_Output.write", "after"
+    )
+    wait_for(marker.exists, proc, log, "the GGUF files were being written")  # their first tensor is written
     proc.kill()
     proc.wait(timeout=60)
 
@@ -672,14 +687,19 @@ def test_killed_gguf_write_keeps_the_previous_file(world: World, tmp_path: Path)
 
 
 def test_ctrl_c_mid_write_cleans_up(world: World, tmp_path: Path):
-    """Ctrl-C (SIGINT) while `hf --force` writes: exit 130, `interrupted`, no temporary folder, old folder intact."""
+    """Ctrl-C (SIGINT) while `hf --force` writes: exit 130, `interrupted`, no temporary folder, old folder intact.
+
+    The export stops after writing the header of its new model.safetensors (`stall`) and the
+    signal is sent only then, so it lands mid-write however fast the machine is."""
     out = tmp_path / "out"
     shutil.copytree(world.root / "hf", out)
     before = snapshot(out)
     args = ["hf", str(world.root / "ck" / "ckpt.pt"), str(out), "--force"]
     log = tmp_path / "stderr.txt"
-    proc = start_cli(args, world.env, tmp_path, log)
-    wait_for(_writing_started(tmp_path, "out", "model.safetensors"), proc, log, "the new folder was being written")
+    proc, marker = start_stalled_cli(args, world.env, tmp_path, log, WRITING_SAFETENSORS, "after")
+    wait_for(marker.exists, proc, log, "the new model.safetensors was being written")
+    (writing,) = _tmp_dirs(tmp_path, "out")
+    assert (writing / "model.safetensors").stat().st_size > 0  # part of it, in the temporary folder
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     err = log.read_text()

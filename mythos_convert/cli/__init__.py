@@ -8,12 +8,13 @@ bug and says so (with the traceback under `--debug` or `MYTHOS_DEBUG=1`).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
 import typer
 
-from mythos_convert import __version__
+from mythos_convert import __version__, interrupts
 from mythos_convert.errors import MythosError
 
 app = typer.Typer(
@@ -86,8 +87,14 @@ _register()
 def main() -> None:
     """Console entry point: every failure ends as one line on stderr and a meaningful exit code.
 
-    2: bad input (a MythosError, a usage mistake, a file the system refuses); 1: a bug; 130: Ctrl-C.
+    2: bad input (a MythosError, a usage mistake, a file the system refuses); 1: a bug; 130: Ctrl-C
+    (SIGINT), 143: SIGTERM, each after the command's cleanup (`interrupts`).
     """
+    with interrupts.handled():
+        _run()
+
+
+def _run() -> None:
     if "--debug" in sys.argv:
         _state["debug"] = True
     try:
@@ -95,11 +102,13 @@ def main() -> None:
     except MythosError as exc:
         _fail(exc, str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort) as exc:
-        _fail(exc, "interrupted", 130, prefix="")
+        _fail_signal(exc)
     except OSError as exc:  # the system refused a file (disk full, permissions, a file where a folder goes)
+        _fail_signal(exc)
         where = f": {exc.filename}" if exc.filename else ""
         _fail(exc, f"{exc.strerror or exc}{where}: check the path, permissions and free space", 2)
     except Exception as exc:
+        _fail_signal(exc)
         if _is_click_error(exc):
             if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command or group: show its help
                 exc.show()
@@ -107,9 +116,23 @@ def main() -> None:
             _fail(exc, f"{exc.format_message()}{_usage_hint(exc)}", exc.exit_code)
         # anything else is a bug: say so in one line unless debugging
         _fail(exc, f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, prefix="")
-    if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
-        typer.echo("interrupted", err=True)
+    if code == 130:  # typer turns KeyboardInterrupt inside a command (our signals' too) into exit code 130
+        _fail_signal(None)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail_signal(exc: BaseException | None) -> None:
+    """After SIGINT/SIGTERM (or a bare KeyboardInterrupt): its word and 128+signal, whatever it raised
+    on its way out (a worker it also reached may have failed first)."""
+    signum = interrupts.received()
+    if signum is None:
+        if exc is not None and not isinstance(exc, (KeyboardInterrupt, typer.Abort)):
+            return  # no signal: the caller reports the error
+        signum = signal.SIGINT  # a KeyboardInterrupt before our handler, or stdin closed (typer.Abort)
+    if exc is not None and _state["debug"]:
+        raise exc
+    typer.echo(interrupts.HANDLED[signal.Signals(signum)], err=True)
+    sys.exit(128 + signum)
 
 
 def _fail(exc: BaseException, message: str, code: int, prefix: str = "error: ") -> None:

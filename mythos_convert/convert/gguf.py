@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ import gguf
 import numpy as np
 from gguf.utility import model_weight_count_rounded_notation
 
-from mythos_convert import __version__
+from mythos_convert import __version__, interrupts
 from mythos_convert.atomic import check_output_file, output_lock
 from mythos_convert.convert import kquants
 from mythos_convert.convert.dtypes import float32_array
@@ -42,6 +41,7 @@ from mythos_convert.convert.permute import TRANSFORMS
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.ui import track
+from mythos_convert.workers import close_pool, process_pool, starting_workers
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -244,9 +244,9 @@ class ParallelEncoder:
     def __enter__(self) -> ParallelEncoder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            close_pool(self._pool, abandon=kind is not None)
 
     def encode_all(
         self, array: np.ndarray, qtypes: list[gguf.GGMLQuantizationType], imatrix: np.ndarray | None = None
@@ -274,21 +274,22 @@ class ParallelEncoder:
             for q in quantized
             if threads
         }
-        pending = {
-            q: [
-                pool.submit(
-                    kquants.quantize,
-                    rows[s[0] : s[-1] + 1],
-                    q,
-                    imatrix,
-                    check_finite=q == checker,
-                    into=joined[q][s[0] : s[-1] + 1] if threads else None,
-                )
-                for s in slices
-                if s.size
-            ]
-            for q in dict.fromkeys(quantized)
-        }
+        with starting_workers():  # a worker started here is deaf to Ctrl-C from birth
+            pending = {
+                q: [
+                    pool.submit(
+                        kquants.quantize,
+                        rows[s[0] : s[-1] + 1],
+                        q,
+                        imatrix,
+                        check_finite=q == checker,
+                        into=joined[q][s[0] : s[-1] + 1] if threads else None,
+                    )
+                    for s in slices
+                    if s.size
+                ]
+                for q in dict.fromkeys(quantized)
+            }
         out = []
         for i, q in enumerate(qtypes):
             if q in pending:
@@ -302,9 +303,8 @@ class ParallelEncoder:
     def _start(self) -> concurrent.futures.Executor:
         if self._pool is None and kquants.kernel_status().quantize is not None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="quantize")
-        elif self._pool is None:  # forkserver: no copy of this process's torch threads in the workers
-            context = multiprocessing.get_context("forkserver")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        elif self._pool is None:  # spawn: no copy of this process's torch threads, and they die with it
+            self._pool = process_pool(self.workers, "spawn")
         return self._pool
 
 
@@ -507,12 +507,14 @@ class _Output:
         self.writer.close()
         finals = shard_paths(self.final, self.n_shards)
         produced = shard_paths(self.tmpdir / self.final.name, self.n_shards)
-        for tmp, final in zip(produced, finals, strict=True):
-            os.replace(tmp, final)
+        with interrupts.deferred():  # every shard of the new output, never some of them
+            for tmp, final in zip(produced, finals, strict=True):
+                os.replace(tmp, final)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         return finals
 
     def abort(self) -> None:
+        """Remove what is left of the temporary folder (nothing after `commit`)."""
         self.writer.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -571,7 +573,8 @@ def write_gguf(
         try:
             for outtype, path in chosen:
                 plans = plan_tensors(config, outtype, imatrix=imatrix is not None)
-                opened.append(_Output(outtype, path, plans, split_max_size))
+                with interrupts.deferred():  # its temporary folder is created and listed for cleanup at once
+                    opened.append(_Output(outtype, path, plans, split_max_size))
                 opened[-1].write_header(config, vocab, metadata, imatrix)
             order = list(gguf_shapes(config))
             stream = _in_plan_order(gguf_tensors(tensors, config), order)
@@ -587,8 +590,8 @@ def write_gguf(
                     out.write(out.plans[index], data)
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)
-        except BaseException:
+            return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
+        except BaseException:  # the outputs not yet committed leave nothing behind (a committed one is complete)
             for out in opened:
                 out.abort()
             raise
-        return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]

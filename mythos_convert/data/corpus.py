@@ -16,11 +16,11 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mythos_convert.errors import MythosError
+from mythos_convert.workers import close_pool, process_pool, starting_workers
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -87,8 +87,15 @@ def embedded_corpus(max_files: int | None = None) -> list[str]:
     files = _stdlib_files()[:max_files] if max_files is not None else _stdlib_files()
     workers = max(1, min(4, os.cpu_count() or 1))
     if workers > 1 and len(files) > 50:
-        with ProcessPoolExecutor(workers) as pool:
-            per_file = list(pool.map(_docstrings_of_file, files, chunksize=16))
+        pool = process_pool(workers, "fork")  # workers that die with this process
+        try:
+            with starting_workers():
+                parsed = pool.map(_docstrings_of_file, files, chunksize=16)
+            per_file = list(parsed)
+        except BaseException:  # interrupted or failed: the workers are not waited for
+            close_pool(pool, abandon=True)
+            raise
+        close_pool(pool, abandon=False)
     else:
         per_file = [_docstrings_of_file(f) for f in files]
     docs = [doc for docs in per_file for doc in docs]
