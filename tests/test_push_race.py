@@ -18,12 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import test_push
 from hold_proxy import HoldProxy
 from hub_server import HubServer
-from test_push import exported, hub, subprocess_env, with_ggufs  # noqa: F401  (fixtures)
 
 from mythos_convert.hub import local_files
 from mythos_convert.verify.record import load_results
+
+exported, hub, with_ggufs = test_push.exported, test_push.hub, test_push.with_ggufs  # their fixtures, shared
+subprocess_env = test_push.subprocess_env
 
 TOKEN_LINE = "\naccess: hf_" + "Q" * 34 + "\n"
 
@@ -142,16 +145,16 @@ def test_gguf_repo_refuses_a_gguf_changed_during_its_upload(with_ggufs: Path, hu
 @pytest.mark.slow
 def test_space_refuses_a_token_added_during_its_upload(tmp_path: Path):
     out = tmp_path / "space"
-    with HubServer() as hub, HoldProxy(hub.url, b"POST /api/spaces/tester/mythos-ref-demo/preupload/") as proxy:
+    with HubServer() as server, HoldProxy(server.url, b"POST /api/spaces/tester/mythos-ref-demo/preupload/") as proxy:
         run = held_run(
             ["space", str(out), "--repo", "tester/mythos-ref-demo", "--quiet"],
             proxy,
-            subprocess_env(hub, tmp_path / "home"),
+            subprocess_env(server, tmp_path / "home"),
             lambda: _append_token(out / "app.py"),
         )
         line = one_error_line(run)
         assert "app.py" in line
-        assert len(hub.commits("spaces/tester/mythos-ref-demo")) == 1  # the Space's initial commit only
+        assert len(server.commits("spaces/tester/mythos-ref-demo")) == 1  # the Space's initial commit only
     assert _snapshots_beside(out) == []
 
 
