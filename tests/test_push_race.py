@@ -125,6 +125,24 @@ def test_without_edits_the_hub_holds_exactly_the_checked_bytes(exported: Path, h
 
 
 @pytest.mark.slow
+def test_an_edit_after_the_last_comparison_never_reaches_the_hub(exported: Path, hub: HubServer, tmp_path: Path):
+    """Once the commit is being made an edit is too late to fail the push, and too late to be
+    published: huggingface_hub reads the card it validates, then the files it commits, from the copy."""
+    folder = Path(shutil.copytree(exported, tmp_path / "out"))
+    with HoldProxy(hub.url, b"POST /api/validate-yaml") as proxy:  # inside create_commit, before the payload
+        run = held_run(
+            ["push", str(folder), "--repo", "tester/tiny", "--quiet"],
+            proxy,
+            subprocess_env(hub, tmp_path / "home"),
+            lambda: _append_token(folder / "README.md"),
+        )
+    assert run.returncode == 0, run.stderr
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert card.endswith(TOKEN_LINE)
+    assert hub.head("tester/tiny").files["README.md"].data.decode() == card.removesuffix(TOKEN_LINE)
+
+
+@pytest.mark.slow
 @pytest.mark.llama_cpp
 def test_gguf_repo_refuses_a_gguf_changed_during_its_upload(with_ggufs: Path, hub: HubServer, tmp_path: Path):
     folder = Path(shutil.copytree(with_ggufs, tmp_path / "out"))
