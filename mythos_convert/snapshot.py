@@ -161,8 +161,9 @@ def _remove_stale(base: Path, prefix: str) -> None:
 def _private_dir(folder: Path) -> tuple[Path, int]:
     """A new 0700 folder beside `folder` (same filesystem: a reflink can work), locked; the system
     temp folder when `folder`'s parent is not writable."""
+    folder = folder.resolve()  # `.` names its folder too
     prefix = f".{folder.name}.push-"
-    for base in (folder.resolve().parent, Path(tempfile.gettempdir())):
+    for base in (folder.parent, Path(tempfile.gettempdir())):
         try:
             # created under another name and renamed once locked, so a sweep never takes it for stale
             made = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=base))

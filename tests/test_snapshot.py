@@ -44,6 +44,14 @@ def test_the_copy_holds_the_bytes_hashed_private_and_read_only_and_goes_away(fol
     assert not root.exists() and leftovers(folder) == []
 
 
+def test_the_current_folder_gets_its_copy_beside_it_too(folder: Path, monkeypatch):
+    monkeypatch.chdir(folder)
+    with take_snapshot(Path("."), ["config.json"]) as snap:
+        assert snap.root.parent == folder.parent and snap.root.name.startswith(".out.push-")
+        assert snap.path("config.json").read_bytes() == (folder / "config.json").read_bytes()
+    assert leftovers(folder) == []
+
+
 def test_changed_in_source_sees_content_not_timestamps(folder: Path):
     with take_snapshot(folder, NAMES) as snap:
         os.utime(folder / "config.json", ns=(1, 1))  # a touch: same bytes
