@@ -162,16 +162,16 @@ def _private_dir(folder: Path) -> tuple[Path, int]:
     """A new 0700 folder beside `folder` (same filesystem: a reflink can work), locked; the system
     temp folder when `folder`'s parent is not writable."""
     folder = folder.resolve()  # `.` names its folder too
-    prefix = f".{folder.name}.push-"
+    prefix, making = f".{folder.name}.push-", f".{folder.name}.new-"
     for base in (folder.parent, Path(tempfile.gettempdir())):
         try:
             # created under another name and renamed once locked, so a sweep never takes it for stale
-            made = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=base))
+            made = Path(tempfile.mkdtemp(prefix=making, dir=base))
         except OSError:
             continue
         fd = _lock_dir(made)
-        final = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-        os.rename(made, final)  # replaces the empty folder mkdtemp made; the lock moves with the inode
+        final = base / (prefix + made.name.removeprefix(making))  # a new name: mkdtemp's suffix is unique
+        os.rename(made, final)  # the lock moves with the inode
         _remove_stale(base, prefix)
         return final, fd
     raise MythosError(f"cannot create a private folder beside {folder} or in the temp folder: check permissions")
@@ -234,6 +234,10 @@ def _fill(snap: Snapshot, names: list[str]) -> None:
                 raise MythosError(
                     f"the disk filled up while push copied {rel} of {snap.source} into {snap.root.parent}: "
                     "free some space or --exclude large files"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise MythosError(
+                    f"cannot read {rel} in {snap.source} ({exc.strerror}): make it readable or --exclude it"
                 ) from None
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafePathError(
