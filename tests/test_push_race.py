@@ -125,6 +125,21 @@ def test_without_edits_the_hub_holds_exactly_the_checked_bytes(exported: Path, h
 
 
 @pytest.mark.slow
+def test_a_file_changed_since_verify_is_refused_on_the_copy_naming_the_folder(
+    exported: Path, hub: HubServer, tmp_path: Path
+):
+    folder = Path(shutil.copytree(exported, tmp_path / "out"))
+    _overwrite_tail(folder / "model.safetensors")
+    cmd = [sys.executable, "-m", "mythos_convert", "push", str(folder), "--repo", "tester/tiny", "--quiet"]
+    env = subprocess_env(hub, tmp_path / "home")
+    run = subprocess.run([*cmd, "--endpoint", hub.url], capture_output=True, text=True, env=env, timeout=600)
+    line = one_error_line(run)
+    assert "model.safetensors changed since `verify` checked it (hf)" in line
+    assert f"re-run `mythos-convert verify {folder}`" in line and ".push-" not in line  # the folder, not the copy
+    assert "tester/tiny" not in hub.repos and _snapshots_beside(folder) == []
+
+
+@pytest.mark.slow
 def test_an_edit_after_the_last_comparison_never_reaches_the_hub(exported: Path, hub: HubServer, tmp_path: Path):
     """Once the commit is being made an edit is too late to fail the push, and too late to be
     published: huggingface_hub reads the card it validates, then the files it commits, from the copy."""

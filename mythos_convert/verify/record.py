@@ -33,8 +33,8 @@ from mythos_convert.atomic import atomic_file
 from mythos_convert.errors import MythosError
 
 RESULTS_FILE = "verify.json"
-Digests = dict[str, dict[str, Any]]  # file name -> {"sha256", "size"}, as `file_digest` returns
 RESULTS_VERSION = 2
+Digests = dict[str, dict[str, Any]]  # file name -> {"sha256", "size"}, as `file_digest` returns
 # Files of an HF folder that decide what it computes or how it tokenizes: an HF verify binds them.
 HF_BOUND_NAMES = (
     "config.json",
