@@ -4,7 +4,8 @@ The CLI runs as a user runs it (a subprocess, `--endpoint` naming a proxy in fro
 emulator). The proxy (tests/hold_proxy.py) holds the push's preupload request; while the push
 waits on it, the test edits the folder, then lets the request go. An edit then must fail the push
 with one `error:` line naming the file, exit 2, and no new commit on the Hub; with no edit the
-Hub holds the very bytes that were checked (the sha256 `verify` bound).
+Hub holds the very bytes that were checked (the sha256 `verify` bound). An edit too late to fail
+the push is not published either, and neither Ctrl-C nor SIGKILL leaves push's private copy behind.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def held_run(
     cmd = [sys.executable, "-m", "mythos_convert", *args, "--endpoint", proxy.url]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
         try:
-            if not proxy.holding.wait(600):
-                proc.kill()
-                pytest.fail(f"the request was never held: {proc.communicate()[1][-2000:]}")
+            while not proxy.holding.wait(0.2):  # ends early if the CLI exits without reaching the request
+                if proc.poll() is not None:
+                    pytest.fail(f"the request was never held (exit {proc.returncode}): {proc.communicate()[1][-2000:]}")
             during_hold()
         finally:
             proxy.release.set()
