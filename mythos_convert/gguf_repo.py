@@ -5,14 +5,17 @@ The Hub shows a GGUF repository as a quantization of its model when the GGUF rep
 lists it under "Quantizations". So the push makes two commits: the model folder without its GGUF
 files and Modelfile (its card linking to the GGUF repo) to `--repo`, then the GGUF files, the
 Modelfile, the size-vs-KL chart and a GGUF card (the "Files" quant table) to `--gguf-repo`.
-The GGUF card is rendered in memory from the same folder facts as the main card and uploaded
-from there; the folder keeps one README.md. Both plans go through `hub`'s checks (links, special
-files, credentials, verify results bound to the files).
+The GGUF card is rendered in memory from the same folder facts as the main card and uploaded from
+there; the folder keeps one README.md. Both plans are frozen in one private copy of the folder
+(`hub.frozen`) and go through `hub`'s checks on it (links, special files, credentials, verify
+results bound to the files); the card is rendered from that copy too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -24,8 +27,17 @@ from mythos_convert.card import (
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
-from mythos_convert.hub import REPO_ID, PushPlan, generated_file, plan_push, prepare_push, resolve_endpoint
-from mythos_convert.hub_checks import check_verify
+from mythos_convert.hub import (
+    REPO_ID,
+    PushPlan,
+    frozen,
+    generated_file,
+    plan_push,
+    prepare_push,
+    refuse_failed,
+    resolve_endpoint,
+)
+from mythos_convert.hub_checks import check_folder, check_inputs, check_verify
 from mythos_convert.metadata import load_meta
 from mythos_convert.ui import info
 
@@ -70,7 +82,8 @@ def gguf_card_text(folder: str | Path, base_repo: str, endpoint: str, meta_path:
     return re.sub(r"\n{3,}", "\n\n", str(card))
 
 
-def prepare_pushes(
+@contextlib.contextmanager
+def checked_pushes(
     folder: str | Path,
     repo_id: str,
     gguf_repo: str,
@@ -80,8 +93,9 @@ def prepare_pushes(
     endpoint: str | None = None,
     exclude: list[str] | None = None,
     **options,
-) -> list[PushPlan]:
-    """The two plans of `push --gguf-repo`, checked: the model repo's, then the GGUF repo's.
+) -> Iterator[list[PushPlan]]:
+    """The two plans of `push --gguf-repo`, frozen together (one private copy, not in a dry run) and
+    checked on it: the model repo's, then the GGUF repo's, whose card is rendered from the copy too.
 
     `options` are `plan_push`'s keywords (revision, private, create_pr, commit_message, include).
     Raises MythosError before anything is sent: a bad repo id, the same repo twice, no GGUF files,
@@ -98,24 +112,20 @@ def prepare_pushes(
     if not dry_run and link_gguf_repo(folder, gguf_repo, url):
         info(f"README.md: the GGUF section now links {gguf_repo!r}")
     main = prepare_push(
-        folder,
-        repo_id,
-        dry_run=dry_run,
-        skip_checks=skip_checks,
-        endpoint=endpoint,
-        exclude=[*(exclude or []), *MAIN_EXCLUDED],
-        **options,
+        folder, repo_id, dry_run=dry_run, endpoint=endpoint, exclude=[*(exclude or []), *MAIN_EXCLUDED], **options
     )
     options = {**options, "include": list(GGUF_FILES)}
     message = options.pop("commit_message", None) or f"Upload GGUF files of {repo_id}"
     plan = plan_push(folder, gguf_repo, endpoint=endpoint, exclude=exclude, commit_message=message, **options)
-    if not skip_checks:
-        problems = check_verify(folder, {f.path_in_repo for f in plan.files})
-        if problems:
-            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
-            raise MythosError(
-                f"the GGUF files of {folder} fail {len(problems)} check(s): {listed}; fix them or pass --skip-checks"
-            )
-    card = gguf_card_text(folder, repo_id, url)
-    plan.files.append(generated_file("README.md", card.encode("utf-8")))
-    return [main, plan]
+    main_files, gguf_files = ({f.path_in_repo for f in p.files} for p in (main, plan))
+    if not any(name.endswith(".gguf") for name in gguf_files):
+        raise MythosError(f"no .gguf file of {folder} is selected for --gguf-repo: check --exclude")
+    also = check_inputs(folder, main_files | gguf_files)  # what the checks and the GGUF card read
+    with frozen([main, plan], copy=not dry_run, also=also) as snap:
+        if not skip_checks:
+            refuse_failed(snap, check_folder(snap.root, main_files, snap.digests), f"{folder} fails")
+            refuse_failed(snap, check_verify(snap.root, gguf_files, snap.digests), f"the GGUF files of {folder} fail")
+            info("checks passed: config, weights, tokenizer, card, last verify, GGUF files")
+        card = gguf_card_text(snap.root, repo_id, url)
+        plan.files.append(generated_file("README.md", card.encode("utf-8")))
+        yield [main, plan]

@@ -1,10 +1,12 @@
 """Publish an exported folder to the Hugging Face Hub in one commit.
 
 `plan_push` decides locally what would be uploaded (files, sizes, LFS or not, target), which is
-all `--dry-run` shows: huggingface_hub has no upload dry run. `push` then creates the repo (and the
-branch), and makes ONE `create_commit` with every file, retrying transient failures (5xx, dropped
-connections) with exponential backoff, and turning the Hub's errors into one-line MythosErrors
-that say what to do.
+all `--dry-run` shows: huggingface_hub has no upload dry run. `frozen` copies the planned files once
+into a private folder (`snapshot`) and runs the checks on that copy; `push` uploads only the copy,
+so what is published is exactly what was checked. It creates the repo (and the branch), uploads,
+refuses to commit if the user's folder no longer holds the copied bytes, and makes ONE commit with
+every file, retrying transient failures (5xx, dropped connections) with exponential backoff, and
+turning the Hub's errors into one-line MythosErrors that say what to do.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import fnmatch
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +24,7 @@ from typing import TypeVar
 from mythos_convert import __version__
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import folder_files, refuse_unsafe, scan_folder
+from mythos_convert.snapshot import Snapshot, take_snapshot
 
 T = TypeVar("T")
 
@@ -67,6 +70,7 @@ class PushPlan:
     private: bool = False
     commit_message: str = ""
     files: list[PlannedFile] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # the private copy the checks read and the upload reads (`frozen`)
 
     @property
     def total_size(self) -> int:
@@ -137,8 +141,7 @@ def credential_problem(folder: Path, rel: str, token: str | None = None) -> str 
     path = folder / rel
     if path.stat().st_size > _SCAN_LIMIT or any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p) for p in _WEIGHTS):
         return None
-    data = path.read_bytes()
-    if (token and token.encode() in data) or _SECRET.search(data):
+    if _holds_secret(path.read_bytes(), token):
         return f"{rel} contains what looks like an access token or private key"
     return None
 
@@ -150,12 +153,13 @@ def _saved_token() -> str | None:
     return get_token()
 
 
-def refuse_credentials(folder: Path, files: Sequence[str], token: str | None = None) -> None:
-    """Refuse a push that would publish a token or key (checked again right before the commit)."""
+def refuse_credentials(folder: Path, files: Sequence[str], token: str | None = None, shown: Path | None = None) -> None:
+    """Refuse a push that would publish a token or key; `shown` is the folder to name, when `folder`
+    is a push's private copy of it (where the check runs again, on the bytes that are uploaded)."""
     problems = [p for rel in files if (p := credential_problem(folder, rel, token))]
     if problems:
         raise MythosError(
-            f"refusing to upload credentials: {'; '.join(problems)}; remove the file(s) from {folder} "
+            f"refusing to upload credentials: {'; '.join(problems)}; remove the file(s) from {shown or folder} "
             "or leave them out with --exclude"
         )
 
@@ -207,29 +211,69 @@ def plan_push(
     return PushPlan(folder, repo_id, resolve_endpoint(endpoint), revision, create_pr, private, message, files)
 
 
-def prepare_push(
-    folder: str | Path, repo_id: str, *, dry_run: bool = False, skip_checks: bool = False, **options
-) -> PushPlan:
-    """Plan a push, point the card's quickstart at the repo (not in a dry run), and check the folder.
+def prepare_push(folder: str | Path, repo_id: str, *, dry_run: bool = False, **options) -> PushPlan:
+    """Plan a push and point the card's quickstart at the repo (not in a dry run); `frozen` then checks it.
 
-    `options` are `plan_push`'s keywords. Raises MythosError listing every failed check (unless
-    `skip_checks`), or for a bad folder, repo id or option; nothing has been sent at that point.
+    `options` are `plan_push`'s keywords. Raises MythosError for a bad folder, repo id or option;
+    nothing has been sent at that point.
     """
     from mythos_convert.card import point_quickstart_at
-    from mythos_convert.hub_checks import check_folder
     from mythos_convert.ui import info
 
     plan = plan_push(folder, repo_id, **options)  # validates everything before anything changes
     if not dry_run and point_quickstart_at(folder, repo_id):
         info(f"README.md: the quickstart now loads {repo_id!r}")
         plan = plan_push(folder, repo_id, **options)
-    if not skip_checks:
-        problems = check_folder(folder, {f.path_in_repo for f in plan.files})
-        if problems:
-            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
-            raise MythosError(f"{folder} fails {len(problems)} check(s): {listed}; fix them or pass --skip-checks")
-        info("checks passed: config, weights, tokenizer, card, last verify")
     return plan
+
+
+@contextlib.contextmanager
+def frozen(plans: Sequence[PushPlan], *, copy: bool = True, also: Iterable[str] = ()) -> Iterator[Snapshot]:
+    """The plans' files (and `also`: other files the checks read) copied once into a private folder,
+    each plan's `snapshot` set to it for the block; the copy is removed afterwards.
+
+    Checks run inside the block read `snapshot.root`, so they see the bytes the upload sends. With
+    `copy=False` (a dry run, which uploads nothing) the snapshot is the folder itself.
+    """
+    folder = plans[0].folder
+    if not copy:
+        yield Snapshot(folder, folder)
+        return
+    names = {f.path_in_repo for plan in plans for f in plan.files if f.content is None} | set(also)
+    with take_snapshot(folder, names) as snap:
+        for plan in plans:
+            plan.snapshot = snap
+        try:
+            yield snap
+        finally:
+            for plan in plans:
+                plan.snapshot = None
+
+
+def refuse_failed(snap: Snapshot, problems: list[str], what: str) -> None:
+    """One error listing every failed check (`what`: "FOLDER fails"), naming the user's folder, not the copy."""
+    if problems:
+        listed = "; ".join(f"({i}) {snap.shown(p)}" for i, p in enumerate(problems, 1))
+        raise MythosError(f"{what} {len(problems)} check(s): {listed}; fix them or pass --skip-checks")
+
+
+@contextlib.contextmanager
+def checked_push(
+    folder: str | Path, repo_id: str, *, dry_run: bool = False, skip_checks: bool = False, **options
+) -> Iterator[PushPlan]:
+    """`prepare_push`, then the plan frozen (not in a dry run) and checked on the copy (unless
+    `skip_checks`): the plan to `push` inside the block. Raises MythosError listing every failed check."""
+    from mythos_convert.hub_checks import check_folder, check_inputs
+    from mythos_convert.ui import info
+
+    plan = prepare_push(folder, repo_id, dry_run=dry_run, **options)
+    uploaded = {f.path_in_repo for f in plan.files}
+    also = () if skip_checks else check_inputs(plan.folder, uploaded)
+    with frozen([plan], copy=not dry_run, also=also) as snap:
+        if not skip_checks:
+            refuse_failed(snap, check_folder(snap.root, uploaded, snap.digests), f"{plan.folder} fails")
+            info("checks passed: config, weights, tokenizer, card, last verify")
+        yield plan
 
 
 def dry_run_summary(plan: PushPlan) -> str:
@@ -361,30 +405,38 @@ def endpoint_scope(endpoint: str) -> Iterator[None]:
 
 
 def push(
-    plan: PushPlan, token: str | None = None, *, attempts: int | None = None, backoff: float | None = None
+    plan: PushPlan,
+    token: str | None = None,
+    *,
+    attempts: int | None = None,
+    backoff: float | None = None,
+    repo_type: str = "model",
 ) -> PushResult:
     """Create the repo (and branch) if needed and upload every planned file in one commit.
 
+    The files go from the plan's private copy (`frozen`; made here if the plan has none), scanned
+    for credentials there. `repo_type="space"` creates a Gradio Space.
+
     Raises:
-        MythosError: no token, 401/403, 404, network failure after retries, a rejected commit.
+        MythosError: no token, credentials in a file, a file changed in the folder during the
+            upload (nothing is committed), 401/403, 404, network failure after retries, a rejected commit.
     """
     token = resolve_token(token)
     attempts, backoff = retry_settings(attempts, backoff)
-    recheck_files(plan, token)
-    with endpoint_scope(plan.endpoint):
-        return _push(plan, token, attempts, backoff)
+    with contextlib.ExitStack() as stack:
+        if plan.snapshot is None:
+            stack.enter_context(frozen([plan]))
+        refuse_plan_credentials(plan, token)
+        with endpoint_scope(plan.endpoint):
+            return _push(plan, token, attempts, backoff, repo_type)
 
 
-def recheck_files(plan: PushPlan, token: str | None = None) -> None:
-    """Right before the commit: every planned file is still a regular file inside the folder, and none
-    holds credentials (the token being used included). The checks between plan and push take time."""
-    present, unsafe = scan_folder(plan.folder)
-    local = [f for f in plan.files if f.content is None]
-    refuse_unsafe(plan.folder, {f.path_in_repo: unsafe[f.path_in_repo] for f in local if f.path_in_repo in unsafe})
-    gone = [f.path_in_repo for f in local if f.path_in_repo not in present]
-    if gone:
-        raise MythosError(f"{', '.join(gone)} changed or disappeared from {plan.folder} during the push: rerun push")
-    refuse_credentials(plan.folder, [f.path_in_repo for f in local], token)
+def refuse_plan_credentials(plan: PushPlan, token: str | None = None) -> None:
+    """No planned file holds credentials (the token being used included), as the private copy holds it."""
+    if plan.snapshot is None:
+        raise AssertionError("refuse_plan_credentials needs a frozen plan")
+    local = [f.path_in_repo for f in plan.files if f.content is None]
+    refuse_credentials(plan.snapshot.root, local, token, shown=plan.folder)
     made = [f.path_in_repo for f in plan.files if f.content is not None and _holds_secret(f.content, token)]
     if made:
         raise MythosError(
@@ -397,20 +449,60 @@ def _holds_secret(data: bytes, token: str | None) -> bool:
     return bool((token and token.encode() in data) or _SECRET.search(data))
 
 
-def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, HfApi
+def _operations(plan: PushPlan, snap: Snapshot) -> list:
+    """One CommitOperationAdd per file, reading the private copy; huggingface_hub's sha256 of each
+    must be the one taken while copying (the bytes checked)."""
+    from huggingface_hub import CommitOperationAdd
 
+    operations = []
+    for f in plan.files:
+        if f.content is not None:
+            operations.append(CommitOperationAdd(f.path_in_repo, f.content))
+            continue
+        operation = CommitOperationAdd(f.path_in_repo, str(snap.path(f.path_in_repo)))
+        if operation.upload_info.sha256.hex() != snap.digests[f.path_in_repo]["sha256"]:
+            raise MythosError(
+                f"push's private copy of {f.path_in_repo} changed in {snap.root}: nothing was committed; rerun push"
+            )
+        operations.append(operation)
+    return operations
+
+
+def refuse_changed(plan: PushPlan, snap: Snapshot) -> None:
+    """Refuse to commit when the folder no longer holds the bytes that were checked and uploaded."""
+    changed = snap.changed_in_source(f.path_in_repo for f in plan.files if f.content is None)
+    if changed:
+        raise MythosError(
+            f"{', '.join(changed)} changed in {plan.folder} while push uploaded the checked copy: nothing was "
+            f"committed to {plan.repo_id}; rerun push to check and publish the folder as it is now"
+        )
+
+
+def _push(plan: PushPlan, token: str, attempts: int, backoff: float, repo_type: str) -> PushResult:
+    from huggingface_hub import HfApi
+
+    snap = plan.snapshot
+    if snap is None:
+        raise AssertionError("_push needs a frozen plan")
+    space = repo_type == "space"
+    where = f"the Space {plan.repo_id}" if space else plan.repo_id
     api = HfApi(endpoint=plan.endpoint, token=token, library_name="mythos-convert", library_version=__version__)
     repo_url = with_retries(
-        lambda: api.create_repo(plan.repo_id, private=plan.private or None, exist_ok=True),
+        lambda: api.create_repo(
+            plan.repo_id,
+            repo_type=repo_type,
+            space_sdk="gradio" if space else None,
+            private=plan.private or None,
+            exist_ok=True,
+        ),
         plan,
-        f"create the repo {plan.repo_id}",
+        f"create {'the Space' if space else 'the repo'} {plan.repo_id}",
         attempts,
         backoff,
     )
     if plan.revision != "main":
         with_retries(
-            lambda: api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True),
+            lambda: api.create_branch(plan.repo_id, branch=plan.revision, repo_type=repo_type, exist_ok=True),
             plan,
             f"create the branch {plan.revision}",
             attempts,
@@ -419,18 +511,27 @@ def _push(plan: PushPlan, token: str, attempts: int, backoff: float) -> PushResu
 
     def commit():
         # Operations are mutated by create_commit and cannot be reused: build them per attempt.
-        operations = [
-            CommitOperationAdd(f.path_in_repo, f.content if f.content is not None else str(f.local)) for f in plan.files
-        ]
+        operations = _operations(plan, snap)
+        # Uploaded first, committed only if the folder still holds what was checked and uploaded.
+        api.preupload_lfs_files(
+            plan.repo_id,
+            additions=operations,
+            repo_type=repo_type,
+            revision=plan.revision,
+            create_pr=plan.create_pr,
+            free_memory=False,
+        )
+        refuse_changed(plan, snap)
         return api.create_commit(
             plan.repo_id,
             operations,
+            repo_type=repo_type,
             commit_message=plan.commit_message,
             revision=None if plan.create_pr else plan.revision,
             create_pr=plan.create_pr,
         )
 
-    info = with_retries(commit, plan, f"commit {len(plan.files)} files to {plan.repo_id}", attempts, backoff)
+    info = with_retries(commit, plan, f"commit {len(plan.files)} files to {where}", attempts, backoff)
     return PushResult(
         commit_url=info.commit_url, commit_oid=info.oid, pr_url=info.pr_url or None, repo_url=str(repo_url)
     )

@@ -15,7 +15,8 @@ from mythos_convert.card import CARD_FILE, card_problems
 from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.safetensors import INDEX_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
-from mythos_convert.verify.record import RESULTS_FILE, changed_files, load_results, needs_verify
+from mythos_convert.safe_paths import scan_folder
+from mythos_convert.verify.record import RESULTS_FILE, Digests, changed_files, load_results, needs_verify
 
 
 def _first_line(exc: BaseException) -> str:
@@ -115,13 +116,14 @@ def _verify_command(folder: Path, target: str) -> str:
     return f"mythos-convert verify {folder if target == 'hf' else folder / target}"
 
 
-def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
+def check_verify(folder: Path, uploaded: set[str] | None = None, digests: Digests | None = None) -> list[str]:
     """The last verify must exist, pass and still match the files, for the HF export and every GGUF uploaded.
 
     A result binds the sha256 of each file it checked (`verify.record`); each uploaded file is
-    re-hashed and one changed since is refused, as is a result with no hashes (an older verify.json).
-    With `uploaded` (the push's file list), a weight, config or tokenizer file that no passing
-    result covers is listed as never verified.
+    re-hashed (or its hash taken from `digests`, a push's copy hashed as it was made) and one
+    changed since is refused, as is a result with no hashes (an older verify.json). With
+    `uploaded` (the push's file list), a weight, config or tokenizer file that no passing result
+    covers is listed as never verified.
     """
     try:
         results = load_results(folder, strict=True)
@@ -152,7 +154,7 @@ def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
             reported.add(target)
             continue
         covered |= set(files)
-        changed = changed_files(folder, files, None if uploaded is None else uploaded)
+        changed = changed_files(folder, files, None if uploaded is None else uploaded, digests)
         if changed:
             problems.append(f"{', '.join(changed)} changed since `verify` checked it ({target}): re-run `{command}`")
     for name in sorted(uploaded or ()):
@@ -172,13 +174,20 @@ def check_verify(folder: Path, uploaded: set[str] | None = None) -> list[str]:
     return problems
 
 
-def check_folder(folder: str | Path, uploaded: set[str] | None = None) -> list[str]:
-    """All problems that should stop a push ([] when the folder is fit to publish)."""
+def check_folder(folder: str | Path, uploaded: set[str] | None = None, digests: Digests | None = None) -> list[str]:
+    """All problems that should stop a push ([] when the folder is fit to publish); `digests`: see check_verify."""
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
     problems: list[str] = []
     for check in (check_config, check_weights, check_tokenizer, check_card):
         problems += check(folder)
-    problems += check_verify(folder, uploaded)
+    problems += check_verify(folder, uploaded, digests)
     return problems
+
+
+def check_inputs(folder: Path, uploaded: set[str]) -> list[str]:
+    """The files of `folder` the checks read besides the uploaded ones: every file but the GGUF files
+    not uploaded (no check reads a GGUF it does not publish). A push copies them with the upload."""
+    files, _ = scan_folder(folder)
+    return [rel for rel in files if rel not in uploaded and not rel.endswith(".gguf")]

@@ -3,9 +3,9 @@
 The app reads the model's own `generation_config.json` (what the model card states as its sampling
 settings) for its default temperature and top-p, so the demo samples as the card says; temperature
 0 is greedy decoding. `MYTHOS_MODEL` overrides the repo id, which is how the tests run the app
-against a local export. The push reuses `hub`'s plan, checks (no links, special files or
-credentials in the folder, rechecked right before the commit) and retries; only the repo type
-differs: `repo_type="space"` with `space_sdk="gradio"`.
+against a local export. The push reuses `hub`'s plan, private copy (what is checked for links, special files and
+credentials is what is uploaded) and retries; only the repo type differs: `repo_type="space"`
+with `space_sdk="gradio"`.
 """
 
 from __future__ import annotations
@@ -174,42 +174,10 @@ def write_space(out: str | Path, model_id: str, *, force: bool = False, example:
 def push_space(plan, token: str | None = None, *, attempts: int | None = None, backoff: float | None = None):
     """Create the Space (Gradio SDK) if needed and upload the planned files in one commit.
 
-    `plan` is `hub.plan_push`'s: its checks already ran and run again right before the commit.
-    Returns `hub.PushResult`. Raises MythosError as `hub.push` does (token, 401/403/404, network).
+    `plan` is `hub.plan_push`'s; `hub.push` uploads it from a private copy checked for credentials.
+    Returns `hub.PushResult`. Raises MythosError as `hub.push` does (token, 401/403/404, network,
+    a file changed during the upload).
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from mythos_convert.hub import push
 
-    from mythos_convert.hub import (
-        PushResult,
-        endpoint_scope,
-        recheck_files,
-        resolve_token,
-        retry_settings,
-        with_retries,
-    )
-
-    token = resolve_token(token)
-    attempts, backoff = retry_settings(attempts, backoff)
-    recheck_files(plan, token)
-    with endpoint_scope(plan.endpoint):
-        api = HfApi(endpoint=plan.endpoint, token=token, library_name="mythos-convert", library_version=__version__)
-        repo_url = with_retries(
-            lambda: api.create_repo(
-                plan.repo_id, repo_type="space", space_sdk="gradio", private=plan.private or None, exist_ok=True
-            ),
-            plan,
-            f"create the Space {plan.repo_id}",
-            attempts,
-            backoff,
-        )
-
-        def commit():
-            operations = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in plan.files]
-            return api.create_commit(
-                plan.repo_id, operations, repo_type="space", commit_message=plan.commit_message, revision="main"
-            )
-
-        info = with_retries(
-            commit, plan, f"commit {len(plan.files)} files to the Space {plan.repo_id}", attempts, backoff
-        )
-    return PushResult(commit_url=info.commit_url, commit_oid=info.oid, pr_url=None, repo_url=str(repo_url))
+    return push(plan, token, attempts=attempts, backoff=backoff, repo_type="space")

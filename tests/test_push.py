@@ -329,14 +329,28 @@ def test_gguf_repo_holds_the_ggufs_and_a_card_naming_its_base_model(with_ggufs: 
 
 
 def test_gguf_repo_is_refused_without_ggufs_or_as_the_same_repo(exported: Path, with_ggufs: Path):
-    from mythos_convert.gguf_repo import prepare_pushes
+    from mythos_convert.gguf_repo import checked_pushes
 
-    with pytest.raises(MythosError, match=r"holds no \.gguf files for --gguf-repo"):
-        prepare_pushes(exported, "tester/tiny", "tester/tiny-GGUF", dry_run=True)
-    with pytest.raises(MythosError, match="--gguf-repo is --repo"):
-        prepare_pushes(with_ggufs, "tester/tiny", "tester/tiny", dry_run=True)
-    with pytest.raises(MythosError, match="not a Hub repo id"):
-        prepare_pushes(with_ggufs, "tester/tiny", "no slash", dry_run=True)
-    main, gguf = prepare_pushes(with_ggufs, "tester/tiny", "tester/tiny-GGUF", dry_run=True)
-    assert not any(f.path_in_repo.endswith(".gguf") or f.path_in_repo == "Modelfile" for f in main.files)
-    assert [f.path_in_repo for f in gguf.files if f.content is not None] == ["README.md"]
+    with (
+        pytest.raises(MythosError, match=r"holds no \.gguf files for --gguf-repo"),
+        checked_pushes(exported, "tester/tiny", "tester/tiny-GGUF", dry_run=True),
+    ):
+        pass
+    with (
+        pytest.raises(MythosError, match="--gguf-repo is --repo"),
+        checked_pushes(with_ggufs, "tester/tiny", "tester/tiny", dry_run=True),
+    ):
+        pass
+    with (
+        pytest.raises(MythosError, match="not a Hub repo id"),
+        checked_pushes(with_ggufs, "tester/tiny", "no slash", dry_run=True),
+    ):
+        pass
+    with (
+        pytest.raises(MythosError, match=r"no \.gguf file of .* is selected for --gguf-repo: check --exclude"),
+        checked_pushes(with_ggufs, "tester/tiny", "tester/tiny-GGUF", dry_run=True, exclude=["*.gguf"]),
+    ):
+        pass
+    with checked_pushes(with_ggufs, "tester/tiny", "tester/tiny-GGUF", dry_run=True) as (main, gguf):
+        assert not any(f.path_in_repo.endswith(".gguf") or f.path_in_repo == "Modelfile" for f in main.files)
+        assert [f.path_in_repo for f in gguf.files if f.content is not None] == ["README.md"]

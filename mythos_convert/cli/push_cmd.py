@@ -39,8 +39,10 @@ def push(
 ) -> None:
     """Publish OUT to the Hub: checks (config, weights, tokenizer, card, last verify), then one commit."""
     apply_quiet(quiet)
+    import contextlib
+
     from mythos_convert.errors import MythosError
-    from mythos_convert.hub import dry_run_summary, plan_table, prepare_push, resolve_token
+    from mythos_convert.hub import checked_push, dry_run_summary, plan_table, refuse_plan_credentials, resolve_token
     from mythos_convert.hub import push as do_push
     from mythos_convert.ui import info, is_quiet, result, warn
 
@@ -61,24 +63,27 @@ def push(
         include=include,
         exclude=exclude,
     )
-    if gguf_repo:
-        from mythos_convert.gguf_repo import prepare_pushes
+    with contextlib.ExitStack() as stack:  # the plans' private copy lives until the last commit
+        if gguf_repo:
+            from mythos_convert.gguf_repo import checked_pushes
 
-        plans = prepare_pushes(out, repo, gguf_repo, **options)
-    else:
-        plans = [prepare_push(out, repo, **options)]
-    if dry_run:
+            plans = stack.enter_context(checked_pushes(out, repo, gguf_repo, **options))
+        else:
+            plans = [stack.enter_context(checked_push(out, repo, **options))]
+        if dry_run:
+            for plan in plans:
+                result(plan_table(plan))
+                result(dry_run_summary(plan))
+            return
+        if is_quiet():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        for plan in plans:  # every file, before the first commit
+            refuse_plan_credentials(plan, token)
         for plan in plans:
-            result(plan_table(plan))
-            result(dry_run_summary(plan))
-        return
-    if is_quiet():
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    for plan in plans:
-        info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
-        pushed = do_push(plan, token)
-        result(pushed.commit_url)
-        if pushed.pr_url:
-            result(pushed.pr_url)
+            info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
+            pushed = do_push(plan, token)
+            result(pushed.commit_url)
+            if pushed.pr_url:
+                result(pushed.pr_url)

@@ -34,6 +34,7 @@ from mythos_convert.errors import MythosError
 
 RESULTS_FILE = "verify.json"
 RESULTS_VERSION = 2
+Digests = dict[str, dict[str, Any]]  # file name -> {"sha256", "size"}, as `file_digest` returns
 # Files of an HF folder that decide what it computes or how it tokenizes: an HF verify binds them.
 HF_BOUND_NAMES = (
     "config.json",
@@ -109,16 +110,24 @@ def hash_files(
     return {name: file_digest(folder / name, stop, mapped=mapped) for name in sorted(set(names))}
 
 
-def changed_files(folder: str | Path, files: dict[str, Any], names: Iterable[str] | None = None) -> list[str]:
+def changed_files(
+    folder: str | Path, files: dict[str, Any], names: Iterable[str] | None = None, known: Digests | None = None
+) -> list[str]:
     """Which recorded files (all, or only `names`) are missing or differ from their recorded hash now.
 
-    The size is compared first, so a changed length costs no hashing.
+    The size is compared first, so a changed length costs no hashing. `known` holds digests
+    already taken of some of the files (a push hashes its copy as it makes it): not hashed again.
     """
     folder = Path(folder)
     changed = []
     for name in sorted(files if names is None else set(names) & set(files)):
         want, path = files[name], folder / name
-        if not isinstance(want, dict) or not path.is_file() or path.stat().st_size != want.get("size"):
+        if not isinstance(want, dict):
+            changed.append(name)
+        elif known and name in known:
+            if (known[name]["size"], known[name]["sha256"]) != (want.get("size"), want.get("sha256")):
+                changed.append(name)
+        elif not path.is_file() or path.stat().st_size != want.get("size"):
             changed.append(name)
         elif file_digest(path)["sha256"] != want.get("sha256"):
             changed.append(name)
