@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.dtypes import NATIVE_DTYPES, dtype_text
 from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
@@ -153,6 +154,11 @@ def checkpoint_from_data(
             raise MythosError(
                 f"checkpoint {path} has a 'model' entry {short_repr(name)} holding a {type(value).__name__}, "
                 "not a tensor: re-save the checkpoint from the model's state_dict()"
+            )
+        if dtype_text(value.dtype) not in NATIVE_DTYPES:
+            raise MythosError(
+                f"checkpoint {path} stores {name} as {dtype_text(value.dtype)}: weights must be floating point "
+                f"({', '.join(NATIVE_DTYPES)}); re-save the checkpoint from the trained model's state_dict()"
             )
     for key, value in data.items():
         if key != MODEL_KEY and key != OPTIMIZER_KEY and too_deep(value):

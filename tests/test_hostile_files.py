@@ -1,0 +1,115 @@
+"""Hostile or damaged files, driven through the real `mythos-convert` command (issue 25).
+
+Each file below once ended as `internal error`, a hang or a silent pass. Every case in the table
+must now end as `tests/test_bad_inputs.py` demands of bad input: exit 2, one `error:` line (the
+last) naming the problem and the fix, no traceback, and the case's folder unchanged byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import make_checkpoint, tiny_config
+from test_bad_inputs import Case, assert_one_error_line, case, cli_env, run_cli, snapshot
+
+pytestmark = pytest.mark.slow
+
+CASES = [
+    # a checkpoint whose weights are not floating point
+    case("ckpt-int64-weights", "hf {W}/int64/ckpt.pt {D}/out", "int64", "floating point", "re-save"),
+    case("ckpt-one-bool-weight", "gguf {W}/bool/ckpt.pt --outfile {D}/m.gguf", "norm.weight", "bool"),
+]
+
+
+@dataclass
+class World:
+    root: Path  # shared inputs: never written by any case
+    cases: Path  # one folder per case
+    env: dict[str, str]
+
+
+def _variant(root: Path, name: str, edit) -> Path:
+    """A copy of the good checkpoint with `edit(payload)` applied, tokenizer.json beside it."""
+    payload = torch.load(root / "ck" / "ckpt.pt", weights_only=True)
+    edit(payload)
+    (root / name).mkdir()
+    torch.save(payload, root / name / "ckpt.pt")
+    shutil.copy(root / "ck" / "tokenizer.json", root / name / "tokenizer.json")
+    return root / name / "ckpt.pt"
+
+
+def _cast(dtype: torch.dtype, only: str | None = None):
+    def edit(payload: dict) -> None:
+        for key, value in payload["model"].items():
+            if only is None or key == only:
+                payload["model"][key] = value.to(dtype)
+
+    return edit
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
+    root = tmp_path_factory.mktemp("hostile")
+    W = root / "inputs"
+    (W / "ck").mkdir(parents=True)
+    shutil.copy(ref_tokenizer_path, W / "ck" / "tokenizer.json")
+    make_checkpoint(W / "ck" / "ckpt.pt", tiny_config(vocab_size=512))
+    _variant(W, "int64", _cast(torch.int64))
+    _variant(W, "bool", _cast(torch.bool, "norm.weight"))
+    _variant(W, "float64", _cast(torch.float64))
+    (root / "cases").mkdir()
+    (root / "hf_home").mkdir()
+    return World(W, root / "cases", cli_env(root / "hf_home"))
+
+
+@dataclass
+class Outcome:
+    proc: subprocess.CompletedProcess
+    before: dict[str, str]
+    after: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def inputs_before(world: World) -> dict[str, str]:
+    return snapshot(world.root)
+
+
+@pytest.fixture(scope="module")
+def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
+    """Run every case (two CLI processes at a time), each in its own folder, recording that folder."""
+
+    def one(c: Case) -> Outcome:
+        d = world.cases / c.id
+        d.mkdir()
+        before = snapshot(d)
+        proc = run_cli([a.format(W=world.root, D=d) for a in c.argv], world.env, d)
+        return Outcome(proc, before, snapshot(d))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip([c.id for c in CASES], pool.map(one, CASES), strict=True))
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_hostile_file_is_one_line_exit_2_and_writes_nothing(c: Case, world: World, outcomes):
+    outcome = outcomes[c.id]
+    assert_one_error_line(outcome.proc, tuple(e.format(W=world.root, D=world.cases / c.id) for e in c.expect))
+    assert outcome.after == outcome.before, "the case's folder changed (partial output or temp leftovers)"
+
+
+def test_shared_inputs_untouched(world: World, outcomes, inputs_before):
+    assert snapshot(world.root) == inputs_before
+
+
+def test_float64_checkpoint_exports_as_float32(world: World, tmp_path: Path):
+    """float64 weights are floating point: `hf` exports them as float32 and verify passes."""
+    proc = run_cli(["hf", str(world.root / "float64" / "ckpt.pt"), str(tmp_path / "out")], world.env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "float32"
+    assert json.loads((tmp_path / "out" / "verify.json").read_text())["results"]["hf"]["passed"] is True
