@@ -14,17 +14,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config
 from test_bad_inputs import Case, assert_one_error_line, case, cli_env, run_cli, snapshot
 
+from mythos_convert.release import export_gguf, export_hf
+
 pytestmark = pytest.mark.slow
+TOK = "{W}/ck/tokenizer.json"
 
 CASES = [
     # a checkpoint whose weights are not floating point
     case("ckpt-int64-weights", "hf {W}/int64/ckpt.pt {D}/out", "int64", "floating point", "re-save"),
     case("ckpt-one-bool-weight", "gguf {W}/bool/ckpt.pt --outfile {D}/m.gguf", "norm.weight", "bool"),
+    # GGUF files that are torn, foreign or lack tensors: eval and card refuse them as verify does
+    case("eval-gguf-lacks-tensors", f"eval {{W}}/g/missing.gguf --tokenizer {TOK}", "missing.gguf", "lacks tensor"),
+    case("eval-folder-gguf-lacks-tensors", "eval {D}/out", "missing.gguf", "lacks tensor", pre="copy:hf_missing_gguf"),
+    case("card-gguf-torn", "card {D}/out", "m-F16.gguf", "not a readable GGUF", "remove it", pre="copy:hf_torn_gguf"),
+    case("card-gguf-text", "card {D}/out", "m-F16.gguf", "not a readable GGUF", pre="copy:hf_text_gguf"),
+    case("card-gguf-lacks-tensors", "card {D}/out", "missing.gguf", "lacks tensor", pre="copy:hf_missing_gguf"),
 ]
 
 
@@ -54,6 +64,31 @@ def _cast(dtype: torch.dtype, only: str | None = None):
     return edit
 
 
+def _gguf_without(src: Path, dst: Path, *drop: str) -> Path:
+    """A copy of a GGUF file, header and all, without the tensors named in `drop`."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
+    for name, entry in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        kind = entry.types[0]
+        sub = entry.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, entry.contents(), kind, sub_type=sub)
+    for t in reader.tensors:
+        if t.name not in drop:
+            writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def _hf_variant(root: Path, name: str, edit) -> None:
+    shutil.copytree(root / "hf", root / name)
+    edit(root / name)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     root = tmp_path_factory.mktemp("hostile")
@@ -64,6 +99,15 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _variant(W, "int64", _cast(torch.int64))
     _variant(W, "bool", _cast(torch.bool, "norm.weight"))
     _variant(W, "float64", _cast(torch.float64))
+
+    export_hf(W / "ck" / "ckpt.pt", W / "hf", verify=False)
+    (W / "g").mkdir()
+    good = W / "g" / "m-F16.gguf"
+    export_gguf(W / "hf", "f16", good, verify=False)
+    missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
+    _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
+    _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
+    _hf_variant(W, "hf_text_gguf", lambda f: (f / good.name).write_text("a text file named like a GGUF\n"))
     (root / "cases").mkdir()
     (root / "hf_home").mkdir()
     return World(W, root / "cases", cli_env(root / "hf_home"))
@@ -88,6 +132,8 @@ def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
     def one(c: Case) -> Outcome:
         d = world.cases / c.id
         d.mkdir()
+        if c.pre is not None:  # a folder the command would write into
+            shutil.copytree(world.root / c.pre.removeprefix("copy:"), d / "out")
         before = snapshot(d)
         proc = run_cli([a.format(W=world.root, D=d) for a in c.argv], world.env, d)
         return Outcome(proc, before, snapshot(d))
@@ -113,3 +159,12 @@ def test_float64_checkpoint_exports_as_float32(world: World, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "float32"
     assert json.loads((tmp_path / "out" / "verify.json").read_text())["results"]["hf"]["passed"] is True
+
+
+def test_eval_of_a_gguf_file_alone_runs(world: World, tmp_path: Path):
+    """A GGUF file with no config.json beside it: perplexity from its own vocabulary (was internal error)."""
+    shutil.copy(world.root / "g" / "m-F16.gguf", tmp_path)
+    args = ["eval", str(tmp_path / "m-F16.gguf"), "--tokenizer", str(world.root / "ck" / "tokenizer.json")]
+    proc = run_cli([*args, "--chunks", "1"], world.env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "m-F16.gguf" in json.loads((tmp_path / "eval.json").read_text())["results"]

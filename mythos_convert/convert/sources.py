@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.convert.gguf_files import shard_names, split_count
+from mythos_convert.convert.gguf_files import is_later_shard, shard_names, split_count
 from mythos_convert.convert.hf_config import d_ff_for_width
 from mythos_convert.convert.hf_folder import GENERATION_FILE, Provenance
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
@@ -278,9 +278,10 @@ def open_gguf(
             first = gguf.GGUFReader(path)
         files = [path.parent / n for n in shard_names(path.name, split_count(first))]
         readers = [first] + [gguf.GGUFReader(f) for f in files[1:]]
-    except (ValueError, OSError, KeyError) as exc:
+    except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a torn or foreign file
         raise MythosError(
-            f"{path} is not a readable GGUF file ({exc}): pass a .gguf written by llama.cpp or us"
+            f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:120]}): "
+            "re-convert it with `mythos-convert gguf` (or pass a .gguf written by llama.cpp)"
         ) from exc
     cfg = config or gguf_config(first, path)
     by_name = {t.name: t for reader in readers for t in reader.tensors}
@@ -298,6 +299,19 @@ def open_gguf(
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
     types = {name: t.tensor_type.name for name, t in by_name.items()}
     return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types)
+
+
+def gguf_problems(folder: str | Path) -> list[str]:
+    """One line per GGUF file of `folder` that `open_gguf` refuses (torn, foreign, tensors missing):
+    the card does not advertise such a file, and push does not publish it."""
+    problems = []
+    for path in sorted(Path(folder).glob("*.gguf")):
+        if path.is_file() and not is_later_shard(path.name):
+            try:
+                open_gguf(path)
+            except MythosError as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def open_source(
