@@ -8,6 +8,7 @@ last) naming the problem and the fix, no traceback, and the case's folder unchan
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +19,16 @@ import gguf
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config
-from test_bad_inputs import Case, assert_one_error_line, case, cli_env, run_cli, snapshot
+from test_bad_inputs import Case, assert_one_error_line, case, cli, cli_env, run_cli, snapshot
 
 from mythos_convert.release import export_gguf, export_hf
 
 pytestmark = pytest.mark.slow
 TOK = "{W}/ck/tokenizer.json"
+CK = "{W}/ck/ckpt.pt"
+FIFO = "{W}/fifo"  # named pipes nobody writes to
+Q4 = "--outtype q4_k_m --no-verify --outfile"
+CLI_TIMEOUT = 120  # a case that blocks (a read from a pipe) fails here, not after test_bad_inputs' 300 s
 
 CASES = [
     # a checkpoint whose weights are not floating point
@@ -35,6 +40,16 @@ CASES = [
     case("card-gguf-torn", "card {D}/out", "m-F16.gguf", "not a readable GGUF", "remove it", pre="copy:hf_torn_gguf"),
     case("card-gguf-text", "card {D}/out", "m-F16.gguf", "not a readable GGUF", pre="copy:hf_text_gguf"),
     case("card-gguf-lacks-tensors", "card {D}/out", "missing.gguf", "lacks tensor", pre="copy:hf_missing_gguf"),
+    # a named pipe or device where a file goes: refused by what it is, before anything opens it (a read would block)
+    case("imatrix-fifo", f"gguf {{W}}/hf --imatrix {FIFO}/im.gguf {Q4} {{D}}/m.gguf", "im.gguf", "a named pipe"),
+    case("imatrix-device", f"gguf {{W}}/hf --imatrix /dev/zero {Q4} {{D}}/m.gguf", "/dev/zero", "a device file"),
+    case("eval-data-fifo", f"eval {{W}}/hf --data {FIFO}/text.txt", "data path", "text.txt", "a named pipe"),
+    case("tokenizer-fifo", f"hf {CK} {{D}}/out --tokenizer {FIFO}/tokenizer.json", "tokenizer.json", "a named pipe"),
+    case("ckpt-fifo", f"generate {FIFO}/ckpt.pt hello", "checkpoint", "ckpt.pt", "a named pipe"),
+    case("config-fifo", f"hf {CK} {{D}}/out --config {FIFO}/config.yaml", "config.yaml", "a named pipe"),
+    case("verify-gguf-fifo", f"verify {FIFO}/m.gguf", "m.gguf", "a named pipe"),
+    case("eval-target-fifo", f"eval {FIFO}/m.gguf", "TARGET", "m.gguf", "a named pipe"),
+    case("card-meta-fifo", f"card {{D}}/out --meta {FIFO}/meta.yaml", "meta.yaml", "a named pipe", pre="copy:hf"),
 ]
 
 
@@ -107,6 +122,9 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
+    (W / "fifo").mkdir()
+    for name in ("im.gguf", "text.txt", "tokenizer.json", "ckpt.pt", "config.yaml", "m.gguf", "meta.yaml"):
+        os.mkfifo(W / "fifo" / name)
     _hf_variant(W, "hf_text_gguf", lambda f: (f / good.name).write_text("a text file named like a GGUF\n"))
     (root / "cases").mkdir()
     (root / "hf_home").mkdir()
@@ -135,7 +153,11 @@ def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
         if c.pre is not None:  # a folder the command would write into
             shutil.copytree(world.root / c.pre.removeprefix("copy:"), d / "out")
         before = snapshot(d)
-        proc = run_cli([a.format(W=world.root, D=d) for a in c.argv], world.env, d)
+        args = [a.format(W=world.root, D=d) for a in c.argv]
+        try:
+            proc = subprocess.run(cli(args), env=world.env, cwd=d, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            proc = subprocess.CompletedProcess(exc.cmd, -9, "", f"timed out after {CLI_TIMEOUT} s (blocked)")
         return Outcome(proc, before, snapshot(d))
 
     with ThreadPoolExecutor(max_workers=2) as pool:

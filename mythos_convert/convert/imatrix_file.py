@@ -19,6 +19,7 @@ from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf import gguf_shapes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.safe_paths import require_file
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE = (
@@ -75,7 +76,7 @@ def read_imatrix(path: str | Path, config: MythosConfig | None = None) -> Imatri
         MythosError: not an imatrix file; a tensor name or width the model does not have (the first
             mismatch named); NaN/Inf sums or a zero count.
     """
-    path = Path(path)
+    path = require_file(path, "imatrix file", "pass a file written by `mythos-convert imatrix` or llama-imatrix")
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # gguf-py raises ValueError/struct errors on foreign files

@@ -22,6 +22,7 @@ from mythos_convert.convert.dtypes import NATIVE_DTYPES, dtype_text
 from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
+from mythos_convert.safe_paths import require_file
 
 if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can run without it
     import torch
@@ -99,8 +100,7 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir():
         raise MythosError(f"checkpoint {path} is a folder: pass the ckpt.pt file (e.g. {path / 'ckpt.pt'})")
-    if not path.is_file():
-        raise MythosError(f"checkpoint {path} does not exist: pass the path of a ckpt.pt file")
+    require_file(path, "checkpoint", "pass the path of a ckpt.pt file")
     try:
         data = _torch_load(path)
     except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain types

@@ -15,6 +15,7 @@ from typing import Protocol
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import require_file
 
 
 class TokenizerHolder(Protocol):
@@ -79,8 +80,7 @@ def load_tokenizer(source: str | Path, fix: str = TOKENIZER_FIX) -> Tokenizer:
     path = Path(source)
     if path.is_dir():
         path = path / "tokenizer.json"
-    if not path.is_file():
-        raise MythosError(f"tokenizer {path} does not exist: pass --tokenizer with a tokenizer.json file")
+    require_file(path, "tokenizer", "pass --tokenizer with a tokenizer.json file")
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
