@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config
 from test_bad_inputs import Case, assert_one_error_line, case, cli, cli_env, run_cli, snapshot
 
+from mythos_convert.convert.imatrix_file import quantized_matrices
 from mythos_convert.release import export_gguf, export_hf
 
 pytestmark = pytest.mark.slow
@@ -40,6 +42,23 @@ CASES = [
     case("card-gguf-torn", "card {D}/out", "m-F16.gguf", "not a readable GGUF", "remove it", pre="copy:hf_torn_gguf"),
     case("card-gguf-text", "card {D}/out", "m-F16.gguf", "not a readable GGUF", pre="copy:hf_text_gguf"),
     case("card-gguf-lacks-tensors", "card {D}/out", "missing.gguf", "lacks tensor", pre="copy:hf_missing_gguf"),
+    # imatrix files whose counts or sums cannot be token counts or sums of squares
+    case(
+        "imatrix-count-nan",
+        f"gguf {{W}}/hf --imatrix {{W}}/im/nan.gguf {Q4} {{D}}/m.gguf",
+        "token count nan",
+        "recompute",
+    ),
+    case("imatrix-count-inf", f"gguf {{W}}/hf --imatrix {{W}}/im/inf.gguf {Q4} {{D}}/m.gguf", "token count inf"),
+    case("imatrix-count-negative", f"gguf {{W}}/hf --imatrix {{W}}/im/negcount.gguf {Q4} {{D}}/m.gguf", "count -5.0"),
+    case("imatrix-sums-negative", f"gguf {{W}}/hf --imatrix {{W}}/im/negsum.gguf {Q4} {{D}}/m.gguf", "negative sums"),
+    case(
+        "imatrix-chunks-string",
+        f"gguf {{W}}/hf --imatrix {{W}}/im/chunks.gguf {Q4} {{D}}/m.gguf",
+        "chunk_count",
+        "'many'",
+    ),
+    case("imatrix-counts-quantized", f"gguf {{W}}/hf --imatrix {{W}}/im/q8.gguf {Q4} {{D}}/m.gguf", "Q8_0", "not F32"),
     # a named pipe or device where a file goes: refused by what it is, before anything opens it (a read would block)
     case("imatrix-fifo", f"gguf {{W}}/hf --imatrix {FIFO}/im.gguf {Q4} {{D}}/m.gguf", "im.gguf", "a named pipe"),
     case("imatrix-device", f"gguf {{W}}/hf --imatrix /dev/zero {Q4} {{D}}/m.gguf", "/dev/zero", "a device file"),
@@ -104,6 +123,29 @@ def _hf_variant(root: Path, name: str, edit) -> None:
     edit(root / name)
 
 
+def _imatrix(path: Path, count: float = 10.0, fill: float = 1.0, chunks: object = 1, counts_type=None) -> None:
+    """An imatrix file in llama-imatrix's layout for the tiny model, with the values given."""
+    writer = gguf.GGUFWriter(path, arch="llama")
+    writer.add_type(gguf.GGUFType.IMATRIX)
+    writer.add_array(gguf.Keys.IMatrix.DATASETS, ["text"])
+    if isinstance(chunks, str):
+        writer.add_string(gguf.Keys.IMatrix.CHUNK_COUNT, chunks)
+    else:
+        writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, chunks)
+    writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, 128)
+    for name, width in sorted(quantized_matrices(tiny_config(vocab_size=512)).items()):
+        writer.add_tensor(name + ".in_sum2", np.full((1, width), fill, np.float32))
+        if counts_type is None:
+            writer.add_tensor(name + ".counts", np.array([[count]], np.float32))
+        else:  # 32 counts as one Q8_0 block
+            block = gguf.quants.quantize(np.full((1, 32), count, np.float32), counts_type)
+            writer.add_tensor(name + ".counts", block, raw_dtype=counts_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     root = tmp_path_factory.mktemp("hostile")
@@ -122,6 +164,14 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
+    (W / "im").mkdir()
+    _imatrix(W / "im" / "nan.gguf", count=float("nan"))
+    _imatrix(W / "im" / "inf.gguf", count=float("inf"))
+    _imatrix(W / "im" / "negcount.gguf", count=-5.0)
+    _imatrix(W / "im" / "negsum.gguf", fill=-1.0)
+    _imatrix(W / "im" / "chunks.gguf", chunks="many")
+    _imatrix(W / "im" / "q8.gguf", counts_type=gguf.GGMLQuantizationType.Q8_0)
+    _imatrix(W / "im" / "good.gguf")
     (W / "fifo").mkdir()
     for name in ("im.gguf", "text.txt", "tokenizer.json", "ckpt.pt", "config.yaml", "m.gguf", "meta.yaml"):
         os.mkfifo(W / "fifo" / name)
@@ -190,3 +240,11 @@ def test_eval_of_a_gguf_file_alone_runs(world: World, tmp_path: Path):
     proc = run_cli([*args, "--chunks", "1"], world.env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "m-F16.gguf" in json.loads((tmp_path / "eval.json").read_text())["results"]
+
+
+def test_a_sound_imatrix_is_still_accepted(world: World, tmp_path: Path):
+    """The layout the hostile imatrix files share, with sound values: the checks refuse values, not it."""
+    args = ["gguf", str(world.root / "hf"), "--imatrix", str(world.root / "im" / "good.gguf")]
+    proc = run_cli([*args, *Q4.split(), str(tmp_path / "m.gguf")], world.env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "m.gguf").is_file()
