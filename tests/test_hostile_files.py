@@ -42,6 +42,11 @@ CASES = [
     case("card-gguf-torn", "card {D}/out", "m-F16.gguf", "not a readable GGUF", "remove it", pre="copy:hf_torn_gguf"),
     case("card-gguf-text", "card {D}/out", "m-F16.gguf", "not a readable GGUF", pre="copy:hf_text_gguf"),
     case("card-gguf-lacks-tensors", "card {D}/out", "missing.gguf", "lacks tensor", pre="copy:hf_missing_gguf"),
+    # a tokenizer.json giving one id to two tokens: every reader refuses it (was: a GGUF vocabulary that varied by run)
+    case("gguf-tokenizer-one-id-two-tokens", "gguf {W}/hf_dup --outfile {D}/m.gguf", "id 300", "'zzdup'", "two tokens"),
+    case("hf-tokenizer-one-id-two-tokens", f"hf {CK} {{D}}/out --tokenizer {{W}}/hf_dup/tokenizer.json", "id 300"),
+    case("verify-tokenizer-one-id-two-tokens", f"verify {{W}}/hf_dup --ckpt {CK}", "id 300", "two tokens"),
+    case("push-tokenizer-one-id-two-tokens", "push {W}/hf_dup --repo me/x --dry-run", "id 300", "two tokens"),
     # imatrix files whose counts or sums cannot be token counts or sums of squares
     case(
         "imatrix-count-nan",
@@ -118,6 +123,14 @@ def _gguf_without(src: Path, dst: Path, *drop: str) -> Path:
     return dst
 
 
+def _duplicate_id(folder: Path) -> None:
+    """tokenizer.json with a second token, 'zzdup', on the id of an existing one (300)."""
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    assert 300 in spec["model"]["vocab"].values()
+    spec["model"]["vocab"]["zzdup"] = 300
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+
+
 def _hf_variant(root: Path, name: str, edit) -> None:
     shutil.copytree(root / "hf", root / name)
     edit(root / name)
@@ -164,6 +177,7 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
+    _hf_variant(W, "hf_dup", _duplicate_id)
     (W / "im").mkdir()
     _imatrix(W / "im" / "nan.gguf", count=float("nan"))
     _imatrix(W / "im" / "inf.gguf", count=float("inf"))
