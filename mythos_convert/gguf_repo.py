@@ -24,7 +24,7 @@ from mythos_convert.card import (
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
-from mythos_convert.hub import REPO_ID, PushPlan, generated_file, plan_push, prepare_push, resolve_endpoint
+from mythos_convert.hub import PushPlan, generated_file, is_repo_id, plan_push, prepare_push, resolve_endpoint
 from mythos_convert.hub_checks import check_verify
 from mythos_convert.metadata import load_meta
 from mythos_convert.ui import info
@@ -88,7 +88,7 @@ def prepare_pushes(
     a failed check.
     """
     folder = Path(folder)
-    if not REPO_ID.match(gguf_repo or ""):
+    if not is_repo_id(gguf_repo):
         raise MythosError(f"--gguf-repo {gguf_repo!r} is not a Hub repo id: use OWNER/NAME, e.g. me/mythos-tiny-GGUF")
     if gguf_repo == repo_id:
         raise MythosError(f"--gguf-repo is --repo ({repo_id}): name another repo, e.g. {repo_id}-GGUF")

@@ -47,6 +47,27 @@ CASES = [
     case("hf-tokenizer-one-id-two-tokens", f"hf {CK} {{D}}/out --tokenizer {{W}}/hf_dup/tokenizer.json", "id 300"),
     case("verify-tokenizer-one-id-two-tokens", f"verify {{W}}/hf_dup --ckpt {CK}", "id 300", "two tokens"),
     case("push-tokenizer-one-id-two-tokens", "push {W}/hf_dup --repo me/x --dry-run", "id 300", "two tokens"),
+    # repo ids: the whole text must be one (a trailing newline or non-ASCII letters are not), as the Hub's rules
+    Case(
+        "space-repo-trailing-newline",
+        ("space", "{D}/sp", "--repo", "me/x-demo\n", "--model", "me/x", "--dry-run"),
+        ("'me/x-demo\\n'", "not a Hub repo id"),
+    ),
+    Case(
+        "space-model-trailing-newline",
+        ("space", "{D}/sp", "--repo", "me/x-demo", "--model", "me/x\n", "--dry-run"),
+        ("--model 'me/x\\n'", "not a Hub repo id"),
+    ),
+    Case(
+        "push-repo-trailing-newline", ("push", "{W}/hf", "--repo", "me/x\n", "--dry-run"), ("'me/x\\n'", "OWNER/NAME")
+    ),
+    Case(
+        "push-gguf-repo-trailing-newline",
+        ("push", "{W}/hf", "--repo", "me/x", "--gguf-repo", "me/x-GGUF\n", "--dry-run"),
+        ("--gguf-repo 'me/x-GGUF\\n'",),
+    ),
+    case("push-repo-non-ascii", "push {W}/hf --repo me/mythös --dry-run", "'me/mythös'", "OWNER/NAME"),
+    case("push-repo-double-dot", "push {W}/hf --repo me/a..b --dry-run", "'me/a..b'", "OWNER/NAME"),
     # imatrix files whose counts or sums cannot be token counts or sums of squares
     case(
         "imatrix-count-nan",
