@@ -85,6 +85,13 @@ CASES = [
         "'many'",
     ),
     case("imatrix-counts-quantized", f"gguf {{W}}/hf --imatrix {{W}}/im/q8.gguf {Q4} {{D}}/m.gguf", "Q8_0", "not F32"),
+    # config.json fields of the wrong JSON type: "false" is truthy, and a declared dtype no export holds
+    case(
+        "hf-config-tie-a-string", "native {W}/hf_tie_str {D}/back.pt", "tie_word_embeddings", "'false'", "true or false"
+    ),
+    case("hf-config-bias-a-string", "gguf {W}/hf_bias_str --outfile {D}/m.gguf", "attention_bias", "'no'"),
+    case("hf-config-dtype-int8", "native {W}/hf_dtype_int8 {D}/back.pt", "torch_dtype", "'int8'", "float32"),
+    case("hf-config-dtype-a-number", "gguf {W}/hf_dtype_num --outfile {D}/m.gguf", "torch_dtype is 5"),
     # a named pipe or device where a file goes: refused by what it is, before anything opens it (a read would block)
     case("imatrix-fifo", f"gguf {{W}}/hf --imatrix {FIFO}/im.gguf {Q4} {{D}}/m.gguf", "im.gguf", "a named pipe"),
     case("imatrix-device", f"gguf {{W}}/hf --imatrix /dev/zero {Q4} {{D}}/m.gguf", "/dev/zero", "a device file"),
@@ -152,6 +159,15 @@ def _duplicate_id(folder: Path) -> None:
     (folder / "tokenizer.json").write_text(json.dumps(spec))
 
 
+def _set_config(key: str, value):
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config[key] = value
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    return edit
+
+
 def _hf_variant(root: Path, name: str, edit) -> None:
     shutil.copytree(root / "hf", root / name)
     edit(root / name)
@@ -199,6 +215,10 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
     _hf_variant(W, "hf_dup", _duplicate_id)
+    _hf_variant(W, "hf_tie_str", _set_config("tie_word_embeddings", "false"))
+    _hf_variant(W, "hf_bias_str", _set_config("attention_bias", "no"))
+    _hf_variant(W, "hf_dtype_int8", _set_config("torch_dtype", "int8"))
+    _hf_variant(W, "hf_dtype_num", _set_config("torch_dtype", 5))
     (W / "im").mkdir()
     _imatrix(W / "im" / "nan.gguf", count=float("nan"))
     _imatrix(W / "im" / "inf.gguf", count=float("inf"))
