@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ CASES = [
     case("hf-config-bias-a-string", "gguf {W}/hf_bias_str --outfile {D}/m.gguf", "attention_bias", "'no'"),
     case("hf-config-dtype-int8", "native {W}/hf_dtype_int8 {D}/back.pt", "torch_dtype", "'int8'", "float32"),
     case("hf-config-dtype-a-number", "gguf {W}/hf_dtype_num --outfile {D}/m.gguf", "torch_dtype is 5"),
+    # safetensors headers whose shapes and offsets are not what the format says they are
+    case("card-safetensors-shape-a-string", "card {D}/out", "model.norm.weight", "shape 'abc'", pre="copy:hf_st_shape"),
+    case("card-safetensors-size-mismatch", "card {D}/out", "shape [32] needs 128", "re-export", pre="copy:hf_st_size"),
+    case("push-safetensors-offsets-a-number", "push {W}/hf_st_offs --repo me/x --dry-run", "data_offsets 5"),
+    case("push-safetensors-overlap", "push {W}/hf_st_overlap --repo me/x --dry-run", "overlapping", "re-export"),
     # a named pipe or device where a file goes: refused by what it is, before anything opens it (a read would block)
     case("imatrix-fifo", f"gguf {{W}}/hf --imatrix {FIFO}/im.gguf {Q4} {{D}}/m.gguf", "im.gguf", "a named pipe"),
     case("imatrix-device", f"gguf {{W}}/hf --imatrix /dev/zero {Q4} {{D}}/m.gguf", "/dev/zero", "a device file"),
@@ -159,6 +165,27 @@ def _duplicate_id(folder: Path) -> None:
     (folder / "tokenizer.json").write_text(json.dumps(spec))
 
 
+def _header_edit(edit):
+    """Rewrite model.safetensors' JSON header with `edit(header)` applied, the tensor bytes kept."""
+
+    def apply(folder: Path) -> None:
+        data = (folder / "model.safetensors").read_bytes()
+        size = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8 : 8 + size])
+        edit(header)
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
+
+    return apply
+
+
+def _overlap(header: dict) -> None:
+    """model.norm.weight's offsets moved onto the first bytes of the embedding."""
+    begin = header["model.embed_tokens.weight"]["data_offsets"][0]
+    header["model.norm.weight"]["data_offsets"] = [begin, begin + 4 * header["model.norm.weight"]["shape"][0]]
+
+
 def _set_config(key: str, value):
     def edit(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
@@ -215,6 +242,10 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
     _hf_variant(W, "hf_dup", _duplicate_id)
+    _hf_variant(W, "hf_st_shape", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", "abc")))
+    _hf_variant(W, "hf_st_size", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", [32])))
+    _hf_variant(W, "hf_st_offs", _header_edit(lambda h: h["model.norm.weight"].__setitem__("data_offsets", 5)))
+    _hf_variant(W, "hf_st_overlap", _header_edit(_overlap))
     _hf_variant(W, "hf_tie_str", _set_config("tie_word_embeddings", "false"))
     _hf_variant(W, "hf_bias_str", _set_config("attention_bias", "no"))
     _hf_variant(W, "hf_dtype_int8", _set_config("torch_dtype", "int8"))

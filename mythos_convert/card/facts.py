@@ -17,7 +17,7 @@ from mythos_convert.convert.gguf_types import recommended_rank
 from mythos_convert.convert.hf_folder import CONFIG_FILE, META_FILE, Provenance
 from mythos_convert.convert.safetensors import INDEX_FILE, TensorInfo, read_tensors
 from mythos_convert.convert.sources import gguf_problems
-from mythos_convert.errors import MythosError, UnsafePathError
+from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
 from mythos_convert.model.config import short_repr
@@ -308,12 +308,7 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
     """Everything the card states, read from the folder; missing optional files give empty sections."""
     folder = Path(folder)
     config = read_config(folder)
-    try:
-        tensors = read_tensors(folder)
-    except UnsafePathError:
-        raise
-    except MythosError:
-        tensors = {}
+    tensors = read_tensors(folder)  # a corrupt header is refused, naming the file: the card would describe it
     provenance = Provenance.from_dict(_read_json(folder / META_FILE))
     ggufs = gguf_facts(folder)
     files = file_rows(folder, ggufs)
