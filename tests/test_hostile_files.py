@@ -98,6 +98,9 @@ CASES = [
     case("card-safetensors-size-mismatch", "card {D}/out", "shape [32] needs 128", "re-export", pre="copy:hf_st_size"),
     case("push-safetensors-offsets-a-number", "push {W}/hf_st_offs --repo me/x --dry-run", "data_offsets 5"),
     case("push-safetensors-overlap", "push {W}/hf_st_overlap --repo me/x --dry-run", "overlapping", "re-export"),
+    # GGUF header values of the wrong type
+    case("eval-gguf-context-a-string", f"eval {{W}}/g/ctx_str.gguf --tokenizer {TOK}", "context_length", "'many'"),
+    case("card-gguf-layers-a-string", "card {D}/out", "block_count = 'two'", "not a number", pre="copy:hf_layers_str"),
     # a named pipe or device where a file goes: refused by what it is, before anything opens it (a read would block)
     case("imatrix-fifo", f"gguf {{W}}/hf --imatrix {FIFO}/im.gguf {Q4} {{D}}/m.gguf", "im.gguf", "a named pipe"),
     case("imatrix-device", f"gguf {{W}}/hf --imatrix /dev/zero {Q4} {{D}}/m.gguf", "/dev/zero", "a device file"),
@@ -137,12 +140,16 @@ def _cast(dtype: torch.dtype, only: str | None = None):
     return edit
 
 
-def _gguf_without(src: Path, dst: Path, *drop: str) -> Path:
-    """A copy of a GGUF file, header and all, without the tensors named in `drop`."""
+def _gguf_without(src: Path, dst: Path, *drop: str, strings: dict[str, str] | None = None) -> Path:
+    """A copy of a GGUF file, header and all, without the tensors named in `drop`, and with the
+    header keys of `strings` set to those strings."""
     reader = gguf.GGUFReader(src)
     writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
     for name, entry in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        if strings and name in strings:
+            writer.add_key_value(name, strings[name], gguf.GGUFValueType.STRING)
             continue
         kind = entry.types[0]
         sub = entry.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
@@ -239,6 +246,9 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     good = W / "g" / "m-F16.gguf"
     export_gguf(W / "hf", "f16", good, verify=False)
     missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
+    _gguf_without(good, W / "g" / "ctx_str.gguf", strings={"llama.context_length": "many"})
+    _gguf_without(good, W / "g" / "layers_str.gguf", strings={"llama.block_count": "two"})
+    _hf_variant(W, "hf_layers_str", lambda f: shutil.copy(W / "g" / "layers_str.gguf", f))
     _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
     _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
     _hf_variant(W, "hf_dup", _duplicate_id)

@@ -242,12 +242,12 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
         entry = reader.get_field(key)
         if entry is None:
             raise MythosError(f"{path} has no {key} in its header: re-convert the GGUF file")
-        values[attr] = entry.contents()
+        values[attr] = _header_number(entry.contents(), key, path)
     values["d_ff"] = d_ff_for_width(int(values["d_ff"]))
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     vocab = reader.get_field("llama.vocab_size")
     if vocab is not None:
-        values["vocab_size"] = int(vocab.contents())
+        values["vocab_size"] = int(_header_number(vocab.contents(), "llama.vocab_size", path))
     elif embed is not None:
         values["vocab_size"] = int(embed.shape[-1])
     for attr in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -255,6 +255,13 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
     for attr in ("rope_theta", "norm_eps"):  # stored as float32: back to the shortest decimal that rounds to it
         values[attr] = float(str(np.float32(values[attr])))
     return MythosConfig.from_dict(values)
+
+
+def _header_number(value: Any, key: str, path: Path) -> int | float:
+    """A GGUF header value that must be a number (a string there would end as int()'s ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MythosError(f"{path} has {key} = {value!r} in its header, not a number: re-convert the GGUF file")
+    return value
 
 
 def open_gguf(
