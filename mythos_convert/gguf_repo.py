@@ -28,10 +28,10 @@ from mythos_convert.card import (
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
 from mythos_convert.hub import (
-    REPO_ID,
     PushPlan,
     frozen,
     generated_file,
+    is_repo_id,
     plan_push,
     prepare_push,
     refuse_failed,
@@ -102,7 +102,7 @@ def checked_pushes(
     a failed check.
     """
     folder = Path(folder)
-    if not REPO_ID.match(gguf_repo or ""):
+    if not is_repo_id(gguf_repo):
         raise MythosError(f"--gguf-repo {gguf_repo!r} is not a Hub repo id: use OWNER/NAME, e.g. me/mythos-tiny-GGUF")
     if gguf_repo == repo_id:
         raise MythosError(f"--gguf-repo is --repo ({repo_id}): name another repo, e.g. {repo_id}-GGUF")

@@ -35,9 +35,24 @@ LFS_PATTERNS = (
     "*.xz *.zip *.zst *tfevents* *.gguf"
 ).split()
 LFS_SIZE = 10 * 1024 * 1024
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+# OWNER/NAME in ASCII; `is_repo_id` matches it against the whole text (`$` would allow a trailing newline).
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 DEFAULT_ATTEMPTS = 4
 DEFAULT_BACKOFF = 2.0  # seconds before the 2nd attempt; doubles each time
+
+
+def is_repo_id(text: str | None) -> bool:
+    """Is `text`, all of it, a Hub repo id OWNER/NAME the Hub accepts (huggingface_hub's rules too: no
+    `--` or `..`, no `.git` ending)? Checked before anything is written or sent."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(text, str) or REPO_ID.fullmatch(text) is None:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -190,7 +205,7 @@ def plan_push(
     folder = Path(folder)
     if not folder.is_dir():
         raise MythosError(f"{folder} is not a folder: pass the folder `mythos-convert hf` wrote (default out/)")
-    if not REPO_ID.match(repo_id or ""):
+    if not is_repo_id(repo_id):
         raise MythosError(f"--repo {repo_id!r} is not a Hub repo id: use OWNER/NAME, e.g. my-user/mythos-tiny")
     revision = revision or "main"
     if create_pr and revision != "main":

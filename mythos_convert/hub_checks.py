@@ -14,6 +14,7 @@ from pathlib import Path
 from mythos_convert.card import CARD_FILE, card_problems
 from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.safetensors import INDEX_FILE, read_header, read_index
+from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import scan_folder
 from mythos_convert.verify.record import RESULTS_FILE, Digests, changed_files, load_results, needs_verify
@@ -95,6 +96,10 @@ def check_weights(folder: Path) -> list[str]:
 def check_tokenizer(folder: Path) -> list[str]:
     if not (folder / "tokenizer.json").is_file():
         return ["tokenizer.json is missing: export the folder with `mythos-convert hf`"]
+    try:  # the checks every command's reader makes (e.g. one id given to two tokens)
+        load_tokenizer(folder / "tokenizer.json", fix="re-export the folder with `mythos-convert hf`")
+    except MythosError as exc:
+        return [str(exc)]
     try:
         from transformers import AutoTokenizer
 

@@ -17,6 +17,7 @@ import yaml
 
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import bounded_yaml_load, short_repr
+from mythos_convert.safe_paths import require_file
 
 DEFAULT_META_NAME = "mythos.yaml"
 
@@ -57,8 +58,7 @@ def load_meta(path: str | Path | None = None) -> dict[str, Any]:
     bad YAML, unknown keys or wrong types, naming the file and the key.
     """
     path = Path(path) if path is not None else default_meta_path()
-    if not path.is_file():
-        raise MythosError(f"card metadata {path} does not exist: pass --meta with a YAML file")
+    require_file(path, "card metadata", "pass --meta with a YAML file")
     try:
         data = bounded_yaml_load(path.read_text(encoding="utf-8"), f"card metadata {path}")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -43,6 +43,27 @@ def entry_problem(path: Path) -> str | None:
     return what
 
 
+def require_file(path: str | Path, what: str, fix: str) -> Path:
+    """`path`, a file the user named, if it is a regular file (links followed: the user chose it).
+
+    Checked before anything opens it: a named pipe nobody writes to blocks its reader forever and a
+    device file never ends, so each is refused by what it is (not reported as missing).
+
+    Raises:
+        MythosError: `{what} {path} does not exist: {fix}`, or is a folder, a named pipe, a device...
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise MythosError(f"{what} {path} does not exist: {fix}") from None
+    if stat.S_ISDIR(mode):
+        raise MythosError(f"{what} {path} is a folder, not a file: {fix}")
+    if not stat.S_ISREG(mode):
+        raise MythosError(f"{what} {path} is {_kind(mode)}, not a regular file: {fix}")
+    return path
+
+
 def inside(folder: str | Path, name: str, what: str = "file") -> Path:
     """`folder/name`, refused unless `name` is a relative path that stays inside `folder` with no link on the way.
 

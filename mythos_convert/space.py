@@ -116,16 +116,16 @@ class SpaceFiles:
 
 def default_model(space_repo: str, model: str | None) -> str:
     """The model the Space demonstrates: `model`, else the Space's id without its `-demo` suffix."""
-    from mythos_convert.hub import REPO_ID
+    from mythos_convert.hub import is_repo_id
 
     if model is None:
-        if not space_repo.endswith(DEMO_SUFFIX) or not REPO_ID.match(space_repo[: -len(DEMO_SUFFIX)]):
+        if not space_repo.endswith(DEMO_SUFFIX) or not is_repo_id(space_repo[: -len(DEMO_SUFFIX)]):
             raise MythosError(
                 f"--repo {space_repo!r} does not end in {DEMO_SUFFIX}, so the model it demonstrates is not implied: "
                 "pass --model OWNER/NAME"
             )
         model = space_repo[: -len(DEMO_SUFFIX)]
-    if not REPO_ID.match(model):
+    if not is_repo_id(model):
         raise MythosError(f"--model {model!r} is not a Hub repo id: use OWNER/NAME, e.g. my-user/mythos-tiny")
     return model
 

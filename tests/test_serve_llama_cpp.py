@@ -166,3 +166,41 @@ def test_wrapped_server_serves_q4_0_on_repacked_weights_never_amx(ggufs, referen
     finally:
         llm.close()
     assert served == expected["choices"][0]["text"] and served
+
+
+def _post_raw(url: str, data: bytes) -> tuple[int, dict]:
+    """POST bytes as JSON; (status, the JSON answer, or {"text": ...} when it is not JSON) whatever
+    the status (no proxy, as servers.py asks)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with opener.open(request, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, {"text": raw.decode(errors="replace")}
+
+
+def test_wrapped_server_answers_client_errors_with_4xx(ggufs, tmp_path):
+    """A request the client got wrong is the client's error: unparseable JSON 400, a body of the wrong
+    shape 422 (as FastAPI answers), each with an OpenAI-style error naming the problem; the server
+    keeps serving after both (the stock server answers 500 to both)."""
+    with llama_server(WRAPPED, ggufs["F16"], tmp_path / "server.log") as server:
+        url = server.url + "/v1/completions"
+        status, body = _post_raw(url, b'{"prompt": "The model", "max_tokens": ')
+        assert status == 400 and body["error"]["type"] == "invalid_request_error", (status, body)
+        assert "not valid JSON" in body["error"]["message"]
+        status, body = _post_raw(url, b'{"prompt": "The model", "max_tokens": "many"}')
+        assert status == 422 and body["error"]["type"] == "invalid_request_error", (status, body)
+        assert "max_tokens" in body["error"]["message"] and body["error"]["param"] == "max_tokens"
+        status, body = _post_raw(url, b"[1, 2]")
+        assert status == 422, (status, body)
+        status, body = _post_raw(url, b'{"prompt": "The model", "max_tokens": 2, "temperature": 0}')
+        assert status == 200 and body["choices"][0]["text"], (status, body)

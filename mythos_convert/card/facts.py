@@ -16,7 +16,8 @@ from typing import Any
 from mythos_convert.convert.gguf_types import recommended_rank
 from mythos_convert.convert.hf_folder import CONFIG_FILE, META_FILE, Provenance
 from mythos_convert.convert.safetensors import INDEX_FILE, TensorInfo, read_tensors
-from mythos_convert.errors import MythosError, UnsafePathError
+from mythos_convert.convert.sources import gguf_problems
+from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
 from mythos_convert.model.config import short_repr
@@ -183,7 +184,18 @@ def tokenizer_facts(folder: Path) -> dict[str, Any]:
 
 def gguf_facts(folder: Path) -> list[dict[str, Any]]:
     """The GGUF files that exist in the folder, with sizes: the recommended one first (the examples
-    use it: Q4_K_M, else Q8_0, else F16), then by name."""
+    use it: Q4_K_M, else Q8_0, else F16), then by name.
+
+    Raises:
+        MythosError: a GGUF file that is torn, foreign or lacks tensors (the check eval and verify
+            open it with): the card would tell people to download and run it.
+    """
+    problems = gguf_problems(folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MythosError(
+            f"{problems[0]}{more}; the card lists every .gguf in {folder}: re-convert or remove it, then rerun card"
+        )
     files = sorted((p for p in folder.glob("*.gguf") if p.is_file()), key=lambda p: (recommended_rank(p.name), p.name))
     return [{"name": p.name, "size": p.stat().st_size, "size_h": human_size(p.stat().st_size)} for p in files]
 
@@ -329,12 +341,7 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
     """Everything the card states, read from the folder; missing optional files give empty sections."""
     folder = Path(folder)
     config = read_config(folder)
-    try:
-        tensors = read_tensors(folder)
-    except UnsafePathError:
-        raise
-    except MythosError:
-        tensors = {}
+    tensors = read_tensors(folder)  # a corrupt header is refused, naming the file: the card would describe it
     provenance = Provenance.from_dict(_read_json(folder / META_FILE))
     ggufs = gguf_facts(folder)
     files = file_rows(folder, ggufs)

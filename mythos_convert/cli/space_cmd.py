@@ -28,13 +28,13 @@ def space(
     """Write OUT/app.py (loads the model with transformers, samples as its card says) and push it as a Space."""
     apply_quiet(quiet)
     from mythos_convert.errors import MythosError
-    from mythos_convert.hub import REPO_ID, dry_run_summary, plan_push, plan_table, resolve_token
+    from mythos_convert.hub import dry_run_summary, is_repo_id, plan_push, plan_table, resolve_token
     from mythos_convert.space import default_model, push_space, write_space
     from mythos_convert.ui import info, result
 
     if not repo:
         raise MythosError("--repo is required: pass the Space's repo id as OWNER/NAME-demo")
-    if not REPO_ID.match(repo):  # before anything is written
+    if not is_repo_id(repo):  # before anything is written
         raise MythosError(f"--repo {repo!r} is not a Hub repo id: use OWNER/NAME-demo, e.g. my-user/mythos-tiny-demo")
     model_id = default_model(repo, model)
     if not dry_run:

@@ -26,6 +26,9 @@ WEIGHT_DTYPES = (WeightDtype("float32", "F32", 4), WeightDtype("bfloat16", "BF16
 HF_DTYPES = tuple(d.name for d in WEIGHT_DTYPES)  # what --dtype accepts and config.json may declare
 BY_NAME = {d.name: d for d in WEIGHT_DTYPES}
 BY_CODE = {d.code: d for d in WEIGHT_DTYPES}
+# What a native checkpoint's weights may be: the export dtypes, and float64 (exported as float32).
+# Integers or bools are not trained weights: converting them would publish a model of rounded values.
+NATIVE_DTYPES = (*HF_DTYPES, "float64")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -34,9 +37,15 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, BY_NAME[name].name)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    """`torch.bfloat16` -> `bfloat16` (KeyError for a dtype an export cannot hold)."""
-    return BY_NAME[str(dtype).removeprefix("torch.")].name
+def dtype_text(dtype: Any) -> str:
+    """A torch dtype (`torch.int64`) or the torch-free reader's name (`int64`) as `int64`."""
+    return str(dtype).removeprefix("torch.")
+
+
+def export_dtype(dtype: Any) -> str:
+    """The export dtype that holds a native weight dtype: itself, or float32 for float64."""
+    name = dtype_text(dtype)
+    return name if name in BY_NAME else "float32"
 
 
 def is_torch_tensor(value: Any) -> bool:

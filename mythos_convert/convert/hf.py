@@ -21,7 +21,7 @@ from typing import Any
 
 from mythos_convert import __version__
 from mythos_convert.atomic import check_output_dir
-from mythos_convert.convert.dtypes import HF_DTYPES, dtype_name
+from mythos_convert.convert.dtypes import HF_DTYPES, export_dtype
 from mythos_convert.convert.hf_config import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
@@ -47,7 +47,6 @@ from mythos_convert.convert.tokenizer_export import (
     special_tokens_map_dict,
     tokenizer_config_dict,
 )
-from mythos_convert.convert.torch_zip import TensorRef
 from mythos_convert.data.tokenizer import check_vocab_fits, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.safe_paths import refuse_output_over_inputs
@@ -101,15 +100,11 @@ def _provenance(ckpt: NativeCheckpoint, tokenizer, tokenizer_source: str, dtype:
 
 
 def _resolve_dtype(ckpt: NativeCheckpoint, dtype: str | None) -> str:
-    """The requested dtype, else the checkpoint's (that of its embedding)."""
+    """The requested dtype, else the checkpoint's (that of its embedding; float64 exports as float32)."""
     if dtype is not None:
         return dtype
     embedding = ckpt.state_dict.get("embedding.weight")
-    if embedding is None:
-        return "float32"
-    if isinstance(embedding, TensorRef):
-        return embedding.dtype
-    return dtype_name(embedding.dtype)
+    return "float32" if embedding is None else export_dtype(embedding.dtype)
 
 
 def _copyable_source(path: str | Path, config_yaml: str | Path | None, dtype: str | None) -> ModelSource | None:

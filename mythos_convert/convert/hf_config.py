@@ -161,6 +161,12 @@ def mythos_config_from_hf(config: dict[str, Any]) -> MythosConfig:
             f"config.json field model_type is {short_repr(model_type)}: only 'llama' folders map to Mythos; "
             "pass a folder that `mythos-convert hf` wrote"
         )
+    for field in ("attention_bias", "mlp_bias", "tie_word_embeddings"):  # JSON booleans: "false" is truthy
+        value = config.get(field)
+        if field in config and not isinstance(value, bool) and not (value is None and field != "tie_word_embeddings"):
+            raise MythosError(
+                f"config.json field {field} must be true or false, got {short_repr(value)}: fix it or re-export the folder"
+            )
     for field in ("attention_bias", "mlp_bias"):
         if config.get(field):
             raise MythosError(

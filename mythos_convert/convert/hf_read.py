@@ -34,7 +34,7 @@ from mythos_convert.convert.hf_folder import (
 from mythos_convert.convert.names import HF_IGNORED, convert_name
 from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index
 from mythos_convert.errors import MythosError
-from mythos_convert.model.config import MythosConfig
+from mythos_convert.model.config import MythosConfig, short_repr
 from mythos_convert.safe_paths import inside
 
 if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
@@ -198,7 +198,13 @@ def _check_dtypes(folder: Path, weight_map: dict[str, str], config_json: dict[st
     A header that says I32 where the weights are floats (same byte size) would otherwise be
     converted as integers without a word.
     """
-    declared = config_json.get("torch_dtype", config_json.get("dtype"))
+    key = "torch_dtype" if "torch_dtype" in config_json else "dtype"
+    declared = config_json.get(key)
+    if declared is not None and declared not in BY_NAME:
+        raise MythosError(
+            f"config.json field {key} is {short_repr(declared)}, not one of {', '.join(BY_NAME)} (what an export "
+            f"holds): fix {key} in config.json or re-export the folder"
+        )
     for filename in sorted(set(weight_map.values())):
         for name, entry in read_header(folder / filename).items():
             if name not in weight_map or HF_IGNORED.search(name):

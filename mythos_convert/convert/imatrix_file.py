@@ -9,6 +9,7 @@ in float32 as llama-quantize does, so both quantizers get the same weights from 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf import gguf_shapes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.safe_paths import require_file
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE = (
@@ -75,7 +77,7 @@ def read_imatrix(path: str | Path, config: MythosConfig | None = None) -> Imatri
         MythosError: not an imatrix file; a tensor name or width the model does not have (the first
             mismatch named); NaN/Inf sums or a zero count.
     """
-    path = Path(path)
+    path = require_file(path, "imatrix file", "pass a file written by `mythos-convert imatrix` or llama-imatrix")
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # gguf-py raises ValueError/struct errors on foreign files
@@ -84,31 +86,54 @@ def read_imatrix(path: str | Path, config: MythosConfig | None = None) -> Imatri
             "make one with `mythos-convert imatrix`"
         ) from exc
     stats = ImatrixStats()
+    counts: dict[str, float] = {}
     for t in reader.tensors:
+        if t.name.endswith((SUMS, COUNTS)) and t.tensor_type != gguf.GGMLQuantizationType.F32:
+            raise MythosError(
+                f"{path}: {t.name} is stored as {t.tensor_type.name}, not F32 as llama-imatrix writes it: "
+                "the file is damaged or foreign; recompute it with `mythos-convert imatrix`"
+            )
         data = np.asarray(t.data, dtype=np.float32).reshape(-1)
         if t.name.endswith(SUMS):
             stats.sums[t.name[: -len(SUMS)]] = data.astype(np.float64)
         elif t.name.endswith(COUNTS):
-            stats.counts[t.name[: -len(COUNTS)]] = round(float(data[0])) if data.size else 0
+            counts[t.name[: -len(COUNTS)]] = float(data[0]) if data.size else 0.0
     if not stats.sums:
         raise MythosError(f"{path} holds no importance matrix entries: make one with `mythos-convert imatrix`")
     fields = reader.fields
-    if KEY_CHUNK_SIZE in fields:
-        stats.chunk_size = int(fields[KEY_CHUNK_SIZE].contents())
-    if KEY_CHUNK_COUNT in fields:
-        stats.chunk_count = int(fields[KEY_CHUNK_COUNT].contents())
+    stats.chunk_size = _whole_number(fields, KEY_CHUNK_SIZE, path)
+    stats.chunk_count = _whole_number(fields, KEY_CHUNK_COUNT, path)
     if KEY_DATASETS in fields:
-        stats.datasets = list(fields[KEY_DATASETS].contents())
+        datasets = fields[KEY_DATASETS].contents()
+        stats.datasets = [str(d) for d in datasets] if isinstance(datasets, list) else [str(datasets)]
     for name, sums in sorted(stats.sums.items()):
-        if name not in stats.counts:
+        if name not in counts:
             raise MythosError(f"{path}: {name} has sums but no counts: the file is damaged; recompute it")
-        if not stats.counts[name] > 0:
+        count = counts[name]
+        if count == 0:
             raise MythosError(f"{path}: {name} has a zero token count: recompute the imatrix on more text")
+        if not (math.isfinite(count) and count > 0):  # a token count: NaN, Inf or negative is damage
+            raise MythosError(f"{path}: {name} has token count {count}: the file is damaged; recompute it")
+        stats.counts[name] = round(count)
         if not np.isfinite(sums).all():
             raise MythosError(f"{path}: {name} holds NaN or Inf sums: recompute the imatrix (is the model finite?)")
+        if (sums < 0).any():  # sums of squares
+            raise MythosError(
+                f"{path}: {name} holds negative sums of squares ({sums.min():g}): the file is damaged; recompute it"
+            )
     if config is not None:
         check_matches(stats, config, path)
     return stats
+
+
+def _whole_number(fields: dict, key: str, path: Path) -> int:
+    """A header count (chunk size or count): 0 when absent, refused when not a whole number."""
+    if key not in fields:
+        return 0
+    value = fields[key].contents()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MythosError(f"{path}: {key} is {value!r}, not a whole number: the file is damaged; recompute it")
+    return value
 
 
 def check_matches(stats: ImatrixStats, config: MythosConfig, where: str | Path) -> None:

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.atomic import atomic_file
+from mythos_convert.convert.dtypes import NATIVE_DTYPES, dtype_text
 from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
+from mythos_convert.safe_paths import require_file
 
 if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can run without it
     import torch
@@ -98,8 +100,7 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir():
         raise MythosError(f"checkpoint {path} is a folder: pass the ckpt.pt file (e.g. {path / 'ckpt.pt'})")
-    if not path.is_file():
-        raise MythosError(f"checkpoint {path} does not exist: pass the path of a ckpt.pt file")
+    require_file(path, "checkpoint", "pass the path of a ckpt.pt file")
     try:
         data = _torch_load(path)
     except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain types
@@ -153,6 +154,11 @@ def checkpoint_from_data(
             raise MythosError(
                 f"checkpoint {path} has a 'model' entry {short_repr(name)} holding a {type(value).__name__}, "
                 "not a tensor: re-save the checkpoint from the model's state_dict()"
+            )
+        if dtype_text(value.dtype) not in NATIVE_DTYPES:
+            raise MythosError(
+                f"checkpoint {path} stores {name} as {dtype_text(value.dtype)}: weights must be floating point "
+                f"({', '.join(NATIVE_DTYPES)}); re-save the checkpoint from the trained model's state_dict()"
             )
     for key, value in data.items():
         if key != MODEL_KEY and key != OPTIMIZER_KEY and too_deep(value):

@@ -34,6 +34,7 @@ from mythos_convert.convert.dtypes import BY_CODE, BY_NAME, torch_dtype
 from mythos_convert.convert.names import convert_name
 from mythos_convert.convert.torch_zip import TensorRef
 from mythos_convert.errors import MythosError
+from mythos_convert.model.config import short_repr
 from mythos_convert.safe_paths import inside
 from mythos_convert.ui import progress_task
 
@@ -109,7 +110,49 @@ def read_header(path: str | Path) -> dict[str, dict]:
                 f"tensor {name} in {path} is stored as {entry.get('dtype')}, not a float type "
                 f"({', '.join(BY_CODE)}): the weights file is corrupt or not a Llama model; re-export the folder"
             )
+    _check_layout(path, header)
     return header
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_layout(path: Path, header: dict[str, dict]) -> None:
+    """Shapes and offsets as the safetensors format requires them: whole numbers, each tensor's bytes
+    its shape times its dtype's size, the tensors back to back from offset 0 (so none overlaps).
+
+    Every reader of a header (the card, push's checks) then trusts these numbers; without this a
+    shape of "abc" or offsets of 5 ended as a TypeError in whichever read it first.
+    """
+    spans = []
+    for name, entry in header.items():
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise MythosError(
+                f"tensor {name} in {path} has shape {short_repr(shape)}, not a list of sizes: the safetensors "
+                "header is corrupt; re-export the folder"
+            )
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+            raise MythosError(
+                f"tensor {name} in {path} has data_offsets {short_repr(offsets)}, not [begin, end]: the "
+                "safetensors header is corrupt; re-export the folder"
+            )
+        size = math.prod(shape) * BY_CODE[entry["dtype"]].itemsize
+        if offsets[1] - offsets[0] != size:
+            raise MythosError(
+                f"tensor {name} in {path} spans bytes {offsets} but its shape {shape} needs {size}: the "
+                "safetensors header is corrupt; re-export the folder"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            raise MythosError(
+                f"tensor {name} in {path} starts at byte {begin}, not {end} where the previous one ends "
+                "(overlapping or gapped data): the safetensors header is corrupt; re-export the folder"
+            )
+        end = stop
 
 
 def weight_files(folder: str | Path) -> list[str]:

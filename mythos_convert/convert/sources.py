@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.convert.gguf_files import shard_names, split_count
+from mythos_convert.convert.gguf_files import is_later_shard, shard_names, split_count
 from mythos_convert.convert.hf_config import d_ff_for_width
 from mythos_convert.convert.hf_folder import GENERATION_FILE, Provenance
 from mythos_convert.convert.hf_read import HFSource, read_hf_folder
@@ -242,12 +242,12 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
         entry = reader.get_field(key)
         if entry is None:
             raise MythosError(f"{path} has no {key} in its header: re-convert the GGUF file")
-        values[attr] = entry.contents()
+        values[attr] = _header_number(entry.contents(), key, path)
     values["d_ff"] = d_ff_for_width(int(values["d_ff"]))
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     vocab = reader.get_field("llama.vocab_size")
     if vocab is not None:
-        values["vocab_size"] = int(vocab.contents())
+        values["vocab_size"] = int(_header_number(vocab.contents(), "llama.vocab_size", path))
     elif embed is not None:
         values["vocab_size"] = int(embed.shape[-1])
     for attr in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
@@ -255,6 +255,13 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
     for attr in ("rope_theta", "norm_eps"):  # stored as float32: back to the shortest decimal that rounds to it
         values[attr] = float(str(np.float32(values[attr])))
     return MythosConfig.from_dict(values)
+
+
+def _header_number(value: Any, key: str, path: Path) -> int | float:
+    """A GGUF header value that must be a number (a string there would end as int()'s ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MythosError(f"{path} has {key} = {value!r} in its header, not a number: re-convert the GGUF file")
+    return value
 
 
 def open_gguf(
@@ -278,9 +285,10 @@ def open_gguf(
             first = gguf.GGUFReader(path)
         files = [path.parent / n for n in shard_names(path.name, split_count(first))]
         readers = [first] + [gguf.GGUFReader(f) for f in files[1:]]
-    except (ValueError, OSError, KeyError) as exc:
+    except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a torn or foreign file
         raise MythosError(
-            f"{path} is not a readable GGUF file ({exc}): pass a .gguf written by llama.cpp or us"
+            f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:120]}): "
+            "re-convert it with `mythos-convert gguf` (or pass a .gguf written by llama.cpp)"
         ) from exc
     cfg = config or gguf_config(first, path)
     by_name = {t.name: t for reader in readers for t in reader.tensors}
@@ -298,6 +306,19 @@ def open_gguf(
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
     types = {name: t.tensor_type.name for name, t in by_name.items()}
     return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types)
+
+
+def gguf_problems(folder: str | Path) -> list[str]:
+    """One line per GGUF file of `folder` that `open_gguf` refuses (torn, foreign, tensors missing):
+    the card does not advertise such a file, and push does not publish it."""
+    problems = []
+    for path in sorted(Path(folder).glob("*.gguf")):
+        if path.is_file() and not is_later_shard(path.name):
+            try:
+                open_gguf(path)
+            except MythosError as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def open_source(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import require_file
 from mythos_convert.workers import close_pool, process_pool, starting_workers
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
@@ -194,10 +195,8 @@ def data_files(paths: list[str | Path]) -> list[Path]:
                     f"data folder {path} holds no .txt, .md, .jsonl or .parquet files: pass a folder with such files"
                 )
             files.extend(found)
-        elif path.is_file():
-            files.append(path)
         else:
-            raise MythosError(f"data path {path} does not exist: pass a text, JSONL or Parquet file, or a folder")
+            files.append(require_file(path, "data path", "pass a text, JSONL or Parquet file, or a folder"))
     return files
 
 

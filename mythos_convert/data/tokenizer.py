@@ -15,6 +15,7 @@ from typing import Protocol
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import require_file
 
 
 class TokenizerHolder(Protocol):
@@ -79,8 +80,7 @@ def load_tokenizer(source: str | Path, fix: str = TOKENIZER_FIX) -> Tokenizer:
     path = Path(source)
     if path.is_dir():
         path = path / "tokenizer.json"
-    if not path.is_file():
-        raise MythosError(f"tokenizer {path} does not exist: pass --tokenizer with a tokenizer.json file")
+    require_file(path, "tokenizer", "pass --tokenizer with a tokenizer.json file")
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
@@ -100,12 +100,21 @@ def tokenizer_from_json(text: str) -> Tokenizer:
 
 
 def _check_encodes(tokenizer: Tokenizer, what: str, fix: str) -> Tokenizer:
-    """A tokenizer file can parse yet fail on every text (e.g. its `<unk>` missing from the vocab):
-    find out here, once, rather than from a bare Exception in the middle of a command."""
+    """A tokenizer file can parse yet fail on every text (e.g. its `<unk>` missing from the vocab),
+    or give one id to two tokens (which of them an id decodes to, or a GGUF vocabulary holds, then
+    changes from run to run): find out here, once, for every reader of a tokenizer."""
     try:
         tokenizer.encode("Hello, world! 123")
     except Exception as exc:
         raise MythosError(f"{what} cannot encode text ({str(exc)[:120]}): {fix}") from exc
+    owner: dict[int, str] = {}
+    for token, token_id in sorted(tokenizer.get_vocab(with_added_tokens=True).items()):
+        if token_id in owner:
+            raise MythosError(
+                f"{what} gives id {token_id} to two tokens, {owner[token_id]!r} and {token!r}: each id must "
+                f"name one token; {fix}"
+            )
+        owner[token_id] = token
     return tokenizer
 
 

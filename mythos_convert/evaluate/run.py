@@ -29,6 +29,7 @@ from mythos_convert.atomic import atomic_file
 from mythos_convert.convert.gguf_files import is_later_shard
 from mythos_convert.convert.hf_read import read_hf_folder
 from mythos_convert.convert.native_checkpoint import load_checkpoint
+from mythos_convert.convert.sources import open_gguf
 from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
@@ -47,6 +48,7 @@ from mythos_convert.evaluate.perplexity import (
     scored_logits,
 )
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
+from mythos_convert.safe_paths import require_file
 from mythos_convert.ui import human_size, info, progress_task
 from mythos_convert.verify.divergence import DivergenceAccumulator, LogProbs, log_probs
 from mythos_convert.verify.hf import torch_threads
@@ -103,6 +105,7 @@ def resolve_targets(paths: list[str | Path], config_yaml: str | Path | None = No
             return
         seen.add(path.resolve())
         if kind == "gguf":
+            open_gguf(path)  # refuses a torn file, or one lacking tensors, naming what is wrong
             t = Target(kind, path, path.name, str(path), header=read_gguf_header(path))
         elif kind == "hf":
             t = Target(kind, path, "hf", f"{path}/", source=read_hf_folder(path))
@@ -123,10 +126,9 @@ def resolve_targets(paths: list[str | Path], config_yaml: str | Path | None = No
                 add("hf", path)
             for p in ggufs:
                 add("gguf", p)
-        elif path.is_file():
-            add("gguf" if path.suffix == ".gguf" else "native", path)
         else:
-            raise MythosError(f"TARGET {path} does not exist: pass a checkpoint, an HF folder or a .gguf file")
+            require_file(path, "TARGET", "pass a checkpoint, an HF folder or a .gguf file")
+            add("gguf" if path.suffix == ".gguf" else "native", path)
     return targets
 
 
@@ -326,9 +328,12 @@ def run_eval(
     notes: list[str] = []
     ref_source = ref_target.source if ref_target else (read_hf_folder(ref_folder) if ref_folder else None)
     tok = _tokenizer(targets, tokenizer)
-    n_rows = ref_source.config.vocab_size if ref_source is not None else targets[0].source.config.vocab_size
-    if targets[0].kind == "gguf" and ref_source is None:
+    if ref_source is not None:
+        n_rows = ref_source.config.vocab_size
+    elif targets[0].kind == "gguf":  # a GGUF file alone: its own vocabulary
         n_rows = len(targets[0].header.tokens)
+    else:
+        n_rows = targets[0].source.config.vocab_size
     _check_vocabularies(targets, tok, n_rows)
     ctx = _context(targets, ctx)
     if tokens is None:

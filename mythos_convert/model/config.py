@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import require_file
 
 PRESET_NAMES = ("tiny", "mythos-172m", "mythos-500m")
 # The largest value each size field may take: far beyond any released model (vocabularies reach
@@ -253,8 +254,7 @@ def _check_yaml_size(root: yaml.Node, what: str) -> None:
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise MythosError(f"config file {path} does not exist: pass the path of a YAML file")
+    require_file(path, "config file", "pass the path of a YAML file")
     try:
         data = bounded_yaml_load(path.read_text(), f"config file {path}")
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert.errors import MythosError
+from mythos_convert.safe_paths import require_file
 
 
 def verify(
@@ -34,8 +35,7 @@ def verify(
     """
     target = Path(target)
     if target.suffix == ".gguf":
-        if not target.is_file():
-            raise MythosError(f"GGUF file {target} does not exist: pass the path of a .gguf file")
+        require_file(target, "GGUF file", "pass the path of a .gguf file")
         from mythos_convert.verify.gguf import verify_gguf
 
         return verify_gguf(target, ckpt, tokenizer=tokenizer, config_yaml=config_yaml, **kwargs)

@@ -35,6 +35,7 @@ from mythos_convert.convert.sources import ModelSource, open_gguf, open_hf, open
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.llama_buffers import no_extra_buffers, repacked_weights
+from mythos_convert.safe_paths import require_file
 from mythos_convert.ui import info, result
 from mythos_convert.verify.divergence import DivergenceAccumulator
 from mythos_convert.verify.gguf_tensors import FLOAT_TYPES, TensorCheck, check_tensors, header_problems, source_tensors
@@ -402,8 +403,7 @@ def verify_gguf(
     A failed comparison is returned with `passed: False` and `failures`, not raised.
     """
     gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        raise MythosError(f"GGUF file {gguf_path} does not exist: pass the path of a .gguf file")
+    require_file(gguf_path, "GGUF file", "pass the path of a .gguf file")
     reader, facts = _gguf_facts(gguf_path)
     files = hash_files(gguf_path.parent, shard_names(gguf_path.name, facts["shards"]))  # before llama.cpp reads them
     label = facts["label"]

@@ -76,6 +76,9 @@ def header_problems(reader: gguf.GGUFReader, config: MythosConfig) -> list[str]:
                 problems.append(f"the GGUF header has no {key}; the checkpoint's {attr} is {want}")
             continue
         got = field.contents()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            problems.append(f"the GGUF header's {key} is {got!r}, not a number; the checkpoint's {attr} is {want}")
+            continue
         same = np.float32(got) == np.float32(want) if isinstance(want, float) else int(got) == int(want)
         if not same:
             problems.append(f"the GGUF header's {key} is {got}, the checkpoint's {attr} is {want}")
