@@ -44,7 +44,7 @@ def test_an_output_linked_to_an_input_file_is_refused(tree: Path):
 
 
 def test_an_output_containing_an_input_is_refused_through_dotdot(tree: Path):
-    with pytest.raises(MythosError, match="contains the checkpoint .* destroy its own input"):
+    with pytest.raises(MythosError, match=r"contains the checkpoint .* destroy its own input"):
         refuse_output_over_inputs(tree / "other" / "..", [("checkpoint", tree / "run" / "ckpt.pt")])
 
 
