@@ -6,9 +6,12 @@ forms, numpy); test_eval.py runs the real engines end to end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from datetime import datetime, timedelta, timezone
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -23,7 +26,15 @@ from mythos_convert.evaluate.perplexity import (
     scored_logits,
     token_nll,
 )
-from mythos_convert.evaluate.record import GGUFHeader, file_type_label, load_eval, record_eval
+from mythos_convert.errors import MythosError
+from mythos_convert.evaluate.record import (
+    GGUFHeader,
+    bound_eval,
+    file_type_label,
+    load_eval,
+    read_gguf_header,
+    record_eval,
+)
 from mythos_convert.evaluate.run import EvalReport, measure, report_lines, write_report_json
 
 
@@ -176,3 +187,65 @@ def test_the_report_json_is_strict_and_its_lines_name_the_reference(tmp_path):
         "recorded in x/eval.json",
     ]
     assert len(report_lines(report(reference=None))) == 4
+
+
+def write_gguf(path, *, split: int | None = None, tensors: dict | None = None, file_type: int = 15) -> None:
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_file_type(file_type)
+    writer.add_context_length(256)
+    writer.add_token_list(["<pad>", "<bos>", "hello"])
+    if split is not None:
+        writer.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_COUNT, split)
+    for name, data in (tensors or {}).items():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_a_gguf_header_gives_type_context_vocabulary_and_bits_per_weight(tmp_path):
+    write_gguf(tmp_path / "m.gguf", tensors={"a": np.zeros((4, 8), np.float32), "b": np.zeros(16, np.float16)})
+    header = read_gguf_header(tmp_path / "m.gguf")
+    assert (header.label, header.context, header.tokens) == ("Q4_K_M", 256, ["<pad>", "<bos>", "hello"])
+    assert (header.n_elements, header.tensor_bytes, header.shards) == (48, 160, ["m.gguf"])
+    assert header.bits_per_weight == pytest.approx(160 * 8 / 48)
+    assert read_gguf_header(tmp_path / "m.gguf", tokens=False).tokens == []
+
+
+def test_a_split_gguf_header_counts_every_shards_tensors(tmp_path):
+    write_gguf(tmp_path / "m-00001-of-00002.gguf", split=2, tensors={"a": np.zeros((4, 8), np.float32)})
+    write_gguf(tmp_path / "m-00002-of-00002.gguf", split=2, tensors={"b": np.zeros(16, np.float16)})
+    header = read_gguf_header(tmp_path / "m-00001-of-00002.gguf", tokens=False)
+    assert header.shards == ["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"]
+    assert (header.n_elements, header.tensor_bytes) == (48, 160)
+
+
+def test_a_file_that_is_not_gguf_is_one_error(tmp_path):
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all" * 4)
+    with pytest.raises(MythosError, match=r"x.gguf is not a GGUF model file mythos-convert can read \("):
+        read_gguf_header(tmp_path / "x.gguf")
+
+
+def test_only_results_whose_files_still_match_are_bound(tmp_path):
+    (tmp_path / "a.gguf").write_bytes(b"aaaa")
+    (tmp_path / "b.gguf").write_bytes(b"bbbb")
+
+    def files(name: str) -> dict:
+        data = (tmp_path / name).read_bytes()
+        return {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+
+    record_eval(tmp_path, {"a.gguf": {"files": files("a.gguf")}, "b.gguf": {"files": files("b.gguf")}, "c": {}})
+    assert sorted(bound_eval(tmp_path)) == ["a.gguf", "b.gguf"]  # no files recorded: never bound
+    (tmp_path / "b.gguf").write_bytes(b"bbbc")  # same size, other bytes
+    assert sorted(bound_eval(tmp_path)) == ["a.gguf"]
+
+
+def test_eval_json_is_sorted_indented_and_stamped_in_utc(tmp_path):
+    path = record_eval(tmp_path, {"z": {"perplexity": 2.0}, "a": {"perplexity": 1.0}})
+    text = path.read_text()
+    assert text.startswith('{\n  "results": {\n    "a": {\n      "perplexity": 1.0,\n')
+    assert text.endswith('\n  "version": 1\n}\n')
+    stamp = datetime.fromisoformat(json.loads(text)["results"]["z"]["timestamp"])
+    assert stamp.utcoffset() == timedelta(0)
+    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 120
