@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import mythos_convert.evaluate.run as run_module
+from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.engines import Engine
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
@@ -26,7 +27,6 @@ from mythos_convert.evaluate.perplexity import (
     scored_logits,
     token_nll,
 )
-from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import (
     GGUFHeader,
     bound_eval,
