@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from mythos_convert.verify import cores as cores_module
 from mythos_convert.verify import record
 from mythos_convert.verify.cores import OtherLoad, free_threads
 from mythos_convert.verify.digests import Digests, recorded_source
@@ -88,3 +90,76 @@ def test_other_load_is_a_number_of_cores_where_proc_stat_exists():
         assert cores is not None and cores >= 0.0
     else:
         assert cores is None
+
+
+def test_without_a_cpu_count_torch_gets_the_cores_of_its_affinity(monkeypatch):
+    monkeypatch.setattr(cores_module.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(cores_module.os, "cpu_count", lambda: 64)
+    assert free_threads(8, 0.0) == 3 and free_threads(8, 1.0) == 2
+    monkeypatch.delattr(cores_module.os, "sched_getaffinity")
+    assert free_threads(80, 0.0) == 64
+    monkeypatch.setattr(cores_module.os, "cpu_count", lambda: None)  # unknown: one core
+    assert free_threads(4, 0.0) == 1
+
+
+def test_busy_time_is_every_busy_column_of_proc_stat(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(cores_module, "PROC_STAT", stat)
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 20 30 400 50 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert cores_module._machine_busy_s() == pytest.approx((100 + 20 + 30 + 6 + 7 + 8) / os.sysconf("SC_CLK_TCK"))
+    for text in ("cpu  1 2 3 4 5 6 7\n", "intr 1 2 3 4 5 6 7 8 9\n", ""):
+        stat.write_text(text)
+        assert cores_module._machine_busy_s() is None, text
+    stat.unlink()
+    assert cores_module._machine_busy_s() is None
+
+
+class Clock:
+    """perf_counter and sleep for OtherLoad: time moves only when told, or when slept."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 100.0, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "busy", "own", "slept", "cores"),
+    [
+        (1.0, 1.5, 0.5, [], 1.0),  # others used 1.5 - 0.5 core-seconds in 1 s
+        (2.0, 1.0, 0.0, [], 0.5),
+        (0.1, 0.6, 0.0, [0.2], 2.0),  # a short window is waited out to 0.3 s
+        (1.0, 0.1, 0.5, [], 0.0),  # our own time counted twice by rounding: never below 0
+    ],
+)
+def test_other_load_is_the_busy_time_not_ours_per_second(monkeypatch, elapsed, busy, own, slept, cores):
+    clock, readings = Clock(), {"busy": [10.0, 10.0 + busy], "own": [2.0, 2.0 + own]}
+    monkeypatch.setattr(cores_module, "time", clock)
+    monkeypatch.setattr(cores_module, "_machine_busy_s", lambda: readings["busy"].pop(0))
+    monkeypatch.setattr(cores_module, "_own_cpu_s", lambda: readings["own"].pop(0))
+    load = OtherLoad()
+    clock.now += elapsed
+    assert load.cores() == pytest.approx(cores)
+    assert clock.slept == pytest.approx(slept)
+
+
+@pytest.mark.parametrize("readings", [[None, 5.0], [5.0, None]])
+def test_other_load_is_unknown_without_proc_stat(monkeypatch, readings):
+    clock = Clock()
+    monkeypatch.setattr(cores_module, "time", clock)
+    monkeypatch.setattr(cores_module, "_machine_busy_s", lambda: readings.pop(0))
+    load = OtherLoad()
+    clock.now += 1.0
+    assert load.cores() is None
+
+
+def test_own_cpu_time_grows_with_work():
+    before = cores_module._own_cpu_s()
+    sum(i * i for i in range(300_000))
+    assert cores_module._own_cpu_s() > before

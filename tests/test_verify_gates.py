@@ -236,3 +236,15 @@ def test_random_ids_are_seeded_and_cover_the_vocabulary():
     assert len(ids) == 48 and ids == random_ids(50, seed=1234) and ids != random_ids(50, seed=1)
     assert min(ids) >= 0 and max(ids) < 50 and len(set(ids)) > 20
     assert random_ids(7, length=5) == torch.randint(0, 7, (5,), generator=torch.Generator().manual_seed(1234)).tolist()
+
+
+def test_a_tolerance_as_a_dict_names_every_bound():
+    tol = Tolerance(max_abs_diff=0.5, mean_kl=0.25)
+    assert tol.as_dict() == {
+        "max_abs_diff": 0.5,
+        "mean_abs_diff": None,
+        "min_argmax_agreement": None,
+        "greedy_must_match": True,
+        "mean_kl": 0.25,
+        "p99_kl": None,
+    }
