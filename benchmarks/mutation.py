@@ -4,6 +4,7 @@
     python benchmarks/mutation.py verify evaluate      # some of them
     python benchmarks/mutation.py --list               # the packages, their files and their tests
     python benchmarks/mutation.py --report verify      # the score of the last run, without running
+    python benchmarks/mutation.py verify --tests-from REV   # the same code against an older revision's tests
 
 Uses mutmut 3 (the `test` extra pins it). Each package runs in its own scratch copy,
 `.mutation/<package>/` (git-ignored), against only the test files that cover it, so a run takes
@@ -31,21 +32,30 @@ REFERENCE = ROOT.parent / "shared"  # tests/helpers.py finds the reference fixtu
 
 @dataclass(frozen=True)
 class Package:
-    """Files to mutate (globs relative to the repository) and the test files that cover them."""
+    """Files to mutate (globs relative to the repository), the test files that cover them, and tests
+    left out (node ids) because one run of them takes seconds: each surviving mutant would rerun it."""
 
     mutate: tuple[str, ...]
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()
 
 
 PACKAGES: dict[str, Package] = {
     "verify": Package(
-        ("mythos_convert/verify/parity.py", "mythos_convert/verify/divergence.py", "mythos_convert/verify/cores.py"),
+        (
+            "mythos_convert/verify/parity.py",
+            "mythos_convert/verify/divergence.py",
+            "mythos_convert/verify/cores.py",
+            "mythos_convert/verify/digests.py",
+        ),
         (
             "tests/test_verify_gates.py",
+            "tests/test_verify_greedy.py",
             "tests/test_divergence.py",
             "tests/test_verify_nonfinite.py",
             "tests/test_verify_digests.py",
         ),
+        ("tests/test_verify_nonfinite.py::test_hf_export_of_a_nan_checkpoint_fails_verify",),
     ),
     "evaluate": Package(
         ("mythos_convert/evaluate/perplexity.py", "mythos_convert/evaluate/record.py"),
@@ -55,19 +65,29 @@ PACKAGES: dict[str, Package] = {
     "hub_checks": Package(("mythos_convert/hub_checks.py",), ("tests/test_push.py", "tests/test_verify_binding.py")),
     "imatrix": Package(("mythos_convert/imatrix.py",), ("tests/test_imatrix.py",)),
 }
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", "not llama_cpp and not slow"]
 # survivors judged equivalent (README "Mutation testing" says why for each), by mutmut's mutant name
 EQUIVALENT: set[str] = set()
 
 
-def _prepare(name: str, package: Package, fresh: bool) -> Path:
-    """A scratch copy of the repository for one package, the reference fixture linked where tests look."""
-    work = SCRATCH / name
+def _prepare(name: str, package: Package, fresh: bool, tests_from: str | None) -> Path:
+    """A scratch copy of the repository for one package, the reference fixture linked where tests look.
+
+    `tests_from`: a git revision whose tests/ to use instead of the working tree's (the score before
+    a change to the tests, on the code as it is now).
+    """
+    work = SCRATCH / (f"{name}@{tests_from}" if tests_from else name)
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     for folder in ("mythos_convert", "model_card", "tests"):
         shutil.rmtree(work / folder, ignore_errors=True)
-        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        if folder == "tests" and tests_from:
+            archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(work)], input=archive.stdout, check=True)
+        else:
+            shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    tests = [t for t in package.tests if (work / t).is_file()]
     # mutmut copies from here into mutants/; a source unchanged since the last run keeps its results
     mutants = work / "mutants"
     if mutants.exists():
@@ -81,9 +101,9 @@ def _prepare(name: str, package: Package, fresh: bool) -> Path:
         'source_paths = ["mythos_convert"]',
         f"only_mutate = {list(package.mutate)!r}",
         'also_copy = ["model_card"]',
-        f"pytest_add_cli_args_test_selection = {[t for t in package.tests if (ROOT / t).is_file()]!r}",
+        f"pytest_add_cli_args_test_selection = {tests!r}",
         # llama.cpp end-to-end runs take tens of seconds each: the unit tests carry the score
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", "not llama_cpp and not slow"]',
+        f"pytest_add_cli_args = {[*PYTEST_ARGS, *(f'--deselect={t}' for t in package.deselect)]!r}",
         "timeout_multiplier = 5.0",
         # torch's thread pool does not survive a fork: a fresh server forks each mutant's process
         'process_isolation = "forkserver"',
@@ -129,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the packages and their tests")
     parser.add_argument("--report", action="store_true", help="print the last run's score only")
     parser.add_argument("--fresh", action="store_true", help="forget cached results")
+    parser.add_argument("--tests-from", metavar="REV", help="score the tests of a git revision (e.g. before a change)")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     args = parser.parse_args(argv)
     names = args.packages or list(PACKAGES)
@@ -137,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {', '.join(PACKAGES[name].mutate)}\n    tests: {', '.join(PACKAGES[name].tests)}")
         return 0
     for name in names:
-        work = SCRATCH / name
+        work = SCRATCH / (f"{name}@{args.tests_from}" if args.tests_from else name)
         if not args.report:
-            work = _prepare(name, PACKAGES[name], args.fresh)
+            work = _prepare(name, PACKAGES[name], args.fresh, args.tests_from)
             # one thread per mutant process: no pool to deadlock after the fork, no oversubscription
             env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             subprocess.run(

@@ -154,3 +154,21 @@ def test_gguf_llama_logits_start_from_an_empty_cache():
     logits = gguf_verify.llama_logits(llm, [1, 2])
     assert logits.shape == (2, VOCAB) and logits.dtype == torch.float32
     assert logits.argmax(-1).tolist() == [NEXT(1), NEXT(2)] and llm.ids == [1, 2]
+
+
+def test_native_greedy_decodes_the_reference_implementations_tokens(reference):
+    """verify's native decoder (prefill, then one cached step per token) on the reference's own
+    checkpoint gives the greedy tokens the reference implementation wrote, and as many as verify compares."""
+    from helpers import REFERENCE
+
+    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+    from mythos_convert.verify.parity import native_greedy
+
+    model = load_model(load_checkpoint(REFERENCE / "ref_small.pt")).eval()
+    for ids, last, greedy in zip(reference["ids"], reference["logits_last"], reference["greedy"], strict=True):
+        logits, tokens = native_greedy(model, list(ids))
+        assert logits.shape == (len(ids), 512)
+        assert (logits[-1] - torch.tensor(last)).abs().max().item() <= 1e-5
+        assert len(tokens) == 32 and tokens[:20] == greedy[len(ids) :]
+        # the cache is cleared: a second run from scratch gives the same tokens
+        assert native_greedy(model, list(ids))[1] == tokens
