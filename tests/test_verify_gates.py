@@ -23,6 +23,7 @@ from mythos_convert.verify.parity import (
     nonfinite_reasons,
     prompt_ids,
     random_ids,
+    render_table,
     tolerance_for,
 )
 
@@ -248,3 +249,35 @@ def test_a_tolerance_as_a_dict_names_every_bound():
         "mean_kl": 0.25,
         "p99_kl": None,
     }
+
+
+def test_the_parity_table_shows_every_figure_in_its_column():
+    rows = [
+        {
+            "name": "logits",
+            "max_abs_diff": 1.234e-6,
+            "mean_abs_diff": 5e-7,
+            "argmax_agreement": 0.98765,
+            "mean_kl": 0.00123,
+            "p99_kl": 0.0456,
+            "greedy_equal": True,
+            "tolerance": "max<=1e-05",
+            "passed": True,
+        },
+        {"name": "tokenizer", "tokenizer_agreement": 1.0, "greedy_equal": False, "passed": False},
+        {"mean_kl": 0.5},
+    ]
+    table = render_table(rows, title="parity of x")
+    assert table.title == "parity of x"
+    columns = [
+        ("check", "left", ["logits", "tokenizer", ""]),
+        ("max |diff|", "right", ["1.23e-06", "-", "-"]),
+        ("mean |diff|", "right", ["5e-07", "-", "-"]),
+        ("argmax agree", "right", ["98.77%", "100.00%", "-"]),
+        ("KL mean / p99", "right", ["0.00123 / 0.0456", "-", "0.5 / nan"]),
+        ("greedy equal", "center", ["yes", "NO", "-"]),
+        ("tolerance", "left", ["max<=1e-05", "", ""]),
+        ("result", "center", ["[green]pass[/green]", "[red]FAIL[/red]", "-"]),
+    ]
+    assert [(c.header, c.justify, list(c.cells)) for c in table.columns] == columns
+    assert render_table([]).title == "parity"
