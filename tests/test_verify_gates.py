@@ -1,7 +1,7 @@
 """Every verify gate at its edge: a figure just inside passes, one just outside fails.
 
-The bounds are written here as literals, copied from README "The gates and what they come from",
-never imported from the code: a gate made looser or tighter in the code fails these tests.
+The bounds are written here as literals, copied from docs/parity.md ("The gates and the worst cases
+they were set from"), never imported from the code: a gate made looser or tighter fails these tests.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_gguf_float_gates_at_their_edges(label):
     assert tol.mean_kl is None and tol.p99_kl is None
 
 
-# type: (mean KL, p99 KL), README's table
+# type: (mean KL, p99 KL), docs/parity.md's table
 KL_GATES = {
     "Q8_0": (0.0082, 0.02),
     "Q6_K": (0.02, 0.045),
