@@ -5,6 +5,7 @@
     python benchmarks/mutation.py --list               # the packages, their files and their tests
     python benchmarks/mutation.py --report verify      # the score of the last run, without running
     python benchmarks/mutation.py verify --tests-from REV   # the same code against an older revision's tests
+    python benchmarks/mutation.py verify --rerun 'mythos_convert.verify.digests*'   # again, after new tests
 
 Uses mutmut 3 (the `test` extra pins it). Each package runs in its own scratch copy,
 `.mutation/<package>/` (git-ignored), against only the test files that cover it, so a run takes
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the packages and their tests")
     parser.add_argument("--report", action="store_true", help="print the last run's score only")
     parser.add_argument("--fresh", action="store_true", help="forget cached results")
+    parser.add_argument("--rerun", metavar="GLOB", nargs="+", help="try these mutants again (after adding tests)")
     parser.add_argument("--tests-from", metavar="REV", help="score the tests of a git revision (e.g. before a change)")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     args = parser.parse_args(argv)
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             # one thread per mutant process: no pool to deadlock after the fork, no oversubscription
             env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             subprocess.run(
-                [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=work, env=env
+                [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *(args.rerun or [])],
+                cwd=work,
+                env=env,
             )
         _report(name, work)
     return 0

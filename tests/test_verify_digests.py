@@ -163,3 +163,79 @@ def test_own_cpu_time_grows_with_work():
     before = cores_module._own_cpu_s()
     sum(i * i for i in range(300_000))
     assert cores_module._own_cpu_s() > before
+
+
+@pytest.fixture
+def spied(tmp_path, monkeypatch):
+    """A folder, a checkpoint, and the hashing calls Digests makes, in order, with their thread and arguments."""
+    from mythos_convert.verify import digests as digests_module
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"checkpoint")
+    calls: list[tuple] = []
+
+    def hash_files(folder, names, stop, mapped=False):
+        calls.append(("files start", threading.current_thread().name, stop, mapped))
+        stop.wait(0.2)  # long enough for a second thread, were there one, to start the source meanwhile
+        calls.append(("files end",))
+        return {}
+
+    def file_digest(path, stop=None, mapped=False):
+        calls.append(("source", threading.current_thread().name, stop, mapped, path))
+        return {"sha256": "x", "size": 1}
+
+    monkeypatch.setattr(digests_module, "hash_files", hash_files)
+    monkeypatch.setattr(digests_module, "file_digest", file_digest)
+    return folder, ckpt, calls
+
+
+def test_digests_run_in_order_on_one_named_thread_with_the_stop_event_and_mapped(spied):
+    folder, ckpt, calls = spied
+    with Digests(folder, source=ckpt) as digests:
+        digests.wait()
+    assert [c[0] for c in calls] == ["files start", "files end", "source"]
+    (_, files_thread, files_stop, files_mapped), (_, source_thread, source_stop, source_mapped, path) = (
+        calls[0],
+        calls[2],
+    )
+    assert files_thread.startswith("verify-digest") and source_thread == files_thread
+    assert isinstance(files_stop, threading.Event) and source_stop is files_stop and files_stop.is_set()
+    assert files_mapped is True and source_mapped is True and path == ckpt.resolve()
+
+
+def test_the_recorded_source_is_hashed_without_being_asked(spied):
+    folder, ckpt, calls = spied
+    (folder / ".mythos-local.json").write_text(json.dumps({"source_checkpoint_path": str(ckpt)}))
+    with Digests(folder) as digests:
+        digests.wait()
+        assert [c[4] for c in calls if c[0] == "source"] == [ckpt.resolve()]
+        digests.add_source(ckpt)  # once per path
+        digests.add_source(None)
+        digests.add_source(folder / "missing.pt")  # a missing file gets no digest
+        digests.wait()
+        assert [c[4] for c in calls if c[0] == "source"] == [ckpt.resolve()]
+
+
+def test_a_source_asked_for_later_is_hashed_then(spied):
+    folder, ckpt, calls = spied
+    with Digests(folder) as digests:
+        assert digests.source(ckpt) == {"name": "ckpt.pt", "sha256": "x", "size": 1}
+    assert [c[0] for c in calls] == ["files start", "files end", "source"]
+
+
+def test_closing_stops_the_running_hash_and_drops_the_queued_one(spied):
+    folder, ckpt, calls = spied
+    digests = Digests(folder, source=ckpt)
+    while not calls:  # the folder's hash has started (and waits on the stop event)
+        threading.Event().wait(0.01)
+    digests.close()
+    assert [c[0] for c in calls] == ["files start", "files end"]  # finished before close returned; no source
+
+
+@pytest.mark.parametrize("text", ["[1]", '{"source_checkpoint_path": null}', '{"source_checkpoint_path": ""}', "{}"])
+def test_a_local_paths_file_without_a_usable_path_records_no_source(tmp_path, text):
+    (tmp_path / ".mythos-local.json").write_text(text)
+    assert recorded_source(tmp_path) is None

@@ -230,6 +230,7 @@ def test_prompts_get_bos_and_are_cut():
     assert len(ids) == 4 and max(len(s) for s in ids) > 33  # one prompt longer than 32 tokens
     assert prompt_ids(encode, None)[0] == [3, 7, 2, 6, 2]
     assert prompt_ids(encode, 1, max_len=3)[0] == [1, 3, 7]
+    assert prompt_ids(encode, 1, max_len=0)[0] == [1, 3, 7, 2, 6, 2]  # 0 and None: no cut
 
 
 def test_random_ids_are_seeded_and_cover_the_vocabulary():
