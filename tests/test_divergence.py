@@ -112,6 +112,7 @@ def test_a_nonfinite_reference_or_export_position_is_nan(bad):
 def test_an_empty_accumulator_and_mismatched_shapes():
     d = DivergenceAccumulator().summary()
     assert d.positions == 0 and math.isnan(d.mean_kl) and math.isnan(d.top1_agreement)
+    assert math.isnan(d.median_kl) and math.isnan(d.p99_kl) and math.isnan(d.max_kl)
     with pytest.raises(ValueError, match=r"logits of shape \(2, 5\) against a reference of \(2, 4\)"):
         DivergenceAccumulator().add(torch.zeros(2, 4), torch.zeros(2, 5))
     lp = log_probs(torch.zeros(2, 4))
@@ -126,3 +127,6 @@ def test_log_probs_are_float64_with_finite_rows_and_argmax():
     assert lp.logp[0].exp().tolist() == pytest.approx([0.25, 0.75], rel=1e-7)
     assert lp.finite.tolist() == [True, False]
     assert lp.argmax[0].item() == 1
+    batch = torch.zeros(2, 3, 4)
+    batch[1, 2, 3] = 1.0
+    assert log_probs(batch).argmax.tolist() == [[0, 0, 0], [0, 0, 3]]  # over the vocabulary, any batch shape

@@ -159,6 +159,16 @@ def test_other_load_is_unknown_without_proc_stat(monkeypatch, readings):
     assert load.cores() is None
 
 
+def test_nine_fields_are_enough_and_own_time_is_user_plus_system(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4 5 6 7 8\n")  # older kernels: no guest columns
+    monkeypatch.setattr(cores_module, "PROC_STAT", stat)
+    assert cores_module._machine_busy_s() == pytest.approx((1 + 2 + 3 + 6 + 7 + 8) / os.sysconf("SC_CLK_TCK"))
+    usage = type("Usage", (), {"ru_utime": 1.5, "ru_stime": 0.25})
+    monkeypatch.setattr(cores_module.resource, "getrusage", lambda who: usage)
+    assert cores_module._own_cpu_s() == 1.75
+
+
 def test_own_cpu_time_grows_with_work():
     before = cores_module._own_cpu_s()
     sum(i * i for i in range(300_000))

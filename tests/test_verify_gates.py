@@ -282,3 +282,29 @@ def test_the_parity_table_shows_every_figure_in_its_column():
     ]
     assert [(c.header, c.justify, list(c.cells)) for c in table.columns] == columns
     assert render_table([]).title == "parity"
+
+
+def test_every_bound_is_inclusive_and_each_failure_says_which():
+    f16 = GGUF_TOLERANCES["F16"]
+    assert check(figures(0.05, 6e-3, 0.965), f16, False) == (True, [])  # each figure exactly at its bound
+    passed, reasons = check(figures(0.01, 6e-3 * OUTSIDE, 0.99), f16, False)
+    assert not passed and reasons == ["mean |diff| 0.00601 > 0.006"]
+    q4 = GGUF_TOLERANCES["Q4_K_M"]
+    assert check(figures(mean_kl=0.21, p99_kl=0.54), q4, False) == (True, [])
+
+
+def test_merging_and_comparing_refuse_mismatched_lengths():
+    with pytest.raises(ValueError):
+        merge_comparisons([figures(), figures()], [1])
+    with pytest.raises(ValueError):
+        compare_logits(torch.zeros(2, 3), torch.zeros(2, 3), names=("only one",))
+
+
+def test_each_side_is_named_once_even_when_it_repeats_first():
+    native = {"side": "native", "value": "NaN", "position": 1, "sequence": 1}
+    export = {"side": "export", "value": "+Inf", "position": 2, "sequence": 3}
+    reasons = nonfinite_reasons({"nonfinite": [native, {**native, "sequence": 2}, export]})
+    assert reasons == [
+        "native logits are NaN at prompt 1, position 1",
+        "export logits are +Inf at prompt 3, position 2",
+    ]
