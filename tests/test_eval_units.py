@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime, timedelta, timezone
 
 import gguf
@@ -223,8 +224,15 @@ def test_a_split_gguf_header_counts_every_shards_tensors(tmp_path):
 
 def test_a_file_that_is_not_gguf_is_one_error(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all" * 4)
-    with pytest.raises(MythosError, match=r"x.gguf is not a GGUF model file mythos-convert can read \("):
+    with pytest.raises(MythosError) as caught:
         read_gguf_header(tmp_path / "x.gguf")
+    found = re.fullmatch(
+        r".*x\.gguf is not a GGUF model file mythos-convert can read \((\w+): (.+)\): "
+        r"pass a \.gguf file written by `mythos-convert gguf`",
+        str(caught.value),
+    )
+    assert found is not None, str(caught.value)
+    assert found[1].endswith("Error") and found[2] != "None"  # gguf-py's exception, named, with its text
 
 
 def test_only_results_whose_files_still_match_are_bound(tmp_path):
