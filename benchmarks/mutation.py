@@ -62,13 +62,29 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/evaluate/perplexity.py", "mythos_convert/evaluate/record.py"),
         ("tests/test_eval_units.py", "tests/test_divergence.py"),
     ),
-    "safe_paths": Package(("mythos_convert/safe_paths.py",), ("tests/test_containment.py",)),
+    "safe_paths": Package(("mythos_convert/safe_paths.py",), ("tests/test_safe_paths.py", "tests/test_containment.py")),
     "hub_checks": Package(("mythos_convert/hub_checks.py",), ("tests/test_push.py", "tests/test_verify_binding.py")),
     "imatrix": Package(("mythos_convert/imatrix.py",), ("tests/test_imatrix.py",)),
 }
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", "not llama_cpp and not slow"]
 # survivors judged equivalent (README "Mutation testing" says why for each), by mutmut's mutant name
-EQUIVALENT: set[str] = set()
+EQUIVALENT: set[str] = {
+    f"mythos_convert.{name}"
+    for name in (
+        *(f"verify.cores.x__machine_busy_s__mutmut_{n}" for n in (5, 6, 7, 8)),
+        "verify.cores.xǁOtherLoadǁcores__mutmut_4",
+        "verify.digests.xǁDigestsǁclose__mutmut_3",
+        *(f"verify.divergence.xǁDivergenceAccumulatorǁsummary__mutmut_{n}" for n in (12, 14, 15)),
+        *(f"verify.parity.x__first_nonfinite__mutmut_{n}" for n in (9, 27)),
+        *(f"verify.parity.x_compare_logits__mutmut_{n}" for n in (10, 14)),
+        *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
+        "verify.parity.x_random_ids__mutmut_7",
+        *(f"evaluate.record.x__strict__mutmut_{n}" for n in (15, 16)),
+        *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
+        "evaluate.record.x_read_gguf_header__mutmut_56",
+        *(f"evaluate.record.x_record_eval__mutmut_{n}" for n in (25, 27, 32, 36, 39, 42)),
+    )
+}
 
 
 def _prepare(name: str, package: Package, fresh: bool, tests_from: str | None) -> Path:
