@@ -44,8 +44,12 @@ def test_an_output_linked_to_an_input_file_is_refused(tree: Path):
 
 
 def test_an_output_containing_an_input_is_refused_through_dotdot(tree: Path):
-    with pytest.raises(MythosError, match=r"contains the checkpoint .* destroy its own input"):
-        refuse_output_over_inputs(tree / "other" / "..", [("checkpoint", tree / "run" / "ckpt.pt")])
+    with pytest.raises(
+        MythosError, match=r"contains the checkpoint .* destroy its own input; choose an output outside it"
+    ):
+        refuse_output_over_inputs(
+            tree / "other" / "..", [("tokenizer", None), ("checkpoint", tree / "run" / "ckpt.pt")]
+        )
 
 
 def test_an_output_inside_an_input_folder_is_refused_through_a_link(tree: Path):
@@ -63,15 +67,21 @@ def test_outputs_beside_inputs_pass(tree: Path):
 
 @pytest.mark.parametrize("name", ["../x.safetensors", "a/../../x", "/etc/passwd", "", "..\\x", "./."])
 def test_names_that_leave_the_folder_are_refused(tmp_path: Path, name: str):
-    with pytest.raises(UnsafePathError, match="points outside the folder"):
+    with pytest.raises(
+        UnsafePathError, match="points outside the folder: a model folder's files must name files inside it; re-export"
+    ):
         inside(tmp_path, name, "shard")
+    with pytest.raises(UnsafePathError, match=r"^file '"):
+        inside(tmp_path, name)
 
 
 def test_a_link_on_the_way_is_refused_and_plain_names_pass(tmp_path: Path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "outside").mkdir()
     (tmp_path / "sub" / "link").symlink_to(tmp_path / "outside")
-    with pytest.raises(UnsafePathError, match=r"is a symbolic link \(to .*outside\)"):
+    with pytest.raises(
+        UnsafePathError, match=r"is a symbolic link \(to .*outside\).* replace it with the file itself$"
+    ):
         inside(tmp_path, "sub/link/model.safetensors")
     assert inside(tmp_path, "sub/model.safetensors") == tmp_path / "sub" / "model.safetensors"
     assert inside(tmp_path, "./config.json") == tmp_path / "config.json"
@@ -103,8 +113,12 @@ def test_scan_lists_regular_files_skips_hidden_and_names_links(tmp_path: Path):
     files, unsafe = scan_folder(tmp_path)
     assert files == ["a/w.bin", "config.json"]
     assert unsafe == {"linked": f"a symbolic link (to {tmp_path / 'a'})", "a/tok": "a symbolic link (to /nowhere)"}
-    with pytest.raises(UnsafePathError, match="holds 2 entries that may not be read or published: a/tok is"):
+    with pytest.raises(UnsafePathError) as caught:
         folder_files(tmp_path)
+    assert str(caught.value).startswith(
+        f"{tmp_path} holds 2 entries that may not be read or published: a/tok is a symbolic link (to /nowhere); "
+        "linked is a symbolic link"
+    )
     (tmp_path / "linked").unlink()
     with pytest.raises(UnsafePathError, match="holds 1 entry that"):
         folder_files(tmp_path)
