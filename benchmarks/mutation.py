@@ -83,6 +83,9 @@ EQUIVALENT: set[str] = {
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.record.x_read_gguf_header__mutmut_56",
         *(f"evaluate.record.x_record_eval__mutmut_{n}" for n in (25, 27, 32, 36, 39, 42)),
+        *(f"safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
+        "safe_paths.x_inside__mutmut_22",
+        *(f"safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),
     )
 }
 
