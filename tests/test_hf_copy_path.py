@@ -222,3 +222,23 @@ def test_hf_no_verify_never_imports_torch(tiny_ckpt, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bad", "tensor"),
+    [
+        (torch.float16, float("inf"), "layers.0.feed_forward.w2.weight"),
+        (torch.bfloat16, float("inf"), "embedding.weight"),
+        (torch.float16, float("nan"), "layers.1.ffn_norm.weight"),
+    ],
+)
+def test_a_16_bit_checkpoint_holding_inf_or_nan_is_refused_on_the_copy_path(
+    tmp_path, ref_tokenizer_path, copies, dtype, bad, tensor
+):
+    """Stored in 16 bits and exported in them: no cast, the bytes are copied, and each is checked first."""
+    ckpt = _ckpt(tmp_path, ref_tokenizer_path)
+    _rewrite(ckpt, lambda d: d.update(model=_to(d["model"], dtype)))
+    _rewrite(ckpt, lambda d: d["model"][tensor].view(-1).__setitem__(37, bad))
+    with pytest.raises(MythosError, match=f"{tensor} holds NaN or Inf"):
+        export_hf(ckpt, tmp_path / "out", verify=False)
+    assert len(copies) == 1 and not (tmp_path / "out").exists()

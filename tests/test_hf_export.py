@@ -59,7 +59,7 @@ def test_float32_parity_independent_of_verify(exported, tiny_ckpt, ref_tokenizer
         batch = torch.tensor([seq])
         with torch.no_grad():
             ref, got = native(batch), hf(batch).logits
-        assert (ref - got).abs().max().item() <= 1e-4
+        assert (ref - got).abs().max().item() <= 1e-5  # verify's HF gate (docs/parity.md)
         assert ref.std() > 0.5  # the fixture's logits are far from uniform: the comparison has teeth
     with torch.no_grad():
         gen = hf.generate(torch.tensor([ids[:20]]), max_new_tokens=16, do_sample=False, eos_token_id=None)[0, 20:]
@@ -71,7 +71,7 @@ def test_float32_parity_independent_of_verify(exported, tiny_ckpt, ref_tokenizer
 
 def test_verify_result_recorded(exported):
     result = load_results(exported)["hf"]
-    assert result["passed"] and result["greedy_equal"] and result["max_abs_diff"] <= 1e-4
+    assert result["passed"] and result["greedy_equal"] and result["max_abs_diff"] <= 1e-5
     assert result["tokenizer_agreement"] == 1.0 and result["dtype"] == "float32"
 
 

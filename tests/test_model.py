@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import make_checkpoint, tiny_config, write_config_yaml
+from helpers import REFERENCE, make_checkpoint, tiny_config, write_config_yaml
 
 from mythos_convert.convert.names import expected_names
 from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -43,8 +43,10 @@ def test_checkpoint_without_config_loads_with_yaml(tmp_path):
     load_model(ckpt)
 
 
-def test_ours_load_in_the_reference_way(tmp_path):
-    """What the reference does: torch.load, build from `config`, load_state_dict(strict=True)."""
+def test_ours_load_the_way_the_reference_loads(tmp_path):
+    """A checkpoint we save loads as the reference implementation's loader loads one (torch.load,
+    build from `config`, load_state_dict(strict=True)) and computes what the saved model did. Both
+    sides are this project's `Mythos`: the reference's own numbers are checked below."""
     cfg = tiny_config(vocab_size=300)
     torch.manual_seed(0)
     model = Mythos(cfg)
@@ -52,10 +54,26 @@ def test_ours_load_in_the_reference_way(tmp_path):
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert {"model", "optimizer", "step", "config"} <= set(raw)
     assert set(raw["model"]) == _reference_names(cfg)
-    reference = Mythos(MythosConfig(**raw["config"]))
-    reference.load_state_dict(raw["model"], strict=True)
+    reloaded = Mythos(MythosConfig(**raw["config"]))
+    reloaded.load_state_dict(raw["model"], strict=True)
     tokens = torch.randint(0, cfg.vocab_size, (2, 9))
-    torch.testing.assert_close(reference(tokens), model(tokens), rtol=0, atol=0)
+    torch.testing.assert_close(reloaded(tokens), model(tokens), rtol=0, atol=0)
+
+
+def test_the_native_model_computes_the_reference_implementations_logits(reference):
+    """The reference implementation's own checkpoint, loaded here, gives the logits and greedy tokens
+    that implementation wrote (../shared): float32 rounding apart, the same numbers."""
+    model = load_model(load_checkpoint(REFERENCE / "ref_small.pt")).eval()
+    sequence = torch.load(REFERENCE / "ref_small_logits.pt", weights_only=True)
+    with torch.no_grad():
+        got = model(sequence["ids"])[0]
+        assert (got - sequence["logits"]).abs().max().item() <= 1e-5
+        for ids, last, greedy in zip(reference["ids"], reference["logits_last"], reference["greedy"], strict=True):
+            assert (model(torch.tensor([ids]))[0, -1] - torch.tensor(last)).abs().max().item() <= 1e-5
+            seq = list(ids)
+            while len(seq) < len(greedy):
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+            assert seq == greedy
 
 
 def test_model_overfits_one_batch():

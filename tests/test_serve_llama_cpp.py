@@ -123,8 +123,10 @@ def test_completions_give_native_greedy_text(ggufs, reference, native_steps, tmp
             agreed += n
             stopped = [s.token for s in steps[: n + 1]][-1:] == [EOS]
             assert choice["finish_reason"] == ("stop" if stopped else "length")
-            # <bos> + the text and nothing else (no <eos>, no <sep>): as many ids as the reference's
-            assert ids[0] == 1 and EOS not in ids and 4 not in ids
+            # the server's own tokenization of the prompt is the reference implementation's: <bos> (id 1)
+            # and the text, nothing else (no <eos>, no <sep>)
+            served = post_json(server.url + "/extras/tokenize", {"input": prompt}, timeout=60)["tokens"]
+            assert served == ids and served[0] == 1 and EOS not in served and 4 not in served, (prompt, served)
             assert got["usage"]["prompt_tokens"] == len(ids)
         if ftype == "F16":  # what a client that sends only temperature 0 gets: repeat-penalised, not greedy
             got = post_json(
