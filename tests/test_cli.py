@@ -56,6 +56,7 @@ PATH_ERRORS = {
     "native": ["native", "missing", "back.pt"],
     "gguf": ["gguf", "missing"],
     "imatrix": ["imatrix", "missing.pt", "--out", "im.gguf"],
+    "mlx": ["mlx", "missing"],
     "eval": ["eval", "missing"],
     "card": ["card", "missing"],
     "push": ["push", "missing", "--repo", "owner/name", "--dry-run"],

@@ -58,6 +58,7 @@ def _register() -> None:
         gguf_cmd,
         hf_cmd,
         imatrix_cmd,
+        mlx_cmd,
         native_cmd,
         push_cmd,
         space_cmd,
@@ -74,6 +75,7 @@ def _register() -> None:
     app.command("native")(native_cmd.native)
     app.command("gguf")(gguf_cmd.gguf)
     app.command("imatrix")(imatrix_cmd.imatrix)
+    app.command("mlx")(mlx_cmd.mlx)
     app.command("eval")(eval_cmd.eval_)
     app.command("card")(card_cmd.card)
     app.command("push")(push_cmd.push)

@@ -5,6 +5,11 @@ against a list of known vocabularies, so it refuses every newly trained tokenize
 `tokenizer.ggml.pre` name is read from the tokenizer's own pre-tokenizer instead. llama.cpp runs
 no normalizer, so a tokenizer that normalizes (the reference's NFKC) gets a warning naming the
 texts that will tokenize differently there.
+
+The split regex itself is also written, as `tokenizer.ggml.pretokenizer`: Ollama 0.5.12 to 0.11.x,
+when run with OLLAMA_NEW_ENGINE=1, tokenize Llama GGUFs in their own Go engine, which reads the
+regex from that key and falls back to Llama-3's (wrong for GPT-2's ByteLevel split) when it is
+absent. llama.cpp ignores the key. docs/troubleshooting.md lists which Ollama releases read what.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from mythos_convert.errors import MythosError
 
 # The GPT-2 regex `tokenizers` uses for ByteLevel(use_regex=True); llama.cpp's "gpt-2" runs it.
 GPT2_PRE = "gpt-2"
+# The regex `tokenizers` splits with for ByteLevel(use_regex=True): GPT-2's.
+GPT2_SPLIT_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# The key Ollama's Go engine (0.5.12 to 0.11.x) reads its split regex from; not in gguf-py's Keys.
+PRETOKENIZER_REGEX_KEY = "tokenizer.ggml.pretokenizer"
 # Split regexes of known pre-tokenizers (as tokenizer.json spells them) -> llama.cpp's name.
 KNOWN_SPLIT_REGEXES = {
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
@@ -57,6 +66,7 @@ class GGUFVocab:
     merges: list[str]
     special_ids: dict[str, int]  # role -> id, only the roles the tokenizer has
     pre: str
+    split_regex: str  # the regex the tokenizer splits text with (for Ollama's Go engine)
     add_bos: bool
     add_eos: bool = False
     normalizer: str | None = None  # the normalizer llama.cpp cannot run, if any
@@ -66,6 +76,7 @@ class GGUFVocab:
         """Write the tokenizer keys (add_bos/add_eos explicitly: llama.cpp's gpt2 default is no BOS)."""
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(self.pre)
+        writer.add_string(PRETOKENIZER_REGEX_KEY, self.split_regex)
         writer.add_token_list(self.tokens)
         writer.add_token_types(self.token_types)
         writer.add_token_merges(self.merges)
@@ -106,9 +117,14 @@ def pre_tokenizer_name(spec: dict) -> str:
     Raises:
         MythosError: a pre-tokenizer llama.cpp has no equivalent for (named in the message).
     """
+    return _pre_tokenizer(spec)[0]
+
+
+def _pre_tokenizer(spec: dict) -> tuple[str, str]:
+    """(llama.cpp's pre-tokenizer name, the split regex) of a supported pre-tokenizer."""
     pre = spec.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return GPT2_PRE
+        return GPT2_PRE, GPT2_SPLIT_REGEX
     if pre.get("type") == "Sequence":
         parts = pre.get("pretokenizers", [])
         if (
@@ -119,7 +135,7 @@ def pre_tokenizer_name(spec: dict) -> str:
         ):
             regex = (parts[0].get("pattern") or {}).get("Regex")
             if regex in KNOWN_SPLIT_REGEXES:
-                return KNOWN_SPLIT_REGEXES[regex]
+                return KNOWN_SPLIT_REGEXES[regex], regex
     raise MythosError(
         f"the tokenizer's pre-tokenizer ({_describe(pre)}) has no llama.cpp equivalent: GGUF export supports "
         "ByteLevel (GPT-2 regex) and the llama-3 / qwen2 Split+ByteLevel pre-tokenizers; retrain the tokenizer "
@@ -166,7 +182,7 @@ def build_vocab(tokenizer: Tokenizer, vocab_size: int) -> GGUFVocab:
     """
     spec = tokenizer_spec(tokenizer)
     _check_model(spec)
-    pre = pre_tokenizer_name(spec)
+    pre, regex = _pre_tokenizer(spec)
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     largest = max(vocab.values()) + 1
     if largest > vocab_size:
@@ -189,6 +205,7 @@ def build_vocab(tokenizer: Tokenizer, vocab_size: int) -> GGUFVocab:
         merges=_merges(spec),
         special_ids=special_ids,  # type: ignore[arg-type]
         pre=pre,
+        split_regex=regex,
         add_bos="bos" in special_ids,
         add_eos=False,
         normalizer=_describe(normalizer) if normalizer else None,

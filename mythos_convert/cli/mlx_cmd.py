@@ -1,0 +1,32 @@
+"""`mythos-convert mlx FOLDER --bits 4,8`: MLX quantized folders of an HF export, verified in mlx-lm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
+
+
+def mlx(
+    folder: Annotated[Path, typer.Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")],
+    bits: Annotated[str, typer.Option("--bits", help="4 | 8, or a comma list (4,8).")] = "4,8",
+    mlx_python: Annotated[
+        Path | None,
+        typer.Option("--mlx-python", help="A Python with mlx-lm (default: $MYTHOS_MLX_PYTHON, else this one)."),
+    ] = None,
+    force: ForceOpt = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the mlx-lm parity check.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write MLX quantized folders (mlx-lm's own quantizer), each checked in mlx-lm against the native model."""
+    apply_quiet(quiet)
+    from mythos_convert.mlx.export import export_mlx
+    from mythos_convert.ui import human_size, result
+
+    for out in export_mlx(folder, bits, force=force, verify=not no_verify, python=mlx_python):
+        v = out.verify
+        figures = f", KL mean {v['mean_kl']:.3g} / p99 {v['p99_kl']:.3g}" if "mean_kl" in v else ", not verified"
+        result(f"{out.path}: {out.bits}-bit, {human_size(out.size)}, {out.bits_per_weight:.2f} bits/weight{figures}")
