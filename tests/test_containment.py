@@ -13,13 +13,21 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from helpers import make_checkpoint, tiny_config
 from hub_server import HubServer
-from test_bad_inputs import assert_one_error_line, cli, cli_env, run_cli, snapshot
+from test_bad_inputs import (
+    WRITING_SAFETENSORS,
+    assert_one_error_line,
+    cli,
+    cli_env,
+    run_cli,
+    snapshot,
+    start_stalled_cli,
+    wait_for,
+)
 
 from mythos_convert.atomic import atomic_dir
 from mythos_convert.errors import MythosError
@@ -346,11 +354,9 @@ def test_rename_time_recheck_keeps_what_appeared_meanwhile(tmp_path: Path):
 def test_stale_temporaries_of_a_dead_run_are_removed(case: Path):
     """SIGKILL leaves .out.tmp-* (a whole export) and .out.lock: the next run to out removes them."""
     args = ["hf", str(case / "run" / "ckpt.pt"), str(case / "out")]
-    proc = subprocess.Popen(cli(args), env=env_for(case), cwd=case, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not any((t / "model.safetensors").exists() for t in case.glob(".out.tmp-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the export ended before it could be killed"
-        time.sleep(0.005)
+    log = case / "stderr.txt"
+    proc, marker = start_stalled_cli(args, env_for(case), case, log, WRITING_SAFETENSORS, "after")
+    wait_for(marker.exists, proc, log, "the new model.safetensors was being written")
     proc.kill()
     proc.wait()
     assert list(case.glob(".out.tmp-*")) and (case / ".out.lock").exists()
