@@ -59,12 +59,13 @@ def warn(message: str) -> None:
     console().print(f"[yellow]warning:[/yellow] {message}")
 
 
-def result(renderable, *, soft_wrap: bool = False) -> None:
+def result(renderable) -> None:
     """The output a command exists to produce (tables, paths, URLs): always shown, on stdout.
 
-    `soft_wrap` leaves long lines to the terminal, so a command or path is never cut by a newline.
+    The stdout console soft-wraps: long lines are left to the terminal, so a command or path is
+    never cut by a newline.
     """
-    out_console().print(renderable, soft_wrap=soft_wrap)
+    out_console().print(renderable)
 
 
 def _bar_hidden() -> bool:

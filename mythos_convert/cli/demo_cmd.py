@@ -26,9 +26,9 @@ def demo(
     result(plan_table(outcome.push_plan))
     result(summary_table(outcome))
     for line in load_commands(outcome):
-        result(f"  {line}", soft_wrap=True)
+        result(f"  {line}")
     if outcome.val_loss is not None:
         times = ", ".join(f"{step} {outcome.seconds[step]:.0f}s" for step in ("train", "hf", "gguf", "eval"))
         result(f"validation loss {outcome.val_loss:.3f} (uniform baseline {outcome.uniform_loss:.3f}); {times}")
-    result(f"next: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME --dry-run", soft_wrap=True)
-    result(f"then: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME", soft_wrap=True)
+    result(f"next: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME --dry-run")
+    result(f"then: mythos-convert push {outcome.hf_folder} --repo OWNER/NAME")
