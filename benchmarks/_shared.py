@@ -88,8 +88,8 @@ def bench_checkpoint(folder: Path, arch: str = ARCH, seed: int = 0) -> Path:
     """`folder/ckpt.pt`: the preset's architecture, random weights (seeded), tokenizer beside it (cached)."""
     import torch
 
-    from mythos_convert.convert.native_checkpoint import save_checkpoint
     from mythos_convert.data.tokenizer import tokenizer_json_text
+    from mythos_convert.formats.checkpoint import save_checkpoint
     from mythos_convert.model.config import load_preset
     from mythos_convert.model.model import Mythos
 

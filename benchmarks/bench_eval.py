@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pin_threads(args.threads)
 
+    from mythos_convert.api import export_gguf, export_hf
     from mythos_convert.data.held_out import held_out_tokens, windows
     from mythos_convert.data.tokenizer import load_tokenizer
     from mythos_convert.evaluate.run import run_eval
-    from mythos_convert.release import export_gguf, export_hf
-    from mythos_convert.ui import set_quiet
+    from mythos_convert.support.ui import set_quiet
 
     set_quiet(True)
     ckpt = bench_checkpoint(args.workdir / "run")

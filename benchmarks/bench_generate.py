@@ -90,7 +90,7 @@ def _param_bytes(model) -> int:
 def native_engine(ckpt: Path, precision: str, compiled: bool = True) -> Engine:
     import torch
 
-    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+    from mythos_convert.formats.checkpoint import load_checkpoint, load_model
     from mythos_convert.model.generate import stream_ids
 
     model = load_model(load_checkpoint(ckpt), getattr(torch, precision))
@@ -142,7 +142,7 @@ def gguf_bytes(path: Path) -> int:
 def llama_cpp_engine(path: Path, precision: str, threads: int) -> Engine:
     from llama_cpp import Llama
 
-    from mythos_convert.llama_buffers import no_extra_buffers
+    from mythos_convert.engines.llama_buffers import no_extra_buffers
 
     with no_extra_buffers():  # the AMX repack crashes quantised models on AMX CPUs (research/gguf.md §5)
         llm = Llama(
@@ -203,7 +203,7 @@ def native_batch(ckpt: Path, prompts: list[list[int]], n: int) -> Callable[[], B
     """Greedy decoding of the whole batch at once on the native model's batched KV cache (float32)."""
     import torch
 
-    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+    from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
     model = load_model(load_checkpoint(ckpt), torch.float32).eval()
 
@@ -249,7 +249,7 @@ def transformers_batch(folder: Path, prompts: list[list[int]], n: int, eos: int 
 
 def export_all(workdir: Path, ckpt: Path, want_gguf: bool) -> tuple[Path, dict[str, Path], list[str]]:
     """The HF folder (float32) and the f16/q8_0 GGUF files from the one checkpoint (cached in workdir)."""
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
 
     notes = []
     hf_dir = workdir / "hf"
@@ -260,7 +260,7 @@ def export_all(workdir: Path, ckpt: Path, want_gguf: bool) -> tuple[Path, dict[s
         try:
             import llama_cpp  # noqa: F401
 
-            from mythos_convert.release import export_gguf
+            from mythos_convert.api import export_gguf
         except ImportError as exc:
             notes.append(f"llama.cpp rows unavailable: {exc}")
             return hf_dir, ggufs, notes
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
     from mythos_convert.model import kernels
-    from mythos_convert.ui import set_quiet
+    from mythos_convert.support.ui import set_quiet
 
     set_quiet(True)
     wanted = set(args.engines.split(","))
@@ -405,7 +405,7 @@ BATCH_HEADERS = ["engine", "weights", "batch", "aggregate tok/s", "per-sequence 
 
 
 def load_checkpoint_config(ckpt: Path):
-    from mythos_convert.convert.native_checkpoint import load_checkpoint
+    from mythos_convert.formats.checkpoint import load_checkpoint
 
     return load_checkpoint(ckpt).config
 

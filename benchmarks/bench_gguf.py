@@ -58,8 +58,8 @@ sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref
 
 OURS = """
 import sys
-from mythos_convert.ui import set_quiet
-from mythos_convert.release import export_gguf
+from mythos_convert.support.ui import set_quiet
+from mythos_convert.api import export_gguf
 set_quiet(True)
 export_gguf(sys.argv[1], sys.argv[2], outfile=sys.argv[3], verify=False, force=True)
 """
@@ -233,9 +233,9 @@ def compare(ours: Path, theirs: Path) -> str:
 
 def setup(workdir: Path) -> None:
     """Child: the 172m checkpoint (random weights) and its float32 HF folder, cached in workdir."""
-    from mythos_convert.convert import kquants
-    from mythos_convert.release import export_hf
-    from mythos_convert.ui import set_quiet
+    from mythos_convert.api import export_hf
+    from mythos_convert.quant import kquants
+    from mythos_convert.support.ui import set_quiet
 
     set_quiet(True)
     ckpt = bench_checkpoint(workdir / "native")

@@ -49,7 +49,7 @@ ARCH = "mythos-172m"
 NAIVE = """
 import sys, torch
 from safetensors.torch import save_file
-from mythos_convert.convert.names import convert_name
+from mythos_convert.names import convert_name
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.model import Mythos
 ckpt, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
@@ -67,7 +67,7 @@ save_file(state, out + "/model.safetensors", metadata={"format": "pt"})
 TRANSFORMERS = """
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from mythos_convert.convert.names import convert_name
+from mythos_convert.names import convert_name
 from mythos_convert.model.config import MythosConfig
 ckpt, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 data = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -86,8 +86,8 @@ model.to(dtype).save_pretrained(out)
 
 LIBRARY = """
 import sys
-from mythos_convert.release import export_hf
-from mythos_convert.ui import set_quiet
+from mythos_convert.api import export_hf
+from mythos_convert.support.ui import set_quiet
 set_quiet(True)
 export_hf(sys.argv[1], sys.argv[2], dtype=sys.argv[3], force=True, verify=False, card=False)
 """

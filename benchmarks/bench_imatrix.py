@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from mythos_convert.convert.imatrix_file import write_imatrix
-    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+    from mythos_convert.api import export_gguf
     from mythos_convert.data.held_out import held_out_tokens
     from mythos_convert.data.tokenizer import load_tokenizer
-    from mythos_convert.imatrix import collect
-    from mythos_convert.release import export_gguf
-    from mythos_convert.ui import set_quiet
+    from mythos_convert.formats.checkpoint import load_checkpoint, load_model
+    from mythos_convert.quant.imatrix import collect
+    from mythos_convert.quant.imatrix_file import write_imatrix
+    from mythos_convert.support.ui import set_quiet
     from mythos_convert.verify.divergence import DivergenceAccumulator
     from mythos_convert.verify.gguf import llama_logits, load_llama
 

@@ -1,4 +1,4 @@
-"""K-quant speed: `mythos_convert.convert.kquants` against llama.cpp's own quantizer, same run.
+"""K-quant speed: `mythos_convert.quant.kquants` against llama.cpp's own quantizer, same run.
 
 Two matrices of the mythos-172m shapes (768x2048 and 2048x768: rows of 2048 and of 768 values),
 random normal weights, and a heavy-tailed per-column importance matrix. For every type, with and
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _shared import best_time, emit, machine
 
-from mythos_convert.convert import kquants
+from mythos_convert.quant import kquants
 
 Q = gguf.GGMLQuantizationType
 FILE_TYPES = {

@@ -43,9 +43,9 @@ def _transformers(cfg, native_state):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mythos_convert.convert.hf_config import hf_config_dict
-    from mythos_convert.convert.names import convert_name
     from mythos_convert.data.tokenizer import SpecialTokens
+    from mythos_convert.formats.hf_config import hf_config_dict
+    from mythos_convert.names import convert_name
 
     specials = SpecialTokens(bos=("<bos>", 1), eos=("<eos>", 2), pad=("<pad>", 3))
     model = LlamaForCausalLM(LlamaConfig(**hf_config_dict(cfg, specials, "float32")))

@@ -88,8 +88,8 @@ def make_configs(work: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
 
 
 def measure_hf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
-    from mythos_convert.convert.dtypes import HF_DTYPES
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
+    from mythos_convert.formats.dtypes import HF_DTYPES
     from mythos_convert.verify.hf import verify_hf
 
     rows = {}
@@ -107,7 +107,7 @@ def measure_hf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
 
 
 def measure_gguf(ckpt: Path, tok: Path, work: Path) -> dict[str, dict]:
-    from mythos_convert.release import export_gguf
+    from mythos_convert.api import export_gguf
     from mythos_convert.verify.gguf import verify_gguf
 
     export = export_gguf(ckpt, "all", work / "m-{ftype}.gguf", tokenizer=tok, verify=False)
@@ -162,7 +162,7 @@ def main() -> None:
         "| format / type | max \\|diff\\| / max(1,σ) | mean \\|diff\\| / max(1,σ) | top-1 | greedy | mean KL | p99 KL |"
     )
     print("|---|---|---|---|---|---|---|")
-    from mythos_convert.convert.dtypes import HF_DTYPES
+    from mythos_convert.formats.dtypes import HF_DTYPES
 
     for dtype in HF_DTYPES:
         cells = [(hf[c][dtype], c) for c in hf]

@@ -62,9 +62,11 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/evaluate/perplexity.py", "mythos_convert/evaluate/record.py"),
         ("tests/test_eval_units.py", "tests/test_divergence.py"),
     ),
-    "safe_paths": Package(("mythos_convert/safe_paths.py",), ("tests/test_safe_paths.py", "tests/test_containment.py")),
-    "hub_checks": Package(("mythos_convert/hub_checks.py",), ("tests/test_push.py", "tests/test_verify_binding.py")),
-    "imatrix": Package(("mythos_convert/imatrix.py",), ("tests/test_imatrix.py",)),
+    "safe_paths": Package(
+        ("mythos_convert/support/safe_paths.py",), ("tests/test_safe_paths.py", "tests/test_containment.py")
+    ),
+    "hub_checks": Package(("mythos_convert/hub/checks.py",), ("tests/test_push.py", "tests/test_verify_binding.py")),
+    "imatrix": Package(("mythos_convert/quant/imatrix.py",), ("tests/test_imatrix.py",)),
 }
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", "not llama_cpp and not slow"]
 # survivors judged equivalent (README "Mutation testing" says why for each), by mutmut's mutant name

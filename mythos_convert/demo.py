@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mythos_convert import ui
-from mythos_convert.atomic import check_output_dir
 from mythos_convert.errors import MythosError
+from mythos_convert.support import ui
+from mythos_convert.support.atomic import check_output_dir
 
 DEMO_REPO = "your-name/mythos-tiny"  # only planned (dry run), never contacted
 DEMO_GGUF_TYPES = "f16,q8_0"
@@ -84,10 +84,10 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
     """
     import math
 
+    from mythos_convert.api import evaluate, export_gguf, export_hf
     from mythos_convert.card import write_card
-    from mythos_convert.hub import plan_push
-    from mythos_convert.hub_checks import check_folder
-    from mythos_convert.release import evaluate, export_gguf, export_hf
+    from mythos_convert.hub.checks import check_folder
+    from mythos_convert.hub.push import plan_push
     from mythos_convert.train.trainer import train
 
     out = check_output_dir(out, force)
@@ -185,7 +185,7 @@ def summary_table(result: DemoResult):
     from rich import box
     from rich.table import Table
 
-    from mythos_convert.ui import human_size
+    from mythos_convert.support.ui import human_size
 
     table = Table(title=f"mythos-convert demo: {result.out}", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("artifact", no_wrap=True)

@@ -75,7 +75,7 @@ def main() -> None:
         raise MythosError(
             "the llama.cpp server needs llama-cpp-python's server extra: pip install 'llama-cpp-python[server]==0.3.36'"
         ) from exc
-    from mythos_convert.llama_buffers import repacked_weights
+    from mythos_convert.engines.llama_buffers import repacked_weights
 
     with repacked_weights():  # for the server's whole life: it may load models after it starts
         server_main()

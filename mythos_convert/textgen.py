@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import check_vocab_fits, resolve_tokenizer
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.model.generate import (
     Sampling,
     check_seed,

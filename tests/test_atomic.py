@@ -5,9 +5,9 @@ import stat
 
 import pytest
 
-from mythos_convert.atomic import atomic_dir, atomic_file
+from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.release import export_hf
+from mythos_convert.support.atomic import atomic_dir, atomic_file
 
 
 def _mode(path) -> int:

@@ -34,7 +34,7 @@ from helpers import make_checkpoint, make_reference_tokenizer, tiny_config, writ
 from safetensors.torch import load_file, save_file
 
 import mythos_convert.model
-from mythos_convert.release import export_gguf, export_hf
+from mythos_convert.api import export_gguf, export_hf
 
 pytestmark = pytest.mark.slow
 
@@ -629,7 +629,7 @@ def _tmp_dirs(parent: Path, name: str) -> list[Path]:
     return sorted(parent.glob(f".{name}.tmp-*"))
 
 
-WRITING_SAFETENSORS = "mythos_convert.convert.safetensors:_RangeCopier.write"  # stalled after a file's header
+WRITING_SAFETENSORS = "mythos_convert.formats.safetensors:_RangeCopier.write"  # stalled after a file's header
 
 
 def test_killed_hf_export_keeps_the_previous_folder(world: World, tmp_path: Path):
@@ -671,7 +671,7 @@ def test_killed_gguf_write_keeps_the_previous_file(world: World, tmp_path: Path)
     args = ["gguf", str(ckpt), "--outtype", "all", "--outfile", str(target), "--force", "--no-verify"]
     log = tmp_path / "stderr.txt"
     proc, marker = start_stalled_cli(
-        args, world.env, tmp_path, log, "mythos_convert.convert.gguf:_Output.write", "after"
+        args, world.env, tmp_path, log, "mythos_convert.export.gguf_writer:_Output.write", "after"
     )
     wait_for(marker.exists, proc, log, "the GGUF files were being written")  # their first tensor is written
     proc.kill()

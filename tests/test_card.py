@@ -21,13 +21,13 @@ from helpers import make_checkpoint
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 
+from mythos_convert.api import export_hf
 from mythos_convert.card import build_card, card_problems, template_text, write_card
-from mythos_convert.convert.names import convert_name
 from mythos_convert.errors import MythosError
-from mythos_convert.metadata import load_meta
+from mythos_convert.formats.metadata import load_meta
 from mythos_convert.model.config import load_preset
 from mythos_convert.model.model import Mythos
-from mythos_convert.release import export_hf
+from mythos_convert.names import convert_name
 from mythos_convert.verify.record import hash_files, hf_bound_files, record_result
 
 GOLDEN = Path(__file__).parent / "golden" / "card_tiny.md"
@@ -161,8 +161,8 @@ def test_quickstart_in_the_card_runs(folder: Path):
 
 def test_gguf_files_and_verify_results_appear(folder: Path, tmp_path: Path):
     """A real GGUF export into the folder (the exporter re-renders the card), then recorded verify results."""
-    from mythos_convert.release import export_gguf
-    from mythos_convert.ui import human_size
+    from mythos_convert.api import export_gguf
+    from mythos_convert.support.ui import human_size
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     (gguf,) = [w.path for w in export_gguf(work, "f16", modelfile=True, verify=False).written]
@@ -361,7 +361,7 @@ def test_template_found_in_a_non_editable_install(tmp_path: Path):
         "-q",
     ]
     subprocess.run(pip, check=True, capture_output=True, timeout=600)
-    code = "import mythos_convert.card as c, mythos_convert.metadata as m; print(c.__file__); print(m.default_meta_path()); print(len(c.template_text()))"
+    code = "import mythos_convert.card as c, mythos_convert.formats.metadata as m; print(c.__file__); print(m.default_meta_path()); print(len(c.template_text()))"
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
     lines = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
@@ -406,8 +406,8 @@ def eval_entry(
 def test_files_that_ran_in_different_engines_are_each_named(folder: Path, tmp_path: Path):
     """eval runs Q4_0 on llama.cpp's repacked weights and the other types plain: the card names each
     engine with its types, not the first file's engine for all."""
+    from mythos_convert.api import export_gguf
     from mythos_convert.evaluate.record import record_eval
-    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     written = {w.outtype.name: w.path for w in export_gguf(work, "f16,q4_0", verify=False).written}
@@ -428,8 +428,8 @@ def test_files_that_ran_in_different_engines_are_each_named(folder: Path, tmp_pa
 
 
 def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path, tmp_path: Path):
+    from mythos_convert.api import export_gguf
     from mythos_convert.evaluate.record import record_eval
-    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     written = {w.outtype.name: w.path for w in export_gguf(work, "f16,q8_0", verify=False).written}
@@ -474,8 +474,8 @@ def test_files_table_chart_and_model_index_come_from_the_bound_eval(folder: Path
 
 
 def test_link_gguf_repo_replaces_its_own_line(folder: Path, tmp_path: Path):
+    from mythos_convert.api import export_gguf
     from mythos_convert.card import link_gguf_repo
-    from mythos_convert.release import export_gguf
 
     work = Path(shutil.copytree(folder, tmp_path / "out"))
     export_gguf(work, "f16", verify=False)
@@ -491,7 +491,7 @@ def test_the_training_rows_say_each_fact_once():
     the data's name; the card states the process count and the name once each, and the documents
     row comes from the recorded counts."""
     from mythos_convert.card.facts import training_facts
-    from mythos_convert.convert.hf_folder import Provenance
+    from mythos_convert.formats.hf_folder import Provenance
 
     record = training_record()
     record["hardware"] = "1 process(es) on CPU (x86_64, 2 cores, 2 threads each)"

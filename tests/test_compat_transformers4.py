@@ -21,9 +21,9 @@ import pytest
 import torch
 from helpers import compat_root, make_checkpoint, tiny_config
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+from mythos_convert.api import export_hf
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
-from mythos_convert.release import export_hf
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.verify.parity import PROMPTS, TOKENIZER_TEXTS, random_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat]

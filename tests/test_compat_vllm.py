@@ -27,8 +27,8 @@ from servers import cpu_flags, free_port, get_json, post_json, serve
 from tokenizers import Tokenizer
 from vllm_cpu import vllm_env, vllm_venv_dir
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
-from mythos_convert.release import export_hf
+from mythos_convert.api import export_hf
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat, pytest.mark.vllm]
 

@@ -13,9 +13,9 @@ import gguf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mythos_convert.convert.gguf import add_hparams
-from mythos_convert.convert.hf_config import hf_config_dict, mythos_config_from_hf
 from mythos_convert.data.tokenizer import SpecialTokens
+from mythos_convert.export.gguf_writer import add_hparams
+from mythos_convert.formats.hf_config import hf_config_dict, mythos_config_from_hf
 from mythos_convert.model.config import MythosConfig
 
 SPECIALS = SpecialTokens(bos=("<bos>", 1), eos=("<eos>", 2), pad=("<pad>", 0))

@@ -29,9 +29,9 @@ from test_bad_inputs import (
     wait_for,
 )
 
-from mythos_convert.atomic import atomic_dir
+from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.release import export_hf
+from mythos_convert.support.atomic import atomic_dir
 
 pytestmark = pytest.mark.slow
 
@@ -300,7 +300,7 @@ def test_second_run_to_a_locked_output_is_refused(case: Path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from mythos_convert.atomic import output_lock\n"
+            "import sys, time; from pathlib import Path; from mythos_convert.support.atomic import output_lock\n"
             f"with output_lock(Path({str(case / 'out')!r})):\n"
             "    print('locked', flush=True); time.sleep(120)\n",
         ],

@@ -16,7 +16,7 @@ import pytest
 import torch
 from trainkit import write_corpus, write_preset
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint
+from mythos_convert.formats.checkpoint import load_checkpoint
 from mythos_convert.model.model import Mythos
 from mythos_convert.train.trainer import train
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from helpers import REFERENCE, require_reference
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint
+from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.data.held_out import windows
-from mythos_convert.evaluate.engines import gguf_engine, native_engine
+from mythos_convert.engines.eval_engines import gguf_engine, native_engine
+from mythos_convert.engines.llama_buffers import extra_buffer_names
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
 from mythos_convert.evaluate.run import measure, run_eval
-from mythos_convert.llama_buffers import extra_buffer_names
-from mythos_convert.release import export_gguf, export_hf
+from mythos_convert.formats.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.llama_cpp
 
@@ -162,7 +162,7 @@ def test_q4_0_on_repacked_weights_costs_what_it_costs_plain(folders, reference):
 
 def test_without_a_repack_buffer_q4_0_runs_plain_and_says_so(folders, monkeypatch):
     """A llama.cpp build whose ggml does not answer (or has no CPU_REPACK): plain weights, named plain."""
-    import mythos_convert.llama_buffers as buffers
+    import mythos_convert.engines.llama_buffers as buffers
 
     monkeypatch.setattr(buffers, "_extra_list", lambda: (None, []))
     path = gguf_of(folders["out"], "Q4_0")

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import mythos_convert.evaluate.run as run_module
+from mythos_convert.engines.eval_engines import Engine
 from mythos_convert.errors import MythosError
-from mythos_convert.evaluate.engines import Engine
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
     first_scored,

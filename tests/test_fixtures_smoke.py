@@ -3,8 +3,8 @@
 import helpers
 import pytest
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
 
 def test_reference_tokenizer_has_reference_specials(ref_tokenizer_path):

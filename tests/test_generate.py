@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mythos_convert.cli import app
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.model.generate import (
     Sampling,
     TextStream,

@@ -16,9 +16,9 @@ import pytest
 import torch
 from helpers import REFERENCE, random_model, tiny_config
 
-from mythos_convert.convert.gguf import OUTTYPES
-from mythos_convert.convert.gguf_types import MAIN_TYPE
-from mythos_convert.release import export_gguf
+from mythos_convert.api import export_gguf
+from mythos_convert.export.gguf_writer import OUTTYPES
+from mythos_convert.quant.types import MAIN_TYPE
 from mythos_convert.verify.gguf import verify_gguf
 
 pytestmark = [pytest.mark.llama_cpp, pytest.mark.usefixtures("one_thread")]

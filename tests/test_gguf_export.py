@@ -15,14 +15,14 @@ import torch
 from helpers import make_checkpoint, make_reference_tokenizer, tiny_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from mythos_convert.convert.gguf import KEY_FALLBACK, KEY_KEPT, OUTTYPES, parse_outtypes, parse_size
-from mythos_convert.convert.gguf_vocab import build_vocab
-from mythos_convert.convert.modelfile import modelfile_text
-from mythos_convert.convert.names import expected_names
+from mythos_convert.api import export_gguf
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_vocab import build_vocab
+from mythos_convert.export.gguf_writer import KEY_FALLBACK, KEY_KEPT, OUTTYPES, parse_outtypes, parse_size
+from mythos_convert.export.modelfile import modelfile_text
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.release import export_gguf
+from mythos_convert.names import expected_names
 
 Q = gguf.GGMLQuantizationType
 
@@ -296,7 +296,7 @@ def test_hf_folder_that_is_not_a_llama(tmp_path):
 
 
 def test_pre_tokenizer_names_read_from_the_tokenizer(ref_tokenizer_path):
-    from mythos_convert.convert.gguf_vocab import KNOWN_SPLIT_REGEXES, pre_tokenizer_name
+    from mythos_convert.export.gguf_vocab import KNOWN_SPLIT_REGEXES, pre_tokenizer_name
 
     spec = json.loads(ref_tokenizer_path.read_text())
     assert pre_tokenizer_name(spec) == "gpt-2"
@@ -318,8 +318,8 @@ def test_pre_tokenizer_names_read_from_the_tokenizer(ref_tokenizer_path):
 def test_hf_folder_to_gguf_reads_numpy_views_equal_to_the_tensors(tmp_path, tiny_ckpt, dtype):
     """The writer reads an HF folder without torch (mapped numpy views): every tensor equals what
     safetensors gives torch, for each stored dtype; the files from the folder and the checkpoint agree."""
-    from mythos_convert.convert.hf_read import read_hf_folder
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
+    from mythos_convert.formats.hf_read import read_hf_folder
 
     folder = export_hf(tiny_ckpt, tmp_path / dtype, dtype=dtype, verify=False, card=False).folder
     src = read_hf_folder(folder)
@@ -341,11 +341,11 @@ def test_hf_folder_to_gguf_imports_no_torch(tmp_path, tiny_ckpt):
     import subprocess
     import sys
 
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
 
     folder = export_hf(tiny_ckpt, tmp_path / "hf", verify=False, card=False).folder
     code = (
-        "import sys; from mythos_convert.ui import set_quiet; from mythos_convert.release import export_gguf; "
+        "import sys; from mythos_convert.support.ui import set_quiet; from mythos_convert.api import export_gguf; "
         f"set_quiet(True); export_gguf({str(folder)!r}, 'f16,q8_0,q4_k_m', verify=False); "
         "print('torch' in sys.modules)"
     )
@@ -357,7 +357,7 @@ def test_hf_folder_to_gguf_imports_no_torch(tmp_path, tiny_ckpt):
 def poisoned_folders(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
     """HF folders (read without torch, as mapped views) holding one NaN or one -Inf in a q weight,
     which the writer permutes before encoding."""
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
 
     root = tmp_path_factory.mktemp("poisoned")
     folders = {}
@@ -381,7 +381,7 @@ def test_a_nonfinite_weight_is_refused_naming_the_tensor(
 ):
     """The check folded into the compiled cast and quantizers, and numpy's separate pass
     (MYTHOS_KERNELS=0), refuse the same tensor with the same words; no file is left."""
-    from mythos_convert.convert import kquants
+    from mythos_convert.quant import kquants
 
     if kernels == "numpy":
         monkeypatch.setenv("MYTHOS_KERNELS", "0")

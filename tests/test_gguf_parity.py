@@ -11,9 +11,9 @@ import torch
 from helpers import make_checkpoint, tiny_config
 from typer.testing import CliRunner
 
+from mythos_convert.api import export_gguf
 from mythos_convert.cli import app
 from mythos_convert.data.tokenizer import load_tokenizer
-from mythos_convert.release import export_gguf
 from mythos_convert.verify import verify
 from mythos_convert.verify.gguf import (
     load_llama,
@@ -117,7 +117,7 @@ def test_split_file_runs_in_llama_cpp(tmp_path, tiny_ckpt):
 
 @pytest.fixture(scope="module")
 def hf_folder(tiny_ckpt, tmp_path_factory):
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
 
     out = tmp_path_factory.mktemp("hf") / "out"
     export_hf(tiny_ckpt, out, verify=False)

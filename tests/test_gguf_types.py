@@ -15,9 +15,9 @@ import gguf
 import pytest
 from helpers import llama_quantize, make_checkpoint, tiny_config
 
-from mythos_convert.convert.gguf import OUTTYPES, plan_tensors
+from mythos_convert.api import export_gguf
+from mythos_convert.export.gguf_writer import OUTTYPES, plan_tensors
 from mythos_convert.model.config import MythosConfig, load_preset
-from mythos_convert.release import export_gguf
 
 Q = gguf.GGMLQuantizationType
 QUANTIZED = [name for name, t in OUTTYPES.items() if name not in ("f32", "f16", "bf16")]
@@ -98,7 +98,7 @@ def test_every_differing_tensor_says_why():
 @pytest.mark.llama_cpp
 def test_modelfile_and_card_point_at_q4_k_m(tmp_path: Path, tiny_ckpt: Path):
     """Q4_K_M is what people download first: when it is written, the Modelfile and the card use it."""
-    from mythos_convert.release import export_hf
+    from mythos_convert.api import export_hf
 
     folder = export_hf(tiny_ckpt, tmp_path / "out", verify=False).folder
     export = export_gguf(folder, "q8_0,q4_k_m,f16", modelfile=True, verify=False)
@@ -115,8 +115,8 @@ def test_quantizing_in_workers_changes_no_byte(tmp_path: Path, monkeypatch, ref_
     compiled quantizers, processes with the numpy fallback."""
     import concurrent.futures
 
-    import mythos_convert.convert.gguf as gguf_module
-    from mythos_convert.convert import kquants
+    import mythos_convert.export.gguf_writer as gguf_module
+    from mythos_convert.quant import kquants
 
     if pool == "processes":
         monkeypatch.setenv("MYTHOS_KERNELS", "0")  # the workers' own kquants too

@@ -12,12 +12,12 @@ from helpers import make_checkpoint, tiny_config, write_config_yaml
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from mythos_convert.api import export_hf
 from mythos_convert.cli import app
-from mythos_convert.convert.names import convert_name, expected_names
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
-from mythos_convert.release import export_hf
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
+from mythos_convert.names import convert_name, expected_names
 from mythos_convert.verify.parity import PROMPTS
 from mythos_convert.verify.record import load_results
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from mythos_convert.convert.hf_config import mythos_config_from_hf, same_architecture
+from mythos_convert.api import export_hf
+from mythos_convert.formats.hf_config import mythos_config_from_hf, same_architecture
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.release import export_hf
 
 
 @st.composite

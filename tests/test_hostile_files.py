@@ -23,8 +23,8 @@ import torch
 from helpers import make_checkpoint, tiny_config
 from test_bad_inputs import Case, assert_one_error_line, case, cli, cli_env, run_cli, snapshot
 
-from mythos_convert.convert.imatrix_file import quantized_matrices
-from mythos_convert.release import export_gguf, export_hf
+from mythos_convert.api import export_gguf, export_hf
+from mythos_convert.quant.imatrix_file import quantized_matrices
 
 pytestmark = pytest.mark.slow
 TOK = "{W}/ck/tokenizer.json"

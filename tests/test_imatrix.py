@@ -23,8 +23,8 @@ import pytest
 import torch
 from helpers import llama_quantize, make_checkpoint, require_reference, tiny_config
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
-from mythos_convert.release import export_gguf
+from mythos_convert.api import export_gguf
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
 Q = gguf.GGMLQuantizationType
 # rows of 256 everywhere and 8 layers: n/8 = 1, so the first-eighth rules show
@@ -240,9 +240,9 @@ def test_a_file_that_is_not_an_imatrix(run: Path, tmp_path: Path):
 def test_k_quant_where_every_tensor_falls_back_warns():
     """Rows of 64 and 192 everywhere (an HF folder's odd widths; Mythos' own ffn width is a multiple of
     256): no Q4_K block fits, the file holds what llama.cpp would write instead, and a warning says so."""
-    from mythos_convert.convert.gguf import OUTTYPES, TensorPlan, WrittenGGUF
-    from mythos_convert.convert.gguf_export import _all_fell_back
-    from mythos_convert.convert.gguf_types import choose_types
+    from mythos_convert.export.gguf import _all_fell_back
+    from mythos_convert.export.gguf_writer import OUTTYPES, TensorPlan, WrittenGGUF
+    from mythos_convert.quant.types import choose_types
 
     shapes = {"token_embd.weight": (512, 64), "blk.0.attn_q.weight": (64, 64), "blk.0.ffn_down.weight": (64, 192)}
     shapes["blk.0.attn_norm.weight"] = (64,)

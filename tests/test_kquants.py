@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from helpers import llama_quantize
 
-from mythos_convert.convert import kquants
+from mythos_convert.quant import kquants
 
 Q = gguf.GGMLQuantizationType
 pytestmark = pytest.mark.llama_cpp
@@ -292,7 +292,7 @@ def test_compiled_and_numpy_paths_give_the_same_bytes(qtype):
 def test_the_baseline_build_of_the_lane_code_gives_the_avx2_builds_bytes(tmp_path, monkeypatch):
     """The library carries an AVX2 clone of the lane code and a baseline one, picked by the CPU: an
     AVX2 machine never runs the baseline, so build it alone (MQ_NO_CLONES) and compare."""
-    from mythos_convert import cbuild
+    from mythos_convert.support import cbuild
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     lib, where = cbuild.load(kquants.KERNEL_SOURCE, [*kquants.KERNEL_FLAGS, "-DMQ_NO_CLONES"])
@@ -343,7 +343,7 @@ def test_float16_cast_rounds_like_numpy(compiled):
 
 def _kernel_status_in_child(env: dict[str, str]) -> str:
     code = (
-        "import numpy as np, gguf; from mythos_convert.convert import kquants; s = kquants.kernel_status(); "
+        "import numpy as np, gguf; from mythos_convert.quant import kquants; s = kquants.kernel_status(); "
         "x = np.linspace(-1, 1, 512, dtype=np.float32).reshape(2, 256); "
         "print(s.quantize is None, kquants.quantize(x, gguf.GGMLQuantizationType.Q4_K).tobytes().hex()[:16], s.reason)"
     )

@@ -1,4 +1,4 @@
-"""Where llama.cpp keeps weights (`mythos_convert.llama_buffers`): AMX is never reached, llama.cpp's own
+"""Where llama.cpp keeps weights (`mythos_convert.engines.llama_buffers`): AMX is never reached, llama.cpp's own
 list of extra buffer types is left as it was, and every way the repacked load cannot be had is plain."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import ctypes
 
 import pytest
 
-import mythos_convert.llama_buffers as buffers
+import mythos_convert.engines.llama_buffers as buffers
 
 pytestmark = pytest.mark.llama_cpp
 

@@ -22,10 +22,10 @@ from helpers import REFERENCE, make_checkpoint, require_reference, tiny_config
 from mlx_venv import mlx_venv_python
 from safetensors.torch import load_file, save_file
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+from mythos_convert.api import export_hf
 from mythos_convert.data.tokenizer import load_tokenizer
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.mlx.parity import native_run, run_mlx, sequences
-from mythos_convert.release import export_hf
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlx]
 

@@ -18,10 +18,10 @@ import pytest
 from helpers import REFERENCE, require_reference
 from mlx_venv import mlx_venv_python
 
+from mythos_convert.api import export_hf
 from mythos_convert.mlx.export import export_mlx
 from mythos_convert.mlx.parity import run_mlx
 from mythos_convert.mlx.verify import MLX_KL_GATES, within_kl_gate
-from mythos_convert.release import export_hf
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlx]
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from helpers import REFERENCE, make_checkpoint, tiny_config, write_config_yaml
 
-from mythos_convert.convert.names import expected_names
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model, save_checkpoint
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model, save_checkpoint
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.model.model import Mythos
+from mythos_convert.names import expected_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

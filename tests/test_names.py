@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import random_model, tiny_config
 
-from mythos_convert.convert.names import (
+from mythos_convert.errors import MythosError
+from mythos_convert.names import (
     FORMATS,
     NATIVE_DROPPED,
     TIED_HEAD,
@@ -14,7 +15,6 @@ from mythos_convert.convert.names import (
     strip_native_prefixes,
     transform_of,
 )
-from mythos_convert.errors import MythosError
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_only_q_and_k_are_permuted(native_keys):
 
 
 def test_native_shapes_match_the_model():
-    from mythos_convert.convert.names import native_shapes
+    from mythos_convert.names import native_shapes
 
     cfg = tiny_config(n_layers=3, n_heads=6, n_kv_heads=2, d_model=96, vocab_size=333)
     model = random_model(cfg)

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from mythos_convert.api import export_hf
 from mythos_convert.cli import app
-from mythos_convert.convert.native import export_native
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.errors import MythosError
+from mythos_convert.export.native import export_native
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.model.model import Mythos
-from mythos_convert.release import export_hf
 
 
 @pytest.fixture(scope="module")

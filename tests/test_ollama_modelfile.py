@@ -12,8 +12,8 @@ import re
 
 from helpers import make_reference_tokenizer
 
-from mythos_convert.convert.modelfile import modelfile_text
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+from mythos_convert.export.modelfile import modelfile_text
 
 COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter"}
 COMMANDS |= {"message", "requires"}

@@ -27,7 +27,7 @@ from helpers import REFERENCE, make_checkpoint, make_reference_tokenizer, requir
 from ollama_bpe import LLAMA3_REGEX, OllamaBPE, era_0_5_12, era_0_12_0, era_0_12_2, read_keys
 from tokenizers import Tokenizer
 
-from mythos_convert.release import export_gguf
+from mythos_convert.api import export_gguf
 
 KEY = "tokenizer.ggml.pretokenizer"
 HARD_CASES = (

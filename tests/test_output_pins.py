@@ -26,8 +26,8 @@ import torch
 import transformers
 from helpers import require_reference, tiny_config
 
+from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.model.model import Mythos
-from mythos_convert.release import export_gguf, export_hf
 
 PINS = {
     "config.json": "4ddc6836aee754034347f4752e4fe9684e97944216187b4ac935a0c00680710e",

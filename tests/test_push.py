@@ -19,12 +19,12 @@ from hub_server import HubServer
 from huggingface_hub import ModelCard, constants, snapshot_download
 from typer.testing import CliRunner
 
+from mythos_convert.api import export_hf
 from mythos_convert.card import card_problems
 from mythos_convert.cli import app
 from mythos_convert.errors import MythosError
-from mythos_convert.hub import local_files, plan_push, push
-from mythos_convert.hub_checks import check_folder
-from mythos_convert.release import export_hf
+from mythos_convert.hub.checks import check_folder
+from mythos_convert.hub.push import local_files, plan_push, push
 from mythos_convert.verify.record import record_result
 
 TOKEN = "hf_test_write_token"
@@ -250,7 +250,7 @@ def test_sharded_index_consistency(tiny_ckpt: Path, tmp_path: Path):
     out = export_hf(tiny_ckpt, tmp_path / "sharded", max_shard_size=200_000, verify=False, card=False).folder
     shards = sorted(p.name for p in out.glob("*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
-    from mythos_convert.hub_checks import check_weights
+    from mythos_convert.hub.checks import check_weights
 
     assert check_weights(out) == []
     (out / shards[-1]).unlink()
@@ -278,7 +278,7 @@ def test_private_repo_and_a_repeated_push_is_a_no_op(exported: Path, hub: HubSer
 @pytest.fixture(scope="module")
 def with_ggufs(exported: Path, tmp_path_factory) -> Path:
     """The export plus verified F16 and Q8_0 files, a Modelfile, and an eval (eval.json, the chart, the card)."""
-    from mythos_convert.release import evaluate, export_gguf
+    from mythos_convert.api import evaluate, export_gguf
 
     folder = Path(shutil.copytree(exported, tmp_path_factory.mktemp("gguf-push") / "out"))
     assert export_gguf(folder, "f16,q8_0", modelfile=True).passed
@@ -329,7 +329,7 @@ def test_gguf_repo_holds_the_ggufs_and_a_card_naming_its_base_model(with_ggufs: 
 
 
 def test_gguf_repo_is_refused_without_ggufs_or_as_the_same_repo(exported: Path, with_ggufs: Path):
-    from mythos_convert.gguf_repo import checked_pushes
+    from mythos_convert.hub.gguf_repo import checked_pushes
 
     with (
         pytest.raises(MythosError, match=r"holds no \.gguf files for --gguf-repo"),

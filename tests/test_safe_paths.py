@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from mythos_convert.errors import MythosError, UnsafePathError
-from mythos_convert.safe_paths import entry_problem, folder_files, inside, refuse_output_over_inputs, scan_folder
+from mythos_convert.support.safe_paths import (
+    entry_problem,
+    folder_files,
+    inside,
+    refuse_output_over_inputs,
+    scan_folder,
+)
 
 
 @pytest.fixture

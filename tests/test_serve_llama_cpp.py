@@ -24,9 +24,9 @@ from helpers import REFERENCE
 from servers import cpu_flags, free_port, post_json, serve
 from tokenizers import Tokenizer
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
-from mythos_convert.llama_buffers import can_repack, repacked_weights
-from mythos_convert.release import export_gguf
+from mythos_convert.api import export_gguf
+from mythos_convert.engines.llama_buffers import can_repack, repacked_weights
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama_cpp]
 

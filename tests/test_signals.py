@@ -26,7 +26,7 @@ import pytest
 import stall
 from helpers import make_checkpoint, sample_corpus, tiny_config
 
-from mythos_convert.release import export_hf
+from mythos_convert.api import export_hf
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +118,13 @@ class Write:
     completed: tuple[str, ...] = ()
 
 
-PUBLISH = "mythos_convert.atomic:_publish_mode"  # an atomic output written, not yet renamed into place
+PUBLISH = "mythos_convert.support.atomic:_publish_mode"  # an atomic output written, not yet renamed into place
 WRITES = [
-    Write("hf", "hf {R}/ck/ckpt.pt {W}/hf --force", "mythos_convert.convert.safetensors:_RangeCopier.write", "after"),
+    Write("hf", "hf {R}/ck/ckpt.pt {W}/hf --force", "mythos_convert.formats.safetensors:_RangeCopier.write", "after"),
     Write(  # the first type's file is complete and in place; the others are still temporaries
         "gguf-all",
         "gguf {R}/ck/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify",
-        "mythos_convert.convert.gguf:_Output.commit",
+        "mythos_convert.export.gguf_writer:_Output.commit",
         "after",
         completed=("m-F32.gguf",),
     ),
@@ -191,7 +191,7 @@ class Pool:
 
 
 CORPUS_TASK = "mythos_convert.data.corpus:_docstrings_of_file"  # the embedded corpus's workers
-QUANTIZE_TASK = "mythos_convert.convert.kquants:quantize"  # the numpy quantizers' (compiled ones use threads)
+QUANTIZE_TASK = "mythos_convert.quant.kquants:quantize"  # the numpy quantizers' (compiled ones use threads)
 NUMPY_QUANTIZERS = (("MYTHOS_KERNELS", "0"),)
 GGUF_BIG = "gguf {R}/big/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify"
 POOLS = [
@@ -238,7 +238,7 @@ BUSY = [
     Busy("corpus-task", "train --preset tiny --max-steps 1 --out {W}/run", CORPUS_TASK, "before"),
     Busy("quantizer-task", GGUF_BIG, QUANTIZE_TASK, "before", NUMPY_QUANTIZERS),
     # the command stops after its first tensor went through the workers
-    Busy("quantizers-idle", GGUF_BIG, "mythos_convert.convert.gguf:_Output.write", "after", NUMPY_QUANTIZERS),
+    Busy("quantizers-idle", GGUF_BIG, "mythos_convert.export.gguf_writer:_Output.write", "after", NUMPY_QUANTIZERS),
 ]
 
 
@@ -310,7 +310,7 @@ def _running(procs: list[psutil.Process]) -> list[str]:
 @pytest.fixture
 def handled_signals():
     """The CLI's handlers, in this process, for one test; then pytest's own again."""
-    from mythos_convert import interrupts
+    from mythos_convert.support import interrupts
 
     with interrupts.handled():
         yield interrupts
@@ -319,7 +319,7 @@ def handled_signals():
 def test_signal_during_the_swap_is_raised_after_it(handled_signals, tmp_path: Path, monkeypatch):
     """SIGTERM between moving the old output aside and renaming the new one in: the new output is
     in place before the signal is raised (the output is never missing, no `.old-*` is left)."""
-    from mythos_convert import atomic
+    from mythos_convert.support import atomic
 
     out = tmp_path / "out"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""push's private copy (mythos_convert/snapshot.py) on real files: what it holds, what it refuses, what it leaves."""
+"""push's private copy (mythos_convert/hub/snapshot.py) on real files: what it holds, what it refuses, what it leaves."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mythos_convert import snapshot
 from mythos_convert.errors import MythosError, UnsafePathError
-from mythos_convert.snapshot import take_snapshot
+from mythos_convert.hub import snapshot
+from mythos_convert.hub.snapshot import take_snapshot
 
 
 @pytest.fixture

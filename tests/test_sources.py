@@ -18,12 +18,12 @@ import torch
 from helpers import make_checkpoint, tiny_config
 from safetensors.torch import load_file, save_file
 
-from mythos_convert.convert.hf_config import same_architecture
-from mythos_convert.convert.names import check_tensors, check_tied
-from mythos_convert.convert.sources import open_gguf, open_native_without_torch, open_source
+from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.hf_config import same_architecture
 from mythos_convert.model.model import Mythos
-from mythos_convert.release import export_gguf, export_hf
+from mythos_convert.names import check_tensors, check_tied
+from mythos_convert.source import open_gguf, open_native_without_torch, open_source
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_check_tied_compares_values_of_any_kind():
 def test_provenance_file_round_trip(exported):
     _, folder, _ = exported
     published = json.loads((folder / "mythos.json").read_text())
-    from mythos_convert.convert.hf_folder import Provenance
+    from mythos_convert.formats.hf_folder import Provenance
 
     assert Provenance.from_dict(published).published() == published
 

@@ -23,10 +23,10 @@ from hub_server import HubServer
 from servers import free_port, serve
 from tokenizers import Tokenizer
 
+from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.hub import PlannedFile, plan_push
-from mythos_convert.release import export_hf
-from mythos_convert.space import push_space, write_space
+from mythos_convert.hub.push import PlannedFile, plan_push
+from mythos_convert.hub.space import push_space, write_space
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,13 @@ import pytest
 from helpers import REFERENCE
 from tokenizers import Tokenizer
 
-from mythos_convert.convert.tokenizer_export import (
+from mythos_convert.data.tokenizer import special_tokens
+from mythos_convert.export.tokenizer_files import (
     bos_only_tokenizer,
     bos_only_tokenizer_json,
     special_tokens_map_dict,
     tokenizer_config_dict,
 )
-from mythos_convert.data.tokenizer import special_tokens
 
 FIRST, SECOND = "The capital of France is", "Paris, naïve café."
 

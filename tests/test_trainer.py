@@ -9,8 +9,8 @@ import pytest
 import torch
 from trainkit import MODEL, write_corpus, write_preset
 
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.train.schedule import lr_at, make_optimizer
 from mythos_convert.train.trainer import train
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.card import write_card
 from mythos_convert.cli import app
 from mythos_convert.errors import MythosError
-from mythos_convert.hub_checks import check_folder, check_verify
-from mythos_convert.release import export_gguf, export_hf
+from mythos_convert.hub.checks import check_folder, check_verify
 
 GGUF_NAME = "tiny-F16.gguf"
 HF_FILES = {

@@ -161,7 +161,7 @@ def test_native_greedy_decodes_the_reference_implementations_tokens(reference):
     checkpoint gives the greedy tokens the reference implementation wrote, and as many as verify compares."""
     from helpers import REFERENCE
 
-    from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
+    from mythos_convert.formats.checkpoint import load_checkpoint, load_model
     from mythos_convert.verify.parity import native_greedy
 
     model = load_model(load_checkpoint(REFERENCE / "ref_small.pt")).eval()

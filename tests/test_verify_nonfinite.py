@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import random_model, tiny_config
 
-from mythos_convert.release import export_gguf
+from mythos_convert.api import export_gguf
 from mythos_convert.verify.parity import Tolerance, check, compare_logits, merge_comparisons
 
 F16_LIKE = Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.97, greedy_must_match=False)
@@ -154,8 +154,8 @@ def test_f16_overflow_fails_where_f32_passes(tmp_path: Path, ref_tokenizer_path:
 
 def test_hf_export_of_a_nan_checkpoint_fails_verify(tmp_path: Path, ref_tokenizer_path: Path):
     """Both sides NaN: |diff| is NaN everywhere, which `>` never flagged; now each side is named."""
+    from mythos_convert.api import export_hf
     from mythos_convert.errors import MythosError
-    from mythos_convert.release import export_hf
     from mythos_convert.verify.record import load_results
 
     ckpt = _checkpoint(tmp_path / "nan", ref_tokenizer_path, nan_at="layers.0.attn_norm.weight")

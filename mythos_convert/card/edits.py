@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mythos_convert.atomic import atomic_file
 from mythos_convert.card.render import CARD_FILE, LOCAL_MODEL_REF
+from mythos_convert.support.atomic import atomic_file
 
 REQUIRED_FRONT_MATTER = ("language", "license", "library_name", "pipeline_tag", "tags")
 

@@ -13,15 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.convert.gguf_types import recommended_rank
-from mythos_convert.convert.hf_folder import CONFIG_FILE, META_FILE, Provenance
-from mythos_convert.convert.safetensors import INDEX_FILE, TensorInfo, read_tensors
-from mythos_convert.convert.sources import gguf_problems
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
+from mythos_convert.formats.hf_folder import CONFIG_FILE, META_FILE, Provenance
+from mythos_convert.formats.safetensors import INDEX_FILE, TensorInfo, read_tensors
 from mythos_convert.model.config import short_repr
-from mythos_convert.ui import human_size
+from mythos_convert.quant.types import recommended_rank
+from mythos_convert.source import gguf_problems
+from mythos_convert.support.ui import human_size
 from mythos_convert.verify.record import is_bound, load_results
 
 

@@ -13,12 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.atomic import atomic_file
 from mythos_convert.card.facts import collect_facts, file_rows, gguf_facts, number
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import write_chart
-from mythos_convert.metadata import load_meta
-from mythos_convert.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
+from mythos_convert.formats.metadata import load_meta
+from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.safe_paths import refuse_output_over_inputs, refuse_unsafe, scan_folder
 
 CARD_FILE = "README.md"
 TEMPLATE_NAME = "template.md.j2"

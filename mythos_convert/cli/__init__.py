@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert import __version__, interrupts
+from mythos_convert import __version__
 from mythos_convert.errors import MythosError
+from mythos_convert.support import interrupts
 
 app = typer.Typer(
     name="mythos-convert",
@@ -42,7 +43,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    from mythos_convert.ui import set_quiet
+    from mythos_convert.support.ui import set_quiet
 
     set_quiet(quiet)
     _state["debug"] = _state["debug"] or debug

@@ -24,7 +24,7 @@ def card(
     apply_quiet(quiet)
     from mythos_convert.card import REQUIRED_CONFIG_FIELDS, read_config, write_card
     from mythos_convert.errors import MythosError
-    from mythos_convert.ui import result
+    from mythos_convert.support.ui import result
 
     if out.is_dir():  # a card for no model, or for a damaged config, would mislead
         if not (out / "config.json").is_file():

@@ -24,7 +24,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 def apply_quiet(quiet: bool) -> None:
     """Commands take --quiet too, so it works after the command name as well as before it."""
     if quiet:
-        from mythos_convert.ui import set_quiet
+        from mythos_convert.support.ui import set_quiet
 
         set_quiet(True)
 

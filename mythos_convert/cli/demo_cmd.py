@@ -19,8 +19,8 @@ def demo(
     """Train tiny on the embedded corpus, export to HF and GGUF (f16, q8_0), verify, eval, card, push --dry-run."""
     apply_quiet(quiet)
     from mythos_convert.demo import load_commands, run_demo, summary_table
-    from mythos_convert.hub import plan_table
-    from mythos_convert.ui import result
+    from mythos_convert.hub.push import plan_table
+    from mythos_convert.support.ui import result
 
     outcome = run_demo(out, force=force, max_steps=max_steps)
     result(plan_table(outcome.push_plan))

@@ -57,11 +57,11 @@ def eval_(
     Example: mythos-convert eval out/ --ctx 512 --chunks 64 --json eval-report.json
     """
     apply_quiet(quiet)
-    from mythos_convert.atomic import check_output_file
+    from mythos_convert.api import evaluate
     from mythos_convert.evaluate.run import report_lines, report_table, write_report_json
-    from mythos_convert.release import evaluate
-    from mythos_convert.safe_paths import refuse_output_over_inputs
-    from mythos_convert.ui import result
+    from mythos_convert.support.atomic import check_output_file
+    from mythos_convert.support.safe_paths import refuse_output_over_inputs
+    from mythos_convert.support.ui import result
 
     if json_out is not None:
         check_output_file(json_out, force)

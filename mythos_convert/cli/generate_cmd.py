@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mythos_convert.cli.common import CheckpointArg, ConfigOpt, QuietOpt, TokenizerOpt, apply_quiet
-from mythos_convert.convert.hf_config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from mythos_convert.formats.hf_config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 
 def generate(
@@ -30,8 +30,8 @@ def generate(
     """
     apply_quiet(quiet)
     from mythos_convert.model.generate import Sampling
+    from mythos_convert.support.ui import info, warn
     from mythos_convert.textgen import prepare_generation
-    from mythos_convert.ui import info, warn
 
     sampling = Sampling(temperature=temperature, top_k=top_k or None, top_p=top_p)
     run = prepare_generation(

@@ -10,7 +10,7 @@ import typer
 from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
 
 # Spelled out so the CLI starts without importing torch (2 s); tests/test_cli.py checks it
-# against mythos_convert.convert.gguf.OUTTYPES.
+# against mythos_convert.export.gguf_writer.OUTTYPES.
 OUTTYPE_HELP = (
     "f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q5_k_s | q5_1 | q5_0 | q4_k_m | q4_k_s | q4_1 | q4_0 | "
     "q3_k_l | q3_k_m | q3_k_s | q2_k | all"
@@ -44,10 +44,10 @@ def gguf(
 ) -> None:
     """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
     apply_quiet(quiet)
-    from mythos_convert.convert.gguf_export import render_export
+    from mythos_convert.api import export_gguf
     from mythos_convert.errors import MythosError
-    from mythos_convert.release import export_gguf
-    from mythos_convert.ui import result
+    from mythos_convert.export.gguf import render_export
+    from mythos_convert.support.ui import result
 
     export = export_gguf(
         src,

@@ -42,8 +42,8 @@ def hf(
 ) -> None:
     """Export CKPT as a LlamaForCausalLM folder (safetensors, config, tokenizer, card) and verify it."""
     apply_quiet(quiet)
-    from mythos_convert.release import export_hf
-    from mythos_convert.ui import result
+    from mythos_convert.api import export_hf
+    from mythos_convert.support.ui import result
 
     export = export_hf(
         ckpt,

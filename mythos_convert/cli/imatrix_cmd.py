@@ -29,11 +29,11 @@ def imatrix(
     Example: mythos-convert imatrix runs/tiny/ckpt.pt --out runs/tiny/imatrix.gguf
     """
     apply_quiet(quiet)
-    from mythos_convert.atomic import check_output_file
-    from mythos_convert.convert.imatrix_file import write_imatrix
-    from mythos_convert.imatrix import compute_imatrix
-    from mythos_convert.safe_paths import refuse_output_over_inputs
-    from mythos_convert.ui import result
+    from mythos_convert.quant.imatrix import compute_imatrix
+    from mythos_convert.quant.imatrix_file import write_imatrix
+    from mythos_convert.support.atomic import check_output_file
+    from mythos_convert.support.safe_paths import refuse_output_over_inputs
+    from mythos_convert.support.ui import result
 
     check_output_file(out, force)
     refuse_output_over_inputs(

@@ -24,7 +24,7 @@ def mlx(
     """Write MLX quantized folders (mlx-lm's own quantizer), each checked in mlx-lm against the native model."""
     apply_quiet(quiet)
     from mythos_convert.mlx.export import export_mlx
-    from mythos_convert.ui import human_size, result
+    from mythos_convert.support.ui import human_size, result
 
     for out in export_mlx(folder, bits, force=force, verify=not no_verify, python=mlx_python):
         v = out.verify

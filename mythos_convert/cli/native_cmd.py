@@ -18,7 +18,7 @@ def native(
 ) -> None:
     """Write a native checkpoint (reference layout, tokenizer embedded) from an HF Llama folder."""
     apply_quiet(quiet)
-    from mythos_convert.convert.native import export_native
-    from mythos_convert.ui import result
+    from mythos_convert.export.native import export_native
+    from mythos_convert.support.ui import result
 
     result(str(export_native(out, ckpt, force=force)))

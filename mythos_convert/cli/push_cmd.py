@@ -42,9 +42,15 @@ def push(
     import contextlib
 
     from mythos_convert.errors import MythosError
-    from mythos_convert.hub import checked_push, dry_run_summary, plan_table, refuse_plan_credentials, resolve_token
-    from mythos_convert.hub import push as do_push
-    from mythos_convert.ui import info, is_quiet, result, warn
+    from mythos_convert.hub.push import (
+        checked_push,
+        dry_run_summary,
+        plan_table,
+        refuse_plan_credentials,
+        resolve_token,
+    )
+    from mythos_convert.hub.push import push as do_push
+    from mythos_convert.support.ui import info, is_quiet, result, warn
 
     if not repo:
         raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
@@ -65,7 +71,7 @@ def push(
     )
     with contextlib.ExitStack() as stack:  # the plans' private copy lives until the last commit
         if gguf_repo:
-            from mythos_convert.gguf_repo import checked_pushes
+            from mythos_convert.hub.gguf_repo import checked_pushes
 
             plans = stack.enter_context(checked_pushes(out, repo, gguf_repo, **options))
         else:

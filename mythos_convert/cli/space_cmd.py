@@ -28,9 +28,9 @@ def space(
     """Write OUT/app.py (loads the model with transformers, samples as its card says) and push it as a Space."""
     apply_quiet(quiet)
     from mythos_convert.errors import MythosError
-    from mythos_convert.hub import dry_run_summary, is_repo_id, plan_push, plan_table, resolve_token
-    from mythos_convert.space import default_model, push_space, write_space
-    from mythos_convert.ui import info, result
+    from mythos_convert.hub.push import dry_run_summary, is_repo_id, plan_push, plan_table, resolve_token
+    from mythos_convert.hub.space import default_model, push_space, write_space
+    from mythos_convert.support.ui import info, result
 
     if not repo:
         raise MythosError("--repo is required: pass the Space's repo id as OWNER/NAME-demo")

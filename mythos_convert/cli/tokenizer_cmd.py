@@ -31,12 +31,12 @@ def train(
     Example: mythos-convert tokenizer train --data corpus/ --vocab-size 3252 --out tokenizer.json
     """
     apply_quiet(quiet)
-    from mythos_convert import ui
-    from mythos_convert.atomic import check_output_file
     from mythos_convert.data.corpus import load_corpus
     from mythos_convert.data.pipeline import prepare_documents
     from mythos_convert.data.tokenizer import save_tokenizer, train_tokenizer
-    from mythos_convert.safe_paths import refuse_output_over_inputs
+    from mythos_convert.support import ui
+    from mythos_convert.support.atomic import check_output_file
+    from mythos_convert.support.safe_paths import refuse_output_over_inputs
 
     check_output_file(out, force)
     refuse_output_over_inputs(out, [("data", d) for d in data or []])

@@ -37,7 +37,7 @@ def train(
     Example: mythos-convert train --preset tiny --out runs/tiny
     """
     apply_quiet(quiet)
-    from mythos_convert import ui
+    from mythos_convert.support import ui
     from mythos_convert.train.trainer import train as run_training
 
     result = run_training(

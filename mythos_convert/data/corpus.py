@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import require_file
-from mythos_convert.workers import close_pool, process_pool, starting_workers
+from mythos_convert.support.safe_paths import require_file
+from mythos_convert.support.workers import close_pool, process_pool, starting_workers
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from mythos_convert.data.corpus import load_corpus
 from mythos_convert.data.pipeline import DataReport, TokenData, prepare_documents, tokenize_to_files
 from mythos_convert.errors import MythosError
-from mythos_convert.ui import info
+from mythos_convert.support.ui import info
 
 RUN_VALIDATION = Path("data") / "val.npy"
 

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from mythos_convert import ui
 from mythos_convert.data.corpus import Corpus
 from mythos_convert.data.dedup import drop_exact_duplicates, drop_near_duplicates
 from mythos_convert.data.tokenizer import special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.support import ui
 
 MIN_CHARS = 64  # shorter documents carry too little text to learn from ("very short")
 MIN_WORDS = 8

@@ -15,7 +15,7 @@ from typing import Protocol
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import require_file
+from mythos_convert.support.safe_paths import require_file
 
 
 class TokenizerHolder(Protocol):
@@ -216,7 +216,7 @@ def check_vocab_fits(
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | Path, *, force: bool = True) -> Path:
     """Write tokenizer.json atomically (`force=False`: refuse an existing file, also at rename time)."""
-    from mythos_convert.atomic import atomic_file
+    from mythos_convert.support.atomic import atomic_file
 
     with atomic_file(path, force=force) as tmp:
         tmp.write_text(tokenizer_json_text(tokenizer), encoding="utf-8")

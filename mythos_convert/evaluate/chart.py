@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.atomic import atomic_file
+from mythos_convert.support.atomic import atomic_file
 
 CHART_FILE = "gguf-quality.png"
 INSTALL_HINT = 'pip install "mythos-convert[plot]"'

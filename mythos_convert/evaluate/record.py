@@ -25,9 +25,9 @@ from typing import Any
 
 import gguf
 
-from mythos_convert.atomic import atomic_file
-from mythos_convert.convert.gguf_files import shard_names
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.gguf_files import shard_names
+from mythos_convert.support.atomic import atomic_file
 from mythos_convert.verify.record import is_bound
 
 EVAL_FILE = "eval.json"

@@ -25,15 +25,9 @@ import numpy as np
 from rich.table import Table
 from tokenizers import Tokenizer
 
-from mythos_convert.atomic import atomic_file
-from mythos_convert.convert.gguf_files import is_later_shard
-from mythos_convert.convert.hf_read import read_hf_folder
-from mythos_convert.convert.native_checkpoint import load_checkpoint
-from mythos_convert.convert.sources import open_gguf
 from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
-from mythos_convert.errors import MythosError
-from mythos_convert.evaluate.engines import (
+from mythos_convert.engines.eval_engines import (
     Engine,
     gguf_engine,
     hf_engine,
@@ -41,6 +35,7 @@ from mythos_convert.evaluate.engines import (
     native_from_hf,
     require_llama_cpp,
 )
+from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
     method_text,
@@ -48,8 +43,13 @@ from mythos_convert.evaluate.perplexity import (
     scored_logits,
 )
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header, record_eval
-from mythos_convert.safe_paths import require_file
-from mythos_convert.ui import human_size, info, progress_task
+from mythos_convert.formats.checkpoint import load_checkpoint
+from mythos_convert.formats.gguf_files import is_later_shard
+from mythos_convert.formats.hf_read import read_hf_folder
+from mythos_convert.source import open_gguf
+from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.safe_paths import require_file
+from mythos_convert.support.ui import human_size, info, progress_task
 from mythos_convert.verify.divergence import DivergenceAccumulator, LogProbs, log_probs
 from mythos_convert.verify.hf import torch_threads
 from mythos_convert.verify.record import hash_files, hf_bound_files

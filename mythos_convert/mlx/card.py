@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mythos_convert.ui import human_size
+from mythos_convert.support.ui import human_size
 
 if TYPE_CHECKING:
     from mythos_convert.mlx.export import MLXWritten

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.atomic import atomic_dir, check_output_dir
 from mythos_convert.errors import MythosError
 from mythos_convert.mlx.runtime import mlx_python, run_worker
+from mythos_convert.support.atomic import atomic_dir, check_output_dir
 
 BITS = (4, 8)  # the widths with a measured gate (mythos_convert/mlx/verify.py)
 GROUP_SIZE = 64  # mlx-lm's default group
@@ -69,7 +69,7 @@ def export_mlx(
         MythosError: not an HF export, no mlx-lm, an unsupported width, an existing output without
             force, or a folder that mlx-lm fails on or that fails verification (nothing is written then).
     """
-    from mythos_convert.convert.sources import open_hf
+    from mythos_convert.source import open_hf
 
     folder = Path(folder)
     widths = parse_bits(bits)
@@ -103,7 +103,7 @@ def _reference(source) -> tuple[Any, list[list[int]]]:
     """The native engine in float32 on the folder's weights, and the verifier's sequences."""
     import torch
 
-    from mythos_convert.convert.native_checkpoint import load_model
+    from mythos_convert.formats.checkpoint import load_model
     from mythos_convert.mlx.parity import sequences
 
     config = source.config

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import require_file
+from mythos_convert.support.safe_paths import require_file
 
 PRESET_NAMES = ("tiny", "mythos-172m", "mythos-500m")
 # The largest value each size field may take: far beyond any released model (vocabularies reach

@@ -13,8 +13,6 @@ from typing import Any
 import torch
 import yaml
 
-from mythos_convert import ui
-from mythos_convert.atomic import atomic_dir
 from mythos_convert.data.corpus import load_corpus
 from mythos_convert.data.pipeline import prepare_documents, tokenize_to_files
 from mythos_convert.data.tokenizer import (
@@ -27,6 +25,8 @@ from mythos_convert.data.tokenizer import (
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import Preset
+from mythos_convert.support import ui
+from mythos_convert.support.atomic import atomic_dir
 
 CKPT_NAME = "ckpt.pt"
 TOKENIZER_NAME = "tokenizer.json"

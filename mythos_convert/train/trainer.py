@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mythos_convert import ui
-from mythos_convert.convert.native_checkpoint import save_checkpoint
 from mythos_convert.data.pipeline import TokenData
 from mythos_convert.data.tokenizer import TRAIN_FIX, check_vocab_fits, load_tokenizer, tokenizer_json_text
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import save_checkpoint
 from mythos_convert.model.config import MythosConfig, TrainingConfig, load_preset
 from mythos_convert.model.model import Mythos
-from mythos_convert.safe_paths import refuse_output_over_inputs
+from mythos_convert.support import ui
+from mythos_convert.support.safe_paths import refuse_output_over_inputs
 from mythos_convert.train import distributed as dist_utils
 from mythos_convert.train.run_folder import (
     CKPT_NAME,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import require_file
+from mythos_convert.support.safe_paths import require_file
 
 
 def verify(

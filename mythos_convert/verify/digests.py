@@ -23,9 +23,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.convert.hf_folder import LOCAL_FILE
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import inside
+from mythos_convert.formats.hf_folder import LOCAL_FILE
+from mythos_convert.support.safe_paths import inside
 from mythos_convert.verify.record import file_digest, hash_files, hf_bound_files
 
 

@@ -9,7 +9,7 @@ checkpoint, or, for a file inside an HF folder and no checkpoint given, that fol
 
 AMX: llama.cpp's AMX matmul path (extra buffer types, used for Q8_0/Q4_0 weights on CPUs that
 report AMX_INT8) crashes (llama.cpp issue 20824). Verify loads every model with extra buffer types
-off (`mythos_convert.llama_buffers`) instead of asking users for a custom llama.cpp build, so a
+off (`mythos_convert.engines.llama_buffers`) instead of asking users for a custom llama.cpp build, so a
 stock `pip install llama-cpp-python` verifies on every CPU; it costs speed on AMX machines only.
 """
 
@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mythos_convert.convert.gguf import OUTTYPES
-from mythos_convert.convert.gguf_files import shard_names, split_count
-from mythos_convert.convert.gguf_vocab import NORMALIZER_PROBES
-from mythos_convert.convert.native_checkpoint import load_model
-from mythos_convert.convert.sources import ModelSource, open_gguf, open_hf, open_native
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
+from mythos_convert.engines.llama_buffers import no_extra_buffers, repacked_weights
 from mythos_convert.errors import MythosError
-from mythos_convert.llama_buffers import no_extra_buffers, repacked_weights
-from mythos_convert.safe_paths import require_file
-from mythos_convert.ui import info, result
+from mythos_convert.export.gguf_vocab import NORMALIZER_PROBES
+from mythos_convert.export.gguf_writer import OUTTYPES
+from mythos_convert.formats.checkpoint import load_model
+from mythos_convert.formats.gguf_files import shard_names, split_count
+from mythos_convert.source import ModelSource, open_gguf, open_hf, open_native
+from mythos_convert.support.safe_paths import require_file
+from mythos_convert.support.ui import info, result
 from mythos_convert.verify.divergence import DivergenceAccumulator
 from mythos_convert.verify.gguf_tensors import FLOAT_TYPES, TensorCheck, check_tensors, header_problems, source_tensors
 from mythos_convert.verify.parity import (

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mythos_convert.convert.dtypes import float32_array
-from mythos_convert.convert.names import convert_name
-from mythos_convert.convert.permute import permute_rows
-from mythos_convert.convert.sources import ModelSource
+from mythos_convert.formats.dtypes import float32_array
+from mythos_convert.formats.permute import permute_rows
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import convert_name
+from mythos_convert.source import ModelSource
 
 if TYPE_CHECKING:
     import gguf

@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
-from mythos_convert.convert.dtypes import torch_dtype
-from mythos_convert.convert.hf_read import HFSource
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_checkpoint, load_model
-from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import check_vocab_fits, load_tokenizer, resolve_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import NativeCheckpoint, load_checkpoint, load_model
+from mythos_convert.formats.dtypes import torch_dtype
+from mythos_convert.formats.hf_read import HFSource
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.ui import info, result
+from mythos_convert.source import ModelSource, open_hf
+from mythos_convert.support.ui import info, result
 from mythos_convert.verify.cores import OtherLoad, free_threads
 from mythos_convert.verify.digests import Digests
 from mythos_convert.verify.parity import (

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mythos_convert.atomic import atomic_file
 from mythos_convert.errors import MythosError
+from mythos_convert.support.atomic import atomic_file
 
 RESULTS_FILE = "verify.json"
 RESULTS_VERSION = 2

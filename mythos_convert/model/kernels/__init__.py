@@ -5,7 +5,7 @@ half the read bandwidth (float32 through MKL's sgemv on row-major weights, bfloa
 no fast kernel at all), while ~600 tiny operator calls per token add a fifth on top: together
 most of what separated this engine from llama.cpp. `decode_ops.c` (~300 lines) streams the weights
 and fuses the small work into the products. It is compiled on first use with the system C
-compiler (about a second) into the user cache and loaded with ctypes (`mythos_convert.cbuild`),
+compiler (about a second) into the user cache and loaded with ctypes (`mythos_convert.support.cbuild`),
 so installing the package needs no compiler and no build step. Where it cannot be used (not Linux x86-64 with AVX2+FMA, no
 compiler, `MYTHOS_KERNELS=0`, the build or its self-test fails) the decode plan runs its torch
 operations instead; `describe()` says which and why (`mythos-convert generate` prints it).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mythos_convert import cbuild
+from mythos_convert.support import cbuild
 
 SOURCE = Path(__file__).with_name("decode_ops.c")
 ABI = 4

@@ -1,6 +1,6 @@
 """The release steps `hf` and `gguf` run: write -> verify -> card, with one failure policy.
 
-The writers (`convert.hf`, `convert.gguf_export`) only write; the verifiers only compare; the card
+The writers (`export.hf`, `export.gguf`) only write; the verifiers only compare; the card
 only renders. This is the one module that imports all three, so every import still points down.
 
 - `export_hf`: plan (read and check every input, before anything is written), then in a temporary
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.atomic import atomic_dir
 from mythos_convert.card import CARD_FILE, write_card
-from mythos_convert.convert.hf import plan_hf_export, write_hf_files
 from mythos_convert.errors import MythosError
-from mythos_convert.ui import warn
+from mythos_convert.export.hf import plan_hf_export, write_hf_files
+from mythos_convert.support.atomic import atomic_dir
+from mythos_convert.support.ui import warn
 
 if TYPE_CHECKING:
-    from mythos_convert.convert.gguf_export import GGUFExport
     from mythos_convert.evaluate.run import EvalReport
+    from mythos_convert.export.gguf import GGUFExport
 
 
 @dataclass
@@ -57,7 +57,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
         verify: run the parity check (and record verify.json) before the folder is put in place.
             Without it, a checkpoint whose weights need no cast is exported without torch.
         card: write README.md.
-        options: `convert.hf.plan_hf_export`'s keywords: tokenizer, config_yaml, dtype,
+        options: `export.hf.plan_hf_export`'s keywords: tokenizer, config_yaml, dtype,
             max_shard_size, force, allow_nonfinite, temperature, top_p.
 
     Returns:
@@ -103,13 +103,13 @@ def export_gguf(
         outtype: one of `OUTTYPES`, a comma list, or `all` (every type from one pass over the weights).
         outfile: the output path (`{ftype}` is replaced by the type); default `{basename}-{size}-{TYPE}.gguf`.
         verify: run `verify_gguf` on each file and record it in the folder's verify.json.
-        options: `convert.gguf_export.write_gguf_export`'s keywords: force, tokenizer,
+        options: `export.gguf.write_gguf_export`'s keywords: force, tokenizer,
             config_yaml, split_max_size, modelfile, imatrix.
 
     Raises:
         MythosError: bad source, tokenizer, outtype, size or imatrix; existing output without force.
     """
-    from mythos_convert.convert.gguf_export import write_gguf_export  # torch only for a native checkpoint
+    from mythos_convert.export.gguf import write_gguf_export  # torch only for a native checkpoint
 
     export = write_gguf_export(src, outtype, outfile, **options)
     source = export.source

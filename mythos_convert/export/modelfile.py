@@ -14,8 +14,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from mythos_convert.atomic import atomic_file, check_output_file
 from mythos_convert.data.tokenizer import special_tokens
+from mythos_convert.support.atomic import atomic_file, check_output_file
 
 MODELFILE = "Modelfile"
 # generation_config.json key -> Ollama PARAMETER name

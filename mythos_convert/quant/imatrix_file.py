@@ -16,11 +16,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from mythos_convert.atomic import atomic_file
-from mythos_convert.convert.gguf import gguf_shapes
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_writer import gguf_shapes
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.safe_paths import require_file
+from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.safe_paths import require_file
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE = (

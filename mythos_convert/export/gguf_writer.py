@@ -29,19 +29,20 @@ import gguf
 import numpy as np
 from gguf.utility import model_weight_count_rounded_notation
 
-from mythos_convert import __version__, interrupts
-from mythos_convert.atomic import check_output_file, output_lock
-from mythos_convert.convert import kquants
-from mythos_convert.convert.dtypes import float32_array
-from mythos_convert.convert.gguf_files import shard_paths
-from mythos_convert.convert.gguf_types import MAIN_TYPE, choose_types
-from mythos_convert.convert.gguf_vocab import GGUFVocab
-from mythos_convert.convert.names import convert_name, expected_names, native_shapes, transform_of
-from mythos_convert.convert.permute import TRANSFORMS
+from mythos_convert import __version__
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_vocab import GGUFVocab
+from mythos_convert.formats.dtypes import float32_array
+from mythos_convert.formats.gguf_files import shard_paths
+from mythos_convert.formats.permute import TRANSFORMS
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.ui import track
-from mythos_convert.workers import close_pool, process_pool, starting_workers
+from mythos_convert.names import convert_name, expected_names, native_shapes, transform_of
+from mythos_convert.quant import kquants
+from mythos_convert.quant.types import MAIN_TYPE, choose_types
+from mythos_convert.support import interrupts
+from mythos_convert.support.atomic import check_output_file, output_lock
+from mythos_convert.support.ui import track
+from mythos_convert.support.workers import close_pool, process_pool, starting_workers
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
@@ -556,7 +557,7 @@ def write_gguf(
         outputs: outtype name -> final path (a split output gets `-0000k-of-0000n` names).
         split_max_size: bytes of tensor data per shard (0: one file).
         force: replace existing files.
-        imatrix: per-column importance weights by GGUF name (`mythos_convert.imatrix`): the
+        imatrix: per-column importance weights by GGUF name (`mythos_convert.quant.imatrix`): the
             quantizers weight by them and llama.cpp's imatrix rules pick the types.
 
     Nothing is left under a final name unless that output was completely written.

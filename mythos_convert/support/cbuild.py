@@ -1,7 +1,7 @@
 """C sources of this package compiled on first use with the system compiler, cached, loaded with ctypes.
 
 Installing the package needs no compiler and no build step: a source (`model/kernels/decode_ops.c`,
-`convert/kquants.c`) is compiled the first time it is needed (about a second) into
+`quant/kquants.c`) is compiled the first time it is needed (about a second) into
 `~/.cache/mythos-convert/kernels/<stem>-<hash>.so`, the hash covering the source, the flags and
 the compiler, so an edited source or another compiler builds afresh. Each user of a library keeps
 its own switch, platform checks and self-test, and falls back to its Python path when `load`

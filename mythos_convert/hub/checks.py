@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
-from mythos_convert.convert.gguf_files import is_later_shard
-from mythos_convert.convert.safetensors import INDEX_FILE, read_header, read_index
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import scan_folder
+from mythos_convert.formats.gguf_files import is_later_shard
+from mythos_convert.formats.safetensors import INDEX_FILE, read_header, read_index
+from mythos_convert.support.safe_paths import scan_folder
 from mythos_convert.verify.record import RESULTS_FILE, Digests, changed_files, load_results, needs_verify
 
 

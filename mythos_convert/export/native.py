@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mythos_convert.atomic import check_output_file
-from mythos_convert.convert.hf_config import same_architecture
-from mythos_convert.convert.native_checkpoint import save_checkpoint
-from mythos_convert.convert.sources import ModelSource, open_hf
 from mythos_convert.data.tokenizer import load_tokenizer
+from mythos_convert.formats.checkpoint import save_checkpoint
+from mythos_convert.formats.hf_config import same_architecture
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.safe_paths import inside, refuse_output_over_inputs
-from mythos_convert.ui import info
+from mythos_convert.source import ModelSource, open_hf
+from mythos_convert.support.atomic import check_output_file
+from mythos_convert.support.safe_paths import inside, refuse_output_over_inputs
+from mythos_convert.support.ui import info
 
 
 def _config(src: ModelSource) -> MythosConfig:

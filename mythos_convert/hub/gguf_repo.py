@@ -27,7 +27,9 @@ from mythos_convert.card import (
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
-from mythos_convert.hub import (
+from mythos_convert.formats.metadata import load_meta
+from mythos_convert.hub.checks import check_folder, check_inputs, check_verify
+from mythos_convert.hub.push import (
     PushPlan,
     frozen,
     generated_file,
@@ -37,9 +39,7 @@ from mythos_convert.hub import (
     refuse_failed,
     resolve_endpoint,
 )
-from mythos_convert.hub_checks import check_folder, check_inputs, check_verify
-from mythos_convert.metadata import load_meta
-from mythos_convert.ui import info
+from mythos_convert.support.ui import info
 
 GGUF_TEMPLATE_NAME = "gguf_template.md.j2"
 GGUF_FILES = ("*.gguf", "Modelfile", CHART_FILE)  # what the GGUF repo holds (plus its card)

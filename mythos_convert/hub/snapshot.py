@@ -180,7 +180,7 @@ def _private_dir(folder: Path) -> tuple[Path, int]:
 def _refuse_full_disk(root: Path, need: int, source: Path) -> None:
     free = shutil.disk_usage(root).free
     if need > free:
-        from mythos_convert.ui import human_size
+        from mythos_convert.support.ui import human_size
 
         raise MythosError(
             f"not enough free space for push's private copy of {source} in {root.parent} (needs "

@@ -20,8 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mythos_convert import interrupts
 from mythos_convert.errors import MythosError
+from mythos_convert.support import interrupts
 
 
 def _umask() -> int:

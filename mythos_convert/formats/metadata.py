@@ -17,7 +17,7 @@ import yaml
 
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import bounded_yaml_load, short_repr
-from mythos_convert.safe_paths import require_file
+from mythos_convert.support.safe_paths import require_file
 
 DEFAULT_META_NAME = "mythos.yaml"
 

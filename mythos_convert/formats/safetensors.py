@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.convert.dtypes import BY_CODE, BY_NAME, torch_dtype
-from mythos_convert.convert.names import convert_name
-from mythos_convert.convert.torch_zip import TensorRef
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.dtypes import BY_CODE, BY_NAME, torch_dtype
+from mythos_convert.formats.torch_zip import TensorRef
 from mythos_convert.model.config import short_repr
-from mythos_convert.safe_paths import inside
-from mythos_convert.ui import progress_task
+from mythos_convert.names import convert_name
+from mythos_convert.support.safe_paths import inside
+from mythos_convert.support.ui import progress_task
 
 if TYPE_CHECKING:  # imported where used: a byte copy never loads torch, a GGUF export never huggingface_hub
     import torch

@@ -20,15 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert import __version__
-from mythos_convert.atomic import check_output_dir
-from mythos_convert.convert.dtypes import HF_DTYPES, export_dtype
-from mythos_convert.convert.hf_config import (
+from mythos_convert.data.tokenizer import check_vocab_fits, special_tokens
+from mythos_convert.errors import MythosError
+from mythos_convert.export.tokenizer_files import (
+    bos_only_tokenizer_json,
+    special_tokens_map_dict,
+    tokenizer_config_dict,
+)
+from mythos_convert.formats.checkpoint import NativeCheckpoint
+from mythos_convert.formats.dtypes import HF_DTYPES, export_dtype
+from mythos_convert.formats.hf_config import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     generation_config_dict,
     hf_config_dict,
 )
-from mythos_convert.convert.hf_folder import (
+from mythos_convert.formats.hf_folder import (
     CONFIG_FILE,
     GENERATION_FILE,
     LOCAL_FILE,
@@ -39,18 +46,11 @@ from mythos_convert.convert.hf_folder import (
     TOKENIZER_FILE,
     Provenance,
 )
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint
-from mythos_convert.convert.safetensors import copyable, write_safetensors
-from mythos_convert.convert.sources import ModelSource, open_native, open_native_without_torch
-from mythos_convert.convert.tokenizer_export import (
-    bos_only_tokenizer_json,
-    special_tokens_map_dict,
-    tokenizer_config_dict,
-)
-from mythos_convert.data.tokenizer import check_vocab_fits, special_tokens
-from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import refuse_output_over_inputs
-from mythos_convert.ui import info
+from mythos_convert.formats.safetensors import copyable, write_safetensors
+from mythos_convert.source import ModelSource, open_native, open_native_without_torch
+from mythos_convert.support.atomic import check_output_dir
+from mythos_convert.support.safe_paths import refuse_output_over_inputs
+from mythos_convert.support.ui import info
 
 
 @dataclass

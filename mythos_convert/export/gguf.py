@@ -15,7 +15,9 @@ from typing import Any
 import gguf
 from tokenizers import Tokenizer
 
-from mythos_convert.convert.gguf import (
+from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_vocab import build_vocab
+from mythos_convert.export.gguf_writer import (
     GGUFMetadata,
     ImatrixInfo,
     OutType,
@@ -25,16 +27,14 @@ from mythos_convert.convert.gguf import (
     size_label,
     write_gguf,
 )
-from mythos_convert.convert.gguf_types import RECOMMENDED
-from mythos_convert.convert.gguf_vocab import build_vocab
-from mythos_convert.convert.imatrix_file import read_imatrix
-from mythos_convert.convert.modelfile import write_modelfile
-from mythos_convert.convert.sources import ModelSource, open_source
-from mythos_convert.errors import MythosError
-from mythos_convert.metadata import load_meta
+from mythos_convert.export.modelfile import write_modelfile
+from mythos_convert.formats.metadata import load_meta
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.safe_paths import refuse_output_over_inputs
-from mythos_convert.ui import info, warn
+from mythos_convert.quant.imatrix_file import read_imatrix
+from mythos_convert.quant.types import RECOMMENDED
+from mythos_convert.source import ModelSource, open_source
+from mythos_convert.support.safe_paths import refuse_output_over_inputs
+from mythos_convert.support.ui import info, warn
 
 Q = gguf.GGMLQuantizationType
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mythos_convert.convert.dtypes import is_torch_tensor
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.dtypes import is_torch_tensor
 from mythos_convert.model.config import MythosConfig
 
 

@@ -116,7 +116,7 @@ class SpaceFiles:
 
 def default_model(space_repo: str, model: str | None) -> str:
     """The model the Space demonstrates: `model`, else the Space's id without its `-demo` suffix."""
-    from mythos_convert.hub import is_repo_id
+    from mythos_convert.hub.push import is_repo_id
 
     if model is None:
         if not space_repo.endswith(DEMO_SUFFIX) or not is_repo_id(space_repo[: -len(DEMO_SUFFIX)]):
@@ -141,7 +141,7 @@ def write_space(out: str | Path, model_id: str, *, force: bool = False, example:
     Raises:
         MythosError: a bad model id, or `out` exists and is not empty without `force`.
     """
-    from mythos_convert.atomic import atomic_dir
+    from mythos_convert.support.atomic import atomic_dir
 
     model_id = default_model(model_id + DEMO_SUFFIX, model_id)
     name = model_id.split("/", 1)[1]
@@ -178,6 +178,6 @@ def push_space(plan, token: str | None = None, *, attempts: int | None = None, b
     Returns `hub.PushResult`. Raises MythosError as `hub.push` does (token, 401/403/404, network,
     a file changed during the upload).
     """
-    from mythos_convert.hub import push
+    from mythos_convert.hub.push import push
 
     return push(plan, token, attempts=attempts, backoff=backoff, repo_type="space")

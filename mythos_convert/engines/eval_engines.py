@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mythos_convert.convert.native_checkpoint import NativeCheckpoint, load_model
-from mythos_convert.convert.sources import open_hf
+from mythos_convert.engines.llama_buffers import can_repack
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader
-from mythos_convert.llama_buffers import can_repack
+from mythos_convert.formats.checkpoint import NativeCheckpoint, load_model
+from mythos_convert.source import open_hf
 from mythos_convert.verify.gguf import llama_logits, load_llama
 from mythos_convert.verify.hf import load_hf_model
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mythos_convert.convert.dtypes import HF_DTYPES
 from mythos_convert.data.tokenizer import SpecialTokens
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.dtypes import HF_DTYPES
 from mythos_convert.model.config import LIMITS, MythosConfig, ffn_width, short_repr
 
 DEFAULT_TEMPERATURE = 0.8

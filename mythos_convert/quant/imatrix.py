@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mythos_convert.convert.imatrix_file import ImatrixStats
-from mythos_convert.convert.names import convert_name
-from mythos_convert.convert.native_checkpoint import load_checkpoint, load_model
 from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.model.layers import tap_linear_inputs
 from mythos_convert.model.model import Mythos
-from mythos_convert.ui import info, track
+from mythos_convert.names import convert_name
+from mythos_convert.quant.imatrix_file import ImatrixStats
+from mythos_convert.support.ui import info, track
 
 DEFAULT_CTX = 512  # llama-imatrix's default context
 

@@ -19,11 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.convert.gguf_files import is_later_shard, shard_names, split_count
-from mythos_convert.convert.hf_config import d_ff_for_width
-from mythos_convert.convert.hf_folder import GENERATION_FILE, Provenance
-from mythos_convert.convert.hf_read import HFSource, read_hf_folder
-from mythos_convert.convert.names import (
+from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import (
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    NativeCheckpoint,
+    checkpoint_from_data,
+    load_checkpoint,
+)
+from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split_count
+from mythos_convert.formats.hf_config import d_ff_for_width
+from mythos_convert.formats.hf_folder import GENERATION_FILE, Provenance
+from mythos_convert.formats.hf_read import HFSource, read_hf_folder
+from mythos_convert.formats.permute import unpermute_rows
+from mythos_convert.formats.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
+from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import (
     HF_IGNORED,
     TIED_HEAD,
     check_tensors,
@@ -31,20 +43,8 @@ from mythos_convert.convert.names import (
     native_shapes,
     transform_of,
 )
-from mythos_convert.convert.native_checkpoint import (
-    MODEL_KEY,
-    OPTIMIZER_KEY,
-    NativeCheckpoint,
-    checkpoint_from_data,
-    load_checkpoint,
-)
-from mythos_convert.convert.permute import unpermute_rows
-from mythos_convert.convert.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
-from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
-from mythos_convert.errors import MythosError
-from mythos_convert.model.config import MythosConfig
-from mythos_convert.safe_paths import inside
-from mythos_convert.ui import track
+from mythos_convert.support.safe_paths import inside
+from mythos_convert.support.ui import track
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the torch-free reader must not pay for it
     import gguf

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from mythos_convert.convert.dtypes import BY_CODE, BY_NAME
-from mythos_convert.convert.hf_config import mythos_config_from_hf
-from mythos_convert.convert.hf_folder import (
+from mythos_convert.errors import MythosError
+from mythos_convert.formats.dtypes import BY_CODE, BY_NAME
+from mythos_convert.formats.hf_config import mythos_config_from_hf
+from mythos_convert.formats.hf_folder import (
     CONFIG_FILE,
     GENERATION_FILE,
     LOCAL_FILE,
@@ -31,11 +32,10 @@ from mythos_convert.convert.hf_folder import (
     TOKENIZER_FILE,
     Provenance,
 )
-from mythos_convert.convert.names import HF_IGNORED, convert_name
-from mythos_convert.convert.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index
-from mythos_convert.errors import MythosError
+from mythos_convert.formats.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index
 from mythos_convert.model.config import MythosConfig, short_repr
-from mythos_convert.safe_paths import inside
+from mythos_convert.names import HF_IGNORED, convert_name
+from mythos_convert.support.safe_paths import inside
 
 if TYPE_CHECKING:  # imported where used: the constants above are read by `hf` without torch
     import torch

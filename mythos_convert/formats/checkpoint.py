@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.atomic import atomic_file
-from mythos_convert.convert.dtypes import NATIVE_DTYPES, dtype_text
-from mythos_convert.convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.dtypes import NATIVE_DTYPES, dtype_text
 from mythos_convert.model.config import MythosConfig, config_from_yaml, short_repr
-from mythos_convert.safe_paths import require_file
+from mythos_convert.names import NATIVE_DROPPED, check_tensors, strip_native_prefixes
+from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.safe_paths import require_file
 
 if TYPE_CHECKING:  # torch is imported where it is used: `hf --no-verify` can run without it
     import torch

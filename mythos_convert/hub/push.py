@@ -23,8 +23,8 @@ from typing import TypeVar
 
 from mythos_convert import __version__
 from mythos_convert.errors import MythosError
-from mythos_convert.safe_paths import folder_files, refuse_unsafe, scan_folder
-from mythos_convert.snapshot import Snapshot, take_snapshot
+from mythos_convert.hub.snapshot import Snapshot, take_snapshot
+from mythos_convert.support.safe_paths import folder_files, refuse_unsafe, scan_folder
 
 T = TypeVar("T")
 
@@ -233,7 +233,7 @@ def prepare_push(folder: str | Path, repo_id: str, *, dry_run: bool = False, **o
     nothing has been sent at that point.
     """
     from mythos_convert.card import point_quickstart_at
-    from mythos_convert.ui import info
+    from mythos_convert.support.ui import info
 
     plan = plan_push(folder, repo_id, **options)  # validates everything before anything changes
     if not dry_run and point_quickstart_at(folder, repo_id):
@@ -278,8 +278,8 @@ def checked_push(
 ) -> Iterator[PushPlan]:
     """`prepare_push`, then the plan frozen (not in a dry run) and checked on the copy (unless
     `skip_checks`): the plan to `push` inside the block. Raises MythosError listing every failed check."""
-    from mythos_convert.hub_checks import check_folder, check_inputs
-    from mythos_convert.ui import info
+    from mythos_convert.hub.checks import check_folder, check_inputs
+    from mythos_convert.support.ui import info
 
     plan = prepare_push(folder, repo_id, dry_run=dry_run, **options)
     uploaded = {f.path_in_repo for f in plan.files}
@@ -292,7 +292,7 @@ def checked_push(
 
 
 def dry_run_summary(plan: PushPlan) -> str:
-    from mythos_convert.ui import human_size
+    from mythos_convert.support.ui import human_size
 
     n_lfs = sum(f.lfs for f in plan.files)
     return (
@@ -360,7 +360,7 @@ def explain(exc: BaseException, plan: PushPlan, what: str, attempts: int) -> Myt
 
 def with_retries(fn: Callable[[], T], plan: PushPlan, what: str, attempts: int, backoff: float) -> T:
     """Run `fn`, retrying transient failures with exponential backoff; other failures raise at once."""
-    from mythos_convert.ui import warn
+    from mythos_convert.support.ui import warn
 
     for attempt in range(1, attempts + 1):
         try:
@@ -556,7 +556,7 @@ def plan_table(plan: PushPlan):
     """A rich table of the plan, for --dry-run."""
     from rich.table import Table
 
-    from mythos_convert.ui import human_size
+    from mythos_convert.support.ui import human_size
 
     table = Table(
         title=f"{plan.endpoint}/{plan.repo_id} @ {plan.revision}{' (pull request)' if plan.create_pr else ''}"

@@ -7,7 +7,7 @@ This module gives the same bytes without a llama.cpp build, two ways:
 - compiled: `kquants.c` holds llama.cpp's own quantizers (copied verbatim from ggml-quants.c),
   and for the K-quants (and the legacy types with an imatrix) the same searches run on 8
   sub-blocks at once in vector lanes (each lane the scalar code's operations in its order: the
-  same bytes, 2-5x faster than llama.cpp's own quantizer). Built on first use with the system C compiler (`mythos_convert.cbuild`),
+  same bytes, 2-5x faster than llama.cpp's own quantizer). Built on first use with the system C compiler (`mythos_convert.support.cbuild`),
   checked at load against the numpy path below and against its own scalar copy. It releases
   the GIL, so threads spread rows over cores. `MYTHOS_KERNELS=0`, no compiler, a failed build
   or self-test: numpy.
@@ -42,7 +42,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from mythos_convert import cbuild
+from mythos_convert.support import cbuild
 
 Q = gguf.GGMLQuantizationType
 F32 = np.float32

@@ -1,0 +1,1 @@
+"""Runtimes reduced to one call each: token ids -> logits, and greedy tokens."""

@@ -1,0 +1,1 @@
+"""Writers: a ModelSource -> an HF folder, GGUF files, a native checkpoint."""

@@ -1,0 +1,1 @@
+"""Model files as stored: native checkpoints, safetensors, HF folders, GGUF names, release metadata."""

@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: checks before a push, the push itself, the GGUF repository and the Space."""

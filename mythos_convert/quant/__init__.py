@@ -1,0 +1,1 @@
+"""Quantization: llama.cpp's per-tensor type rules, its quantizers, importance matrices."""
