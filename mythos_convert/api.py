@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mythos_convert.card import CARD_FILE, write_card
-from mythos_convert.errors import MythosError
+from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.export.hf import plan_hf_export, write_hf_files
 from mythos_convert.support.atomic import atomic_dir
-from mythos_convert.support.ui import warn
+from mythos_convert.support.safe_paths import require_file
+from mythos_convert.support.ui import info, is_quiet, warn
 
 if TYPE_CHECKING:
-    from mythos_convert.evaluate.run import EvalReport
+    from mythos_convert.evaluate.report import EvalReport
     from mythos_convert.export.gguf import GGUFExport
+    from mythos_convert.hub.push import PushPlan, PushResult
 
 
 @dataclass
@@ -64,8 +66,9 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
         HFExport with the folder, the files and the verify result (None when not verified).
 
     Raises:
-        MythosError: any bad input (named), or a failed verification (the folder is still written,
-            with the failure recorded in verify.json so `push` refuses it).
+        MythosError: any bad input (named).
+        VerificationFailed: a failed verification (the folder is still written, with the failure
+            recorded in verify.json so `push` refuses it; the export is its `output`).
     """
     started = time.perf_counter()
     plan = plan_hf_export(ckpt, out, torch_free=not verify, **options)
@@ -86,9 +89,11 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
             files.append("README.md")
     export = HFExport(plan.out, plan.dtype, files, time.perf_counter() - started, result, timings)
     if result is not None and not result["passed"]:
-        raise MythosError(
+        raise VerificationFailed(
             f"verification of {plan.out} failed ({'; '.join(result.get('failures', []))}): "
-            "the folder was written with the failure in verify.json; report this as a bug"
+            "the folder was written with the failure in verify.json; report this as a bug",
+            {"hf": result},
+            export,
         )
     return export
 
@@ -108,6 +113,8 @@ def export_gguf(
 
     Raises:
         MythosError: bad source, tokenizer, outtype, size or imatrix; existing output without force.
+        VerificationFailed: a file failed its check (every file is still written, the failure in
+            verify.json; the export is its `output`).
     """
     from mythos_convert.export.gguf import write_gguf_export  # torch only for a native checkpoint
 
@@ -120,7 +127,73 @@ def export_gguf(
             export.verify[w.path.name] = verify_gguf(w.path, source.path, tokenizer_obj=export.tokenizer, show=False)
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in export.written):
         _rerender_card(source.path)
+    failed = [name for name, r in export.verify.items() if not r.get("passed")]
+    if failed:
+        reasons = "; ".join(export.verify[failed[0]].get("failures") or ["past tolerance"])
+        raise VerificationFailed(
+            f"verification of {', '.join(failed)} failed: {reasons}; the files were written with the failure "
+            "in verify.json: report this as a bug",
+            export.verify,
+            export,
+        )
     return export
+
+
+def verify(
+    target: str | Path,
+    ckpt: str | Path | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Verify an exported HF folder (`verify.hf`) or GGUF file (`verify.gguf`) against its native model.
+
+    Args:
+        target: an HF folder written by `mythos-convert hf`, or a `.gguf` file.
+        ckpt: the native checkpoint (default: the source recorded at export time, if it still exists).
+        tokenizer: tokenizer.json of the native model (default: beside ckpt, else inside it).
+        config_yaml: YAML `model:` config for checkpoints without an embedded config.
+        kwargs: the verifier's own keywords (record, show, ...).
+
+    Returns:
+        The result dict, also recorded in the folder's verify.json.
+
+    Raises:
+        MythosError: a target that is neither, or a bad checkpoint or tokenizer.
+        VerificationFailed: past tolerance (recorded as failed in verify.json; the result attached).
+    """
+    target = Path(target)
+    result = _verified(target, ckpt, tokenizer, config_yaml, **kwargs)
+    if not result.get("passed"):
+        reasons = "; ".join(result.get("failures") or []) or "past tolerance"
+        raise VerificationFailed(
+            f"verification of {target} failed: {reasons}; check that --ckpt is the checkpoint it was exported from, "
+            "then re-export it (report a bug if it still fails)",
+            {target.name if target.suffix == ".gguf" else "hf": result},
+            result,
+        )
+    return result
+
+
+def _verified(target: Path, ckpt: str | Path | None, tokenizer: Any, config_yaml: Any, **kwargs: Any) -> dict[str, Any]:
+    """The verifier's result for `target`, whichever it is (HF folder or GGUF file)."""
+    if target.suffix == ".gguf":
+        require_file(target, "GGUF file", "pass the path of a .gguf file")
+        from mythos_convert.verify.gguf import verify_gguf
+
+        return verify_gguf(target, ckpt, tokenizer=tokenizer, config_yaml=config_yaml, **kwargs)
+    if not target.is_dir():
+        raise MythosError(f"{target} is neither an exported folder nor a .gguf file: pass what `hf`/`gguf` wrote")
+    from mythos_convert.verify.digests import Digests
+
+    # hashing starts before torch and transformers are imported: it runs on the other core meanwhile
+    with Digests(target, source=ckpt) as digests:
+        from mythos_convert.data.tokenizer import load_tokenizer
+        from mythos_convert.verify.hf import verify_hf
+
+        tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+        return verify_hf(target, ckpt, tokenizer=tok, config_yaml=config_yaml, digests=digests, **kwargs)
 
 
 def _rerender_card(folder: Path) -> None:
@@ -144,3 +217,123 @@ def evaluate(paths: list[str | Path], **options: Any) -> EvalReport:
             except MythosError as exc:
                 warn(f"eval recorded, but the model card could not be re-rendered: {exc}")
     return report
+
+
+def render_card(folder: str | Path, meta: str | Path | None = None) -> Path:
+    """(Re)write an exported folder's README.md (`card.write_card`); return its path.
+
+    Raises:
+        MythosError: a folder with no config.json, or one lacking a field the card states (a card
+            for no model, or for a damaged config, would mislead); see `write_card`.
+    """
+    from mythos_convert.card import REQUIRED_CONFIG_FIELDS, read_config
+
+    folder = Path(folder)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise MythosError(f"{folder} has no config.json: pass the folder `mythos-convert hf` wrote")
+        missing = [key for key in REQUIRED_CONFIG_FIELDS if key not in read_config(folder)]
+        if missing:
+            raise MythosError(
+                f"{folder / 'config.json'} lacks {missing}, which the card states: re-export the folder with "
+                "`mythos-convert hf`"
+            )
+    return write_card(folder, meta)
+
+
+@dataclass
+class Published:
+    """What `publish` did: the plans (a dry run stops there) and, after a push, each commit."""
+
+    plans: list[PushPlan]
+    pushed: list[PushResult] = field(default_factory=list)
+
+
+def publish(
+    folder: str | Path,
+    repo: str,
+    *,
+    gguf_repo: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+    skip_checks: bool = False,
+    **options: Any,
+) -> Published:
+    """Check an exported folder, then push it to `repo` in one commit (and its GGUF files to `gguf_repo`).
+
+    `options` are `hub.push.plan_push`'s keywords (endpoint, revision, create_pr, private,
+    commit_message, include, exclude). Every check runs, on a private copy, before the first commit.
+
+    Raises:
+        MythosError: no repo or token, a bad repo id, a failed check (unless `skip_checks`),
+            credentials in a file, a refused or failed upload.
+    """
+    import contextlib
+
+    from mythos_convert.hub.push import checked_push, push, refuse_plan_credentials, resolve_token
+
+    if not repo:
+        raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
+    if skip_checks:
+        warn("--skip-checks: publishing without the checks (the last verify and its file hashes are not checked)")
+    if not dry_run:
+        token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
+    options.update(dry_run=dry_run, skip_checks=skip_checks)
+    with contextlib.ExitStack() as stack:  # the plans' private copy lives until the last commit
+        if gguf_repo:
+            from mythos_convert.hub.gguf_repo import checked_pushes
+
+            plans = stack.enter_context(checked_pushes(folder, repo, gguf_repo, **options))
+        else:
+            plans = [stack.enter_context(checked_push(folder, repo, **options))]
+        published = Published(plans)
+        if dry_run:
+            return published
+        for plan in plans:  # every file, before the first commit
+            refuse_plan_credentials(plan, token)
+        if is_quiet():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        for plan in plans:
+            info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
+            published.pushed.append(push(plan, token))
+    return published
+
+
+def publish_space(
+    folder: str | Path,
+    repo: str,
+    *,
+    model: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    **options: Any,
+) -> Published:
+    """Write a Gradio demo of the published `model` into `folder` (`hub.space`) and push it as the Space `repo`.
+
+    `options` are `hub.push.plan_push`'s keywords (endpoint, private). A dry run writes the files
+    and plans the upload, uploading nothing.
+
+    Raises:
+        MythosError: no or a bad repo id, no model implied, no token, `folder` not empty without
+            `force`, a refused or failed upload.
+    """
+    from mythos_convert.hub.push import is_repo_id, plan_push, resolve_token
+    from mythos_convert.hub.space import default_model, push_space, write_space
+
+    if not repo:
+        raise MythosError("--repo is required: pass the Space's repo id as OWNER/NAME-demo")
+    if not is_repo_id(repo):  # before anything is written
+        raise MythosError(f"--repo {repo!r} is not a Hub repo id: use OWNER/NAME-demo, e.g. my-user/mythos-tiny-demo")
+    model_id = default_model(repo, model)
+    if not dry_run:
+        token = resolve_token(token)  # before writing: a missing token is the commonest mistake
+    written = write_space(folder, model_id, force=force)
+    info(f"wrote {', '.join(written.files)} to {written.folder} for {model_id}")
+    plan = plan_push(folder, repo, commit_message=f"Demo of {model_id}", **options)
+    published = Published([plan])
+    if not dry_run:
+        published.pushed.append(push_space(plan, token))
+    return published

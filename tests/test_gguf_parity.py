@@ -11,10 +11,9 @@ import torch
 from helpers import make_checkpoint, tiny_config
 from typer.testing import CliRunner
 
-from mythos_convert.api import export_gguf
+from mythos_convert.api import export_gguf, verify
 from mythos_convert.cli import app
 from mythos_convert.data.tokenizer import load_tokenizer
-from mythos_convert.verify import verify
 from mythos_convert.verify.gguf import (
     load_llama,
     tokenization_diffs,

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config, write_config_yaml
-from mythos_convert.export import hf as hf_module
-from mythos_convert.formats import safetensors as safetensors_module
 
 from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
+from mythos_convert.export import hf as hf_module
+from mythos_convert.formats import safetensors as safetensors_module
 from mythos_convert.formats.safetensors import finite
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, read_torch_zip
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from mythos_convert.formats import permute as gguf_permute
 from safetensors.torch import load_file, save_file
 
 from mythos_convert.api import export_gguf, export_hf
+from mythos_convert.formats import permute as gguf_permute
 from mythos_convert.verify.gguf import verify_gguf
 from mythos_convert.verify.hf import verify_hf
 

@@ -22,17 +22,7 @@ def card(
 ) -> None:
     """Render OUT/README.md from the folder's real tensors, training record, GGUF files and verify results."""
     apply_quiet(quiet)
-    from mythos_convert.card import REQUIRED_CONFIG_FIELDS, read_config, write_card
-    from mythos_convert.errors import MythosError
+    from mythos_convert.api import render_card
     from mythos_convert.support.ui import result
 
-    if out.is_dir():  # a card for no model, or for a damaged config, would mislead
-        if not (out / "config.json").is_file():
-            raise MythosError(f"{out} has no config.json: pass the folder `mythos-convert hf` wrote")
-        missing = [key for key in REQUIRED_CONFIG_FIELDS if key not in read_config(out)]
-        if missing:
-            raise MythosError(
-                f"{out / 'config.json'} lacks {missing}, which the card states: re-export the folder with "
-                "`mythos-convert hf`"
-            )
-    result(str(write_card(out, meta)))
+    result(str(render_card(out, meta)))

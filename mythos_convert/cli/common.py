@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import gc
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,39 @@ ConfigOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (atomically).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
+# The Hub options of `push` and `space`: each command words its help for what it publishes.
+TokenOpt = Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")]
+EndpointOpt = Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")]
+
+
+def repo_option(help: str) -> Any:
+    """--repo, the Hub repo id to publish to."""
+    return typer.Option("--repo", help=help)
+
+
+def dry_run_option(help: str) -> Any:
+    """--dry-run: show the upload, upload nothing."""
+    return typer.Option("--dry-run", help=help)
+
+
+def show_published(published: Any, dry_run: bool, *, space: bool = False) -> None:
+    """What `push` and `space` print: a dry run's plans, else each commit's URL (a Space's page)."""
+    from mythos_convert.hub.push import dry_run_summary, plan_table
+    from mythos_convert.support.ui import result
+
+    if dry_run:
+        for plan in published.plans:
+            table, summary = plan_table(plan), dry_run_summary(plan)
+            if space:
+                table.title = f"{plan.endpoint}/spaces/{plan.repo_id} @ {plan.revision}"
+                summary = summary.replace(f"{plan.endpoint}/", f"{plan.endpoint}/spaces/", 1)
+            result(table)
+            result(summary)
+        return
+    for pushed in published.pushed:
+        result(pushed.repo_url if space else pushed.commit_url)
+        if pushed.pr_url and not space:
+            result(pushed.pr_url)
 
 
 def apply_quiet(quiet: bool) -> None:

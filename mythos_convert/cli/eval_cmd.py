@@ -58,7 +58,7 @@ def eval_(
     """
     apply_quiet(quiet)
     from mythos_convert.api import evaluate
-    from mythos_convert.evaluate.run import report_lines, report_table, write_report_json
+    from mythos_convert.evaluate.report import report_lines, report_table, write_report_json
     from mythos_convert.support.atomic import check_output_file
     from mythos_convert.support.safe_paths import refuse_output_over_inputs
     from mythos_convert.support.ui import result

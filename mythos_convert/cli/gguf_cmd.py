@@ -45,29 +45,31 @@ def gguf(
     """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
     apply_quiet(quiet)
     from mythos_convert.api import export_gguf
-    from mythos_convert.errors import MythosError
+    from mythos_convert.errors import VerificationFailed
+
+    try:
+        export = export_gguf(
+            src,
+            outtype,
+            outfile,
+            force=force,
+            tokenizer=tokenizer,
+            config_yaml=config,
+            split_max_size=split_max_size,
+            modelfile=modelfile,
+            verify=not no_verify,
+            imatrix=imatrix,
+        )
+    except VerificationFailed as failed:  # the files were written: show them, then the failure
+        _show(failed.output)
+        raise
+    _show(export)
+
+
+def _show(export) -> None:
     from mythos_convert.export.gguf import render_export
     from mythos_convert.support.ui import result
 
-    export = export_gguf(
-        src,
-        outtype,
-        outfile,
-        force=force,
-        tokenizer=tokenizer,
-        config_yaml=config,
-        split_max_size=split_max_size,
-        modelfile=modelfile,
-        verify=not no_verify,
-        imatrix=imatrix,
-    )
     result(render_export(export))
     if export.modelfile is not None:
         result(f"Ollama: ollama create mythos -f {export.modelfile}")
-    failed = [name for name, r in export.verify.items() if not r.get("passed")]
-    if failed:
-        reasons = "; ".join(export.verify[failed[0]].get("failures") or ["past tolerance"])
-        raise MythosError(
-            f"verification of {', '.join(failed)} failed: {reasons}; the files were written with the failure "
-            "in verify.json: report this as a bug"
-        )

@@ -7,20 +7,25 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert.cli.common import QuietOpt, apply_quiet
+from mythos_convert.cli.common import (
+    EndpointOpt,
+    QuietOpt,
+    TokenOpt,
+    apply_quiet,
+    dry_run_option,
+    repo_option,
+    show_published,
+)
+
+GGUF_REPO_HELP = "Publish the GGUF files, Modelfile and a GGUF card to this repo (OWNER/NAME-GGUF)."
 
 
 def push(
     out: Annotated[Path, typer.Argument(help="The exported folder to publish.")] = Path("out"),
-    repo: Annotated[str, typer.Option("--repo", help="Hub repo id OWNER/NAME (created if missing).")] = "",
-    gguf_repo: Annotated[
-        str | None,
-        typer.Option(
-            "--gguf-repo", help="Publish the GGUF files, Modelfile and a GGUF card to this repo (OWNER/NAME-GGUF)."
-        ),
-    ] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
-    token: Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")] = None,
+    repo: Annotated[str, repo_option("Hub repo id OWNER/NAME (created if missing).")] = "",
+    gguf_repo: Annotated[str | None, typer.Option("--gguf-repo", help=GGUF_REPO_HELP)] = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if missing).")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
@@ -31,7 +36,7 @@ def push(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Skip files matching this glob, e.g. '*.gguf' (repeatable).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be uploaded; upload nothing.")] = False,
+    dry_run: Annotated[bool, dry_run_option("Show what would be uploaded; upload nothing.")] = False,
     skip_checks: Annotated[
         bool, typer.Option("--skip-checks", help="Publish even if the folder fails its checks.")
     ] = False,
@@ -39,26 +44,13 @@ def push(
 ) -> None:
     """Publish OUT to the Hub: checks (config, weights, tokenizer, card, last verify), then one commit."""
     apply_quiet(quiet)
-    import contextlib
+    from mythos_convert.api import publish
 
-    from mythos_convert.errors import MythosError
-    from mythos_convert.hub.push import (
-        checked_push,
-        dry_run_summary,
-        plan_table,
-        refuse_plan_credentials,
-        resolve_token,
-    )
-    from mythos_convert.hub.push import push as do_push
-    from mythos_convert.support.ui import info, is_quiet, result, warn
-
-    if not repo:
-        raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
-    if skip_checks:
-        warn("--skip-checks: publishing without the checks (the last verify and its file hashes are not checked)")
-    if not dry_run:
-        token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
-    options = dict(
+    published = publish(
+        out,
+        repo,
+        gguf_repo=gguf_repo,
+        token=token,
         dry_run=dry_run,
         skip_checks=skip_checks,
         endpoint=endpoint,
@@ -69,27 +61,4 @@ def push(
         include=include,
         exclude=exclude,
     )
-    with contextlib.ExitStack() as stack:  # the plans' private copy lives until the last commit
-        if gguf_repo:
-            from mythos_convert.hub.gguf_repo import checked_pushes
-
-            plans = stack.enter_context(checked_pushes(out, repo, gguf_repo, **options))
-        else:
-            plans = [stack.enter_context(checked_push(out, repo, **options))]
-        if dry_run:
-            for plan in plans:
-                result(plan_table(plan))
-                result(dry_run_summary(plan))
-            return
-        if is_quiet():
-            from huggingface_hub.utils import disable_progress_bars
-
-            disable_progress_bars()
-        for plan in plans:  # every file, before the first commit
-            refuse_plan_credentials(plan, token)
-        for plan in plans:
-            info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
-            pushed = do_push(plan, token)
-            result(pushed.commit_url)
-            if pushed.pr_url:
-                result(pushed.pr_url)
+    show_published(published, dry_run)

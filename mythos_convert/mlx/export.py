@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.errors import MythosError
+from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.mlx.runtime import mlx_python, run_worker
 from mythos_convert.support.atomic import atomic_dir, check_output_dir
 
@@ -67,7 +67,9 @@ def export_mlx(
 
     Raises:
         MythosError: not an HF export, no mlx-lm, an unsupported width, an existing output without
-            force, or a folder that mlx-lm fails on or that fails verification (nothing is written then).
+            force, or a folder that mlx-lm fails on.
+        VerificationFailed: a folder that fails verification (unlike `hf` and `gguf`, nothing is
+            written then: the folder is only moved into place once verified).
     """
     from mythos_convert.source import open_hf
 
@@ -118,9 +120,10 @@ def _verified(tmp: Path, bits: int, python: str, reference) -> dict[str, Any]:
     model, seqs = reference
     result = verify_mlx(tmp, bits, python, model, seqs)
     if not result["passed"]:
-        raise MythosError(
+        raise VerificationFailed(
             f"{mlx_folder_name(bits)} failed verification in mlx-lm ({'; '.join(result['failures'])}); "
-            "nothing was written: report this as a bug"
+            "nothing was written: report this as a bug",
+            {mlx_folder_name(bits) + "/": result},
         )
     return result
 
