@@ -30,7 +30,7 @@ from mythos_convert.formats.checkpoint import (
 )
 from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split_count
 from mythos_convert.formats.hf_config import d_ff_for_width
-from mythos_convert.formats.hf_folder import GENERATION_FILE, Provenance
+from mythos_convert.formats.hf_folder import GENERATION_FILE, TOKENIZER_FILE, Provenance
 from mythos_convert.formats.hf_read import HFSource, read_hf_folder
 from mythos_convert.formats.permute import unpermute_rows
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
@@ -110,6 +110,13 @@ class ModelSource:
             return self.checkpoint
         return NativeCheckpoint(config=self.config, state_dict=self.state_dict(), path=self.path)
 
+    @property
+    def has_tokenizer(self) -> bool:
+        """Does the source hold its own tokenizer (beside it, or embedded in a checkpoint)?"""
+        if self.checkpoint is not None and self.checkpoint.tokenizer_json:
+            return True
+        return (self.out_dir / TOKENIZER_FILE).is_file()
+
     def tokenizer(self, explicit: str | Path | None = None) -> tuple[Tokenizer, str]:
         """The model's tokenizer and where it came from: `explicit`, else the source's own.
 
@@ -120,7 +127,7 @@ class ModelSource:
             return resolve_tokenizer(self.checkpoint, explicit)
         if explicit is not None:
             return load_tokenizer(explicit), str(explicit)
-        beside = inside(self.out_dir, "tokenizer.json")
+        beside = inside(self.out_dir, TOKENIZER_FILE)
         if beside.is_file():
             return load_tokenizer(beside), str(beside)
         raise MythosError(f"{self.out_dir} has no tokenizer.json: pass --tokenizer PATH/tokenizer.json")
@@ -264,6 +271,17 @@ def _header_number(value: Any, key: str, path: Path) -> int | float:
     return value
 
 
+def gguf_readers(path: Path, first: gguf.GGUFReader | None = None) -> list[gguf.GGUFReader]:
+    """gguf-py's reader on a GGUF file and on each further shard of a split one: the one place GGUF
+    files are opened. gguf-py's own exceptions (ValueError, KeyError, struct errors...) pass through,
+    for the caller to name the file in its own words."""
+    import gguf
+
+    first = first if first is not None else gguf.GGUFReader(path)
+    names = shard_names(path.name, split_count(first))
+    return [first] + [gguf.GGUFReader(path.parent / n) for n in names[1:]]
+
+
 def open_gguf(
     path: str | Path, config: MythosConfig | None = None, *, first: gguf.GGUFReader | None = None
 ) -> ModelSource:
@@ -281,15 +299,14 @@ def open_gguf(
 
     path = Path(path)
     try:
-        if first is None:
-            first = gguf.GGUFReader(path)
-        files = [path.parent / n for n in shard_names(path.name, split_count(first))]
-        readers = [first] + [gguf.GGUFReader(f) for f in files[1:]]
+        readers = gguf_readers(path, first)
     except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a torn or foreign file
         raise MythosError(
             f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:120]}): "
             "re-convert it with `mythos-convert gguf` (or pass a .gguf written by llama.cpp)"
         ) from exc
+    first = readers[0]
+    files = [path.parent / n for n in shard_names(path.name, len(readers))]
     cfg = config or gguf_config(first, path)
     by_name = {t.name: t for reader in readers for t in reader.tensors}
     shapes = {name: tuple(int(d) for d in reversed(t.shape.tolist())) for name, t in by_name.items()}

@@ -18,8 +18,9 @@ from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.data.held_out import windows
 from mythos_convert.engines.eval_engines import gguf_engine, native_engine
 from mythos_convert.engines.llama_buffers import extra_buffer_names
+from mythos_convert.evaluate.measure import measure
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
-from mythos_convert.evaluate.run import measure, run_eval
+from mythos_convert.evaluate.run import run_eval
 from mythos_convert.formats.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.llama_cpp

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-import mythos_convert.evaluate.run as run_module
+import mythos_convert.evaluate.measure as measure_module
 from mythos_convert.engines.eval_engines import Engine
 from mythos_convert.errors import MythosError
+from mythos_convert.evaluate.measure import measure
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
     first_scored,
@@ -36,7 +37,7 @@ from mythos_convert.evaluate.record import (
     read_gguf_header,
     record_eval,
 )
-from mythos_convert.evaluate.run import EvalReport, measure, report_lines, write_report_json
+from mythos_convert.evaluate.report import EvalReport, report_lines, write_report_json
 
 
 def test_the_first_window_scores_every_prediction_the_others_their_second_half():
@@ -96,7 +97,7 @@ def shifted(x: float):
 
 @pytest.mark.parametrize("block_bytes", [1, 1 << 28])
 def test_measure_gives_each_engine_its_own_perplexity_and_kl_against_the_reference(monkeypatch, block_bytes):
-    monkeypatch.setattr(run_module, "BLOCK_BYTES", block_bytes)  # a block of one window, or all of them
+    monkeypatch.setattr(measure_module, "BLOCK_BYTES", block_bytes)  # a block of one window, or all of them
     ref, same, moved, alone = (
         fake_engine("ref", shifted(0.0)),
         fake_engine("same", shifted(0.0)),

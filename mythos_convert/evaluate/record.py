@@ -27,6 +27,7 @@ import gguf
 
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import shard_names
+from mythos_convert.source import gguf_readers
 from mythos_convert.support.atomic import atomic_file
 from mythos_convert.verify.record import is_bound
 
@@ -74,7 +75,8 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
     """
     path = Path(path)
     try:
-        reader = gguf.GGUFReader(path)
+        readers = gguf_readers(path)
+        reader = readers[0]
         file_type = int(_field(reader, gguf.Keys.General.FILE_TYPE))
         arch = str(_field(reader, gguf.Keys.General.ARCHITECTURE))
         context = int(_field(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)))
@@ -86,11 +88,8 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
             "pass a .gguf file written by `mythos-convert gguf`"
         ) from exc
     shards = shard_names(path.name, int(split) if split else 1)
-    n_elements = tensor_bytes = 0
-    for name in shards:
-        part = reader if name == path.name else gguf.GGUFReader(path.parent / name)
-        n_elements += sum(int(t.n_elements) for t in part.tensors)
-        tensor_bytes += sum(int(t.n_bytes) for t in part.tensors)
+    n_elements = sum(int(t.n_elements) for part in readers for t in part.tensors)
+    tensor_bytes = sum(int(t.n_bytes) for part in readers for t in part.tensors)
     label = file_type_label(file_type)
     return GGUFHeader(label, context, vocab, n_elements, tensor_bytes, shards)
 
