@@ -73,6 +73,14 @@ class ModelSource:
         """Where outputs derived from this source go by default: the folder, or the file's folder."""
         return self.path if self.path.is_dir() else self.path.parent
 
+    @property
+    def run_folder(self) -> Path | None:
+        """Where `train` left this model's run (its validation split): a checkpoint's folder, or the
+        folder of the checkpoint an HF folder was exported from (its mythos.json); None for others."""
+        if self.kind == "native":
+            return self.path.parent
+        return self.provenance.source_folder if self.provenance is not None else None
+
     def tensors(self) -> Iterator[tuple[str, Any]]:
         """(native name, tensor) in export order, one at a time; the tied head is not repeated."""
         for native, name in self.stored.items():

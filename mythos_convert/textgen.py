@@ -1,4 +1,7 @@
-"""Continue a prompt with a native checkpoint: what `mythos-convert generate` does, as a library call.
+"""Continue a prompt with the native model: what `mythos-convert generate` does, as a library call.
+
+The model comes from any source `open_source` opens (a native checkpoint, an HF folder, a GGUF file
+dequantised), run by the native engine.
 
 Every input is checked before anything is printed or the model is built (sampling settings, seed,
 the prompt's fit in the context, the tokenizer against the embedding, non-finite weights), so a
@@ -14,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from mythos_convert.data.tokenizer import check_vocab_fits, resolve_tokenizer
+from mythos_convert.data.tokenizer import check_vocab_fits
 from mythos_convert.errors import MythosError
-from mythos_convert.formats.checkpoint import load_checkpoint, load_model
+from mythos_convert.formats.checkpoint import load_model
 from mythos_convert.model.generate import (
     Sampling,
     check_seed,
@@ -28,6 +31,7 @@ from mythos_convert.model.generate import (
     stream_text,
 )
 from mythos_convert.model.kernels import describe
+from mythos_convert.source import open_source
 
 DTYPES = ("float32", "bfloat16")
 
@@ -80,7 +84,7 @@ class TextGeneration:
 
 
 def prepare_generation(
-    ckpt: str | Path,
+    model_path: str | Path,
     prompt: str,
     *,
     tokenizer: str | Path | None = None,
@@ -90,7 +94,8 @@ def prepare_generation(
     seed: int | None = None,
     dtype: str = "float32",
 ) -> TextGeneration:
-    """Check everything, load the model, and return the generation ready to stream.
+    """Check everything, load the model of `model_path` (ckpt.pt, HF folder or GGUF file), and
+    return the generation ready to stream.
 
     Raises:
         MythosError: a bad dtype, seed, sampling setting, checkpoint, tokenizer or prompt, or
@@ -100,13 +105,13 @@ def prepare_generation(
         raise MythosError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}: pass --dtype float32")
     sampling = sampling or Sampling()
     check_seed(seed)  # all sampling input is checked before the model loads
-    source = load_checkpoint(ckpt, config_yaml)
-    tok, tok_source = resolve_tokenizer(source, tokenizer)
+    source = open_source(model_path, config_yaml=config_yaml)
+    tok, tok_source = source.tokenizer(tokenizer)
     check_vocab_fits(tok, source.config.vocab_size)  # larger ids would index past the embedding
     ids = prompt_ids(tok, prompt)
     limit = source.config.max_seq_len
     budget = context_budget(limit, len(ids), max_new_tokens)  # before any output: a bad prompt fails cleanly
-    model = load_model(source, getattr(torch, dtype))  # names a missing or misshapen tensor
+    model = load_model(source.as_checkpoint(), getattr(torch, dtype))
     damaged = first_nonfinite(model)
     if damaged is not None:
         raise MythosError(

@@ -240,3 +240,12 @@ def test_hf_folder_without_a_reference_is_perplexity_only(folders, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "perplexity only: no native checkpoint to compare it against for KL divergence" in run.stdout
     assert not (folders["hf"] / "eval.json").exists()
+
+
+def test_a_checkpoint_takes_the_tokenizer_of_the_folder_exported_from_it(folders, reference, tmp_path):
+    """`eval ckpt.pt out/` with no --tokenizer: the checkpoint holds none (nor beside it), the folder does."""
+    assert not (reference.parent / "tokenizer.json").exists() and not load_checkpoint(reference).tokenizer_json
+    run = cli([reference, folders["hf"], "--chunks", "2", "--no-record"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"reference: native engine, float32, on {reference.name}" in run.stdout
+    assert "perplexity only" not in run.stdout  # the HF folder is compared with the checkpoint

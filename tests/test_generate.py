@@ -305,3 +305,17 @@ def test_cli_warns_when_max_new_tokens_exceeds_context(tiny_ckpt):
     res = CliRunner().invoke(app, ["generate", str(tiny_ckpt), "Return", "--max-new-tokens", "500", "-q"])
     assert res.exit_code == 0, res.output
     assert "new tokens fit" in res.output
+
+
+def test_cli_generates_the_checkpoints_greedy_tokens_from_an_hf_folder_and_a_gguf(tiny_ckpt, tmp_path):
+    """Every command takes every source: the float32 HF export and its F32 GGUF (tokenizer.json beside
+    both, in the folder) continue the prompt with the checkpoint's own greedy tokens."""
+    from mythos_convert.api import export_gguf, export_hf
+
+    folder = export_hf(tiny_ckpt, tmp_path / "hf", dtype="float32", verify=False).folder
+    gguf_file = export_gguf(folder, "f32", verify=False).written[0].path
+    args = ["Return the number of", "--temperature", "0", "--max-new-tokens", "12", "--quiet"]
+    outputs = [CliRunner().invoke(app, ["generate", str(path), *args]) for path in (tiny_ckpt, folder, gguf_file)]
+    assert all(res.exit_code == 0 for res in outputs), [res.output for res in outputs]
+    assert outputs[1].stdout == outputs[0].stdout and outputs[2].stdout == outputs[0].stdout
+    assert len(outputs[0].stdout) > len(args[0]) + 1  # something was generated

@@ -297,3 +297,15 @@ def test_every_type_is_llama_quantizes_file(source: dict, outtype: str, with_ima
     else:
         llama_quantize(source["f32"], theirs, ours.outtype.file_type)
     assert_same_tensors(ours.path, theirs)
+
+
+def test_imatrix_of_a_float32_hf_export_is_the_checkpoints(run: Path, tmp_path: Path):
+    """Every command takes every source: the HF folder exported (float32) from the checkpoint gives
+    the same importance matrix, byte for byte (the same weights, text and tokenizer)."""
+    from mythos_convert.api import export_hf
+
+    folder = export_hf(run / "ckpt.pt", tmp_path / "hf", dtype="float32", verify=False).folder
+    args = ["imatrix", str(folder), "--out", str(tmp_path / "im.gguf"), "--data", str(run / "calib.txt")]
+    proc = cli([*args, "--ctx", str(CTX), "--chunks", str(CHUNKS)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "im.gguf").read_bytes() == (run / "imatrix.gguf").read_bytes()

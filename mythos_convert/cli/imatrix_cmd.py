@@ -29,16 +29,10 @@ def imatrix(
     Example: mythos-convert imatrix runs/tiny/ckpt.pt --out runs/tiny/imatrix.gguf
     """
     apply_quiet(quiet)
-    from mythos_convert.quant.imatrix import compute_imatrix
-    from mythos_convert.quant.imatrix_file import write_imatrix
-    from mythos_convert.support.atomic import check_output_file
-    from mythos_convert.support.safe_paths import refuse_output_over_inputs
+    from mythos_convert.quant.imatrix import make_imatrix
     from mythos_convert.support.ui import result
 
-    check_output_file(out, force)
-    refuse_output_over_inputs(
-        out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config), *(("data", d) for d in data or [])]
+    stats = make_imatrix(
+        ckpt, out, force=force, data=data, tokenizer=tokenizer, config_yaml=config, ctx=ctx, chunks=chunks
     )
-    stats = compute_imatrix(ckpt, data=data, tokenizer=tokenizer, config_yaml=config, ctx=ctx, chunks=chunks)
-    write_imatrix(out, stats, force=force)
     result(f"{out}  {len(stats.sums)} matrices  {stats.chunk_count} x {stats.chunk_size} tokens")

@@ -121,13 +121,9 @@ def pick_tokenizer(targets: list[Target], explicit: str | Path | None) -> Tokeni
 
 def run_folder(targets: list[Target]) -> Path | None:
     """Where `train` left the validation split: beside the checkpoint (or the one an HF folder came from)."""
-    for t in targets:
-        if t.kind == "native":
-            return t.path.parent
-    for t in targets:
-        provenance = t.source.provenance
-        if t.kind == "hf" and provenance is not None and provenance.source_folder is not None:
-            return provenance.source_folder
+    for t in sorted(targets, key=lambda t: t.kind != "native"):
+        if t.kind in ("native", "hf") and t.source.run_folder is not None:
+            return t.source.run_folder
     return None
 
 

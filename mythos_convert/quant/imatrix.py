@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from mythos_convert.data.held_out import held_out_tokens, windows
-from mythos_convert.data.tokenizer import resolve_tokenizer
 from mythos_convert.errors import MythosError
-from mythos_convert.formats.checkpoint import load_checkpoint, load_model
+from mythos_convert.formats.checkpoint import load_model
 from mythos_convert.model.layers import tap_linear_inputs
 from mythos_convert.model.model import Mythos
 from mythos_convert.names import convert_name
-from mythos_convert.quant.imatrix_file import ImatrixStats
+from mythos_convert.quant.imatrix_file import ImatrixStats, write_imatrix
+from mythos_convert.source import open_source
+from mythos_convert.support.atomic import check_output_file
+from mythos_convert.support.safe_paths import refuse_output_over_inputs
 from mythos_convert.support.ui import info, track
 
 DEFAULT_CTX = 512  # llama-imatrix's default context
@@ -74,7 +76,7 @@ def collect(
 
 
 def compute_imatrix(
-    ckpt: str | Path,
+    model_path: str | Path,
     *,
     data: list[str | Path] | None = None,
     tokenizer: str | Path | None = None,
@@ -82,19 +84,45 @@ def compute_imatrix(
     ctx: int = DEFAULT_CTX,
     chunks: int | None = None,
 ) -> ImatrixStats:
-    """The importance matrix of a native checkpoint on `data`, else its run's validation split, else
-    the embedded corpus's (`held_out_tokens`), computed in float32.
+    """The importance matrix of a model (ckpt.pt, HF folder or GGUF file, see `open_source`) on
+    `data`, else its run's validation split, else the embedded corpus's (`held_out_tokens`),
+    computed by the native model in float32.
 
     Raises:
-        MythosError: a bad checkpoint, tokenizer or text; too little text for one window.
+        MythosError: a bad model, tokenizer or text; too little text for one window.
     """
     if ctx < 2:
         raise MythosError(f"--ctx {ctx} is too small: pass at least 2 (llama-imatrix uses 512)")
     if chunks is not None and chunks < 1:
         raise MythosError(f"--chunks {chunks} must be at least 1: pass how many windows to run, or leave it out")
-    source = load_checkpoint(ckpt, config_yaml)
-    tok, _ = resolve_tokenizer(source, tokenizer)
-    text = held_out_tokens(tok, data, Path(ckpt).parent)
+    source = open_source(model_path, config_yaml=config_yaml)
+    tok, _ = source.tokenizer(tokenizer)
+    text = held_out_tokens(tok, data, source.run_folder)
     info(f"calibration text: {text.description}")
-    model = load_model(source, torch.float32)
+    model = load_model(source.as_checkpoint(), torch.float32)
     return collect(model, text.tokens, ctx=ctx, chunks=chunks, dataset=text.description)
+
+
+def make_imatrix(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    data: list[str | Path] | None = None,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    ctx: int = DEFAULT_CTX,
+    chunks: int | None = None,
+) -> ImatrixStats:
+    """`compute_imatrix`, written to `out` (llama.cpp's GGUF imatrix file, atomically).
+
+    Raises:
+        MythosError: an existing `out` without `force`, or one that is (or lies in) an input,
+            refused before anything is computed; see `compute_imatrix`.
+    """
+    check_output_file(out, force)
+    inputs = [("checkpoint", model_path), ("tokenizer", tokenizer), ("config", config_yaml)]
+    refuse_output_over_inputs(out, [*inputs, *(("data", d) for d in data or [])])
+    stats = compute_imatrix(model_path, data=data, tokenizer=tokenizer, config_yaml=config_yaml, ctx=ctx, chunks=chunks)
+    write_imatrix(out, stats, force=force)
+    return stats
