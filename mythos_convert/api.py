@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from mythos_convert.card import CARD_FILE, write_card
 from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.export.hf import plan_hf_export, write_hf_files
-from mythos_convert.support.atomic import atomic_dir
-from mythos_convert.support.safe_paths import require_file
+from mythos_convert.support.atomic import atomic_dir, check_output_file
+from mythos_convert.support.safe_paths import refuse_output_over_inputs, require_file
 from mythos_convert.support.ui import info, is_quiet, warn
 
 if TYPE_CHECKING:
@@ -204,10 +204,22 @@ def _rerender_card(folder: Path) -> None:
         warn(f"GGUF written, but the model card could not be re-rendered: {exc}")
 
 
-def evaluate(paths: list[str | Path], **options: Any) -> EvalReport:
-    """`evaluate.run.run_eval` (its keywords), then each folder's card rendered with the new figures."""
+def evaluate(
+    paths: list[str | Path], *, report_json: str | Path | None = None, force: bool = False, **options: Any
+) -> EvalReport:
+    """`evaluate.run.run_eval` (its keywords), then each folder's card rendered with the new figures.
+
+    `report_json`: also write the whole report there (strict JSON); an existing file needs `force`,
+    and it may not be one of the inputs (checked before anything runs).
+    """
+    from mythos_convert.evaluate.report import write_report_json
     from mythos_convert.evaluate.run import run_eval  # torch and the engines
 
+    if report_json is not None:
+        check_output_file(report_json, force)
+        inputs = [("target", t) for t in paths] + [("data", d) for d in options.get("data") or []]
+        inputs += [("tokenizer", options.get("tokenizer")), ("config", options.get("config_yaml"))]
+        refuse_output_over_inputs(report_json, inputs)
     report = run_eval(paths, **options)
     for recorded in report.recorded:
         folder = Path(recorded).parent
@@ -216,6 +228,8 @@ def evaluate(paths: list[str | Path], **options: Any) -> EvalReport:
                 write_card(folder)
             except MythosError as exc:
                 warn(f"eval recorded, but the model card could not be re-rendered: {exc}")
+    if report_json is not None:
+        write_report_json(report, report_json)
     return report
 
 

@@ -18,6 +18,7 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML with a `model:` mapping, for checkpoints without a config.")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (atomically).")]
+ChunksOpt = Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
 # The Hub options of `push` and `space`: each command words its help for what it publishes.
 TokenOpt = Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")]

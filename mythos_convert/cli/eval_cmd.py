@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, apply_quiet, skip_exit_collection
+from mythos_convert.cli.common import ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, apply_quiet, skip_exit_collection
 
 
 def eval_(
@@ -22,7 +22,7 @@ def eval_(
     ctx: Annotated[
         int | None, typer.Option("--ctx", help="Tokens per window (default 512, or the model's context if smaller).")
     ] = None,
-    chunks: Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")] = None,
+    chunks: ChunksOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the whole report as JSON here.")] = None,
     tokenizer: Annotated[
         Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's, else the folder's).")
@@ -58,17 +58,13 @@ def eval_(
     """
     apply_quiet(quiet)
     from mythos_convert.api import evaluate
-    from mythos_convert.evaluate.report import report_lines, report_table, write_report_json
-    from mythos_convert.support.atomic import check_output_file
-    from mythos_convert.support.safe_paths import refuse_output_over_inputs
+    from mythos_convert.evaluate.report import report_lines, report_table
     from mythos_convert.support.ui import result
 
-    if json_out is not None:
-        check_output_file(json_out, force)
-        inputs = [("target", t) for t in targets] + [("data", d) for d in data or []] + [("tokenizer", tokenizer)]
-        refuse_output_over_inputs(json_out, [*inputs, ("config", config)])
     report = evaluate(
         targets,
+        report_json=json_out,
+        force=force,
         data=data,
         ctx=ctx,
         chunks=chunks,
@@ -82,5 +78,5 @@ def eval_(
     for line in report_lines(report):
         result(line)
     if json_out is not None:
-        result(f"report: {write_report_json(report, json_out)}")
+        result(f"report: {json_out}")
     skip_exit_collection()  # eval.json, the card and the report are written and closed

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mythos_convert.cli.common import CheckpointArg, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+from mythos_convert.cli.common import CheckpointArg, ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
 
 
 def imatrix(
@@ -18,7 +18,7 @@ def imatrix(
         typer.Option("--data", help="Calibration text (as `train --data`); default: the run's validation split."),
     ] = None,
     ctx: Annotated[int, typer.Option("--ctx", help="Tokens per window (capped at the model's context).")] = 512,
-    chunks: Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")] = None,
+    chunks: ChunksOpt = None,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
