@@ -32,7 +32,7 @@ from mythos_convert.formats.hf_folder import (
     TOKENIZER_FILE,
     Provenance,
 )
-from mythos_convert.formats.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index
+from mythos_convert.formats.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index, weight_files
 from mythos_convert.model.config import MythosConfig, short_repr
 from mythos_convert.names import HF_IGNORED, convert_name
 from mythos_convert.support.safe_paths import inside
@@ -77,7 +77,7 @@ class HFSource:
     def files(self) -> list[Path]:
         """Every file of the folder this source reads: what no output may replace."""
         names = [CONFIG_FILE, GENERATION_FILE, META_FILE, LOCAL_FILE, INDEX_FILE, TOKENIZER_FILE]
-        names += sorted(set(self.weight_map.values()))
+        names += weight_files(self.folder)
         return [self.folder / n for n in names if (self.folder / n).exists()]
 
     def tensor_names(self) -> list[str]:
@@ -169,12 +169,16 @@ class HFSource:
 
 
 def _weight_map(folder: Path) -> dict[str, str]:
-    """Tensor name -> weights file; every file named stays inside the folder."""
+    """Tensor name -> weights file; every file named stays inside the folder.
+
+    The files are `safetensors.weight_files`' (the index's shards); without an index only
+    model.safetensors is read, as transformers reads such a folder.
+    """
     if inside(folder, INDEX_FILE).is_file():
         weight_map = read_index(folder)  # every shard named stays inside the folder
         if not weight_map:
             raise MythosError(f"index {folder / INDEX_FILE} has no weight_map: re-export the folder")
-        missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+        missing = [f for f in weight_files(folder) if not (folder / f).is_file()]
         if missing:
             raise MythosError(
                 f"{folder} is missing shard(s) {missing[:3]} listed in {INDEX_FILE}: copy them back or re-export the folder"
