@@ -9,6 +9,26 @@ import typer
 
 from mythos_convert.cli.common import ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, apply_quiet, skip_exit_collection
 
+# llama.cpp as eval runs it (both off: exactly as verify runs it)
+FlashAttnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--flash-attn/--no-flash-attn",
+        help="llama.cpp with flash attention, as its own tools (llama-perplexity, llama-server) run it on CPU: "
+        "faster; off, an F32 file computes float32 exactly (as verify runs it), the quantized types' figures "
+        "barely move.",
+    ),
+]
+RepackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--repack/--no-repack",
+        help="Q4_0 files on llama.cpp's repacked weights (CPU_REPACK, never its AMX path), as llama.cpp runs "
+        "them on a CPU without AMX: faster, the same KL divergence to 3 digits; off, llama.cpp's plain buffer "
+        "(as verify runs it).",
+    ),
+]
+
 
 def eval_(
     targets: Annotated[
@@ -30,24 +50,8 @@ def eval_(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not write eval.json (nor re-render the card).")
     ] = False,
-    flash_attn: Annotated[
-        bool,
-        typer.Option(
-            "--flash-attn/--no-flash-attn",
-            help="llama.cpp with flash attention, as its own tools (llama-perplexity, llama-server) run it on CPU: "
-            "faster; off, an F32 file computes float32 exactly (as verify runs it), the quantized types' figures "
-            "barely move.",
-        ),
-    ] = True,
-    repack: Annotated[
-        bool,
-        typer.Option(
-            "--repack/--no-repack",
-            help="Q4_0 files on llama.cpp's repacked weights (CPU_REPACK, never its AMX path), as llama.cpp runs "
-            "them on a CPU without AMX: faster, the same KL divergence to 3 digits; off, llama.cpp's plain buffer "
-            "(as verify runs it).",
-        ),
-    ] = True,
+    flash_attn: FlashAttnOpt = True,
+    repack: RepackOpt = True,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
