@@ -30,12 +30,13 @@ from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.export.hf import plan_hf_export, write_hf_files
 from mythos_convert.support.atomic import atomic_dir, check_output_file
 from mythos_convert.support.safe_paths import refuse_output_over_inputs, require_file
-from mythos_convert.support.ui import info, is_quiet, warn
+from mythos_convert.support.ui import info, warn
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
     from mythos_convert.evaluate.report import EvalReport
     from mythos_convert.export.gguf import GGUFExport
-    from mythos_convert.hub.push import PushPlan, PushResult
 
 
 @dataclass
@@ -255,99 +256,29 @@ def render_card(folder: str | Path, meta: str | Path | None = None) -> Path:
     return write_card(folder, meta)
 
 
-@dataclass
-class Published:
-    """What `publish` did: the plans (a dry run stops there) and, after a push, each commit."""
-
-    plans: list[PushPlan]
-    pushed: list[PushResult] = field(default_factory=list)
-
-
-def publish(
-    folder: str | Path,
-    repo: str,
+def train_tokenizer_file(
+    out: str | Path,
+    data: list[str | Path] | None = None,
     *,
-    gguf_repo: str | None = None,
-    token: str | None = None,
-    dry_run: bool = False,
-    skip_checks: bool = False,
-    **options: Any,
-) -> Published:
-    """Check an exported folder, then push it to `repo` in one commit (and its GGUF files to `gguf_repo`).
-
-    `options` are `hub.push.plan_push`'s keywords (endpoint, revision, create_pr, private,
-    commit_message, include, exclude). Every check runs, on a private copy, before the first commit.
-
-    Raises:
-        MythosError: no repo or token, a bad repo id, a failed check (unless `skip_checks`),
-            credentials in a file, a refused or failed upload.
-    """
-    import contextlib
-
-    from mythos_convert.hub.push import checked_push, push, refuse_plan_credentials, resolve_token
-
-    if not repo:
-        raise MythosError("--repo is required: pass the Hub repo id as OWNER/NAME")
-    if skip_checks:
-        warn("--skip-checks: publishing without the checks (the last verify and its file hashes are not checked)")
-    if not dry_run:
-        token = resolve_token(token)  # before the slow checks: a missing token is the commonest mistake
-    options.update(dry_run=dry_run, skip_checks=skip_checks)
-    with contextlib.ExitStack() as stack:  # the plans' private copy lives until the last commit
-        if gguf_repo:
-            from mythos_convert.hub.gguf_repo import checked_pushes
-
-            plans = stack.enter_context(checked_pushes(folder, repo, gguf_repo, **options))
-        else:
-            plans = [stack.enter_context(checked_push(folder, repo, **options))]
-        published = Published(plans)
-        if dry_run:
-            return published
-        for plan in plans:  # every file, before the first commit
-            refuse_plan_credentials(plan, token)
-        if is_quiet():
-            from huggingface_hub.utils import disable_progress_bars
-
-            disable_progress_bars()
-        for plan in plans:
-            info(f"uploading {len(plan.files)} files to {plan.endpoint}/{plan.repo_id} ({plan.revision})")
-            published.pushed.append(push(plan, token))
-    return published
-
-
-def publish_space(
-    folder: str | Path,
-    repo: str,
-    *,
-    model: str | None = None,
-    token: str | None = None,
-    dry_run: bool = False,
+    vocab_size: int = 2048,
+    normalizer: str = "none",
     force: bool = False,
-    **options: Any,
-) -> Published:
-    """Write a Gradio demo of the published `model` into `folder` (`hub.space`) and push it as the Space `repo`.
-
-    `options` are `hub.push.plan_push`'s keywords (endpoint, private). A dry run writes the files
-    and plans the upload, uploading nothing.
+) -> Tokenizer:
+    """Train the reference's ByteLevel BPE on `data` (cleaned as `train` cleans it; default: the
+    embedded corpus) and save it as `out` (tokenizer.json, atomically).
 
     Raises:
-        MythosError: no or a bad repo id, no model implied, no token, `folder` not empty without
-            `force`, a refused or failed upload.
+        MythosError: an existing `out` without `force`, an `out` over one of the data files, no
+            usable text, a bad vocabulary size or normalizer.
     """
-    from mythos_convert.hub.push import is_repo_id, plan_push, resolve_token
-    from mythos_convert.hub.space import default_model, push_space, write_space
+    from mythos_convert.data.corpus import load_corpus
+    from mythos_convert.data.pipeline import prepare_documents
+    from mythos_convert.data.tokenizer import save_tokenizer, train_tokenizer
 
-    if not repo:
-        raise MythosError("--repo is required: pass the Space's repo id as OWNER/NAME-demo")
-    if not is_repo_id(repo):  # before anything is written
-        raise MythosError(f"--repo {repo!r} is not a Hub repo id: use OWNER/NAME-demo, e.g. my-user/mythos-tiny-demo")
-    model_id = default_model(repo, model)
-    if not dry_run:
-        token = resolve_token(token)  # before writing: a missing token is the commonest mistake
-    written = write_space(folder, model_id, force=force)
-    info(f"wrote {', '.join(written.files)} to {written.folder} for {model_id}")
-    plan = plan_push(folder, repo, commit_message=f"Demo of {model_id}", **options)
-    published = Published([plan])
-    if not dry_run:
-        published.pushed.append(push_space(plan, token))
-    return published
+    check_output_file(out, force)
+    refuse_output_over_inputs(out, [("data", d) for d in data or []])
+    texts, report = prepare_documents(load_corpus(data))
+    info(report.description)
+    tok = train_tokenizer(texts, vocab_size, normalizer)
+    save_tokenizer(tok, out, force=force)
+    return tok

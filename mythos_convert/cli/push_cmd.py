@@ -44,7 +44,7 @@ def push(
 ) -> None:
     """Publish OUT to the Hub: checks (config, weights, tokenizer, card, last verify), then one commit."""
     apply_quiet(quiet)
-    from mythos_convert.api import publish
+    from mythos_convert.hub.publish import publish
 
     published = publish(
         out,

@@ -34,7 +34,7 @@ def space(
 ) -> None:
     """Write OUT/app.py (loads the model with transformers, samples as its card says) and push it as a Space."""
     apply_quiet(quiet)
-    from mythos_convert.api import publish_space
+    from mythos_convert.hub.publish import publish_space
 
     published = publish_space(
         out, repo, model=model, token=token, dry_run=dry_run, force=force, endpoint=endpoint, private=private

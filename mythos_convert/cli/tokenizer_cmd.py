@@ -31,17 +31,8 @@ def train(
     Example: mythos-convert tokenizer train --data corpus/ --vocab-size 3252 --out tokenizer.json
     """
     apply_quiet(quiet)
-    from mythos_convert.data.corpus import load_corpus
-    from mythos_convert.data.pipeline import prepare_documents
-    from mythos_convert.data.tokenizer import save_tokenizer, train_tokenizer
-    from mythos_convert.support import ui
-    from mythos_convert.support.atomic import check_output_file
-    from mythos_convert.support.safe_paths import refuse_output_over_inputs
+    from mythos_convert.api import train_tokenizer_file
+    from mythos_convert.support.ui import result
 
-    check_output_file(out, force)
-    refuse_output_over_inputs(out, [("data", d) for d in data or []])
-    texts, report = prepare_documents(load_corpus(data))
-    ui.info(report.description)
-    tok = train_tokenizer(texts, vocab_size, normalizer)
-    save_tokenizer(tok, out, force=force)
-    ui.result(f"{out}  {tok.get_vocab_size(with_added_tokens=True)} tokens  normalizer {normalizer}")
+    tok = train_tokenizer_file(out, data, vocab_size=vocab_size, normalizer=normalizer, force=force)
+    result(f"{out}  {tok.get_vocab_size(with_added_tokens=True)} tokens  normalizer {normalizer}")
