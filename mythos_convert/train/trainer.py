@@ -69,6 +69,7 @@ class _Setup:
 
 
 def _new_run(preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None) -> _Setup:
+    """A new run: the preset's configs, its folder refused if it would overwrite an input."""
     loaded = load_preset(preset or "tiny")
     out = Path(out) if out is not None else Path("runs") / loaded.name
     preset_file = Path(preset) if preset is not None and Path(preset).is_file() else None
@@ -79,6 +80,7 @@ def _new_run(preset: str | Path | None, data, out: str | Path | None, tokenizer:
 
 
 def _resumed_run(preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None) -> _Setup:
+    """The run in `out` to continue: its checkpoint's configs, or its saved preset before the first checkpoint."""
     if out is None:
         raise MythosError("--resume needs --out: the folder of the run to continue")
     out = Path(out)
