@@ -29,23 +29,13 @@ import gguf
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # llama.cpp's quantizers, as the tests call them
 from _shared import best_time, emit, machine
+from ggml_reference import FILE_TYPES, ggml_quantize_chunk, llama_quantize
 
 from mythos_convert.quant import kquants
 
 Q = gguf.GGMLQuantizationType
-FILE_TYPES = {
-    Q.Q2_K: "LLAMA_FTYPE_MOSTLY_Q2_K",
-    Q.Q3_K: "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    Q.Q4_K: "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    Q.Q5_K: "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    Q.Q6_K: "LLAMA_FTYPE_MOSTLY_Q6_K",
-    Q.Q4_0: "LLAMA_FTYPE_MOSTLY_Q4_0",
-    Q.Q4_1: "LLAMA_FTYPE_MOSTLY_Q4_1",
-    Q.Q5_0: "LLAMA_FTYPE_MOSTLY_Q5_0",
-    Q.Q5_1: "LLAMA_FTYPE_MOSTLY_Q5_1",
-    Q.Q8_0: "LLAMA_FTYPE_MOSTLY_Q8_0",
-}
 N_EMBD, N_FF = 768, 2048
 NAMES = ("blk.0.ffn_up.weight", "blk.0.ffn_down.weight")  # numpy shapes (2048, 768) and (768, 2048)
 
@@ -55,30 +45,6 @@ def matrices(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     mats = [(rng.standard_normal(shape) * 0.02).astype(np.float32) for shape in ((N_FF, N_EMBD), (N_EMBD, N_FF))]
     imatrix = [(rng.exponential(size=m.shape[1]) ** 2).astype(np.float32) for m in mats]
     return mats, imatrix
-
-
-def ggml_quantizer():
-    import llama_cpp
-
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
-    fn = lib.ggml_quantize_chunk
-    fn.restype = ctypes.c_size_t
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p]
-
-    def run(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None, threads: int) -> np.ndarray:
-        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-        out = np.empty((rows.shape[0], rows.shape[1] // block_size * type_size), dtype=np.uint8)
-        qw_ptr = None if qw is None else qw.ctypes.data
-
-        def part(lo: int, hi: int) -> None:  # ctypes drops the GIL for the call
-            fn(int(qtype), rows[lo:hi].ctypes.data, out[lo:hi].ctypes.data, 0, hi - lo, rows.shape[1], qw_ptr)
-
-        bounds = np.linspace(0, rows.shape[0], threads + 1).astype(int)
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(part, bounds[:-1], bounds[1:]))
-        return out
-
-    return run
 
 
 COMPILED = True  # --numpy: False
@@ -119,19 +85,8 @@ def write_f32_gguf(path: Path, mats: list[np.ndarray]) -> None:
 def llama_file_quantize(src: Path, dst: Path, qtype, imatrix: list[np.ndarray] | None, threads: int) -> None:
     import llama_cpp
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, FILE_TYPES[qtype])
-    params.pure = True
-    params.nthread = threads
-    if imatrix is not None:
-        entries = (llama_cpp.llama_model_imatrix_data * (len(NAMES) + 1))()
-        for entry, name, values in zip(entries, NAMES, imatrix, strict=False):
-            entry.name = name.encode()
-            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            entry.size = values.size
-        params.imatrix = entries
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError(f"llama_model_quantize failed for {qtype.name}")
+    entries = None if imatrix is None else dict(zip(NAMES, imatrix, strict=True))
+    llama_quantize(src, dst, getattr(llama_cpp, FILE_TYPES[qtype]), entries, pure=True, nthread=threads)
 
 
 def quiet_llama_logs():
@@ -177,7 +132,7 @@ def main() -> None:
     COMPILED = not args.numpy
     kquants.kernel_status()  # built and self-tested before any timing
     mats, imatrix = matrices()
-    ggml = ggml_quantizer()
+    ggml = ggml_quantize_chunk()
     keep = quiet_llama_logs()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,10 @@ card, and a dry-run push plan. Every step is the same library call the individua
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,51 +79,92 @@ def _eval_rows(report: Any) -> dict[str, dict[str, Any]]:
     return {Path(str(row["target"])).name: row for row in report.rows}
 
 
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Record how long the block took as `seconds[step]` (only when it succeeds)."""
+    started = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - started
+
+
 def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: int | None = None) -> DemoResult:
     """Train tiny on the embedded corpus, export to HF and GGUF, verify, card, plan a push.
 
     Raises:
         MythosError: a non-empty `out` without `force`, or any failing step (named).
     """
-    import math
-
     from mythos_convert.api import evaluate, export_gguf, export_hf
     from mythos_convert.card import write_card
-    from mythos_convert.hub.checks import check_folder
-    from mythos_convert.hub.push import plan_push
+    from mythos_convert.model.config import load_preset
     from mythos_convert.train.trainer import train
 
     out = check_output_dir(out, force)
     run_dir, hf_dir = out / "run", out / "hf"
     seconds: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    ui.info("[bold]1/6[/bold] training the tiny preset on the embedded corpus")
-    trained = train("tiny", None, run_dir, max_steps=max_steps, force=force)
-    seconds["train"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ui.info("[bold]2/6[/bold] exporting to a transformers folder and verifying it")
-    hf = export_hf(trained.checkpoint, hf_dir, force=force, verify=True)
-    seconds["hf"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ui.info("[bold]3/6[/bold] writing GGUF f16 and q8_0 and verifying them in llama.cpp")
-    gguf = export_gguf(hf_dir, DEMO_GGUF_TYPES, force=force, modelfile=True, verify=True)
-    seconds["gguf"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ui.info(
-        f"[bold]4/6[/bold] measuring perplexity and KL divergence ({DEMO_EVAL_CHUNKS} windows of the validation split)"
-    )
-    report = evaluate([hf_dir], chunks=DEMO_EVAL_CHUNKS)
-    seconds["eval"] = time.perf_counter() - t0
-    quality = _eval_rows(report)
+    with _timed(seconds, "train"):
+        ui.info("[bold]1/6[/bold] training the tiny preset on the embedded corpus")
+        trained = train("tiny", None, run_dir, max_steps=max_steps, force=force)
+    with _timed(seconds, "hf"):
+        ui.info("[bold]2/6[/bold] exporting to a transformers folder and verifying it")
+        hf = export_hf(trained.checkpoint, hf_dir, force=force, verify=True)
+    with _timed(seconds, "gguf"):
+        ui.info("[bold]3/6[/bold] writing GGUF f16 and q8_0 and verifying them in llama.cpp")
+        gguf = export_gguf(hf_dir, DEMO_GGUF_TYPES, force=force, modelfile=True, verify=True)
+    with _timed(seconds, "eval"):
+        ui.info(
+            f"[bold]4/6[/bold] measuring perplexity and KL divergence ({DEMO_EVAL_CHUNKS} windows of the "
+            "validation split)"
+        )
+        report = evaluate([hf_dir], chunks=DEMO_EVAL_CHUNKS)
 
     ui.info("[bold]5/6[/bold] rendering the model card")
     card = write_card(hf_dir)
-
     ui.info("[bold]6/6[/bold] planning the push (dry run: nothing is uploaded)")
+    plan = _plan_push(hf_dir)
+
+    artifacts = _artifacts(trained.checkpoint, hf_dir, hf.verify, gguf, _eval_rows(report), card)
+    vocab = load_preset("tiny").model.vocab_size
+    result = DemoResult(
+        out=out,
+        checkpoint=trained.checkpoint,
+        hf_folder=hf_dir,
+        artifacts=artifacts,
+        val_loss=trained.val_loss,
+        uniform_loss=math.log(vocab),
+        seconds=seconds,
+        push_plan=plan,
+    )
+    if not result.passed:
+        failed = [a.name for a in result.artifacts if a.parity.startswith("FAILED")]
+        raise MythosError(f"demo parity check failed for {', '.join(failed)}: see the verify tables above")
+    return result
+
+
+def _artifacts(
+    checkpoint: Path, hf_dir: Path, hf_verify: Any, gguf: Any, quality: dict[str, dict[str, Any]], card: Path
+) -> list[Artifact]:
+    """The closing table's rows: checkpoint, HF folder, each GGUF file, the card."""
+    return [
+        Artifact(
+            "checkpoint",
+            checkpoint,
+            _size(checkpoint),
+            "-",
+            f"mythos-convert generate {checkpoint} 'The meaning of'",
+        ),
+        Artifact(
+            "HF folder", hf_dir, _size(hf_dir), _parity(hf_verify), f"AutoModelForCausalLM.from_pretrained('{hf_dir}')"
+        ),
+        *_gguf_artifacts(gguf, quality),
+        Artifact("model card", card, _size(card), "-", f"less {card}"),
+    ]
+
+
+def _plan_push(hf_dir: Path) -> Any:
+    """The dry-run push plan of the exported folder, refused if the folder fails push's checks."""
+    from mythos_convert.hub.checks import check_folder
+    from mythos_convert.hub.push import plan_push
+
     plan = plan_push(hf_dir, DEMO_REPO)
     problems = check_folder(hf_dir, {f.path_in_repo for f in plan.files})
     if problems:
@@ -128,52 +172,21 @@ def run_demo(out: str | Path = "demo-out", *, force: bool = False, max_steps: in
             f"the exported folder fails the push checks: {'; '.join(problems)}; rerun with --force, "
             "and report a bug if it fails again"
         )
+    return plan
 
-    from mythos_convert.model.config import load_preset
 
-    vocab = load_preset("tiny").model.vocab_size
-    result = DemoResult(
-        out=out,
-        checkpoint=trained.checkpoint,
-        hf_folder=hf_dir,
-        val_loss=trained.val_loss,
-        uniform_loss=math.log(vocab),
-        seconds=seconds,
-        push_plan=plan,
-    )
-    result.artifacts.append(
+def _gguf_artifacts(gguf: Any, quality: dict[str, dict[str, Any]]) -> list[Artifact]:
+    """One row per GGUF file written, its parity from its verify and its eval row."""
+    return [
         Artifact(
-            "checkpoint",
-            trained.checkpoint,
-            _size(trained.checkpoint),
-            "-",
-            f"mythos-convert generate {trained.checkpoint} 'The meaning of'",
+            f"GGUF {written.outtype.label}",
+            written.path,
+            written.nbytes,
+            _parity(gguf.verify.get(written.path.name), quality.get(written.path.name)),
+            f"python examples/run_with_llama_cpp.py {written.path}",
         )
-    )
-    result.artifacts.append(
-        Artifact(
-            "HF folder",
-            hf_dir,
-            _size(hf_dir),
-            _parity(hf.verify),
-            f"AutoModelForCausalLM.from_pretrained('{hf_dir}')",
-        )
-    )
-    for written in gguf.written:
-        result.artifacts.append(
-            Artifact(
-                f"GGUF {written.outtype.label}",
-                written.path,
-                written.nbytes,
-                _parity(gguf.verify.get(written.path.name), quality.get(written.path.name)),
-                f"python examples/run_with_llama_cpp.py {written.path}",
-            )
-        )
-    result.artifacts.append(Artifact("model card", card, _size(card), "-", f"less {card}"))
-    if not result.passed:
-        failed = [a.name for a in result.artifacts if a.parity.startswith("FAILED")]
-        raise MythosError(f"demo parity check failed for {', '.join(failed)}: see the verify tables above")
-    return result
+        for written in gguf.written
+    ]
 
 
 def summary_table(result: DemoResult):

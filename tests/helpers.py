@@ -97,6 +97,16 @@ def make_reference_tokenizer(path: Path, vocab_size: int = 512, nfkc: bool = Tru
     return path
 
 
+def export_reference(out: Path) -> Path:
+    """The reference checkpoint exported to the HF folder `out` with its own tokenizer, unverified and
+    without a card: the folder the other runtimes' tests load. Returns the folder."""
+    from mythos_convert.api import export_hf
+
+    require_reference()
+    tokenizer = REFERENCE / "tokenizer" / "tokenizer.json"
+    return export_hf(REFERENCE / "ref_small.pt", out, tokenizer=tokenizer, verify=False, card=False).folder
+
+
 def tiny_config(vocab_size: int = 512, **overrides) -> MythosConfig:
     """2 layers, GQA 4/2, head_dim 16, SwiGLU width 256: tiny but exercises every code path."""
     fields = dict(vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=128)
@@ -159,31 +169,3 @@ def write_config_yaml(path: Path, config: MythosConfig) -> Path:
 
 def tokenizer_vocab_size(path: Path) -> int:
     return len(json.loads(Path(path).read_text())["model"]["vocab"])
-
-
-def llama_quantize(src: Path, dst: Path, file_type: int, imatrix: dict | None = None, *, pure: bool = False) -> None:
-    """llama.cpp's own quantizer (llama-cpp-python's `llama_model_quantize`), file to file: the ground
-    truth for our types and bytes. `imatrix` maps tensor names to per-column weights, looked up by
-    name as llama-quantize does; `pure` gives every matrix the file's main type (no mix)."""
-    import ctypes
-
-    import numpy as np
-    import pytest
-
-    llama_cpp = pytest.importorskip("llama_cpp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(file_type)
-    params.pure = pure
-    params.nthread = 2
-    keep = []  # the arrays must outlive the call
-    if imatrix is not None:
-        entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()  # a NULL name ends the list
-        for entry, (name, values) in zip(entries, imatrix.items(), strict=False):
-            values = np.ascontiguousarray(values, dtype=np.float32)
-            keep.append(values)
-            entry.name = name.encode()
-            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            entry.size = values.size
-        params.imatrix = entries
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    assert rc == 0, f"llama_model_quantize returned {rc}"

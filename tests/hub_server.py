@@ -31,13 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-# The Hub's default .gitattributes LFS patterns (the part that matters for model repos).
-LFS_PATTERNS = (
-    "*.7z *.arrow *.bin *.bz2 *.ckpt *.ftz *.gz *.h5 *.joblib *.mlmodel *.model *.msgpack *.npy *.npz *.onnx "
-    "*.ot *.parquet *.pb *.pickle *.pkl *.pt *.pth *.rar *.safetensors *.tar *.tar.* *.tflite *.tgz *.wasm "
-    "*.xz *.zip *.zst *tfevents* *.gguf"
-).split()
-LFS_SIZE = 10 * 1024 * 1024
+from mythos_convert.hub.files import LFS_PATTERNS, LFS_SIZE  # the Hub's default .gitattributes rule
+
 USER = "tester"
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,34 +319,36 @@ def _variant(root: Path, name: str, tokenizer: Path, edit) -> None:
     shutil.copy(tokenizer, root / name / "tokenizer.json")
 
 
-def _hf_variant(root: Path, name: str, edit) -> None:
+def hf_variant(root: Path, name: str, edit) -> None:
+    """A copy of the good export as `root/name`, with `edit(folder)` applied."""
     shutil.copytree(root / "hf", root / name)
     edit(root / name)
 
 
-def _set_config(key: str, value):
+def _config_edit(change):
+    """An edit of a folder's config.json: `change(config)` applied to the dict, written back."""
+
     def edit(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
-        config[key] = value
+        change(config)
         (folder / "config.json").write_text(json.dumps(config, indent=2))
 
     return edit
+
+
+def set_config(key: str, value):
+    return _config_edit(lambda config: config.__setitem__(key, value))
 
 
 def _drop_config(key: str):
-    def edit(folder: Path) -> None:
-        config = json.loads((folder / "config.json").read_text())
-        del config[key]
-        (folder / "config.json").write_text(json.dumps(config, indent=2))
-
-    return edit
+    return _config_edit(lambda config: config.__delitem__(key))
 
 
 def _untie(folder: Path) -> None:
     weights = load_file(folder / "model.safetensors")
     weights["lm_head.weight"] = weights["model.embed_tokens.weight"] * 2
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    _set_config("tie_word_embeddings", False)(folder)
+    set_config("tie_word_embeddings", False)(folder)
 
 
 def _word_level(folder: Path) -> None:
@@ -482,22 +485,22 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     (W / "corpus" / "blank.txt").write_text("   \n\n\t\nok\n \nhi there\n.\n")  # whitespace, a few words
 
     export_hf(W / "ck" / "ckpt.pt", W / "hf", verify=False)  # a good export, never verified
-    _hf_variant(W, "hf_mistral", _set_config("model_type", "mistral"))
-    _hf_variant(W, "hf_bias", _set_config("attention_bias", True))
-    _hf_variant(W, "hf_rope", _set_config("rope_scaling", {"rope_type": "linear", "factor": 2.0}))
-    _hf_variant(W, "hf_untied", _untie)
-    _hf_variant(W, "hf_notok", lambda f: (f / "tokenizer.json").unlink())
-    _hf_variant(W, "hf_wordlevel", _word_level)
-    _hf_variant(W, "hf_truncated", lambda f: _truncate(f / "model.safetensors", 0.5))
-    _hf_variant(W, "hf_size_str", _set_config("hidden_size", "sixty-four"))
-    _hf_variant(W, "hf_eps_str", _set_config("rms_norm_eps", "tiny"))
-    _hf_variant(W, "hf_vocab_huge", _set_config("vocab_size", 10**12))
-    _hf_variant(W, "hf_layers_huge", _set_config("num_hidden_layers", 100_000))
-    _hf_variant(W, "hf_ctx_huge", _set_config("max_position_embeddings", 10**10))
-    _hf_variant(W, "hf_config_torn", lambda f: _truncate(f / "config.json", 0.5))
-    _hf_variant(W, "hf_no_vocab", _drop_config("vocab_size"))
-    _hf_variant(W, "hf_config_list", lambda f: (f / "config.json").write_text("[1, 2]\n"))
-    _hf_variant(W, "hf_tok_torn", lambda f: _truncate(f / "tokenizer.json", 0.5))
+    hf_variant(W, "hf_mistral", set_config("model_type", "mistral"))
+    hf_variant(W, "hf_bias", set_config("attention_bias", True))
+    hf_variant(W, "hf_rope", set_config("rope_scaling", {"rope_type": "linear", "factor": 2.0}))
+    hf_variant(W, "hf_untied", _untie)
+    hf_variant(W, "hf_notok", lambda f: (f / "tokenizer.json").unlink())
+    hf_variant(W, "hf_wordlevel", _word_level)
+    hf_variant(W, "hf_truncated", lambda f: _truncate(f / "model.safetensors", 0.5))
+    hf_variant(W, "hf_size_str", set_config("hidden_size", "sixty-four"))
+    hf_variant(W, "hf_eps_str", set_config("rms_norm_eps", "tiny"))
+    hf_variant(W, "hf_vocab_huge", set_config("vocab_size", 10**12))
+    hf_variant(W, "hf_layers_huge", set_config("num_hidden_layers", 100_000))
+    hf_variant(W, "hf_ctx_huge", set_config("max_position_embeddings", 10**10))
+    hf_variant(W, "hf_config_torn", lambda f: _truncate(f / "config.json", 0.5))
+    hf_variant(W, "hf_no_vocab", _drop_config("vocab_size"))
+    hf_variant(W, "hf_config_list", lambda f: (f / "config.json").write_text("[1, 2]\n"))
+    hf_variant(W, "hf_tok_torn", lambda f: _truncate(f / "tokenizer.json", 0.5))
     # exported with --tokenizer from a file that is gone since: verify must say what was recorded
     gone = root / "gone" / "tokenizer.json"
     gone.parent.mkdir()
@@ -544,20 +547,34 @@ def inputs_before(world: World) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
-    """Run every case (two CLI processes at a time), each in its own folder, recording that folder."""
+    """Run every case, each in its own folder, recording that folder."""
     long_prompt = "word " * 300  # well past the 128-token context
 
+    def run(c: Case, d: Path) -> subprocess.CompletedProcess:
+        return run_cli([a.format(W=world.root, D=d, LONG=long_prompt, BADUTF8=BAD_UTF8) for a in c.argv], world.env, d)
+
+    return run_cases(CASES, world.cases, lambda c, d: _place_previous_output(c.pre, d, world.root), run)
+
+
+def run_cases(
+    cases: list[Case],
+    folder: Path,
+    place: Callable[[Case, Path], None],
+    run: Callable[[Case, Path], subprocess.CompletedProcess],
+) -> dict[str, Outcome]:
+    """Each case in its own folder `folder/ID` (two CLI processes at a time): `place` puts its previous
+    output there, `run` runs it; the folder is recorded before and after."""
+
     def one(c: Case) -> Outcome:
-        d = world.cases / c.id
+        d = folder / c.id
         d.mkdir()
-        _place_previous_output(c.pre, d, world.root)
+        place(c, d)
         before = snapshot(d)
-        args = [a.format(W=world.root, D=d, LONG=long_prompt, BADUTF8=BAD_UTF8) for a in c.argv]
-        proc = run_cli(args, world.env, d)
+        proc = run(c, d)
         return Outcome(proc, before, snapshot(d))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip([c.id for c in CASES], pool.map(one, CASES), strict=True))
+        return dict(zip([c.id for c in cases], pool.map(one, cases), strict=True))
 
 
 # ---------------------------------------------------------------- the table
@@ -629,7 +646,7 @@ def _tmp_dirs(parent: Path, name: str) -> list[Path]:
     return sorted(parent.glob(f".{name}.tmp-*"))
 
 
-WRITING_SAFETENSORS = "mythos_convert.formats.safetensors:_RangeCopier.write"  # stalled after a file's header
+WRITING_SAFETENSORS = "mythos_convert.formats.tensor_bytes:RangeCopier.write"  # stalled after a file's header
 
 
 def test_killed_hf_export_keeps_the_previous_folder(world: World, tmp_path: Path):

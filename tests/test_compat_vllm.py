@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REFERENCE, compat_root
+from helpers import REFERENCE, compat_root, export_reference
 from servers import cpu_flags, free_port, get_json, post_json, serve
 from tokenizers import Tokenizer
 from vllm_cpu import vllm_env, vllm_venv_dir
 
-from mythos_convert.api import export_hf
 from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat, pytest.mark.vllm]
@@ -72,9 +71,7 @@ def vllm_venv() -> Path:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, reference) -> Path:
-    folder = tmp_path_factory.mktemp("vllm") / "hf"
-    tokenizer = REFERENCE / "tokenizer" / "tokenizer.json"
-    return export_hf(REFERENCE / "ref_small.pt", folder, tokenizer=tokenizer, verify=False, card=False).folder
+    return export_reference(tmp_path_factory.mktemp("vllm") / "hf")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ stored files are checked: nothing from outside the folder, no credentials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,16 @@ def _plant_links(d: Path) -> None:
     os.symlink(d / "home" / "token", d / "hf" / "extra.txt")
 
 
+@contextlib.contextmanager
+def push_with_links(case: Path) -> Iterator[tuple[HubServer, dict[str, str], list[str]]]:
+    """The links planted, a Hub emulator up, the environment that reaches it with a write token, and
+    the push to it (checks skipped, so only the containment refuses)."""
+    _plant_links(case)
+    with HubServer() as hub:
+        env = {**env_for(case), **hub.client_env(case / "home", "hf_test_write_token")}
+        yield hub, env, ["push", str(case / "hf"), "--repo", "me/x", "--endpoint", hub.url, "--skip-checks"]
+
+
 def test_push_dry_run_refuses_symlinks_naming_each(case: Path):
     _plant_links(case)
     line = refused(case, ["push", str(case / "hf"), "--repo", "me/x", "--dry-run"], "notes.txt", "extra.txt")
@@ -94,10 +106,7 @@ def test_push_dry_run_refuses_symlinks_naming_each(case: Path):
 
 def test_push_uploads_nothing_from_a_folder_with_links(case: Path):
     """The issue's attack, for real against the emulator: exit 2, and the Hub holds no repo at all."""
-    _plant_links(case)
-    with HubServer() as hub:
-        env = {**env_for(case), **hub.client_env(case / "home", "hf_test_write_token")}
-        args = ["push", str(case / "hf"), "--repo", "me/x", "--endpoint", hub.url, "--skip-checks"]
+    with push_with_links(case) as (hub, env, args):
         refused(case, args, "notes.txt", "symbolic link", env=env)
         assert hub.commits("me/x") == []
         assert not any(m == "POST" for m, _ in hub.requests)
@@ -114,10 +123,7 @@ def test_push_refuses_a_linked_folder_and_a_fifo(case: Path):
 
 def test_push_excluded_link_is_left_alone_and_never_uploaded(case: Path):
     """--exclude takes a link out of the upload; what is uploaded is the folder's own files only."""
-    _plant_links(case)
-    with HubServer() as hub:
-        env = {**env_for(case), **hub.client_env(case / "home", "hf_test_write_token")}
-        args = ["push", str(case / "hf"), "--repo", "me/x", "--endpoint", hub.url, "--skip-checks"]
+    with push_with_links(case) as (hub, env, args):
         args += ["--exclude", "notes.txt", "--exclude", "extra.txt", "--quiet"]
         proc = run_cli(args, env, case)
         assert proc.returncode == 0, proc.stderr

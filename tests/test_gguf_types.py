@@ -13,7 +13,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-from helpers import llama_quantize, make_checkpoint, tiny_config
+from ggml_reference import llama_quantize
+from helpers import make_checkpoint, tiny_config
 
 from mythos_convert.api import export_gguf
 from mythos_convert.export.gguf_writer import OUTTYPES, plan_tensors

@@ -20,8 +20,8 @@ from helpers import make_checkpoint, tiny_config, write_config_yaml
 from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
 from mythos_convert.export import hf as hf_module
-from mythos_convert.formats import safetensors as safetensors_module
-from mythos_convert.formats.safetensors import finite
+from mythos_convert.formats import tensor_bytes
+from mythos_convert.formats.tensor_bytes import finite
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, read_torch_zip
 
 
@@ -196,7 +196,7 @@ def test_allow_nonfinite_copies_the_values(tmp_path, ref_tokenizer_path, monkeyp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_finite_check_agrees_with_torch(dtype, monkeypatch):
-    monkeypatch.setattr(safetensors_module, "_CHUNK", 256)  # several chunks, bad values at their edges
+    monkeypatch.setattr(tensor_bytes, "_CHUNK", 256)  # several chunks, bad values at their edges
     gen = torch.Generator().manual_seed(0)
     base = (torch.randn(1000, generator=gen) * 100).to(dtype)
     name = str(dtype).removeprefix("torch.")

@@ -12,7 +12,6 @@ import os
 import shutil
 import struct
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,19 @@ import numpy as np
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config
-from test_bad_inputs import Case, assert_one_error_line, case, cli, cli_env, run_cli, snapshot
+from test_bad_inputs import (
+    Case,
+    Outcome,
+    assert_one_error_line,
+    case,
+    cli,
+    cli_env,
+    hf_variant,
+    run_cases,
+    run_cli,
+    set_config,
+    snapshot,
+)
 
 from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.quant.imatrix_file import quantized_matrices
@@ -193,20 +204,6 @@ def _overlap(header: dict) -> None:
     header["model.norm.weight"]["data_offsets"] = [begin, begin + 4 * header["model.norm.weight"]["shape"][0]]
 
 
-def _set_config(key: str, value):
-    def edit(folder: Path) -> None:
-        config = json.loads((folder / "config.json").read_text())
-        config[key] = value
-        (folder / "config.json").write_text(json.dumps(config, indent=2))
-
-    return edit
-
-
-def _hf_variant(root: Path, name: str, edit) -> None:
-    shutil.copytree(root / "hf", root / name)
-    edit(root / name)
-
-
 def _imatrix(path: Path, count: float = 10.0, fill: float = 1.0, chunks: object = 1, counts_type=None) -> None:
     """An imatrix file in llama-imatrix's layout for the tiny model, with the values given."""
     writer = gguf.GGUFWriter(path, arch="llama")
@@ -248,18 +245,18 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     missing = _gguf_without(good, W / "g" / "missing.gguf", "blk.1.ffn_up.weight", "output_norm.weight")
     _gguf_without(good, W / "g" / "ctx_str.gguf", strings={"llama.context_length": "many"})
     _gguf_without(good, W / "g" / "layers_str.gguf", strings={"llama.block_count": "two"})
-    _hf_variant(W, "hf_layers_str", lambda f: shutil.copy(W / "g" / "layers_str.gguf", f))
-    _hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
-    _hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
-    _hf_variant(W, "hf_dup", _duplicate_id)
-    _hf_variant(W, "hf_st_shape", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", "abc")))
-    _hf_variant(W, "hf_st_size", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", [32])))
-    _hf_variant(W, "hf_st_offs", _header_edit(lambda h: h["model.norm.weight"].__setitem__("data_offsets", 5)))
-    _hf_variant(W, "hf_st_overlap", _header_edit(_overlap))
-    _hf_variant(W, "hf_tie_str", _set_config("tie_word_embeddings", "false"))
-    _hf_variant(W, "hf_bias_str", _set_config("attention_bias", "no"))
-    _hf_variant(W, "hf_dtype_int8", _set_config("torch_dtype", "int8"))
-    _hf_variant(W, "hf_dtype_num", _set_config("torch_dtype", 5))
+    hf_variant(W, "hf_layers_str", lambda f: shutil.copy(W / "g" / "layers_str.gguf", f))
+    hf_variant(W, "hf_missing_gguf", lambda f: shutil.copy(missing, f))
+    hf_variant(W, "hf_torn_gguf", lambda f: (f / good.name).write_bytes(good.read_bytes()[: good.stat().st_size // 2]))
+    hf_variant(W, "hf_dup", _duplicate_id)
+    hf_variant(W, "hf_st_shape", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", "abc")))
+    hf_variant(W, "hf_st_size", _header_edit(lambda h: h["model.norm.weight"].__setitem__("shape", [32])))
+    hf_variant(W, "hf_st_offs", _header_edit(lambda h: h["model.norm.weight"].__setitem__("data_offsets", 5)))
+    hf_variant(W, "hf_st_overlap", _header_edit(_overlap))
+    hf_variant(W, "hf_tie_str", set_config("tie_word_embeddings", "false"))
+    hf_variant(W, "hf_bias_str", set_config("attention_bias", "no"))
+    hf_variant(W, "hf_dtype_int8", set_config("torch_dtype", "int8"))
+    hf_variant(W, "hf_dtype_num", set_config("torch_dtype", 5))
     (W / "im").mkdir()
     _imatrix(W / "im" / "nan.gguf", count=float("nan"))
     _imatrix(W / "im" / "inf.gguf", count=float("inf"))
@@ -271,17 +268,10 @@ def world(tmp_path_factory, ref_tokenizer_path: Path) -> World:
     (W / "fifo").mkdir()
     for name in ("im.gguf", "text.txt", "tokenizer.json", "ckpt.pt", "config.yaml", "m.gguf", "meta.yaml"):
         os.mkfifo(W / "fifo" / name)
-    _hf_variant(W, "hf_text_gguf", lambda f: (f / good.name).write_text("a text file named like a GGUF\n"))
+    hf_variant(W, "hf_text_gguf", lambda f: (f / good.name).write_text("a text file named like a GGUF\n"))
     (root / "cases").mkdir()
     (root / "hf_home").mkdir()
     return World(W, root / "cases", cli_env(root / "hf_home"))
-
-
-@dataclass
-class Outcome:
-    proc: subprocess.CompletedProcess
-    before: dict[str, str]
-    after: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -291,23 +281,20 @@ def inputs_before(world: World) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def outcomes(world: World, inputs_before: dict[str, str]) -> dict[str, Outcome]:
-    """Run every case (two CLI processes at a time), each in its own folder, recording that folder."""
+    """Run every case, each in its own folder, recording that folder."""
 
-    def one(c: Case) -> Outcome:
-        d = world.cases / c.id
-        d.mkdir()
+    def place(c: Case, d: Path) -> None:
         if c.pre is not None:  # a folder the command would write into
             shutil.copytree(world.root / c.pre.removeprefix("copy:"), d / "out")
-        before = snapshot(d)
+
+    def run(c: Case, d: Path) -> subprocess.CompletedProcess:
         args = [a.format(W=world.root, D=d) for a in c.argv]
         try:
-            proc = subprocess.run(cli(args), env=world.env, cwd=d, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+            return subprocess.run(cli(args), env=world.env, cwd=d, capture_output=True, text=True, timeout=CLI_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
-            proc = subprocess.CompletedProcess(exc.cmd, -9, "", f"timed out after {CLI_TIMEOUT} s (blocked)")
-        return Outcome(proc, before, snapshot(d))
+            return subprocess.CompletedProcess(exc.cmd, -9, "", f"timed out after {CLI_TIMEOUT} s (blocked)")
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip([c.id for c in CASES], pool.map(one, CASES), strict=True))
+    return run_cases(CASES, world.cases, place, run)
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])

@@ -21,7 +21,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from helpers import llama_quantize, make_checkpoint, require_reference, tiny_config
+from ggml_reference import llama_quantize
+from helpers import make_checkpoint, require_reference, tiny_config
 
 from mythos_convert.api import export_gguf
 from mythos_convert.formats.checkpoint import load_checkpoint, load_model

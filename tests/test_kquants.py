@@ -12,7 +12,6 @@ and the numpy ones they fall back to; on Linux x86-64 with a C compiler the comp
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
@@ -22,7 +21,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from helpers import llama_quantize
+from ggml_reference import FILE_TYPES, llama_quantize
+from ggml_reference import ggml_quantize_chunk as ggml_binding
 
 from mythos_convert.quant import kquants
 
@@ -30,19 +30,6 @@ Q = gguf.GGMLQuantizationType
 pytestmark = pytest.mark.llama_cpp
 llama_cpp = pytest.importorskip("llama_cpp")
 
-# main type -> the llama_ftype whose main type it is (`pure` gives every matrix that type)
-FILE_TYPES = {
-    Q.Q2_K: "LLAMA_FTYPE_MOSTLY_Q2_K",
-    Q.Q3_K: "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    Q.Q4_K: "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    Q.Q5_K: "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    Q.Q6_K: "LLAMA_FTYPE_MOSTLY_Q6_K",
-    Q.Q4_0: "LLAMA_FTYPE_MOSTLY_Q4_0",
-    Q.Q4_1: "LLAMA_FTYPE_MOSTLY_Q4_1",
-    Q.Q5_0: "LLAMA_FTYPE_MOSTLY_Q5_0",
-    Q.Q5_1: "LLAMA_FTYPE_MOSTLY_Q5_1",
-    Q.Q8_0: "LLAMA_FTYPE_MOSTLY_Q8_0",
-}
 N_EMBD, N_FF, N_VOCAB = 256, 512, 96  # rows of 256 everywhere but ffn_down (512)
 
 COMPILER_HERE = (
@@ -172,18 +159,7 @@ def test_llama_model_quantize_writes_our_bytes(f32_file, tmp_path, qtype, with_i
 
 @pytest.fixture(scope="module")
 def ggml_quantize_chunk():
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
-    fn = lib.ggml_quantize_chunk
-    fn.restype = ctypes.c_size_t
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p]
-
-    def run(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, qw: np.ndarray | None) -> np.ndarray:
-        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-        out = np.zeros((rows.shape[0], rows.shape[1] // block_size * type_size), dtype=np.uint8)
-        fn(int(qtype), rows.ctypes.data, out.ctypes.data, 0, *rows.shape, None if qw is None else qw.ctypes.data)
-        return out
-
-    return run
+    return ggml_binding()
 
 
 def _awkward_rows(rng: np.random.Generator, n_rows: int, n_per_row: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import json
 
 import pytest
 import torch
-from helpers import REFERENCE, make_checkpoint, require_reference, tiny_config
+from helpers import REFERENCE, export_reference, make_checkpoint, require_reference, tiny_config
 from mlx_venv import mlx_venv_python
 from safetensors.torch import load_file, save_file
 
@@ -87,9 +87,7 @@ def test_untied_head_is_read(mlx_python, tmp_path):
     """tie_word_embeddings=false with its own lm_head: mlx-lm must use that head (transformers 5 as reference)."""
     from transformers import AutoModelForCausalLM
 
-    require_reference()
-    tok = REFERENCE / "tokenizer" / "tokenizer.json"
-    folder = export_hf(REFERENCE / "ref_small.pt", tmp_path / "hf", tokenizer=tok, verify=False, card=False).folder
+    folder = export_reference(tmp_path / "hf")
     untied = tmp_path / "untied"
     untied.mkdir()
     for f in folder.iterdir():

@@ -15,10 +15,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REFERENCE, require_reference
+from helpers import export_reference
 from mlx_venv import mlx_venv_python
 
-from mythos_convert.api import export_hf
 from mythos_convert.mlx.export import export_mlx
 from mythos_convert.mlx.parity import run_mlx
 from mythos_convert.mlx.verify import MLX_KL_GATES, within_kl_gate
@@ -28,10 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.mlx]
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    require_reference()
-    tok = REFERENCE / "tokenizer" / "tokenizer.json"
-    out = tmp_path_factory.mktemp("mlx") / "hf"
-    return export_hf(REFERENCE / "ref_small.pt", out, tokenizer=tok, verify=False, card=False).folder
+    return export_reference(tmp_path_factory.mktemp("mlx") / "hf")
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -24,7 +24,8 @@ from mythos_convert.card import card_problems
 from mythos_convert.cli import app
 from mythos_convert.errors import MythosError
 from mythos_convert.hub.checks import check_folder
-from mythos_convert.hub.push import local_files, plan_push, push
+from mythos_convert.hub.files import local_files
+from mythos_convert.hub.push import plan_push, push
 from mythos_convert.verify.record import record_result
 
 TOKEN = "hf_test_write_token"

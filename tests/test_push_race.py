@@ -23,7 +23,7 @@ import test_push
 from hold_proxy import HoldProxy
 from hub_server import HubServer
 
-from mythos_convert.hub.push import local_files
+from mythos_convert.hub.files import local_files
 from mythos_convert.verify.record import load_results
 
 exported, hub, with_ggufs = test_push.exported, test_push.hub, test_push.with_ggufs  # their fixtures, shared

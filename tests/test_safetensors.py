@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
-from mythos_convert.formats.safetensors import PageReleaser, write_safetensors
+from mythos_convert.formats.safetensors import write_safetensors
+from mythos_convert.formats.tensor_bytes import PageReleaser
 
 
 def test_bytes_identical_to_save_file(tmp_path):

@@ -120,7 +120,7 @@ class Write:
 
 PUBLISH = "mythos_convert.support.atomic:_publish_mode"  # an atomic output written, not yet renamed into place
 WRITES = [
-    Write("hf", "hf {R}/ck/ckpt.pt {W}/hf --force", "mythos_convert.formats.safetensors:_RangeCopier.write", "after"),
+    Write("hf", "hf {R}/ck/ckpt.pt {W}/hf --force", "mythos_convert.formats.tensor_bytes:RangeCopier.write", "after"),
     Write(  # the first type's file is complete and in place; the others are still temporaries
         "gguf-all",
         "gguf {R}/ck/ckpt.pt --outtype all --outfile {W}/m-{{ftype}}.gguf --no-verify",
@@ -164,12 +164,7 @@ def test_signal_mid_write_cleans_up(write: Write, signum: signal.Signals, inputs
     proc, marker, log = start_stalled(inputs, tmp_path, write.target, write.when, args)
     wait_stalled(proc, marker, log)
     proc.send_signal(signum)
-    proc.wait(timeout=TIMEOUT)
-    err = log.read_text()
-
-    code, word = ENDINGS[signum]
-    assert proc.returncode == code, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == word, err
+    assert_ended_by(signum, proc, log)
     assert leftovers(work) == [], "temporary files left behind"
     after = files(work)
     new = {name for name in after if name not in before and not name.startswith(write.completed)}
@@ -263,15 +258,20 @@ def test_signal_while_workers_run_ends_them_and_cleans_up(
             os.killpg(proc.pid, signum)
         else:
             proc.send_signal(signum)
-        proc.wait(timeout=TIMEOUT)
-        err = log.read_text()
-        code, word = ENDINGS[signum]
-        assert proc.returncode == code, err
-        assert "Traceback" not in err and err.strip().splitlines()[-1] == word, err
+        assert_ended_by(signum, proc, log)
         assert list(work.iterdir()) == [], sorted(p.name for p in work.iterdir())  # not even a temporary
         assert_ended(tree)
     finally:
         kill_all(proc, tree)
+
+
+def assert_ended_by(signum: signal.Signals, proc: subprocess.Popen, log: Path) -> None:
+    """The command ends as `signum` must end it: exit 128+signal, its one word as the last line, no traceback."""
+    proc.wait(timeout=TIMEOUT)
+    err = log.read_text()
+    code, word = ENDINGS[signum]
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == word, err
 
 
 def assert_ended(tree: list[psutil.Process]) -> None:

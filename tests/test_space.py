@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REFERENCE
+from helpers import REFERENCE, export_reference
 from hub_server import HubServer
 from servers import free_port, serve
 from tokenizers import Tokenizer
 
-from mythos_convert.api import export_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.hub.push import PlannedFile, plan_push
+from mythos_convert.hub.files import PlannedFile
+from mythos_convert.hub.push import plan_push
 from mythos_convert.hub.space import push_space, write_space
 
 pytestmark = pytest.mark.slow
@@ -57,9 +57,7 @@ def greedy_texts(reference) -> list[str]:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, reference) -> Path:
-    folder = tmp_path_factory.mktemp("space-model") / "hf"
-    tokenizer = REFERENCE / "tokenizer" / "tokenizer.json"
-    return export_hf(REFERENCE / "ref_small.pt", folder, tokenizer=tokenizer, verify=False, card=False).folder
+    return export_reference(tmp_path_factory.mktemp("space-model") / "hf")
 
 
 @pytest.fixture(scope="module")

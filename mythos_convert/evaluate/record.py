@@ -28,7 +28,7 @@ import gguf
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import shard_names
 from mythos_convert.source import gguf_readers
-from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.strict_json import write_strict_json
 from mythos_convert.verify.record import is_bound
 
 EVAL_FILE = "eval.json"
@@ -94,17 +94,6 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
     return GGUFHeader(label, context, vocab, n_elements, tensor_bytes, shards)
 
 
-def _strict(value: Any) -> Any:
-    """Non-finite floats as strings (JSON has no NaN, and a NaN perplexity is a result to keep)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def load_eval(folder: str | Path) -> dict[str, dict[str, Any]]:
     """All recorded eval results of a folder; {} when there are none or eval.json is damaged
     (the card then shows no figures, and the next eval replaces the file)."""
@@ -125,10 +114,7 @@ def record_eval(folder: str | Path, entries: dict[str, dict[str, Any]]) -> Path:
     for name, entry in entries.items():
         results[name] = {"timestamp": stamp, **entry}
     path = folder / EVAL_FILE
-    payload = _strict({"version": EVAL_VERSION, "results": dict(sorted(results.items()))})
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return write_strict_json(path, {"version": EVAL_VERSION, "results": dict(sorted(results.items()))}, sort_keys=True)
 
 
 def bound_eval(folder: str | Path) -> dict[str, dict[str, Any]]:

@@ -140,6 +140,28 @@ def checkpoint_from_data(
             f"checkpoint {path} holds a {type(data).__name__}, expected a dict with a 'model' key: "
             "pass a ckpt.pt written by the trainer or the reference"
         )
+    state = _model_state(data, path, is_tensor)
+    for key, value in data.items():
+        if key != MODEL_KEY and key != OPTIMIZER_KEY and too_deep(value):
+            raise MythosError(
+                f"checkpoint {path} nests the value of {short_repr(key)} more than {MAX_NESTING} levels deep "
+                f"(or repeats it past {MAX_VALUES:,} values): it is damaged or hostile; re-save it with plain values"
+            )
+    training = data.get(TRAINING_KEY)
+    step = data.get(STEP_KEY, 0)
+    return NativeCheckpoint(
+        config=_config(data, path, config_yaml, recorded_config),
+        state_dict={strip_native_prefixes(k): v for k, v in state.items()},
+        step=int(step) if isinstance(step, (int, float)) else 0,
+        tokenizer_json=data.get(TOKENIZER_KEY) if isinstance(data.get(TOKENIZER_KEY), str) else None,
+        training=dict(training) if isinstance(training, Mapping) else {},
+        raw=data,
+        path=path,
+    )
+
+
+def _model_state(data: Mapping[Any, Any], path: Path, is_tensor: Callable[[Any], bool]) -> Mapping[Any, Any]:
+    """The weights: `data["model"]`, or `data` itself when it is a bare state dict; every entry a float tensor."""
     if MODEL_KEY in data and isinstance(data[MODEL_KEY], Mapping):
         state = data[MODEL_KEY]
     elif data and all(is_tensor(v) for v in data.values()):
@@ -160,32 +182,20 @@ def checkpoint_from_data(
                 f"checkpoint {path} stores {name} as {dtype_text(value.dtype)}: weights must be floating point "
                 f"({', '.join(NATIVE_DTYPES)}); re-save the checkpoint from the trained model's state_dict()"
             )
-    for key, value in data.items():
-        if key != MODEL_KEY and key != OPTIMIZER_KEY and too_deep(value):
-            raise MythosError(
-                f"checkpoint {path} nests the value of {short_repr(key)} more than {MAX_NESTING} levels deep "
-                f"(or repeats it past {MAX_VALUES:,} values): it is damaged or hostile; re-save it with plain values"
-            )
-    state_dict = {strip_native_prefixes(k): v for k, v in state.items()}
+    return state
+
+
+def _config(
+    data: Mapping[Any, Any], path: Path, config_yaml: str | Path | None, recorded: Mapping[str, Any] | None
+) -> MythosConfig:
+    """The model config: `config_yaml` when given, else the file's own, else the one an export recorded."""
     if config_yaml is not None:
-        config = config_from_yaml(config_yaml)
-    elif isinstance(data.get(CONFIG_KEY), Mapping):
-        config = MythosConfig.from_dict(dict(data[CONFIG_KEY]))
-    elif recorded_config is not None:
-        config = MythosConfig.from_dict(dict(recorded_config))
-    else:
-        raise MythosError(f"checkpoint {path} has no embedded config: pass --config with a YAML file holding `model:`")
-    training = data.get(TRAINING_KEY)
-    step = data.get(STEP_KEY, 0)
-    return NativeCheckpoint(
-        config=config,
-        state_dict=state_dict,
-        step=int(step) if isinstance(step, (int, float)) else 0,
-        tokenizer_json=data.get(TOKENIZER_KEY) if isinstance(data.get(TOKENIZER_KEY), str) else None,
-        training=dict(training) if isinstance(training, Mapping) else {},
-        raw=data,
-        path=path,
-    )
+        return config_from_yaml(config_yaml)
+    if isinstance(data.get(CONFIG_KEY), Mapping):
+        return MythosConfig.from_dict(dict(data[CONFIG_KEY]))
+    if recorded is not None:
+        return MythosConfig.from_dict(dict(recorded))
+    raise MythosError(f"checkpoint {path} has no embedded config: pass --config with a YAML file holding `model:`")
 
 
 def too_deep(value: Any, limit: int = MAX_NESTING, budget: int = MAX_VALUES) -> bool:

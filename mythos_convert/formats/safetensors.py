@@ -4,13 +4,10 @@ Reading: a header is a few kilobytes at the start of each file, so the card coun
 `push` checks an index's consistency without loading a weight; `hf_read` opens tensors through
 `safe_open`. Writing: `write_safetensors` lays out each file exactly as `safetensors.save_file`
 does (compact JSON header with `__metadata__` first, tensors in name order, padded to 8 bytes,
-little-endian data; tested) and then writes each tensor's payload one at a time:
-
-- a `torch_zip.TensorRef` already stored contiguously in the export dtype is copied byte for byte
-  from the checkpoint (`os.copy_file_range`, else through a small buffer), with no torch at all;
-  its NaN/Inf check reads the range again on a second thread alongside the copy;
-- anything else (a torch tensor) is cast with torch, checked, written, and the checkpoint's mapped
-  pages under it are given back (`PageReleaser`): peak memory is about one tensor, not the model.
+little-endian data; tested) and then writes each tensor's payload one at a time through
+`formats.tensor_bytes`: a `torch_zip.TensorRef` already stored contiguously in the export dtype
+is copied byte for byte from the checkpoint (no torch at all), anything else is cast with torch,
+so peak memory is about one tensor, not the model.
 
 Shards are planned by huggingface_hub's helper (its names, its index layout).
 """
@@ -18,28 +15,33 @@ Shards are planned by huggingface_hub's helper (its names, its index layout).
 from __future__ import annotations
 
 import collections
-import ctypes
+import contextlib
 import json
 import math
-import mmap
-import os
 import struct
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mythos_convert.errors import MythosError
-from mythos_convert.formats.dtypes import BY_CODE, BY_NAME, torch_dtype
+from mythos_convert.formats.dtypes import BY_CODE, BY_NAME
+from mythos_convert.formats.tensor_bytes import (
+    PageReleaser,
+    RangeCopier,
+    RangeReader,
+    cast_checked,
+    nonfinite_error,
+    payload,
+)
 from mythos_convert.formats.torch_zip import TensorRef
 from mythos_convert.model.config import short_repr
 from mythos_convert.names import convert_name
 from mythos_convert.support.safe_paths import inside
 from mythos_convert.support.ui import progress_task
 
-if TYPE_CHECKING:  # imported where used: a byte copy never loads torch, a GGUF export never huggingface_hub
-    import torch
+if TYPE_CHECKING:  # imported where used: a GGUF export never loads huggingface_hub
     from huggingface_hub import StateDictSplit
 
 SINGLE_FILE = "model.safetensors"
@@ -47,11 +49,6 @@ INDEX_FILE = "model.safetensors.index.json"
 FILENAME_PATTERN = "model{suffix}.safetensors"
 SAFETENSORS_METADATA = {"format": "pt"}
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
-_CHUNK = 4 << 20  # bytes read and checked at a time: the two passes of min/max hit the cache
-# dtype -> mask of the exponent bits of a 16-bit float: all ones means Inf or NaN
-_EXPONENT16 = {"bfloat16": 0x7F80, "float16": 0x7C00}
-_MADV_DONTNEED = 4
-_PAGE = mmap.PAGESIZE
 
 
 # --- reading headers --------------------------------------------------------------------------
@@ -196,15 +193,6 @@ def read_tensors(folder: str | Path) -> dict[str, TensorInfo]:
 # --- layout: shards, index, header ------------------------------------------------------------
 
 
-def nonfinite_error(name: str, after_cast: bool) -> MythosError:
-    """The refusal of NaN/Inf weights, naming the tensor and whether the cast caused it."""
-    cause = " after casting (values overflow the dtype)" if after_cast else ""
-    return MythosError(
-        f"tensor {name} holds NaN or Inf values{cause}: the checkpoint is damaged "
-        "(or pass --allow-nonfinite to export it anyway)"
-    )
-
-
 def plan_shards(shapes: Mapping[str, tuple[int, ...]], dtype: str, max_shard_size: int | str) -> StateDictSplit:
     """huggingface_hub's shard plan for tensors `hf name -> shape` stored as `dtype`, in the given order.
 
@@ -255,120 +243,7 @@ def layout_header(specs: Mapping[str, tuple[tuple[int, ...], str]], metadata: Ma
     return struct.pack("<Q", len(text)) + text
 
 
-# --- payloads: byte copies and their NaN/Inf check --------------------------------------------
-
-
-def finite(view: memoryview, dtype: str) -> bool:
-    """No NaN/Inf among the little-endian `dtype` values in `view`."""
-    import numpy as np  # here, so the checker thread pays its import (0.15 s) while the copy runs
-
-    for start in range(0, len(view), _CHUNK):
-        chunk = view[start : start + _CHUNK]
-        if dtype == "float32":  # min and max propagate NaN and show Inf
-            values = np.frombuffer(chunk, dtype=np.float32)
-            if not (np.isfinite(values.min()) and np.isfinite(values.max())):
-                return False
-        else:
-            bits = np.frombuffer(chunk, dtype="<u2") & 0x7FFF
-            if int(bits.max()) >= _EXPONENT16[dtype]:
-                return False
-    return True
-
-
-class _Reader:
-    """Reads byte ranges of a file through one reusable buffer (a few MiB: it stays in the CPU cache)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.buffer = memoryview(bytearray(_CHUNK))
-
-    def chunks(self, offset: int, count: int) -> Iterator[memoryview]:
-        """The range, chunk by chunk; each chunk is valid until the next is read."""
-        end = offset + count
-        while offset < end:
-            view = self.buffer[: min(_CHUNK, end - offset)]
-            got = os.preadv(self.fd, [view], offset)
-            if got == 0:
-                raise MythosError("checkpoint file shrank while it was being read: re-copy it and retry")
-            yield view[:got]
-            offset += got
-
-    def finite(self, offset: int, count: int, dtype: str) -> bool:
-        """Are the `dtype` values in bytes [offset, offset + count) all finite?"""
-        # a chunk boundary never splits a value: chunks and tensor starts are multiples of the item size
-        return all(finite(chunk, dtype) for chunk in self.chunks(offset, count))
-
-
-class _RangeCopier:
-    """Appends byte ranges of file `source` to file `dest`: in the kernel where it can, else through a buffer."""
-
-    def __init__(self, source: int, dest: int):
-        self.source, self.dest = source, dest
-        self.kernel_copy = hasattr(os, "copy_file_range")
-        self.reader: _Reader | None = None
-
-    def write(self, view: memoryview) -> None:
-        while view:
-            view = view[os.write(self.dest, view) :]
-
-    def _kernel_copy(self, offset: int, count: int) -> bool:
-        """copy_file_range the range; False when the kernel or file system refuses before any byte moved."""
-        done = 0
-        while done < count:
-            try:
-                moved = os.copy_file_range(self.source, self.dest, count - done, offset + done)
-            except OSError:
-                if done:
-                    raise
-                self.kernel_copy = False
-                return False
-            if moved == 0:
-                raise MythosError("checkpoint file shrank while it was being read: re-copy it and retry")
-            done += moved
-        return True
-
-    def copy(self, offset: int, count: int) -> None:
-        if self.kernel_copy and self._kernel_copy(offset, count):
-            return
-        self.reader = self.reader or _Reader(self.source)
-        for chunk in self.reader.chunks(offset, count):
-            self.write(chunk)
-
-
-class PageReleaser:
-    """Drops resident pages of tensors that live in a mapping of the checkpoint file (never anonymous memory).
-
-    Dropping a page of a file mapping we never write to is harmless: the next access reads it from
-    the file again. Anonymous memory would come back as zeros, so only ranges found in
-    /proc/self/maps as mappings of `path` are touched. Does nothing where that is not available.
-    """
-
-    def __init__(self, path: str | Path | None):
-        self.ranges: list[tuple[int, int]] = []
-        if path is None:
-            return
-        target = str(Path(path).resolve())
-        try:
-            lines = Path("/proc/self/maps").read_text().splitlines()
-            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
-        except (OSError, AttributeError):
-            return
-        for line in lines:
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5] == target:  # a mapping of the checkpoint file itself
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                self.ranges.append((start, end))
-
-    def release(self, tensor: torch.Tensor) -> None:
-        if not self.ranges or tensor.device.type != "cpu":
-            return
-        begin = tensor.data_ptr()
-        end = begin + tensor.numel() * tensor.element_size()
-        begin = (begin + _PAGE - 1) // _PAGE * _PAGE  # only whole pages: neighbours may share the edges
-        end = end // _PAGE * _PAGE
-        if end <= begin or not any(lo <= begin and end <= hi for lo, hi in self.ranges):
-            return
-        self.madvise(ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), _MADV_DONTNEED)
+# --- the writer -------------------------------------------------------------------------------
 
 
 def copyable(tensor: Any, dtype: str) -> bool:
@@ -376,25 +251,54 @@ def copyable(tensor: Any, dtype: str) -> bool:
     return isinstance(tensor, TensorRef) and tensor.dtype == dtype and tensor.is_contiguous()
 
 
-def _finite_tensor(tensor: Any) -> bool:
-    """No NaN/Inf in a torch tensor: min and max propagate NaN and show Inf, with no tensor-sized temporary."""
-    import torch
+class _ShardWriter:
+    """Writes shard files: the header, then each tensor's payload, byte-copied or cast.
 
-    if not tensor.numel():
-        return True
-    low, high = tensor.aminmax()
-    return bool(torch.isfinite(low) and torch.isfinite(high))
+    A copied tensor's NaN/Inf check runs on the `checker` thread while the kernel copies it; the
+    copy runs at most one tensor ahead of the check, and any failure raises before the write ends.
+    """
 
+    def __init__(self, source: BinaryIO | None, checker: Executor, dtype: str, allow_nonfinite: bool, releaser):
+        self.source, self.checker, self.releaser = source, checker, releaser
+        self.dtype, self.allow_nonfinite = dtype, allow_nonfinite
+        self.reader = RangeReader(source.fileno()) if source is not None else None  # the checker thread's buffer
+        self.pending: collections.deque[tuple[str, Future[bool]]] = collections.deque()
 
-def cast_checked(name: str, tensor: Any, dtype: str, allow_nonfinite: bool) -> Any:
-    """`tensor` cast to `dtype` (contiguous); refuse NaN/Inf, naming the tensor and whether the cast caused it."""
-    out = tensor.to(torch_dtype(dtype)).contiguous()
-    if not allow_nonfinite and not _finite_tensor(out):
-        raise nonfinite_error(name, after_cast=_finite_tensor(tensor))
-    return out
+    def write_file(self, path: Path, tensors: Mapping[str, tuple[str, Any]], advance: Callable[[int], None]) -> None:
+        """One file holding `tensors` (hf name -> (native name, tensor)), in name order."""
+        with open(path, "wb", buffering=0) as out:
+            copier = RangeCopier(self.source.fileno() if self.source is not None else -1, out.fileno())
+            specs = {hf: (tuple(tensor.shape), self.dtype) for hf, (_, tensor) in tensors.items()}
+            copier.write(memoryview(layout_header(specs, SAFETENSORS_METADATA)))
+            for hf in sorted(tensors):
+                native, tensor = tensors[hf]
+                if copyable(tensor, self.dtype):
+                    self._copy(copier, native, tensor)
+                else:
+                    self._cast(copier, native, tensor)
+                advance(tensor.numel())
+                self.settle(keep=1)
 
+    def _copy(self, copier: RangeCopier, native: str, tensor: TensorRef) -> None:
+        if self.reader is None:
+            raise ValueError("a byte-copied tensor needs its source_file")
+        if tensor.nbytes and not self.allow_nonfinite:
+            self.pending.append((native, self.checker.submit(self.reader.finite, *tensor.file_range(), self.dtype)))
+        if tensor.nbytes:
+            copier.copy(*tensor.file_range())
 
-# --- the writer -------------------------------------------------------------------------------
+    def _cast(self, copier: RangeCopier, native: str, tensor: Any) -> None:
+        cast = cast_checked(native, tensor, self.dtype, self.allow_nonfinite)
+        if cast.numel():
+            copier.write(payload(cast))
+        self.releaser.release(tensor)
+
+    def settle(self, keep: int) -> None:
+        """Wait for the checks until at most `keep` are pending; raise for the first that failed."""
+        while len(self.pending) > keep:
+            name, verdict = self.pending.popleft()
+            if not verdict.result():
+                raise nonfinite_error(name, after_cast=False)
 
 
 def write_safetensors(
@@ -422,51 +326,12 @@ def write_safetensors(
     total = sum(t.numel() for t in weights.values())
     copies = any(copyable(t, dtype) for t in weights.values())
     releaser = PageReleaser(source_file)  # finds no mapping when nothing was loaded through torch
-    source = open(source_file, "rb") if copies and source_file is not None else None
-    try:
-        with ThreadPoolExecutor(1) as checker, progress_task("writing safetensors", total=total) as advance:
-            # A copied tensor's NaN/Inf check runs on a second thread while the kernel copies it; the
-            # copy runs at most one tensor ahead of the check, and any failure raises before return.
-            pending: collections.deque[tuple[str, Future[bool]]] = collections.deque()
-            reader = _Reader(source.fileno()) if source is not None else None  # the checker thread's buffer
-
-            def settle(keep: int) -> None:
-                while len(pending) > keep:
-                    name, verdict = pending.popleft()
-                    if not verdict.result():
-                        raise nonfinite_error(name, after_cast=False)
-
-            for filename, names in split.filename_to_tensors.items():
-                with open(folder / filename, "wb", buffering=0) as out:
-                    copier = _RangeCopier(source.fileno() if source is not None else -1, out.fileno())
-                    specs = {hf: (tuple(weights[hf_names[hf]].shape), dtype) for hf in names}
-                    copier.write(memoryview(layout_header(specs, SAFETENSORS_METADATA)))
-                    for hf in sorted(names):
-                        native, tensor = hf_names[hf], weights[hf_names[hf]]
-                        if copyable(tensor, dtype):
-                            if source is None or reader is None:
-                                raise ValueError("a byte-copied tensor needs its source_file")
-                            if tensor.nbytes and not allow_nonfinite:
-                                pending.append((native, checker.submit(reader.finite, *tensor.file_range(), dtype)))
-                            if tensor.nbytes:
-                                copier.copy(*tensor.file_range())
-                        else:
-                            cast = cast_checked(native, tensor, dtype, allow_nonfinite)
-                            if cast.numel():
-                                copier.write(_payload(cast))
-                            releaser.release(tensor)
-                            del cast
-                        advance(tensor.numel())
-                        settle(keep=1)
-                settle(keep=0)
-    finally:
-        if source is not None:
-            source.close()
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open(source_file, "rb")) if copies and source_file is not None else None
+        checker = stack.enter_context(ThreadPoolExecutor(1))
+        advance = stack.enter_context(progress_task("writing safetensors", total=total))
+        writer = _ShardWriter(source, checker, dtype, allow_nonfinite, releaser)
+        for filename, names in split.filename_to_tensors.items():
+            writer.write_file(folder / filename, {hf: (hf_names[hf], weights[hf_names[hf]]) for hf in names}, advance)
+        writer.settle(keep=0)
     return write_index(folder, split)
-
-
-def _payload(tensor: Any) -> memoryview:
-    """A contiguous torch tensor's bytes, without a copy."""
-    import torch
-
-    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())

@@ -29,16 +29,8 @@ from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE
 from mythos_convert.formats.metadata import load_meta
 from mythos_convert.hub.checks import check_folder, check_inputs, check_verify
-from mythos_convert.hub.push import (
-    PushPlan,
-    frozen,
-    generated_file,
-    is_repo_id,
-    plan_push,
-    prepare_push,
-    refuse_failed,
-    resolve_endpoint,
-)
+from mythos_convert.hub.files import PushPlan, generated_file
+from mythos_convert.hub.push import frozen, is_repo_id, plan_push, prepare_push, refuse_failed, resolve_endpoint
 from mythos_convert.support.ui import info
 
 GGUF_TEMPLATE_NAME = "gguf_template.md.j2"

@@ -5,40 +5,34 @@ all `--dry-run` shows: huggingface_hub has no upload dry run. `frozen` copies th
 into a private folder (`snapshot`) and runs the checks on that copy; `push` uploads only the copy,
 so what is published is exactly what was checked. It creates the repo (and the branch), uploads,
 refuses to commit if the user's folder no longer holds the copied bytes, and makes ONE commit with
-every file, retrying transient failures (5xx, dropped connections) with exponential backoff, and
-turning the Hub's errors into one-line MythosErrors that say what to do.
+every file, retrying transient failures with exponential backoff and turning the Hub's errors
+into one-line MythosErrors that say what to do (`hub.retries`).
+
+Which files a folder offers and how the Hub stores each is `hub.files`; the refusal to publish a
+token or key is `hub.credentials`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import os
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 from mythos_convert import __version__
 from mythos_convert.errors import MythosError
+from mythos_convert.hub.credentials import holds_secret, refuse_credentials, saved_token
+from mythos_convert.hub.files import PushPlan, planned_file, select_files
+from mythos_convert.hub.retries import retry_settings, with_retries
 from mythos_convert.hub.snapshot import Snapshot, take_snapshot
-from mythos_convert.support.safe_paths import folder_files, refuse_unsafe, scan_folder
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # huggingface_hub is imported where used: planning a push needs little of it
+    from huggingface_hub import CommitInfo, HfApi
 
-# The Hub's default .gitattributes puts these in LFS; it also puts anything > 10 MB or binary there.
-LFS_PATTERNS = (
-    "*.7z *.arrow *.bin *.bz2 *.ckpt *.ftz *.gz *.h5 *.joblib *.mlmodel *.model *.msgpack *.npy *.npz *.onnx "
-    "*.ot *.parquet *.pb *.pickle *.pkl *.pt *.pth *.rar *.safetensors *.tar *.tar.* *.tflite *.tgz *.wasm "
-    "*.xz *.zip *.zst *tfevents* *.gguf"
-).split()
-LFS_SIZE = 10 * 1024 * 1024
 # OWNER/NAME in ASCII; `is_repo_id` matches it against the whole text (`$` would allow a trailing newline).
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
-DEFAULT_ATTEMPTS = 4
-DEFAULT_BACKOFF = 2.0  # seconds before the 2nd attempt; doubles each time
 
 
 def is_repo_id(text: str | None) -> bool:
@@ -56,127 +50,11 @@ def is_repo_id(text: str | None) -> bool:
 
 
 @dataclass(frozen=True)
-class PlannedFile:
-    """One file of the commit: where it is, where it goes, and whether the Hub stores it in LFS."""
-
-    path_in_repo: str
-    local: Path
-    size: int
-    lfs: bool
-    why: str  # "pattern *.safetensors", "> 10 MB", "binary" or "text"
-    content: bytes | None = None  # written by the push itself (a GGUF repo's card), not read from the folder
-
-
-def generated_file(path_in_repo: str, content: bytes) -> PlannedFile:
-    """A file the push makes (not in the folder): uploaded from memory, scanned for credentials too."""
-    reason = lfs_reason(path_in_repo, len(content), content[:512])
-    return PlannedFile(path_in_repo, Path(path_in_repo), len(content), reason is not None, reason or "text", content)
-
-
-@dataclass
-class PushPlan:
-    """Everything a push will do, decided locally."""
-
-    folder: Path
-    repo_id: str
-    endpoint: str
-    revision: str = "main"
-    create_pr: bool = False
-    private: bool = False
-    commit_message: str = ""
-    files: list[PlannedFile] = field(default_factory=list)
-    snapshot: Snapshot | None = None  # the private copy the checks read and the upload reads (`frozen`)
-
-    @property
-    def total_size(self) -> int:
-        return sum(f.size for f in self.files)
-
-
-@dataclass(frozen=True)
 class PushResult:
     commit_url: str
     commit_oid: str | None
     pr_url: str | None
     repo_url: str
-
-
-def lfs_reason(path_in_repo: str, size: int, sample: bytes) -> str | None:
-    """Why the Hub would store this file in LFS (None: a regular git file)."""
-    name = path_in_repo.rsplit("/", 1)[-1]
-    for pattern in LFS_PATTERNS:
-        if fnmatch.fnmatch(name, pattern):
-            return f"pattern {pattern}"
-    if size > LFS_SIZE:
-        return "> 10 MB"
-    if b"\0" in sample:
-        return "binary"
-    return None
-
-
-def _select(paths: list[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
-    """huggingface_hub's own allow/ignore pattern semantics (a trailing "/" means the whole folder)."""
-    from huggingface_hub.utils import filter_repo_objects
-
-    return list(filter_repo_objects(paths, allow_patterns=list(include or []) or None, ignore_patterns=exclude))
-
-
-def local_files(folder: Path) -> list[str]:
-    """Files a push considers: every regular file but hidden entries (caches, atomic-write temporaries, .git).
-
-    Raises:
-        MythosError: a symlink or special file anywhere in the folder (`safe_paths.folder_files`).
-    """
-    return folder_files(folder)
-
-
-def select_files(folder: Path, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
-    """The files an upload takes, refusing any selected symlink or special file (an excluded one is left alone)."""
-    files, unsafe = scan_folder(folder)
-    selected = _select(files + list(unsafe), include, exclude)
-    refuse_unsafe(folder, {rel: unsafe[rel] for rel in selected if rel in unsafe})
-    return selected
-
-
-# What a credential looks like: a Hugging Face token, a private key, cloud keys. A file holding one
-# is never uploaded, whatever its name; so is a file named like a credential store.
-_SECRET = re.compile(
-    rb"hf_[A-Za-z0-9]{30,}|api_org_[A-Za-z0-9]{30,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|AKIA[0-9A-Z]{16}"
-)
-_SECRET_NAMES = re.compile(
-    r"(^|/)(token|stored_tokens|\.?netrc|\.?git-credentials|credentials(\.\w+)?|id_(rsa|ed25519|ecdsa))$"
-)
-_SCAN_LIMIT = 16 * 1024 * 1024  # text files and small binaries are scanned whole; weights are not
-_WEIGHTS = ("*.safetensors", "*.gguf", "*.bin", "*.pt", "*.pth")
-
-
-def credential_problem(folder: Path, rel: str, token: str | None = None) -> str | None:
-    """Why `rel` looks like credentials (None: it does not). Weights (LFS by pattern) are not scanned."""
-    if _SECRET_NAMES.search(rel):
-        return f"{rel} is named like a credentials file"
-    path = folder / rel
-    if path.stat().st_size > _SCAN_LIMIT or any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p) for p in _WEIGHTS):
-        return None
-    if _holds_secret(path.read_bytes(), token):
-        return f"{rel} contains what looks like an access token or private key"
-    return None
-
-
-def _saved_token() -> str | None:
-    """The token this machine would push with (HF_TOKEN or the saved login), to refuse uploading it."""
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def refuse_credentials(folder: Path, files: Sequence[str], token: str | None = None, shown: Path | None = None) -> None:
-    """Refuse a push that would publish a token or key; `shown` is the folder to name, when `folder`
-    is a push's private copy of it (where the check runs again, on the bytes that are uploaded)."""
-    problems = [p for rel in files if (p := credential_problem(folder, rel, token))]
-    if problems:
-        raise MythosError(
-            f"refusing to upload credentials: {'; '.join(problems)}; remove the file(s) from {shown or folder} "
-            "or leave them out with --exclude"
-        )
 
 
 def resolve_endpoint(endpoint: str | None) -> str:
@@ -213,15 +91,8 @@ def plan_push(
     selected = select_files(folder, include, exclude)
     if not selected:
         raise MythosError(f"no files of {folder} are selected for upload: check --include / --exclude")
-    refuse_credentials(folder, selected, _saved_token())
-    files = []
-    for rel in selected:
-        local = folder / rel
-        size = local.stat().st_size
-        with local.open("rb") as fh:
-            sample = fh.read(512)
-        reason = lfs_reason(rel, size, sample)
-        files.append(PlannedFile(rel, local, size, reason is not None, reason or "text"))
+    refuse_credentials(folder, selected, saved_token())
+    files = [planned_file(folder, rel) for rel in selected]
     message = commit_message or f"Upload {folder.name} with mythos-convert {__version__}"
     return PushPlan(folder, repo_id, resolve_endpoint(endpoint), revision, create_pr, private, message, files)
 
@@ -302,92 +173,6 @@ def dry_run_summary(plan: PushPlan) -> str:
     )
 
 
-# ----------------------------------------------------------------------------- errors and retries
-
-
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    """A transport failure (refused, reset, dropped, timed out), whatever HTTP library raised it."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    transport = {"TransportError", "NetworkError", "RemoteProtocolError", "TimeoutException", "ConnectError"}
-    return bool(names & transport) or isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def _transient(exc: BaseException) -> bool:
-    status = _status(exc)
-    return _is_network_error(exc) or (status is not None and (status >= 500 or status in (408, 429)))
-
-
-def explain(exc: BaseException, plan: PushPlan, what: str, attempts: int) -> MythosError:
-    """The one-line, actionable message for a failure talking to the Hub."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    status, where = _status(exc), f"{plan.endpoint}/{plan.repo_id}"
-    if _is_network_error(exc):
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        return MythosError(
-            f"network failure while trying to {what} at {plan.endpoint} ({reason}), {attempts} attempt(s): "
-            "check your connection, proxy settings and --endpoint / HF_ENDPOINT, then retry"
-        )
-    if status == 401:
-        return MythosError(
-            f"the Hub at {plan.endpoint} rejected the token (401 Unauthorized): pass a valid write token with "
-            "--token, set HF_TOKEN or run `hf auth login`"
-        )
-    if status == 403:
-        return MythosError(
-            f"the token has no write access to {plan.repo_id} (403 Forbidden): use a token with write permission "
-            "for that namespace (https://huggingface.co/settings/tokens) or push to your own namespace"
-        )
-    if isinstance(exc, RevisionNotFoundError):
-        return MythosError(f"revision {plan.revision!r} not found in {where} (404): check --revision")
-    if isinstance(exc, RepositoryNotFoundError) or status == 404:
-        return MythosError(
-            f"repository {plan.repo_id} not found at {plan.endpoint} (404) while trying to {what}: "
-            "check --repo and that the token can see it"
-        )
-    if status is not None:
-        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        tries = f" after {attempts} attempt(s)" if _transient(exc) else ""
-        return MythosError(f"the Hub answered {status} while trying to {what}{tries} ({detail}): retry later")
-    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
-    return MythosError(f"could not {what} at {where}: {detail}; check --endpoint and --repo, then retry")
-
-
-def with_retries(fn: Callable[[], T], plan: PushPlan, what: str, attempts: int, backoff: float) -> T:
-    """Run `fn`, retrying transient failures with exponential backoff; other failures raise at once."""
-    from mythos_convert.support.ui import warn
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except MythosError:
-            raise
-        except Exception as exc:
-            if not _transient(exc) or attempt == attempts:
-                raise explain(exc, plan, what, attempt) from exc
-            delay = backoff * 2 ** (attempt - 1)
-            warn(f"could not {what} (attempt {attempt}/{attempts}: {type(exc).__name__}); retrying in {delay:.1f} s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def retry_settings(attempts: int | None, backoff: float | None) -> tuple[int, float]:
-    """Attempts and base delay: arguments, else MYTHOS_PUSH_ATTEMPTS / MYTHOS_PUSH_BACKOFF, else defaults."""
-    try:
-        attempts = attempts if attempts is not None else int(os.environ.get("MYTHOS_PUSH_ATTEMPTS", DEFAULT_ATTEMPTS))
-        backoff = backoff if backoff is not None else float(os.environ.get("MYTHOS_PUSH_BACKOFF", DEFAULT_BACKOFF))
-    except ValueError as exc:
-        raise MythosError(
-            "MYTHOS_PUSH_ATTEMPTS must be an integer and MYTHOS_PUSH_BACKOFF a number: fix or unset them"
-        ) from exc
-    return max(1, attempts), max(0.0, backoff)
-
-
 # ----------------------------------------------------------------------------- the push
 
 
@@ -452,16 +237,12 @@ def refuse_plan_credentials(plan: PushPlan, token: str | None = None) -> None:
         raise AssertionError("refuse_plan_credentials needs a frozen plan")
     local = [f.path_in_repo for f in plan.files if f.content is None]
     refuse_credentials(plan.snapshot.root, local, token, shown=plan.folder)
-    made = [f.path_in_repo for f in plan.files if f.content is not None and _holds_secret(f.content, token)]
+    made = [f.path_in_repo for f in plan.files if f.content is not None and holds_secret(f.content, token)]
     if made:
         raise MythosError(
             f"refusing to upload credentials: the generated {', '.join(made)} contains what looks like an access "
             "token or private key; remove it from the card metadata"
         )
-
-
-def _holds_secret(data: bytes, token: str | None) -> bool:
-    return bool((token and token.encode() in data) or _SECRET.search(data))
 
 
 def _operations(plan: PushPlan, snap: Snapshot) -> list:
@@ -499,9 +280,24 @@ def _push(plan: PushPlan, token: str, attempts: int, backoff: float, repo_type: 
     snap = plan.snapshot
     if snap is None:
         raise AssertionError("_push needs a frozen plan")
-    space = repo_type == "space"
-    where = f"the Space {plan.repo_id}" if space else plan.repo_id
+    where = f"the Space {plan.repo_id}" if repo_type == "space" else plan.repo_id
     api = HfApi(endpoint=plan.endpoint, token=token, library_name="mythos-convert", library_version=__version__)
+    repo_url = _create_repo(api, plan, repo_type, attempts, backoff)
+    info = with_retries(
+        lambda: _commit(api, plan, snap, repo_type),
+        plan,
+        f"commit {len(plan.files)} files to {where}",
+        attempts,
+        backoff,
+    )
+    return PushResult(
+        commit_url=info.commit_url, commit_oid=info.oid, pr_url=info.pr_url or None, repo_url=str(repo_url)
+    )
+
+
+def _create_repo(api: HfApi, plan: PushPlan, repo_type: str, attempts: int, backoff: float) -> str:
+    """Create the repo (a Gradio Space for `repo_type="space"`) and the branch, unless they exist."""
+    space = repo_type == "space"
     repo_url = with_retries(
         lambda: api.create_repo(
             plan.repo_id,
@@ -523,32 +319,29 @@ def _push(plan: PushPlan, token: str, attempts: int, backoff: float, repo_type: 
             attempts,
             backoff,
         )
+    return repo_url
 
-    def commit():
-        # Operations are mutated by create_commit and cannot be reused: build them per attempt.
-        operations = _operations(plan, snap)
-        # Uploaded first, committed only if the folder still holds what was checked and uploaded.
-        api.preupload_lfs_files(
-            plan.repo_id,
-            additions=operations,
-            repo_type=repo_type,
-            revision=plan.revision,
-            create_pr=plan.create_pr,
-            free_memory=False,
-        )
-        refuse_changed(plan, snap)
-        return api.create_commit(
-            plan.repo_id,
-            operations,
-            repo_type=repo_type,
-            commit_message=plan.commit_message,
-            revision=None if plan.create_pr else plan.revision,
-            create_pr=plan.create_pr,
-        )
 
-    info = with_retries(commit, plan, f"commit {len(plan.files)} files to {where}", attempts, backoff)
-    return PushResult(
-        commit_url=info.commit_url, commit_oid=info.oid, pr_url=info.pr_url or None, repo_url=str(repo_url)
+def _commit(api: HfApi, plan: PushPlan, snap: Snapshot, repo_type: str) -> CommitInfo:
+    """Upload every file, then make the one commit, only if the folder still holds what was checked and uploaded."""
+    # Operations are mutated by create_commit and cannot be reused: build them per attempt.
+    operations = _operations(plan, snap)
+    api.preupload_lfs_files(
+        plan.repo_id,
+        additions=operations,
+        repo_type=repo_type,
+        revision=plan.revision,
+        create_pr=plan.create_pr,
+        free_memory=False,
+    )
+    refuse_changed(plan, snap)
+    return api.create_commit(
+        plan.repo_id,
+        operations,
+        repo_type=repo_type,
+        commit_message=plan.commit_message,
+        revision=None if plan.create_pr else plan.revision,
+        create_pr=plan.create_pr,
     )
 
 

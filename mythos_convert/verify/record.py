@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import mmap
 import os
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mythos_convert.errors import MythosError
-from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.strict_json import write_strict_json
 
 RESULTS_FILE = "verify.json"
 RESULTS_VERSION = 2
@@ -164,17 +163,6 @@ def load_results(folder: str | Path, strict: bool = False) -> dict[str, dict[str
         ) from None
 
 
-def _strict_json(value: Any) -> Any:
-    """Non-finite floats as strings (NaN logits are a result to record, and JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
-
-
 def record_result(folder: str | Path, target: str, result: dict[str, Any]) -> Path:
     """Store one target's result (replacing its previous one), atomically.
 
@@ -186,7 +174,4 @@ def record_result(folder: str | Path, target: str, result: dict[str, Any]) -> Pa
     entry.setdefault("timestamp", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     results[target] = entry
     path = folder / RESULTS_FILE
-    payload = _strict_json({"version": RESULTS_VERSION, "results": results})
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    return path
+    return write_strict_json(path, {"version": RESULTS_VERSION, "results": results}, sort_keys=True)
