@@ -16,7 +16,7 @@ import pytest
 from helpers import llama_quantize, make_checkpoint, tiny_config
 
 from mythos_convert.api import export_gguf
-from mythos_convert.export.gguf_writer import OUTTYPES, plan_tensors
+from mythos_convert.export.gguf_plan import OUTTYPES, plan_tensors
 from mythos_convert.model.config import MythosConfig, load_preset
 
 Q = gguf.GGMLQuantizationType
@@ -115,7 +115,7 @@ def test_quantizing_in_workers_changes_no_byte(tmp_path: Path, monkeypatch, ref_
     compiled quantizers, processes with the numpy fallback."""
     import concurrent.futures
 
-    import mythos_convert.export.gguf_writer as gguf_module
+    import mythos_convert.export.gguf_encode as gguf_module
     from mythos_convert.quant import kquants
 
     if pool == "processes":
