@@ -176,10 +176,6 @@ COMPUTE = "compute"  # changes the computation, not the tensors: a folder differ
 DERIVED = "derived"  # follows from other fields (head_dim = d_model / n_heads): written, only checked back
 
 
-def _llama(key: str) -> str:
-    return key.format(arch=GGUF_ARCH)
-
-
 @dataclass(frozen=True)
 class ConfigKey:
     """One config value in every format, and how it is compared.
@@ -191,45 +187,45 @@ class ConfigKey:
 
     field: str
     hf: str  # config.json key
-    gguf: tuple[str, ...]  # GGUF header key(s), all holding the value
+    gguf_templates: tuple[str, ...]  # gguf.Keys constants ("{arch}.context_length"), all holding the value
     kind: type  # int or float
     role: str  # SHAPE, COMPUTE or DERIVED
     limit: str | None = None  # the `LIMITS` entry that bounds a size read from a file
 
+    def gguf_keys(self, arch: str = GGUF_ARCH) -> tuple[str, ...]:
+        """The GGUF header key(s) for `arch` (ours: llama)."""
+        return tuple(template.format(arch=arch) for template in self.gguf_templates)
+
 
 # In config.json's order (the shape fields, then what only changes the computation).
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
-    ConfigKey("vocab_size", "vocab_size", (_llama(gguf.Keys.LLM.VOCAB_SIZE),), int, SHAPE, "vocab_size"),
-    ConfigKey("d_model", "hidden_size", (_llama(gguf.Keys.LLM.EMBEDDING_LENGTH),), int, SHAPE, "d_model"),
-    ConfigKey("ffn_dim", "intermediate_size", (_llama(gguf.Keys.LLM.FEED_FORWARD_LENGTH),), int, SHAPE, "d_ff"),
-    ConfigKey("n_layers", "num_hidden_layers", (_llama(gguf.Keys.LLM.BLOCK_COUNT),), int, SHAPE, "n_layers"),
-    ConfigKey("n_heads", "num_attention_heads", (_llama(gguf.Keys.Attention.HEAD_COUNT),), int, SHAPE, "n_heads"),
-    ConfigKey(
-        "n_kv_heads", "num_key_value_heads", (_llama(gguf.Keys.Attention.HEAD_COUNT_KV),), int, SHAPE, "n_kv_heads"
-    ),
+    ConfigKey("vocab_size", "vocab_size", (gguf.Keys.LLM.VOCAB_SIZE,), int, SHAPE, "vocab_size"),
+    ConfigKey("d_model", "hidden_size", (gguf.Keys.LLM.EMBEDDING_LENGTH,), int, SHAPE, "d_model"),
+    ConfigKey("ffn_dim", "intermediate_size", (gguf.Keys.LLM.FEED_FORWARD_LENGTH,), int, SHAPE, "d_ff"),
+    ConfigKey("n_layers", "num_hidden_layers", (gguf.Keys.LLM.BLOCK_COUNT,), int, SHAPE, "n_layers"),
+    ConfigKey("n_heads", "num_attention_heads", (gguf.Keys.Attention.HEAD_COUNT,), int, SHAPE, "n_heads"),
+    ConfigKey("n_kv_heads", "num_key_value_heads", (gguf.Keys.Attention.HEAD_COUNT_KV,), int, SHAPE, "n_kv_heads"),
     ConfigKey(  # llama.cpp refuses `invalid n_rot` unless rope dims == key length == head_dim
         "head_dim",
         "head_dim",
-        tuple(
-            _llama(k)
-            for k in (gguf.Keys.Rope.DIMENSION_COUNT, gguf.Keys.Attention.KEY_LENGTH, gguf.Keys.Attention.VALUE_LENGTH)
-        ),
+        (gguf.Keys.Rope.DIMENSION_COUNT, gguf.Keys.Attention.KEY_LENGTH, gguf.Keys.Attention.VALUE_LENGTH),
         int,
         DERIVED,
         "d_model",
     ),
-    ConfigKey(
-        "max_seq_len", "max_position_embeddings", (_llama(gguf.Keys.LLM.CONTEXT_LENGTH),), int, COMPUTE, "max_seq_len"
-    ),
-    ConfigKey("norm_eps", "rms_norm_eps", (_llama(gguf.Keys.Attention.LAYERNORM_RMS_EPS),), float, COMPUTE),
-    ConfigKey("rope_theta", "rope_theta", (_llama(gguf.Keys.Rope.FREQ_BASE),), float, COMPUTE),
+    ConfigKey("max_seq_len", "max_position_embeddings", (gguf.Keys.LLM.CONTEXT_LENGTH,), int, COMPUTE, "max_seq_len"),
+    ConfigKey("norm_eps", "rms_norm_eps", (gguf.Keys.Attention.LAYERNORM_RMS_EPS,), float, COMPUTE),
+    ConfigKey("rope_theta", "rope_theta", (gguf.Keys.Rope.FREQ_BASE,), float, COMPUTE),
 )
 # Fields a GGUF header may lack: llama.cpp takes the vocabulary size from the token list.
 GGUF_OPTIONAL = ("vocab_size",)
 CONFIG_KEY = {row.field: row for row in CONFIG_KEYS}
 HF_KEY = {row.field: row.hf for row in CONFIG_KEYS}
-SHAPE_FIELDS = tuple(row.field for row in CONFIG_KEYS if row.role == SHAPE)
-COMPUTE_FIELDS = tuple(row.field for row in CONFIG_KEYS if row.role == COMPUTE)
+# Field -> config.json key, by role. A folder whose config.json differs from its checkpoint in a
+# shape field holds other weights (verify refuses it); in a compute field it still loads, so verify
+# reports the field (and runs) instead of refusing the folder.
+SHAPE_FIELDS = {row.field: row.hf for row in CONFIG_KEYS if row.role == SHAPE}
+COMPUTE_FIELDS = {row.field: row.hf for row in CONFIG_KEYS if row.role == COMPUTE}
 # The order llama.cpp's own converter writes the hyperparameters in: every GGUF's bytes follow it.
 GGUF_ORDER = (
     "max_seq_len",
@@ -253,7 +249,7 @@ def config_values(cfg: MythosConfig) -> dict[str, int | float]:
 def gguf_header(cfg: MythosConfig) -> list[tuple[str, int | float]]:
     """(GGUF key, value) of every hyperparameter, in `GGUF_ORDER`: ints are uint32, floats float32."""
     values = config_values(cfg)
-    return [(key, values[field]) for field in GGUF_ORDER for key in CONFIG_KEY[field].gguf]
+    return [(key, values[field]) for field in GGUF_ORDER for key in CONFIG_KEY[field].gguf_keys()]
 
 
 def same_value(row: ConfigKey, a: Any, b: Any, *, float32: bool = False) -> bool:

@@ -233,7 +233,7 @@ def gguf_config(reader: Any, path: Path) -> MythosConfig:
         raise MythosError(f"{path} is a {got!r} GGUF, not {GGUF_ARCH}: pass a GGUF written by `mythos-convert gguf`")
     values: dict[str, Any] = {}
     for row in (row for row in CONFIG_KEYS if row.role != DERIVED):  # head_dim is d_model / n_heads
-        key = row.gguf[0]
+        key = row.gguf_keys()[0]
         entry = reader.get_field(key)
         if entry is not None:
             number = _header_number(entry.contents(), key, path)

@@ -27,6 +27,7 @@ import gguf
 
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import shard_names
+from mythos_convert.names import CONFIG_KEY
 from mythos_convert.support.atomic import atomic_file
 from mythos_convert.verify.record import is_bound
 
@@ -77,7 +78,7 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
         reader = gguf.GGUFReader(path)
         file_type = int(_field(reader, gguf.Keys.General.FILE_TYPE))
         arch = str(_field(reader, gguf.Keys.General.ARCHITECTURE))
-        context = int(_field(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)))
+        context = int(_field(reader, CONFIG_KEY["max_seq_len"].gguf_keys(arch)[0]))
         vocab = list(_field(reader, gguf.Keys.Tokenizer.LIST)) if tokens else []
         split = _field(reader, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
     except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a foreign file

@@ -57,7 +57,7 @@ def header_problems(reader: gguf.GGUFReader, config: MythosConfig) -> list[str]:
     problems = []
     for row in CONFIG_KEYS:
         attr, want = row.field, getattr(config, row.field)
-        for key in row.gguf:
+        for key in row.gguf_keys():
             field = reader.get_field(key)
             if field is None:
                 if attr not in GGUF_OPTIONAL:
