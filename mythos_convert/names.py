@@ -182,7 +182,8 @@ class ConfigKey:
 
     `field` is a MythosConfig attribute or property: the exports store the SwiGLU width `ffn_dim`,
     which readers map back to `d_ff`. Integers compare exactly; floats (`kind` float) are stored as
-    float32 in GGUF, so a GGUF value is compared, and read back, through float32.
+    float32 in GGUF, so a GGUF value is compared, and read back, through float32. `dropout`, a
+    training setting, has no row: no export stores it (readers set 0.0).
     """
 
     field: str

@@ -20,6 +20,7 @@ from helpers import make_checkpoint, make_reference_tokenizer
 
 from mythos_convert.api import export_hf
 from mythos_convert.data.tokenizer import SpecialTokens
+from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_header import add_hparams
 from mythos_convert.formats.hf_config import hf_config_dict, mythos_config_from_hf
 from mythos_convert.model.config import MythosConfig
@@ -183,3 +184,11 @@ def test_a_field_changed_in_config_json_is_named_by_verify(odd_export, tmp_path:
     (folder / "config.json").write_text(json.dumps(config))
     result = verify_hf(folder, ckpt, record=False, show=False)
     assert not result["passed"] and line in result["failures"], result["failures"]
+
+
+@pytest.mark.parametrize("key", ["hidden_size", "max_position_embeddings"])
+def test_a_size_set_to_null_in_config_json_is_named_as_missing(key: str):
+    config = hf_config_dict(ODD, SPECIALS, "float32")
+    config[key] = None
+    with pytest.raises(MythosError, match=rf"config.json lacks field\(s\) \['{key}'\]"):
+        mythos_config_from_hf(config)

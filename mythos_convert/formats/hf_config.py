@@ -187,7 +187,7 @@ def _hf_sizes(config: dict[str, Any]) -> dict[str, int]:
     """
     ints = [row for row in CONFIG_KEYS if row.kind is int]
     optional = (HF_KEY["n_kv_heads"], HF_KEY["head_dim"])
-    missing = [row.hf for row in ints if row.hf not in config and row.hf not in optional]
+    missing = [row.hf for row in ints if config.get(row.hf) is None and row.hf not in optional]
     if missing:
         raise MythosError(
             f"config.json lacks field(s) {missing}: it is not a complete Llama config; re-export the folder"
