@@ -67,17 +67,12 @@ save_file(state, out + "/model.safetensors", metadata={"format": "pt"})
 TRANSFORMERS = """
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from mythos_convert.names import convert_name
+from mythos_convert.names import HF_KEY, config_values, convert_name
 from mythos_convert.model.config import MythosConfig
 ckpt, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 data = torch.load(ckpt, map_location="cpu", weights_only=True)
 cfg = MythosConfig.from_dict(data["config"])
-config = LlamaConfig(
-    vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
-    num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-    max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-    tie_word_embeddings=True,
-)
+config = LlamaConfig(**{HF_KEY[f]: v for f, v in config_values(cfg).items()}, tie_word_embeddings=True)
 model = LlamaForCausalLM(config)
 state = {convert_name(k, "native", "hf"): v for k, v in data["model"].items() if k not in ("rope_cos", "rope_sin")}
 model.load_state_dict(state, strict=True)

@@ -4,6 +4,10 @@ Every converter in every direction maps names through `TABLE`. A row may name th
 GGUF side needs (`permute_q`/`permute_k`: half-split RoPE rows to llama.cpp's interleaved layout).
 Layer indices are found with `\\.(\\d+)\\.` only, because native names contain `w1`/`w2`/`w3`.
 
+`CONFIG_KEYS` is the same for config values: each MythosConfig value's config.json key, its GGUF
+key (gguf-py's `gguf.Keys`, formatted for the llama architecture) and how it is compared. The HF
+and GGUF writers, both readers, verify's config checks and the card all go through it.
+
 `check_tensors` is the one check of a set of stored tensors against a config (unknown, beyond the
 layers, misshapen, missing), and `check_tied` the one check that a stored head is the embedding:
 every reader (native checkpoint, HF folder, GGUF file) and so every writer goes through them.
@@ -16,6 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import gguf
 
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.dtypes import is_torch_tensor
@@ -160,6 +166,105 @@ def native_shapes(cfg: MythosConfig) -> dict[str, tuple[int, ...]]:
     shapes.update({"norm.weight": (d,), "output.weight": (cfg.vocab_size, d)})
     shapes.update({"rope_cos": (cfg.max_seq_len, hd), "rope_sin": (cfg.max_seq_len, hd)})
     return shapes
+
+
+# --- config keys ------------------------------------------------------------------------------
+
+GGUF_ARCH = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]  # "llama": the architecture llama.cpp runs us as
+SHAPE = "shape"  # changes the tensors: a difference means other weights
+COMPUTE = "compute"  # changes the computation, not the tensors: a folder differing here still loads
+DERIVED = "derived"  # follows from other fields (head_dim = d_model / n_heads): written, only checked back
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config value in every format, and how it is compared.
+
+    `field` is a MythosConfig attribute or property: the exports store the SwiGLU width `ffn_dim`,
+    which readers map back to `d_ff`. Integers compare exactly; floats (`kind` float) are stored as
+    float32 in GGUF, so a GGUF value is compared, and read back, through float32. `dropout`, a
+    training setting, has no row: no export stores it (readers set 0.0).
+    """
+
+    field: str
+    hf: str  # config.json key
+    gguf_templates: tuple[str, ...]  # gguf.Keys constants ("{arch}.context_length"), all holding the value
+    kind: type  # int or float
+    role: str  # SHAPE, COMPUTE or DERIVED
+    limit: str | None = None  # the `LIMITS` entry that bounds a size read from a file
+
+    def gguf_keys(self, arch: str = GGUF_ARCH) -> tuple[str, ...]:
+        """The GGUF header key(s) for `arch` (ours: llama)."""
+        return tuple(template.format(arch=arch) for template in self.gguf_templates)
+
+
+# In config.json's order (the shape fields, then what only changes the computation).
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("vocab_size", "vocab_size", (gguf.Keys.LLM.VOCAB_SIZE,), int, SHAPE, "vocab_size"),
+    ConfigKey("d_model", "hidden_size", (gguf.Keys.LLM.EMBEDDING_LENGTH,), int, SHAPE, "d_model"),
+    ConfigKey("ffn_dim", "intermediate_size", (gguf.Keys.LLM.FEED_FORWARD_LENGTH,), int, SHAPE, "d_ff"),
+    ConfigKey("n_layers", "num_hidden_layers", (gguf.Keys.LLM.BLOCK_COUNT,), int, SHAPE, "n_layers"),
+    ConfigKey("n_heads", "num_attention_heads", (gguf.Keys.Attention.HEAD_COUNT,), int, SHAPE, "n_heads"),
+    ConfigKey("n_kv_heads", "num_key_value_heads", (gguf.Keys.Attention.HEAD_COUNT_KV,), int, SHAPE, "n_kv_heads"),
+    ConfigKey(  # llama.cpp refuses `invalid n_rot` unless rope dims == key length == head_dim
+        "head_dim",
+        "head_dim",
+        (gguf.Keys.Rope.DIMENSION_COUNT, gguf.Keys.Attention.KEY_LENGTH, gguf.Keys.Attention.VALUE_LENGTH),
+        int,
+        DERIVED,
+        "d_model",
+    ),
+    ConfigKey("max_seq_len", "max_position_embeddings", (gguf.Keys.LLM.CONTEXT_LENGTH,), int, COMPUTE, "max_seq_len"),
+    ConfigKey("norm_eps", "rms_norm_eps", (gguf.Keys.Attention.LAYERNORM_RMS_EPS,), float, COMPUTE),
+    ConfigKey("rope_theta", "rope_theta", (gguf.Keys.Rope.FREQ_BASE,), float, COMPUTE),
+)
+# Fields a GGUF header may lack: llama.cpp takes the vocabulary size from the token list.
+GGUF_OPTIONAL = ("vocab_size",)
+CONFIG_KEY = {row.field: row for row in CONFIG_KEYS}
+HF_KEY = {row.field: row.hf for row in CONFIG_KEYS}
+# Field -> config.json key, by role. A folder whose config.json differs from its checkpoint in a
+# shape field holds other weights (verify refuses it); in a compute field it still loads, so verify
+# reports the field (and runs) instead of refusing the folder.
+SHAPE_FIELDS = {row.field: row.hf for row in CONFIG_KEYS if row.role == SHAPE}
+COMPUTE_FIELDS = {row.field: row.hf for row in CONFIG_KEYS if row.role == COMPUTE}
+# The order llama.cpp's own converter writes the hyperparameters in: every GGUF's bytes follow it.
+GGUF_ORDER = (
+    "max_seq_len",
+    "d_model",
+    "n_layers",
+    "ffn_dim",
+    "n_heads",
+    "n_kv_heads",
+    "norm_eps",
+    "rope_theta",
+    "head_dim",
+    "vocab_size",
+)
+
+
+def config_values(cfg: MythosConfig) -> dict[str, int | float]:
+    """Field -> the value every export stores for it (ints as int, floats as float), table order."""
+    return {row.field: row.kind(getattr(cfg, row.field)) for row in CONFIG_KEYS}
+
+
+def gguf_header(cfg: MythosConfig) -> list[tuple[str, int | float]]:
+    """(GGUF key, value) of every hyperparameter, in `GGUF_ORDER`: ints are uint32, floats float32."""
+    values = config_values(cfg)
+    return [(key, values[field]) for field in GGUF_ORDER for key in CONFIG_KEY[field].gguf_keys()]
+
+
+def same_value(row: ConfigKey, a: Any, b: Any, *, float32: bool = False) -> bool:
+    """Do two values of `row` agree (floats through float32 when one side was stored in GGUF)?"""
+    if row.kind is float and float32:
+        import numpy as np
+
+        return bool(np.float32(a) == np.float32(b))
+    return row.kind(a) == row.kind(b)
+
+
+def same_architecture(a: MythosConfig, b: MythosConfig) -> bool:
+    """Do two configs build the same tensors and computation (d_ff may differ if widths agree)?"""
+    return all(getattr(a, f) == getattr(b, f) for f in (*SHAPE_FIELDS, *COMPUTE_FIELDS))
 
 
 # What each kind of source tells its user to do when its tensors do not fit its config.

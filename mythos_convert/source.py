@@ -32,14 +32,19 @@ from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split
 from mythos_convert.formats.hf_config import d_ff_for_width
 from mythos_convert.formats.hf_folder import GENERATION_FILE, TOKENIZER_FILE, Provenance
 from mythos_convert.formats.hf_read import HFSource, read_hf_folder
-from mythos_convert.formats.permute import unpermute_rows
+from mythos_convert.formats.permute import unpermute
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.names import (
+    CONFIG_KEYS,
+    DERIVED,
+    GGUF_ARCH,
+    GGUF_OPTIONAL,
     HF_IGNORED,
     TIED_HEAD,
     check_tensors,
     check_tied,
+    convert_name,
     native_shapes,
     transform_of,
 )
@@ -228,47 +233,34 @@ def open_hf(folder: str | Path, *, arrays: bool = False) -> ModelSource:
     )
 
 
-# GGUF header key -> MythosConfig field (feed_forward_length is the SwiGLU width, mapped back to d_ff).
-GGUF_CONFIG_KEYS = {
-    "llama.embedding_length": "d_model",
-    "llama.block_count": "n_layers",
-    "llama.attention.head_count": "n_heads",
-    "llama.attention.head_count_kv": "n_kv_heads",
-    "llama.context_length": "max_seq_len",
-    "llama.rope.freq_base": "rope_theta",
-    "llama.attention.layer_norm_rms_epsilon": "norm_eps",
-}
-
-
 def gguf_config(reader: Any, path: Path) -> MythosConfig:
     """The Mythos config a GGUF file's `llama.*` header describes (1e-5 read back as 1e-5, not 9.99e-6).
 
     Raises:
         MythosError: not a llama file, or a key missing (naming it).
     """
+    import gguf
     import numpy as np  # with gguf-py, which holds the reader: the torch-free HF path needs neither
 
-    arch = reader.get_field("general.architecture")
-    if arch is None or arch.contents() != "llama":
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    if arch is None or arch.contents() != GGUF_ARCH:
         got = arch.contents() if arch is not None else None
-        raise MythosError(f"{path} is a {got!r} GGUF, not llama: pass a GGUF written by `mythos-convert gguf`")
+        raise MythosError(f"{path} is a {got!r} GGUF, not {GGUF_ARCH}: pass a GGUF written by `mythos-convert gguf`")
     values: dict[str, Any] = {}
-    for key, attr in (*GGUF_CONFIG_KEYS.items(), ("llama.feed_forward_length", "d_ff")):
+    for row in (row for row in CONFIG_KEYS if row.role != DERIVED):  # head_dim is d_model / n_heads
+        key = row.gguf_keys()[0]
         entry = reader.get_field(key)
-        if entry is None:
+        if entry is not None:
+            number = _header_number(entry.contents(), key, path)
+            # floats are stored as float32: back to the shortest decimal that rounds to it
+            values[row.field] = float(str(np.float32(number))) if row.kind is float else int(number)
+        elif row.field not in GGUF_OPTIONAL:
             raise MythosError(f"{path} has no {key} in its header: re-convert the GGUF file")
-        values[attr] = _header_number(entry.contents(), key, path)
-    values["d_ff"] = d_ff_for_width(int(values["d_ff"]))
-    embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-    vocab = reader.get_field("llama.vocab_size")
-    if vocab is not None:
-        values["vocab_size"] = int(_header_number(vocab.contents(), "llama.vocab_size", path))
-    elif embed is not None:
+    values["d_ff"] = d_ff_for_width(values.pop("ffn_dim"))
+    embed_name = convert_name("embedding.weight", "native", "gguf")
+    embed = next((t for t in reader.tensors if t.name == embed_name), None)
+    if "vocab_size" not in values and embed is not None:
         values["vocab_size"] = int(embed.shape[-1])
-    for attr in ("d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len"):
-        values[attr] = int(values[attr])
-    for attr in ("rope_theta", "norm_eps"):  # stored as float32: back to the shortest decimal that rounds to it
-        values[attr] = float(str(np.float32(values[attr])))
     return MythosConfig.from_dict(values)
 
 
@@ -318,14 +310,13 @@ def open_gguf(
     cfg = config or gguf_config(first, path)
     by_name = {t.name: t for reader in readers for t in reader.tensors}
     shapes = {name: tuple(int(d) for d in reversed(t.shape.tolist())) for name, t in by_name.items()}
-    heads = {"permute_q": cfg.n_heads, "permute_k": cfg.n_kv_heads}
     stored = check_tensors(shapes, cfg, "gguf", what=str(path))
 
     def dequantised(name: str) -> np.ndarray:
         t = by_name[name]
         array = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shapes[name]).astype(np.float32)
         kind = transform_of(name, "gguf")
-        return unpermute_rows(array, heads[kind]) if kind is not None else array
+        return unpermute(array, kind, cfg) if kind is not None else array
 
     if TIED_HEAD["gguf"] in shapes:
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")

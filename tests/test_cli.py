@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mythos_convert.cli import app
 from mythos_convert.cli.gguf_cmd import OUTTYPE_HELP
-from mythos_convert.export.gguf_writer import ALL, OUTTYPES
+from mythos_convert.export.gguf_plan import ALL, OUTTYPES
 
 COMMANDS = ("train", "generate", "tokenizer", "hf", "verify", "native", "gguf", "eval", "card", "push", "space", "demo")
 

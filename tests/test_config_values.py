@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mythos_convert.data.tokenizer import SpecialTokens
-from mythos_convert.export.gguf_writer import add_hparams
+from mythos_convert.export.gguf_header import add_hparams
 from mythos_convert.formats.hf_config import hf_config_dict, mythos_config_from_hf
 from mythos_convert.model.config import MythosConfig
 

@@ -17,7 +17,7 @@ import torch
 from helpers import REFERENCE, random_model, tiny_config
 
 from mythos_convert.api import export_gguf
-from mythos_convert.export.gguf_writer import OUTTYPES
+from mythos_convert.export.gguf_plan import OUTTYPES
 from mythos_convert.quant.types import MAIN_TYPE
 from mythos_convert.verify.gguf import verify_gguf
 

@@ -18,8 +18,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from mythos_convert.api import export_gguf
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_header import KEY_FALLBACK, KEY_KEPT
+from mythos_convert.export.gguf_plan import OUTTYPES, parse_outtypes, parse_size
 from mythos_convert.export.gguf_vocab import build_vocab
-from mythos_convert.export.gguf_writer import KEY_FALLBACK, KEY_KEPT, OUTTYPES, parse_outtypes, parse_size
 from mythos_convert.export.modelfile import modelfile_text
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.names import expected_names

@@ -17,7 +17,7 @@ from ggml_reference import llama_quantize
 from helpers import make_checkpoint, tiny_config
 
 from mythos_convert.api import export_gguf
-from mythos_convert.export.gguf_writer import OUTTYPES, plan_tensors
+from mythos_convert.export.gguf_plan import OUTTYPES, plan_tensors
 from mythos_convert.model.config import MythosConfig, load_preset
 
 Q = gguf.GGMLQuantizationType
@@ -116,7 +116,7 @@ def test_quantizing_in_workers_changes_no_byte(tmp_path: Path, monkeypatch, ref_
     compiled quantizers, processes with the numpy fallback."""
     import concurrent.futures
 
-    import mythos_convert.export.gguf_writer as gguf_module
+    import mythos_convert.export.gguf_encode as gguf_module
     from mythos_convert.quant import kquants
 
     if pool == "processes":

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from mythos_convert.api import export_hf
-from mythos_convert.formats.hf_config import mythos_config_from_hf, same_architecture
+from mythos_convert.formats.hf_config import mythos_config_from_hf
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import same_architecture
 
 
 @st.composite

@@ -242,7 +242,8 @@ def test_k_quant_where_every_tensor_falls_back_warns():
     """Rows of 64 and 192 everywhere (an HF folder's odd widths; Mythos' own ffn width is a multiple of
     256): no Q4_K block fits, the file holds what llama.cpp would write instead, and a warning says so."""
     from mythos_convert.export.gguf import _all_fell_back
-    from mythos_convert.export.gguf_writer import OUTTYPES, TensorPlan, WrittenGGUF
+    from mythos_convert.export.gguf_plan import OUTTYPES, TensorPlan
+    from mythos_convert.export.gguf_writer import WrittenGGUF
     from mythos_convert.quant.types import choose_types
 
     shapes = {"token_embd.weight": (512, 64), "blk.0.attn_q.weight": (64, 64), "blk.0.ffn_down.weight": (64, 192)}

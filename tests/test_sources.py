@@ -20,9 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.errors import MythosError
-from mythos_convert.formats.hf_config import same_architecture
 from mythos_convert.model.model import Mythos
-from mythos_convert.names import check_tensors, check_tied
+from mythos_convert.names import check_tensors, check_tied, same_architecture
 from mythos_convert.source import open_gguf, open_native_without_torch, open_source
 
 

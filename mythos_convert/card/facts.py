@@ -19,6 +19,7 @@ from mythos_convert.evaluate.record import bound_eval, read_gguf_header
 from mythos_convert.formats.hf_folder import CONFIG_FILE, META_FILE, Provenance
 from mythos_convert.formats.safetensors import INDEX_FILE, TensorInfo, read_tensors
 from mythos_convert.model.config import short_repr
+from mythos_convert.names import CONFIG_KEYS, HF_KEY, TIED_HEAD, NameRow, convert_name, lookup
 from mythos_convert.quant.types import recommended_rank
 from mythos_convert.source import gguf_problems
 from mythos_convert.support.ui import human_size
@@ -35,23 +36,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # config.json fields the card states, with the JSON types each may have (a damaged file must not
-# become a card full of "None"); the first seven are sizes, so positive integers.
+# become a card full of "None"): every key of the config table (sizes positive integers), and a few more.
 CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
-    "vocab_size": (int,),
-    "hidden_size": (int,),
-    "intermediate_size": (int,),
-    "num_hidden_layers": (int,),
-    "num_attention_heads": (int,),
-    "num_key_value_heads": (int,),
-    "max_position_embeddings": (int,),
-    "head_dim": (int,),
-    "rms_norm_eps": (float, int),
-    "rope_theta": (float, int),
+    **{row.hf: (int,) if row.kind is int else (float, int) for row in CONFIG_KEYS},
     "hidden_act": (str,),
     "tie_word_embeddings": (bool,),
     "rope_parameters": (dict,),
 }
-REQUIRED_CONFIG_FIELDS = (*tuple(CONFIG_FIELDS)[:7], "rms_norm_eps")
+# All but what config.json may leave out: head_dim (d_model / n_heads) and rope_theta (transformers' default).
+REQUIRED_CONFIG_FIELDS = tuple(row.hf for row in CONFIG_KEYS if row.field not in ("head_dim", "rope_theta"))
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -92,42 +85,59 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def _layer_of(name: str) -> int | None:
-    match = re.search(r"\.layers\.(\d+)\.", name)
-    return int(match.group(1)) if match else None
+# The parameter table's rows, by the module a native name names (`layers.{i}.<module>.` or `<module>.`).
+_COMPONENTS = {
+    "embedding": "embedding",
+    "output": "lm_head",
+    "attention": "attention",
+    "feed_forward": "mlp",
+    "attn_norm": "norm",
+    "ffn_norm": "norm",
+    "norm": "norm",
+}
 
 
-def _component(name: str) -> str:
-    """Which row of the parameter table a tensor belongs to (HF Llama names)."""
-    if "embed_tokens" in name:
-        return "embedding"
-    if name.startswith("lm_head"):
-        return "lm_head"
-    if ".self_attn." in name:
-        return "attention"
-    if ".mlp." in name:
-        return "mlp"
-    if "norm" in name:
-        return "norm"
-    return "other"
+def _lookup(name: str) -> tuple[NameRow | None, int | None]:
+    """An HF tensor name's row of the name table and layer; (None, None) outside the table."""
+    try:
+        return lookup(name, "hf")
+    except MythosError:
+        return None, None
+
+
+def _component(row: NameRow | None) -> str:
+    """Which row of the parameter table a tensor belongs to."""
+    if row is None:
+        return "other"
+    parts = row.native.split(".")
+    return _COMPONENTS[parts[2] if parts[1] == "{i}" else parts[0]]
 
 
 def architecture_facts(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> dict[str, Any]:
     """Sizes and counts from the stored tensors; the config only fills what tensors cannot tell."""
     total = sum(t.numel for t in tensors.values())
     by_component: dict[str, int] = {}
+    native: dict[str, tuple[int, ...]] = {}  # the table's tensors' shapes by native name
+    layers: set[int] = set()
+    shape: dict[str, tuple[int, ...]] = {}  # layer 0's tensors, by their HF name within the layer
     for t in tensors.values():
-        by_component[_component(t.name)] = by_component.get(_component(t.name), 0) + t.numel
+        row, layer = _lookup(t.name)
+        by_component[_component(row)] = by_component.get(_component(row), 0) + t.numel
+        if row is not None:
+            native[convert_name(t.name, "hf", "native")] = t.shape
+            layers |= {layer} if layer is not None else set()
+            if layer == 0:
+                shape[row.hf.split("{i}.", 1)[1]] = t.shape
     embedding = by_component.get("embedding", 0) + by_component.get("lm_head", 0)
-    shape = {t.name.split(".layers.0.")[-1]: t.shape for t in tensors.values() if _layer_of(t.name) == 0}
-    heads = config.get("num_attention_heads")
-    embed = next((t.shape for t in tensors.values() if "embed_tokens" in t.name), None)
-    q_rows = shape.get("self_attn.q_proj.weight", (None,))[0]
-    k_rows = shape.get("self_attn.k_proj.weight", (None,))[0]
-    head_dim = config.get("head_dim") or (q_rows // heads if q_rows and heads else None)
-    layers = {_layer_of(t.name) for t in tensors.values()} - {None}
+    heads = config.get(HF_KEY["n_heads"])
+    embed = native.get("embedding.weight")
+    q_rows, k_rows, gate_rows = (
+        native.get(f"layers.0.{m}.weight", (None,))[0] for m in ("attention.wq", "attention.wk", "feed_forward.w1")
+    )
+    head_dim = config.get(HF_KEY["head_dim"]) or (q_rows // heads if q_rows and heads else None)
     dtypes = sorted({t.dtype for t in tensors.values()})
     rope = config.get("rope_parameters") or {}
+    theta = HF_KEY["rope_theta"]
     return {
         "params_total": total,
         "params_non_embedding": total - embedding,
@@ -135,17 +145,17 @@ def architecture_facts(config: dict[str, Any], tensors: dict[str, TensorInfo]) -
         "params_total_h": human_count(total),
         "params_non_embedding_h": human_count(total - embedding),
         "by_component": by_component,
-        "n_layers": len(layers) or config.get("num_hidden_layers"),
-        "hidden_size": embed[1] if embed else config.get("hidden_size"),
-        "vocab_size": embed[0] if embed else config.get("vocab_size"),
+        "n_layers": len(layers) or config.get(HF_KEY["n_layers"]),
+        "hidden_size": embed[1] if embed else config.get(HF_KEY["d_model"]),
+        "vocab_size": embed[0] if embed else config.get(HF_KEY["vocab_size"]),
         "n_heads": heads,
-        "n_kv_heads": (k_rows // head_dim) if k_rows and head_dim else config.get("num_key_value_heads"),
+        "n_kv_heads": (k_rows // head_dim) if k_rows and head_dim else config.get(HF_KEY["n_kv_heads"]),
         "head_dim": head_dim,
-        "ffn_dim": shape.get("mlp.gate_proj.weight", (config.get("intermediate_size"),))[0],
-        "context": config.get("max_position_embeddings"),
-        "rope_theta": rope.get("rope_theta", config.get("rope_theta")),
-        "rms_eps": config.get("rms_norm_eps"),
-        "tied": "lm_head.weight" not in tensors and bool(config.get("tie_word_embeddings", True)),
+        "ffn_dim": gate_rows or config.get(HF_KEY["ffn_dim"]),
+        "context": config.get(HF_KEY["max_seq_len"]),
+        "rope_theta": rope.get(theta, config.get(theta)),
+        "rms_eps": config.get(HF_KEY["norm_eps"]),
+        "tied": TIED_HEAD["native"] not in native and bool(config.get("tie_word_embeddings", True)),
         "activation": config.get("hidden_act"),
         "dtypes": dtypes,
         "layer_shapes": {k: list(v) for k, v in sorted(shape.items())},

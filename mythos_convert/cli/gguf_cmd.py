@@ -10,7 +10,7 @@ import typer
 from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
 
 # Spelled out so the CLI starts without importing torch (2 s); tests/test_cli.py checks it
-# against mythos_convert.export.gguf_writer.OUTTYPES.
+# against mythos_convert.export.gguf_plan.OUTTYPES.
 OUTTYPE_HELP = (
     "f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q5_k_s | q5_1 | q5_0 | q4_k_m | q4_k_s | q4_1 | q4_0 | "
     "q3_k_l | q3_k_m | q3_k_s | q2_k | all"

@@ -27,6 +27,7 @@ import gguf
 
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import shard_names
+from mythos_convert.names import CONFIG_KEY
 from mythos_convert.source import gguf_readers
 from mythos_convert.support.strict_json import write_strict_json
 from mythos_convert.verify.record import is_bound
@@ -79,7 +80,7 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
         reader = readers[0]
         file_type = int(_field(reader, gguf.Keys.General.FILE_TYPE))
         arch = str(_field(reader, gguf.Keys.General.ARCHITECTURE))
-        context = int(_field(reader, gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)))
+        context = int(_field(reader, CONFIG_KEY["max_seq_len"].gguf_keys(arch)[0]))
         vocab = list(_field(reader, gguf.Keys.Tokenizer.LIST)) if tokens else []
         split = _field(reader, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
     except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a foreign file

@@ -16,17 +16,10 @@ import gguf
 from tokenizers import Tokenizer
 
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, size_label
+from mythos_convert.export.gguf_plan import OutType, parse_outtypes, parse_size
 from mythos_convert.export.gguf_vocab import build_vocab
-from mythos_convert.export.gguf_writer import (
-    GGUFMetadata,
-    ImatrixInfo,
-    OutType,
-    WrittenGGUF,
-    parse_outtypes,
-    parse_size,
-    size_label,
-    write_gguf,
-)
+from mythos_convert.export.gguf_writer import WrittenGGUF, write_gguf
 from mythos_convert.export.modelfile import write_modelfile
 from mythos_convert.formats.metadata import load_meta
 from mythos_convert.model.config import MythosConfig

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.formats.checkpoint import save_checkpoint
-from mythos_convert.formats.hf_config import same_architecture
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import same_architecture
 from mythos_convert.source import ModelSource, open_hf
 from mythos_convert.support.atomic import check_output_file
 from mythos_convert.support.safe_paths import inside, refuse_output_over_inputs

@@ -14,21 +14,12 @@ from mythos_convert.data.tokenizer import SpecialTokens
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.dtypes import HF_DTYPES
 from mythos_convert.model.config import LIMITS, MythosConfig, ffn_width, short_repr
+from mythos_convert.names import COMPUTE, CONFIG_KEYS, HF_KEY, ConfigKey, config_values
 
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.9
 # What transformers writes for a config with no transformers_version; any 4.46+ reads the file.
 _TRANSFORMERS_VERSION_FALLBACK = "4.46.3"
-# config.json size fields -> the native field whose limit bounds them (head_dim is bounded like d_model)
-HF_SIZE_FIELDS = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "d_model",
-    "intermediate_size": "d_ff",
-    "num_hidden_layers": "n_layers",
-    "num_attention_heads": "n_heads",
-    "num_key_value_heads": "n_kv_heads",
-    "max_position_embeddings": "max_seq_len",
-}
 
 
 def _transformers_version() -> str:
@@ -45,20 +36,16 @@ def hf_config_dict(cfg: MythosConfig, specials: SpecialTokens, dtype: str) -> di
     """The hybrid v4+v5 LlamaForCausalLM config.json for a Mythos model stored in `dtype`."""
     if dtype not in HF_DTYPES:
         raise MythosError(f"dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
-    theta = float(cfg.rope_theta)
+    values = config_values(cfg)
+    theta_key, theta = HF_KEY["rope_theta"], values["rope_theta"]  # written twice, once per schema
+    sizes = {row.hf: values[row.field] for row in CONFIG_KEYS if row.role != COMPUTE}
+    computed = {row.hf: values[row.field] for row in CONFIG_KEYS if row.role == COMPUTE and row.hf != theta_key}
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.ffn_dim,  # the SwiGLU width rule applied, not d_ff
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.head_dim,
+        **sizes,  # intermediate_size is the SwiGLU width rule applied (ffn_dim), not d_ff
         "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": float(cfg.norm_eps),
+        **computed,
         "initializer_range": 0.02,
         "use_cache": True,
         "tie_word_embeddings": True,
@@ -70,10 +57,10 @@ def hf_config_dict(cfg: MythosConfig, specials: SpecialTokens, dtype: str) -> di
         "eos_token_id": specials.id("eos"),
         "pad_token_id": specials.id("pad"),
         # v5 schema
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+        "rope_parameters": {"rope_type": "default", theta_key: theta},
         "dtype": dtype,
         # v4 schema (4.46 .. 4.57 ignore rope_parameters)
-        "rope_theta": theta,
+        theta_key: theta,
         "rope_scaling": None,
         "torch_dtype": dtype,
         "transformers_version": _transformers_version(),
@@ -101,6 +88,7 @@ def generation_config_dict(
 
 def _rope_theta(config: dict[str, Any]) -> float:
     """Theta from either schema; refuse any rope scaling (Mythos has plain RoPE)."""
+    key = HF_KEY["rope_theta"]
     params = config.get("rope_parameters")
     scaling = config.get("rope_scaling")
     for field, value in (("rope_parameters", params), ("rope_scaling", scaling)):
@@ -116,33 +104,30 @@ def _rope_theta(config: dict[str, Any]) -> float:
                 f"config.json field {field} asks for rope_type {kind!r}: Mythos has plain RoPE, "
                 "so a model with RoPE scaling cannot be converted; convert one with plain RoPE"
             )
-        extra = sorted(set(value) - {"rope_type", "type", "rope_theta"})
+        extra = sorted(set(value) - {"rope_type", "type", key})
         if extra:
             raise MythosError(
                 f"config.json field {field} has scaling parameters {short_repr(extra)} Mythos cannot represent: "
                 "only models with plain RoPE convert"
             )
-    values = [v for v in ((params or {}).get("rope_theta"), config.get("rope_theta")) if v is not None]
+    values = [v for v in ((params or {}).get(key), config.get(key)) if v is not None]
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MythosError(
-                f"config.json rope_theta must be a number, got {short_repr(value)}: fix it (e.g. 10000.0)"
-            )
+            raise MythosError(f"config.json {key} must be a number, got {short_repr(value)}: fix it (e.g. 10000.0)")
     thetas = {float(v) for v in values}
     if len(thetas) > 1:
         raise MythosError(
-            f"config.json has two different RoPE thetas {sorted(thetas)} (rope_parameters vs rope_theta): "
-            "make them equal"
+            f"config.json has two different RoPE thetas {sorted(thetas)} (rope_parameters vs {key}): make them equal"
         )
     return thetas.pop() if thetas else 10000.0
 
 
-def d_ff_for_width(intermediate_size: int) -> int:
-    """A d_ff whose SwiGLU width rule gives `intermediate_size`, or MythosError if none does."""
-    d_ff = intermediate_size * 3 // 2
-    if ffn_width(d_ff) != intermediate_size:
+def d_ff_for_width(width: int) -> int:
+    """A d_ff whose SwiGLU width rule gives `width` (intermediate_size), or MythosError if none does."""
+    d_ff = width * 3 // 2
+    if ffn_width(d_ff) != width:
         raise MythosError(
-            f"config.json field intermediate_size={intermediate_size} is not reachable by the Mythos SwiGLU "
+            f"config.json field {HF_KEY['ffn_dim']}={width} is not reachable by the Mythos SwiGLU "
             "width rule (multiples of 256): this model cannot be represented as a Mythos checkpoint; "
             "only folders `mythos-convert hf` wrote convert"
         )
@@ -155,6 +140,21 @@ def mythos_config_from_hf(config: dict[str, Any]) -> MythosConfig:
     Tying is not decided here: a folder with `tie_word_embeddings: false` maps only when its
     lm_head equals the embedding, which the folder reader checks on the weights.
     """
+    _check_llama(config)
+    values: dict[str, Any] = _hf_sizes(config)
+    eps_key = HF_KEY["norm_eps"]
+    eps = config.get(eps_key)
+    if eps is None:
+        raise MythosError(f"config.json lacks {eps_key}: its value differs between transformers versions, add it")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise MythosError(f"config.json field {eps_key} must be a number, got {short_repr(eps)}: fix it (e.g. 1e-05)")
+    values["d_ff"] = d_ff_for_width(values.pop("ffn_dim"))
+    values.update(dropout=0.0, norm_eps=float(eps), rope_theta=_rope_theta(config))
+    return MythosConfig.from_dict(values)
+
+
+def _check_llama(config: dict[str, Any]) -> None:
+    """Refuse a config.json that is not a plain Llama (another model type, biases, another activation)."""
     model_type = config.get("model_type")
     if model_type != "llama":
         raise MythosError(
@@ -178,48 +178,38 @@ def mythos_config_from_hf(config: dict[str, Any]) -> MythosConfig:
         raise MythosError(
             f"config.json field hidden_act is {short_repr(act)}: Mythos uses silu (SwiGLU), so only silu models convert"
         )
-    missing = [field for field in HF_SIZE_FIELDS if field not in config and field != "num_key_value_heads"]
+
+
+def _hf_sizes(config: dict[str, Any]) -> dict[str, int]:
+    """config.json's integer fields by MythosConfig field, each checked; head_dim checked and dropped.
+
+    num_key_value_heads defaults to num_attention_heads and head_dim to their quotient, as in transformers.
+    """
+    ints = [row for row in CONFIG_KEYS if row.kind is int]
+    optional = (HF_KEY["n_kv_heads"], HF_KEY["head_dim"])
+    missing = [row.hf for row in ints if config.get(row.hf) is None and row.hf not in optional]
     if missing:
         raise MythosError(
             f"config.json lacks field(s) {missing}: it is not a complete Llama config; re-export the folder"
         )
-    sizes = {field: _size(config, field) for field in HF_SIZE_FIELDS if config.get(field) is not None}
-    hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
-    head_dim = _size(config, "head_dim") if config.get("head_dim") is not None else None
-    if head_dim is not None and head_dim * heads != hidden:
+    sizes = {row.field: _size(config, row) for row in ints if config.get(row.hf) is not None}
+    sizes.setdefault("n_kv_heads", sizes["n_heads"])
+    head_dim = sizes.pop("head_dim", None)
+    if head_dim is not None and head_dim * sizes["n_heads"] != sizes["d_model"]:
         raise MythosError(
-            f"config.json field head_dim={head_dim} differs from hidden_size/num_attention_heads="
-            f"{hidden}/{heads}: Mythos derives head_dim from d_model; remove head_dim or fix it"
+            f"config.json field {HF_KEY['head_dim']}={head_dim} differs from {HF_KEY['d_model']}/"
+            f"{HF_KEY['n_heads']}={sizes['d_model']}/{sizes['n_heads']}: Mythos derives head_dim from d_model; "
+            f"remove {HF_KEY['head_dim']} or fix it"
         )
-    eps = config.get("rms_norm_eps")
-    if eps is None:
-        raise MythosError("config.json lacks rms_norm_eps: its value differs between transformers versions, add it")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise MythosError(
-            f"config.json field rms_norm_eps must be a number, got {short_repr(eps)}: fix it (e.g. 1e-05)"
-        )
-    return MythosConfig.from_dict(
-        {
-            "vocab_size": sizes["vocab_size"],
-            "d_model": hidden,
-            "n_layers": sizes["num_hidden_layers"],
-            "n_heads": heads,
-            "n_kv_heads": sizes.get("num_key_value_heads", heads),
-            "d_ff": d_ff_for_width(sizes["intermediate_size"]),
-            "max_seq_len": sizes["max_position_embeddings"],
-            "dropout": 0.0,
-            "norm_eps": float(eps),
-            "rope_theta": _rope_theta(config),
-        }
-    )
+    return sizes
 
 
-def _size(config: dict[str, Any], field: str) -> int:
+def _size(config: dict[str, Any], row: ConfigKey) -> int:
     """A config.json size field: a positive JSON integer within the native field's limit, else MythosError.
 
     Checked here, in transformers' names, so the message names the field the user sees in the file.
     """
-    value, limit = config[field], LIMITS[HF_SIZE_FIELDS.get(field, "d_model")]
+    field, value, limit = row.hf, config[row.hf], LIMITS[row.limit or "d_model"]
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise MythosError(
             f"config.json field {field} must be a positive integer, got {short_repr(value)}: "
@@ -231,9 +221,3 @@ def _size(config: dict[str, Any], field: str) -> int:
             "the config is damaged; fix it or re-export the folder"
         )
     return value
-
-
-def same_architecture(a: MythosConfig, b: MythosConfig) -> bool:
-    """Do two configs build the same tensors and computation (d_ff may differ if widths agree)?"""
-    keys = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len", "norm_eps", "rope_theta")
-    return all(getattr(a, k) == getattr(b, k) for k in keys) and a.ffn_dim == b.ffn_dim

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mythos_convert import __version__
 from mythos_convert.errors import MythosError
+from mythos_convert.names import HF_KEY
 
 GRADIO_VERSION = "6.31.0"  # the Space's sdk_version: the Gradio the app is tested with
 # what the Space installs beside Gradio: the ranges the export is tested to load in (4.46 .. 5.x)
@@ -39,7 +40,7 @@ model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
 card = model.generation_config  # generation_config.json: the card's sampling settings
 TEMPERATURE = float(card.temperature or 1.0) if card.do_sample else 0.0
 TOP_P = float(card.top_p or 1.0)
-CONTEXT = int(model.config.max_position_embeddings)
+CONTEXT = int(model.config.{context_key})
 
 
 def generate(prompt: str, max_new_tokens: float, temperature: float, top_p: float) -> str:
@@ -151,6 +152,7 @@ def write_space(out: str | Path, model_id: str, *, force: bool = False, example:
         "app.py": APP.format(
             model_id=model_id,
             model_lit=_literal(model_id),
+            context_key=HF_KEY["max_seq_len"],
             version=__version__,
             title=_literal(title),
             header=_literal(header),

@@ -30,8 +30,8 @@ import torch
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.engines.llama_buffers import no_extra_buffers, repacked_weights
 from mythos_convert.errors import MythosError
+from mythos_convert.export.gguf_plan import OUTTYPES
 from mythos_convert.export.gguf_vocab import NORMALIZER_PROBES
-from mythos_convert.export.gguf_writer import OUTTYPES
 from mythos_convert.formats.checkpoint import load_model
 from mythos_convert.formats.gguf_files import shard_names, split_count
 from mythos_convert.source import ModelSource, open_gguf, open_hf, open_native

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mythos_convert.formats.dtypes import float32_array
-from mythos_convert.formats.permute import permute_rows
+from mythos_convert.formats.permute import head_count, permute_rows
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.names import convert_name
+from mythos_convert.names import CONFIG_KEYS, GGUF_OPTIONAL, convert_name, same_value, transform_of
 from mythos_convert.source import ModelSource
 
 if TYPE_CHECKING:
@@ -47,41 +47,27 @@ TENSOR_BOUNDS: dict[str, float] = {  # measured worst in the comments
 }
 FLOAT_TYPES = ("F32", "F16", "BF16")  # exact up to rounding: any excess fails verify on its own
 
-# GGUF header key -> (config attribute, what a user calls it); compared exactly (floats as float32).
-HEADER_KEYS: dict[str, str] = {
-    "llama.embedding_length": "d_model",
-    "llama.block_count": "n_layers",
-    "llama.attention.head_count": "n_heads",
-    "llama.attention.head_count_kv": "n_kv_heads",
-    "llama.feed_forward_length": "ffn_dim",
-    "llama.context_length": "max_seq_len",
-    "llama.rope.freq_base": "rope_theta",
-    "llama.attention.layer_norm_rms_epsilon": "norm_eps",
-    "llama.vocab_size": "vocab_size",
-    "llama.rope.dimension_count": "head_dim",
-}
-
 
 def header_problems(reader: gguf.GGUFReader, config: MythosConfig) -> list[str]:
-    """One line per header hyperparameter that differs from the source config (a missing one too).
+    """One line per header hyperparameter (`names.CONFIG_KEYS`) that differs from the source config
+    (a missing one too); floats are compared as the file stores them, in float32.
 
     `reader` is the file's, already open: verify reads the header once for every check.
     """
     problems = []
-    for key, attr in HEADER_KEYS.items():
-        want = getattr(config, attr)
-        field = reader.get_field(key)
-        if field is None:
-            if key != "llama.vocab_size":  # optional: llama.cpp takes it from the token list
-                problems.append(f"the GGUF header has no {key}; the checkpoint's {attr} is {want}")
-            continue
-        got = field.contents()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            problems.append(f"the GGUF header's {key} is {got!r}, not a number; the checkpoint's {attr} is {want}")
-            continue
-        same = np.float32(got) == np.float32(want) if isinstance(want, float) else int(got) == int(want)
-        if not same:
-            problems.append(f"the GGUF header's {key} is {got}, the checkpoint's {attr} is {want}")
+    for row in CONFIG_KEYS:
+        attr, want = row.field, getattr(config, row.field)
+        for key in row.gguf_keys():
+            field = reader.get_field(key)
+            if field is None:
+                if attr not in GGUF_OPTIONAL:
+                    problems.append(f"the GGUF header has no {key}; the checkpoint's {attr} is {want}")
+                continue
+            got = field.contents()
+            if isinstance(got, bool) or not isinstance(got, (int, float)):
+                problems.append(f"the GGUF header's {key} is {got!r}, not a number; the checkpoint's {attr} is {want}")
+            elif not same_value(row, got, want, float32=True):
+                problems.append(f"the GGUF header's {key} is {got}, the checkpoint's {attr} is {want}")
     return problems
 
 
@@ -148,7 +134,8 @@ def check_tensors(file: ModelSource, source: dict[str, np.ndarray], config: Myth
         type_name = file.ggml_types[name]
         bound = TENSOR_BOUNDS.get(type_name, 1.0)
         got, src = file.get(name), source[name]
-        heads = {"attn_q": config.n_heads, "attn_k": config.n_kv_heads}.get(name.split(".")[-2])
+        transform = transform_of(name, "gguf")
+        heads = head_count(transform, config) if transform is not None else None
         error = _rel_error(got, src)
         if error <= bound:
             out.append(TensorCheck(name, type_name, error, bound))

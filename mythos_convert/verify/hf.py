@@ -32,6 +32,7 @@ from mythos_convert.formats.checkpoint import NativeCheckpoint, load_checkpoint,
 from mythos_convert.formats.dtypes import torch_dtype
 from mythos_convert.formats.hf_read import HFSource
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import COMPUTE_FIELDS, SHAPE_FIELDS
 from mythos_convert.source import ModelSource, open_hf
 from mythos_convert.support.ui import info, result
 from mythos_convert.verify.cores import OtherLoad, free_threads
@@ -160,12 +161,6 @@ def load_hf_model(folder: Path):
             "re-export the folder with `mythos-convert hf`"
         )
     return model.eval()
-
-
-# Fields that change the computation but not the tensors: a folder whose config.json differs in
-# one of them still loads, so verify reports it (and runs) instead of refusing the folder.
-COMPUTE_FIELDS = {"rope_theta": "rope_theta", "norm_eps": "rms_norm_eps", "max_seq_len": "max_position_embeddings"}
-SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
 
 
 def _config_differences(native: MythosConfig, folder_cfg: MythosConfig, folder: Path, ckpt_path) -> list[str]:
