@@ -14,14 +14,11 @@ from typer.testing import CliRunner
 from mythos_convert.api import export_gguf
 from mythos_convert.cli import app
 from mythos_convert.data.tokenizer import load_tokenizer
+from mythos_convert.engines.hf import load_hf_model, transformers_from_gguf
+from mythos_convert.engines.llamacpp import load_llama
 from mythos_convert.verify import verify
-from mythos_convert.verify.gguf import (
-    load_llama,
-    tokenization_diffs,
-    transformers_from_gguf,
-    verify_gguf,
-)
-from mythos_convert.verify.parity import PROMPTS, TOKENIZER_TEXTS
+from mythos_convert.verify.gguf import tokenization_diffs, verify_gguf
+from mythos_convert.verify.inputs import PROMPTS, TOKENIZER_TEXTS
 
 pytestmark = pytest.mark.llama_cpp
 
@@ -125,8 +122,6 @@ def hf_folder(tiny_ckpt, tmp_path_factory):
 
 
 def test_transformers_loads_the_f32_gguf_with_exactly_equal_logits(hf_folder):
-    from mythos_convert.verify.hf import load_hf_model
-
     written = export_gguf(hf_folder, "f32", verify=False).written[0]
     assert written.path.parent == hf_folder
     ids = torch.tensor([[1, 5, 77, 300, 12, 9, 401, 33, 2, 256, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]])

@@ -5,7 +5,7 @@ engine's logits. Each GGUF file (and an HF folder, when a native checkpoint is a
 compared, position by position, with the float32 reference: the native engine on the first native
 checkpoint among the targets, else on the weights of the HF folder the GGUF files sit in (the
 weights they were quantized from). KL divergence KL(P_ref || P), its median, 99th percentile and
-max, and top-1 agreement are `verify.divergence`'s, over the scored positions, as
+max, and top-1 agreement are `engines.divergence`'s, over the scored positions, as
 `llama-perplexity --kl-divergence` reports them.
 
 Results are recorded in each folder's `eval.json`, bound to the sha256 of the files measured;
@@ -27,14 +27,12 @@ from tokenizers import Tokenizer
 
 from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
-from mythos_convert.engines.eval_engines import (
-    Engine,
-    gguf_engine,
-    hf_engine,
-    native_engine,
-    native_from_hf,
-    require_llama_cpp,
-)
+from mythos_convert.engines.base import Engine
+from mythos_convert.engines.divergence import DivergenceAccumulator, LogProbs, log_probs
+from mythos_convert.engines.hf import hf_engine
+from mythos_convert.engines.llamacpp import gguf_engine, require_llama_cpp
+from mythos_convert.engines.native import native_engine, native_from_hf
+from mythos_convert.engines.threads import torch_threads
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.perplexity import (
     PerplexityAccumulator,
@@ -50,8 +48,6 @@ from mythos_convert.source import open_gguf
 from mythos_convert.support.atomic import atomic_file
 from mythos_convert.support.safe_paths import require_file
 from mythos_convert.support.ui import human_size, info, progress_task
-from mythos_convert.verify.divergence import DivergenceAccumulator, LogProbs, log_probs
-from mythos_convert.verify.hf import torch_threads
 from mythos_convert.verify.record import hash_files, hf_bound_files
 
 DEFAULT_CTX = 512  # llama-perplexity's default context
@@ -386,7 +382,10 @@ def run_eval(
                 elif t.kind == "hf":
                     engines.append(hf_engine(t.shown, t.path, t.source.stored_dtype()))
                 else:
-                    engines.append(gguf_engine(t.shown, t.path, t.header, ctx, flash_attn=flash_attn, repack=repack))
+                    label, vocab = t.header.label, len(t.header.tokens)
+                    engines.append(
+                        gguf_engine(t.shown, t.path, label, vocab, ctx, flash_attn=flash_attn, repack=repack)
+                    )
             by_engine: dict[str, Target | None] = {e.target: t for e, t in zip(engines, targets, strict=True)}
             reference, reference_name = None, None
             if ref_target is not None:
