@@ -43,7 +43,7 @@ def baseline_perplexity(path: Path, wins: list, ctx: int, threads: int) -> tuple
     import llama_cpp
     import numpy as np
 
-    from mythos_convert.verify.gguf import load_llama
+    from mythos_convert.engines.llamacpp import load_llama
 
     llm = load_llama(path, ctx, f32_kv=True)
     llama_cpp.llama_set_n_threads(llm._ctx.ctx, threads, threads)

@@ -18,6 +18,12 @@ hundred MB varies several-fold with the dirty pages left by the run before).
 
     python benchmarks/bench_gguf.py [--workdir DIR] [--outtypes f32,f16,bf16,q8_0,q4_0,q4_k_m,q5_k_m,q6_k]
 
+`--baseline DIR --verify-all` measures `gguf --outtype all` with verify (every type written, each
+verified in llama.cpp against the native reference), the baseline's and this checkout's in turn,
+best of `--repeats`; the outputs and the verify results (less timestamps) must be equal.
+
+    python benchmarks/bench_gguf.py --baseline /tmp/before --verify-all --arch tiny --repeats 3
+
 `--baseline DIR` (another checkout of this package, e.g. a `git worktree` of main) measures
 before/after instead: for each outtype, every repeat runs the baseline's export, this checkout's
 and the floor in turn (so the three share the same minutes of a shared machine), each after
@@ -41,7 +47,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shared import bench_checkpoint, emit, machine
+from _shared import ARCH, bench_checkpoint, emit, machine
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 LLAMA_CPP_TYPES = ("f32", "f16", "bf16", "q8_0")  # what convert_hf_to_gguf.py can write in numpy
@@ -62,6 +68,16 @@ from mythos_convert.support.ui import set_quiet
 from mythos_convert.api import export_gguf
 set_quiet(True)
 export_gguf(sys.argv[1], sys.argv[2], outfile=sys.argv[3], verify=False, force=True)
+"""
+
+OURS_ALL = """
+import sys
+from mythos_convert.support.ui import set_quiet
+from mythos_convert.api import export_gguf
+set_quiet(True)
+export = export_gguf(sys.argv[1], "all", outfile=sys.argv[2], verify=True, force=True)
+failed = [name for name, r in export.verify.items() if not r["passed"]]
+sys.exit(f"verify failed: {failed}" if failed else 0)
 """
 
 FLOOR = """
@@ -184,6 +200,62 @@ def compare_with_baseline(baseline: Path, outtypes: list[str], repeats: int, hf_
     )
 
 
+def _verify_results(folder: Path) -> dict:
+    """verify.json's results without their timestamps (what must be equal before and after)."""
+    import json
+
+    results = json.loads((folder / "verify.json").read_text())["results"]
+    return {name: {k: v for k, v in r.items() if k != "timestamp"} for name, r in results.items()}
+
+
+def compare_verify_all(baseline: Path, repeats: int, hf_dir: Path, out: Path) -> None:
+    """`export_gguf(hf_dir, "all", verify=True)` of the baseline and of this checkout in turn, `repeats` times."""
+    here = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[float]] = {"before": [], "after": []}
+    rss: dict[str, float] = {"before": 0.0, "after": 0.0}
+    loads = []
+    for _ in range(repeats):
+        loads.append(os.getloadavg()[0])
+        for label, root in (("before", baseline), ("after", here)):
+            folder = out / label
+            folder.mkdir(exist_ok=True)
+            command = [sys.executable, "-c", OURS_ALL, str(hf_dir.resolve()), str(folder.resolve() / "m-{ftype}.gguf")]
+            (folder / "verify.json").unlink(missing_ok=True)
+            wall, peak, code, tail = run_child(command, {"PYTHONPATH": str(root)}, cwd=root)
+            if code != 0:
+                raise SystemExit(f"{label} --outtype all failed: {tail}")
+            runs[label].append(wall)
+            rss[label] = max(rss[label], peak)
+    names = sorted(p.name for p in (out / "after").glob("*.gguf"))
+    same = all(filecmp.cmp(out / "before" / n, out / "after" / n, shallow=False) for n in names)
+    results_same = _verify_results(out / "before") == _verify_results(out / "after")
+    best = {k: min(v) for k, v in runs.items()}
+    row = [
+        str(len(names)),
+        *(f"{best[k]:.1f} / {statistics.median(runs[k]):.1f} / {max(runs[k]):.1f}" for k in runs),
+        f"{best['before'] / best['after']:.2f}",
+        f"{rss['before']:.0f} / {rss['after']:.0f}",
+        f"{min(loads):.1f}-{max(loads):.1f}",
+        "byte-identical" if same else "DIFFER",
+        "equal" if results_same else "DIFFER",
+    ]
+    emit(
+        f"gguf --outtype all with verify, before ({baseline}) and after (this checkout), alternating, best of {repeats}",
+        [
+            "GGUF files",
+            "before s (best / median / worst)",
+            "after s (best / median / worst)",
+            "before / after",
+            "peak RSS MiB before / after",
+            "load average",
+            "outputs",
+            "verify results",
+        ],
+        [row],
+        [machine_line_light()],
+    )
+
+
 def machine_line_light() -> str:
     """The CPU and core count, without importing torch (this parent's RSS would carry into children)."""
     from _shared import cpu_model
@@ -231,14 +303,14 @@ def compare(ours: Path, theirs: Path) -> str:
     return "bit-identical" if not differ else f"{len(differ)}/{len(a)} tensors differ (first {differ[0]})"
 
 
-def setup(workdir: Path) -> None:
-    """Child: the 172m checkpoint (random weights) and its float32 HF folder, cached in workdir."""
+def setup(workdir: Path, arch: str = ARCH) -> None:
+    """Child: the preset's checkpoint (random weights) and its float32 HF folder, cached in workdir."""
     from mythos_convert.api import export_hf
     from mythos_convert.quant import kquants
     from mythos_convert.support.ui import set_quiet
 
     set_quiet(True)
-    ckpt = bench_checkpoint(workdir / "native")
+    ckpt = bench_checkpoint(workdir / "native", arch)
     if not (workdir / "hf" / "config.json").is_file():
         export_hf(ckpt, workdir / "hf", dtype="float32", verify=False, card=False, force=True)
     print(f"{machine(2)}; quantizers: {kquants.describe()}")  # builds the kernels outside the timings
@@ -259,24 +331,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs per converter")
     parser.add_argument("--quick", action="store_true", help="f16 and q8_0 only, one run each")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout: before/after, alternating")
+    parser.add_argument("--verify-all", action="store_true", help="with --baseline: `--outtype all` with verify")
+    parser.add_argument("--arch", default=ARCH, help="the preset whose architecture is exported (random weights)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # setup WORKDIR | compare OURS THEIRS
     args = parser.parse_args(argv)
     if args.quick:
         args.outtypes, args.repeats = "f16,q8_0,q4_k_m", 1
     if args.child:
         if args.child[0] == "setup":
-            setup(Path(args.child[1]))
+            setup(Path(args.child[1]), args.child[2])
         else:
             print(compare(Path(args.child[1]), Path(args.child[2])))
         return
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mythos-bench-gguf-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        machine_line = in_child("--child", "setup", str(workdir))
+        machine_line = in_child("--child", "setup", str(workdir), args.arch)
         hf_dir = workdir / "hf"
         source = hf_dir / "model.safetensors"
         out = workdir / "out"
         out.mkdir(exist_ok=True)
+        if args.baseline is not None and args.verify_all:
+            compare_verify_all(args.baseline, args.repeats, hf_dir, out)
+            return
         if args.baseline is not None:
             compare_with_baseline(args.baseline, args.outtypes.split(","), args.repeats, hf_dir, out)
             return

@@ -4,7 +4,7 @@ The reference implementation's own checkpoint (`../shared/fixtures/reference/`, 
 K-quant mixes are the real ones) is exported at each type with and without an imatrix computed by
 `mythos-convert imatrix` on calibration text; each file runs in llama.cpp (llama-cpp-python) on
 held-out windows that the calibration did not see, and its next-token distributions are compared
-with the native model's in float32 (KL(P_native || P_gguf), `verify/divergence.py`). Also: the
+with the native model's in float32 (KL(P_native || P_gguf), `engines/divergence.py`). Also: the
 imatrix collection's tokens/s. Everything runs in this process, so the rows are comparable.
 
     python benchmarks/bench_imatrix.py [--types q4_k_m,q3_k_m,q2_k,q4_0] [--windows 16]
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     from mythos_convert.api import export_gguf
     from mythos_convert.data.held_out import held_out_tokens
     from mythos_convert.data.tokenizer import load_tokenizer
+    from mythos_convert.engines.divergence import DivergenceAccumulator
+    from mythos_convert.engines.llamacpp import llama_logits, load_llama
     from mythos_convert.formats.checkpoint import load_checkpoint, load_model
     from mythos_convert.quant.imatrix import collect
     from mythos_convert.quant.imatrix_file import write_imatrix
     from mythos_convert.support.ui import set_quiet
-    from mythos_convert.verify.divergence import DivergenceAccumulator
-    from mythos_convert.verify.gguf import llama_logits, load_llama
 
     set_quiet(True)
     ckpt, tok_path = REFERENCE / "ref_small.pt", REFERENCE / "tokenizer" / "tokenizer.json"

@@ -10,7 +10,7 @@ widths of 256 or 768 so K-quant blocks fit, and some narrower where llama.cpp's 
 - GGUF, every type of `OUTTYPES`: `verify_gguf` (native float32 vs llama.cpp, F32 KV cache):
   max and mean |diff| over max(1, sigma of the reference logits), top-1, greedy equal, and the KL
   divergence of llama.cpp's next-token distribution from the native one (mean, p99; computed by
-  `mythos_convert.verify.divergence`), plus each ggml tensor type's worst relative RMS error.
+  `mythos_convert.engines.divergence`), plus each ggml tensor type's worst relative RMS error.
 
 It prints markdown tables: the worst case per type, then every measurement. Gates in
 `mythos_convert/verify/` are set at most ~5x the worst case printed here.

@@ -45,7 +45,7 @@ PACKAGES: dict[str, Package] = {
     "verify": Package(
         (
             "mythos_convert/verify/parity.py",
-            "mythos_convert/verify/divergence.py",
+            "mythos_convert/engines/divergence.py",
             "mythos_convert/verify/cores.py",
             "mythos_convert/verify/digests.py",
         ),
@@ -76,7 +76,7 @@ EQUIVALENT: set[str] = {
         *(f"verify.cores.x__machine_busy_s__mutmut_{n}" for n in (5, 6, 7, 8)),
         "verify.cores.xǁOtherLoadǁcores__mutmut_4",
         "verify.digests.xǁDigestsǁclose__mutmut_3",
-        *(f"verify.divergence.xǁDivergenceAccumulatorǁsummary__mutmut_{n}" for n in (12, 14, 15)),
+        *(f"engines.divergence.xǁDivergenceAccumulatorǁsummary__mutmut_{n}" for n in (12, 14, 15)),
         *(f"verify.parity.x__first_nonfinite__mutmut_{n}" for n in (9, 27)),
         *(f"verify.parity.x_compare_logits__mutmut_{n}" for n in (10, 14)),
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),

@@ -121,11 +121,14 @@ def export_gguf(
 
     export = write_gguf_export(src, outtype, outfile, **options)
     source = export.source
-    if verify:
+    if verify and export.written:
         from mythos_convert.verify.gguf import verify_gguf  # torch and llama.cpp
+        from mythos_convert.verify.reference import native_reference
 
+        # the native side once for every file: the source opened and hashed, its logits and greedy tokens
+        ref = native_reference(export.written[0].path, source.path, tokenizer_obj=export.tokenizer)
         for w in export.written:  # verify_gguf records each result in the file's folder (verify.json)
-            export.verify[w.path.name] = verify_gguf(w.path, source.path, tokenizer_obj=export.tokenizer, show=False)
+            export.verify[w.path.name] = verify_gguf(w.path, reference=ref, show=False)
     if source.kind == "hf" and all(w.path.parent.resolve() == source.path.resolve() for w in export.written):
         _rerender_card(source.path)
     failed = [name for name, r in export.verify.items() if not r.get("passed")]

@@ -72,6 +72,7 @@ class ModelSource:
     checkpoint: NativeCheckpoint | None = None  # a native source's step, training facts, tokenizer
     hf: HFSource | None = None  # an HF source's folder reader (config.json, weight map)
     ggml_types: dict[str, str] = field(default_factory=dict)  # a GGUF source's stored type per tensor
+    gguf_reader: Any = None  # a GGUF source's gguf.GGUFReader of its first file (its header: verify reads it)
 
     @property
     def out_dir(self) -> Path:
@@ -156,13 +157,17 @@ def _checked_native(ckpt: NativeCheckpoint) -> dict[str, str]:
     return stored
 
 
-def open_native(path: str | Path, config_yaml: str | Path | None = None) -> ModelSource:
+def open_native(
+    path: str | Path, config_yaml: str | Path | None = None, *, recorded_config: dict[str, Any] | None = None
+) -> ModelSource:
     """A native checkpoint, memory-mapped through torch (tensors are views of the file's pages).
+
+    `recorded_config`: the config an export recorded for it (mythos.json), for a file saved without one.
 
     Raises:
         MythosError: see `load_checkpoint` and `names.check_tensors`.
     """
-    ckpt = load_checkpoint(path, config_yaml)
+    ckpt = load_checkpoint(path, config_yaml, recorded_config=recorded_config)
     return _native_source(ckpt)
 
 
@@ -321,7 +326,7 @@ def open_gguf(
     if TIED_HEAD["gguf"] in shapes:
         check_tied(dequantised(TIED_HEAD["gguf"]), dequantised(stored["embedding.weight"]), "gguf")
     types = {name: t.tensor_type.name for name, t in by_name.items()}
-    return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types)
+    return ModelSource("gguf", path, cfg, stored, dequantised, files, ggml_types=types, gguf_reader=first)
 
 
 def gguf_problems(folder: str | Path) -> list[str]:

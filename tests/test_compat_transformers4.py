@@ -24,7 +24,7 @@ from helpers import compat_root, make_checkpoint, tiny_config
 from mythos_convert.api import export_hf
 from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.formats.checkpoint import load_checkpoint, load_model
-from mythos_convert.verify.parity import PROMPTS, TOKENIZER_TEXTS, random_ids
+from mythos_convert.verify.inputs import PROMPTS, TOKENIZER_TEXTS, random_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mythos_convert.verify.divergence import DivergenceAccumulator, divergence, kl_per_position, log_probs
+from mythos_convert.engines.divergence import DivergenceAccumulator, divergence, kl_per_position, log_probs
 
 
 def test_kl_of_a_distribution_against_itself_is_zero():

@@ -16,8 +16,9 @@ from helpers import REFERENCE, require_reference
 
 from mythos_convert.api import export_gguf, export_hf
 from mythos_convert.data.held_out import windows
-from mythos_convert.engines.eval_engines import gguf_engine, native_engine
 from mythos_convert.engines.llama_buffers import extra_buffer_names
+from mythos_convert.engines.llamacpp import gguf_engine
+from mythos_convert.engines.native import native_engine
 from mythos_convert.evaluate.measure import measure
 from mythos_convert.evaluate.record import bound_eval, load_eval, read_gguf_header
 from mythos_convert.evaluate.run import run_eval
@@ -80,7 +81,9 @@ def test_kl_divergence_of_a_file_against_itself_is_zero(folders):
     path = gguf_of(folders["out"], "Q4_0")
     header = read_gguf_header(path)
     wins = windows(torch.arange(256).numpy() % 500 + 5, 128)
-    a, b = (gguf_engine(n, path, header, 128, flash_attn=True, repack=True) for n in "ab")  # two loads of one file
+    a, b = (
+        gguf_engine(n, path, header.label, len(header.tokens), 128, flash_attn=True, repack=True) for n in "ab"
+    )  # two loads of one file
     try:
         kl = measure([a, b], wins, reference=a)["b"].divergence.summary()
     finally:
@@ -140,9 +143,9 @@ def test_q4_0_on_repacked_weights_costs_what_it_costs_plain(folders, reference):
     path = gguf_of(folders["out"], "Q4_0")
     header = read_gguf_header(path)
     ref = native_engine("ref", load_checkpoint(reference))
-    repacked = gguf_engine("repacked", path, header, 128, flash_attn=True, repack=True)
+    repacked = gguf_engine("repacked", path, header.label, len(header.tokens), 128, flash_attn=True, repack=True)
     assert extra_buffer_names() == before  # AMX (where present) is back in llama.cpp's list after the load
-    plain = gguf_engine("plain", path, header, 128, flash_attn=True, repack=False)
+    plain = gguf_engine("plain", path, header.label, len(header.tokens), 128, flash_attn=True, repack=False)
     assert (repacked.engine, plain.engine) == (
         "llama.cpp, flash attention, repacked weights",
         "llama.cpp, flash attention",
@@ -167,7 +170,8 @@ def test_without_a_repack_buffer_q4_0_runs_plain_and_says_so(folders, monkeypatc
 
     monkeypatch.setattr(buffers, "_extra_list", lambda: (None, []))
     path = gguf_of(folders["out"], "Q4_0")
-    engine = gguf_engine("q4", path, read_gguf_header(path), 64, flash_attn=False, repack=True)
+    header = read_gguf_header(path)
+    engine = gguf_engine("q4", path, header.label, len(header.tokens), 64, flash_attn=False, repack=True)
     try:
         assert engine.engine == "llama.cpp"
         assert torch.isfinite(engine.logits(torch.arange(64).numpy() % 500 + 5)).all()

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import mythos_convert.evaluate.measure as measure_module
-from mythos_convert.engines.eval_engines import Engine
+from mythos_convert.engines.base import Engine
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.measure import measure
 from mythos_convert.evaluate.perplexity import (
@@ -81,7 +81,7 @@ def test_perplexity_is_exp_of_the_mean_nll_over_every_scored_token():
 
 
 def fake_engine(target: str, logits_of, vocab: int = 4) -> Engine:
-    return Engine(target, "native", "stand-in", "float32", vocab, logits_of, lambda: None)
+    return Engine(target, "native", "stand-in", "float32", vocab, logits_of, lambda ids, n: [], lambda: None)
 
 
 def shifted(x: float):

@@ -14,13 +14,10 @@ from typer.testing import CliRunner
 from mythos_convert.api import export_gguf, verify
 from mythos_convert.cli import app
 from mythos_convert.data.tokenizer import load_tokenizer
-from mythos_convert.verify.gguf import (
-    load_llama,
-    tokenization_diffs,
-    transformers_from_gguf,
-    verify_gguf,
-)
-from mythos_convert.verify.parity import PROMPTS, TOKENIZER_TEXTS
+from mythos_convert.engines.hf import load_hf_model, transformers_from_gguf
+from mythos_convert.engines.llamacpp import load_llama
+from mythos_convert.verify.gguf import tokenization_diffs, verify_gguf
+from mythos_convert.verify.inputs import PROMPTS, TOKENIZER_TEXTS
 
 pytestmark = pytest.mark.llama_cpp
 
@@ -124,8 +121,6 @@ def hf_folder(tiny_ckpt, tmp_path_factory):
 
 
 def test_transformers_loads_the_f32_gguf_with_exactly_equal_logits(hf_folder):
-    from mythos_convert.verify.hf import load_hf_model
-
     written = export_gguf(hf_folder, "f32", verify=False).written[0]
     assert written.path.parent == hf_folder
     ids = torch.tensor([[1, 5, 77, 300, 12, 9, 401, 33, 2, 256, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]])
@@ -164,3 +159,30 @@ def test_verify_command_needs_a_reference_for_a_lone_file(tmp_path, tiny_ggufs):
     lone.write_bytes(Path(tiny_ggufs["f16"]).read_bytes())
     run = CliRunner().invoke(app, ["verify", str(lone)])
     assert run.exit_code != 0 and "--ckpt" in str(run.exception)
+
+
+def test_several_types_share_one_native_reference(tmp_path, tiny_ckpt, monkeypatch):
+    """`gguf` with three types opens and hashes the source once, builds the native model once and
+    runs its greedy decoding once per greedy prompt, not once per file."""
+    import mythos_convert.engines.native as native_module
+    import mythos_convert.verify.reference as reference_module
+
+    calls = {"open_source": 0, "file_digest": 0, "load_model": 0, "native_greedy": 0, "native_logits": 0}
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("open_source", "file_digest", "load_model"):
+        counted(reference_module, name)
+    for name in ("native_greedy", "native_logits"):
+        counted(native_module, name)
+    export = export_gguf(tiny_ckpt, "f32,f16,q8_0", tmp_path / "t-{ftype}.gguf")
+    assert len(export.verify) == 3 and all(r["passed"] for r in export.verify.values())
+    n_seqs = export.verify["t-F32.gguf"]["n_sequences"]
+    assert calls == {"open_source": 1, "file_digest": 1, "load_model": 1, "native_greedy": 2, "native_logits": n_seqs}

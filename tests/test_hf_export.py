@@ -18,7 +18,7 @@ from mythos_convert.data.tokenizer import load_tokenizer, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.checkpoint import load_checkpoint, load_model
 from mythos_convert.names import convert_name, expected_names
-from mythos_convert.verify.parity import PROMPTS
+from mythos_convert.verify.inputs import PROMPTS
 from mythos_convert.verify.record import load_results
 
 LONG_PROMPT = PROMPTS[-1]

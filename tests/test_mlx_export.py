@@ -1,6 +1,6 @@
 """`mythos-convert mlx`: 4- and 8-bit folders by mlx-lm's own quantizer that `mlx_lm.load` runs, verified, with a card.
 
-The KL gates (mythos_convert/mlx/verify.py) are about 4x the worst measured over the reference
+The KL gates (mythos_convert/verify/gates.py) are about 4x the worst measured over the reference
 checkpoint and four random configurations: 8-bit mean 0.000153 / p99 0.000507, 4-bit 0.0408 / 0.105.
 Bad input: no mlx-lm, an unsupported width, an existing output: one `error:` line, exit 2, nothing written.
 """
@@ -20,7 +20,8 @@ from mlx_venv import mlx_venv_python
 
 from mythos_convert.mlx.export import export_mlx
 from mythos_convert.mlx.parity import run_mlx
-from mythos_convert.mlx.verify import MLX_KL_GATES, within_kl_gate
+from mythos_convert.mlx.verify import within_kl_gate
+from mythos_convert.verify.gates import MLX_KL_GATES
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlx]
 
@@ -84,9 +85,9 @@ def test_unsupported_width_is_refused_by_name(hf_folder, bits):
 
 
 def test_failed_verification_writes_nothing(hf_folder, tmp_path, monkeypatch):
-    import mythos_convert.mlx.verify as verify
+    import mythos_convert.verify.gates as gates
 
-    monkeypatch.setitem(verify.MLX_KL_GATES, 4, (1e-9, 1e-9))
+    monkeypatch.setitem(gates.MLX_KL_GATES, 4, (1e-9, 1e-9))
     with pytest.raises(Exception, match="mlx-4bit failed verification"):
         export_mlx(hf_folder, "4", force=True, python=str(mlx_venv_python()))
     leftovers = [p.name for p in hf_folder.iterdir() if p.name.startswith(".mlx-4bit")]

@@ -19,9 +19,9 @@ import torch
 from helpers import REFERENCE
 
 from mythos_convert.api import export_gguf, export_hf
+from mythos_convert.engines.hf import load_hf_model
+from mythos_convert.engines.llamacpp import llama_logits, load_llama
 from mythos_convert.export.native import export_native
-from mythos_convert.verify.gguf import llama_logits, load_llama
-from mythos_convert.verify.hf import load_hf_model
 
 EOS = 2
 

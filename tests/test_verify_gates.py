@@ -11,20 +11,16 @@ import math
 import pytest
 import torch
 
-from mythos_convert.verify.gguf import GGUF_TOLERANCES, scaled_tolerance
+from mythos_convert.engines.base import greedy_continue
+from mythos_convert.verify.gates import GGUF_TOLERANCES, Tolerance, scaled_tolerance, tolerance_for
+from mythos_convert.verify.inputs import GREEDY_TOKENS, prompt_ids, random_ids
 from mythos_convert.verify.parity import (
-    GREEDY_TOKENS,
-    Tolerance,
     check,
     compare_logits,
-    greedy_continue,
     merge_comparisons,
     nan_max,
     nonfinite_reasons,
-    prompt_ids,
-    random_ids,
     render_table,
-    tolerance_for,
 )
 
 INSIDE, OUTSIDE = 0.999, 1.001  # figures at 99.9% and 100.1% of a bound
@@ -218,7 +214,7 @@ def test_greedy_decoding_appends_each_argmax_and_runs_every_step():
 
     assert greedy_continue(step, [1], n=4) == [4, 7, 0, 3]
     assert calls == [[1], [1, 4], [1, 4, 7], [1, 4, 7, 0]]
-    assert len(greedy_continue(step, [2])) == 32 == GREEDY_TOKENS
+    assert len(greedy_continue(step, [2], n=GREEDY_TOKENS)) == 32 == GREEDY_TOKENS
 
 
 def test_prompts_get_bos_and_are_cut():

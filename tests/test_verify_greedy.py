@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import mythos_convert.verify.gguf as gguf_verify
+from mythos_convert.engines.base import greedy_continue
+from mythos_convert.engines.llamacpp import llama_engine_of, llama_greedy_fn, llama_logits
 from mythos_convert.verify.hf import _greedy_difference
+from mythos_convert.verify.inputs import greedy_prompts
 
 VOCAB = 11
 
@@ -105,10 +108,13 @@ class FakeLlama:
             self.scores[position] = row
 
 
-@pytest.fixture
-def native_rule(monkeypatch):
-    """The native greedy decoder replaced by the rule (its own decoding is tested against the reference)."""
-    monkeypatch.setattr(gguf_verify, "native_greedy", lambda model, seq: (None, native_tokens(seq)))
+class RuleReference:
+    """A `NativeReference` whose greedy tokens follow the rule (the native decoder itself is tested
+    against the reference implementation below)."""
+
+    def __init__(self, seqs: list[list[int]]) -> None:
+        self.seqs = seqs
+        self.greedy = {i: native_tokens(seqs[i]) for i in greedy_prompts(seqs)}
 
 
 SEQS = [[1, 2], [5, 6, 7, 8, 9], [3, 3, 3], [4]]
@@ -125,7 +131,7 @@ SEQS = [[1, 2], [5, 6, 7, 8, 9], [3, 3, 3], [4]]
         (2, 1, True),  # a prompt neither first nor longest is not decoded
     ],
 )
-def test_gguf_greedy_parity_checks_every_step_of_both_prompts(native_rule, seq, position, equal):
+def test_gguf_greedy_parity_checks_every_step_of_both_prompts(seq, position, equal):
     """A llama.cpp whose argmax is off at one position of one prompt fails greedy parity exactly there."""
 
     class PerPrompt(FakeLlama):
@@ -137,12 +143,13 @@ def test_gguf_greedy_parity_checks_every_step_of_both_prompts(native_rule, seq, 
                 self.differ_at = position if seq is not None and tokens == SEQS[seq] else None
             super().eval(tokens)
 
-    assert gguf_verify._greedy_parity(None, PerPrompt(), SEQS) is equal
+    engine = llama_engine_of(PerPrompt(), "x.gguf", "F32", VOCAB)
+    assert gguf_verify._greedy_parity(RuleReference(SEQS), engine) is equal
 
 
 def test_gguf_greedy_runs_one_cached_step_per_token():
     llm = FakeLlama()
-    tokens = gguf_verify.greedy_continue(gguf_verify._llama_greedy_fn(llm), [5, 6], n=4)
+    tokens = greedy_continue(llama_greedy_fn(llm), [5, 6], n=4)
     assert tokens == native_tokens([5, 6], 4)
     assert llm.evals == [[5, 6], [tokens[0]], [tokens[1]], [tokens[2]]]
     assert llm.ids == [5, 6, *tokens[:3]]
@@ -151,7 +158,7 @@ def test_gguf_greedy_runs_one_cached_step_per_token():
 def test_gguf_llama_logits_start_from_an_empty_cache():
     llm = FakeLlama()
     llm.eval([7, 7, 7])
-    logits = gguf_verify.llama_logits(llm, [1, 2])
+    logits = llama_logits(llm, [1, 2])
     assert logits.shape == (2, VOCAB) and logits.dtype == torch.float32
     assert logits.argmax(-1).tolist() == [NEXT(1), NEXT(2)] and llm.ids == [1, 2]
 
@@ -161,14 +168,14 @@ def test_native_greedy_decodes_the_reference_implementations_tokens(reference):
     checkpoint gives the greedy tokens the reference implementation wrote, and as many as verify compares."""
     from helpers import REFERENCE
 
+    from mythos_convert.engines.native import native_greedy
     from mythos_convert.formats.checkpoint import load_checkpoint, load_model
-    from mythos_convert.verify.parity import native_greedy
 
     model = load_model(load_checkpoint(REFERENCE / "ref_small.pt")).eval()
     for ids, last, greedy in zip(reference["ids"], reference["logits_last"], reference["greedy"], strict=True):
-        logits, tokens = native_greedy(model, list(ids))
+        logits, tokens = native_greedy(model, list(ids), 32)
         assert logits.shape == (len(ids), 512)
         assert (logits[-1] - torch.tensor(last)).abs().max().item() <= 1e-5
         assert len(tokens) == 32 and tokens[:20] == greedy[len(ids) :]
         # the cache is cleared: a second run from scratch gives the same tokens
-        assert native_greedy(model, list(ids))[1] == tokens
+        assert native_greedy(model, list(ids), 32)[1] == tokens

@@ -19,7 +19,8 @@ import torch
 from helpers import random_model, tiny_config
 
 from mythos_convert.api import export_gguf
-from mythos_convert.verify.parity import Tolerance, check, compare_logits, merge_comparisons
+from mythos_convert.verify.gates import Tolerance
+from mythos_convert.verify.parity import check, compare_logits, merge_comparisons
 
 F16_LIKE = Tolerance(max_abs_diff=5e-2, mean_abs_diff=1e-2, min_argmax_agreement=0.97, greedy_must_match=False)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mythos_convert.engines.eval_engines import Engine
+from mythos_convert.engines.base import Engine
+from mythos_convert.engines.divergence import DivergenceAccumulator, LogProbs, log_probs
 from mythos_convert.evaluate.perplexity import PerplexityAccumulator, scored_logits
 from mythos_convert.support.ui import progress_task
-from mythos_convert.verify.divergence import DivergenceAccumulator, LogProbs, log_probs
 
 
 @dataclass

@@ -9,7 +9,7 @@ perplexity of one window is exactly exp(mean cross-entropy) over all its predict
 
 Cross-entropy is computed in float64 from each engine's float32 logits, the same code for every
 engine, so the only differences between engines are their logits. It starts from the same float64
-log-softmax as KL divergence (`verify.divergence.log_probs`), computed once per window and engine.
+log-softmax as KL divergence (`engines.divergence.log_probs`), computed once per window and engine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mythos_convert.verify.divergence import LogProbs, log_probs
+from mythos_convert.engines.divergence import LogProbs, log_probs
 
 METHOD = (
     "non-overlapping windows of {ctx} tokens; in each window the second half of the predictions is scored "

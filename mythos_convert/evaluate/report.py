@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from mythos_convert.engines.eval_engines import Engine
+from mythos_convert.engines.base import Engine
 from mythos_convert.evaluate.measure import Measured
 from mythos_convert.evaluate.record import record_eval
 from mythos_convert.evaluate.targets import Target

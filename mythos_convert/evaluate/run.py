@@ -5,7 +5,7 @@ engine's logits. Each GGUF file (and an HF folder, when a native checkpoint is a
 compared, position by position, with the float32 reference: the native engine on the first native
 checkpoint among the targets, else on the weights of the HF folder the GGUF files sit in (the
 weights they were quantized from). KL divergence KL(P_ref || P), its median, 99th percentile and
-max, and top-1 agreement are `verify.divergence`'s, over the scored positions, as
+max, and top-1 agreement are `engines.divergence`'s, over the scored positions, as
 `llama-perplexity --kl-divergence` reports them.
 
 The steps: `targets` (open and check what is measured), the text, `measure` (every engine on
@@ -23,14 +23,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mythos_convert.data.held_out import held_out_tokens, windows
-from mythos_convert.engines.eval_engines import (
-    Engine,
-    gguf_engine,
-    hf_engine,
-    native_engine,
-    native_from_hf,
-    require_llama_cpp,
-)
+from mythos_convert.engines.base import Engine
+from mythos_convert.engines.hf import hf_engine
+from mythos_convert.engines.llamacpp import gguf_engine, require_llama_cpp
+from mythos_convert.engines.native import native_engine, native_from_hf
+from mythos_convert.engines.threads import torch_threads
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.measure import Measured, measure
 from mythos_convert.evaluate.perplexity import method_text, scored_count
@@ -47,7 +44,6 @@ from mythos_convert.evaluate.targets import (
 from mythos_convert.formats.safetensors import weight_files
 from mythos_convert.source import ModelSource, open_source
 from mythos_convert.support.ui import info
-from mythos_convert.verify.hf import torch_threads
 from mythos_convert.verify.record import HF_BOUND_NAMES, hash_files
 
 
@@ -132,7 +128,7 @@ def _engine(t: Target, ctx: int, flash_attn: bool, repack: bool) -> Engine:
         return native_engine(t.shown, t.source.as_checkpoint())
     if t.kind == "hf":
         return hf_engine(t.shown, t.path, t.source.hf.stored_dtype())
-    return gguf_engine(t.shown, t.path, t.header, ctx, flash_attn=flash_attn, repack=repack)
+    return gguf_engine(t.shown, t.path, t.header.label, len(t.header.tokens), ctx, flash_attn=flash_attn, repack=repack)
 
 
 @dataclass

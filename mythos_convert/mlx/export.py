@@ -18,7 +18,7 @@ from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.mlx.runtime import mlx_python, run_worker
 from mythos_convert.support.atomic import atomic_dir, check_output_dir
 
-BITS = (4, 8)  # the widths with a measured gate (mythos_convert/mlx/verify.py)
+BITS = (4, 8)  # the widths with a measured gate (mythos_convert/verify/gates.py)
 GROUP_SIZE = 64  # mlx-lm's default group
 
 

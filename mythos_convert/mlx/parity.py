@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mythos_convert.data.tokenizer import special_tokens
 from mythos_convert.mlx.runtime import run_worker
-from mythos_convert.verify.parity import GREEDY_TOKENS, PROMPTS, random_ids
+from mythos_convert.verify.inputs import GREEDY_TOKENS
+from mythos_convert.verify.inputs import sequences as verify_sequences
 
 
 @dataclass
@@ -26,12 +26,8 @@ class MLXRun:
 
 
 def sequences(tokenizer, vocab_size: int, max_len: int) -> list[list[int]]:
-    """The verifier's prompts (with `<bos>`) and one random-id sequence, cut to leave room for greedy tokens."""
-    bos = special_tokens(tokenizer).id("bos")
-    head = [bos] if bos is not None else []
-    seqs = [head + tokenizer.encode(t, add_special_tokens=False).ids for t in PROMPTS]
-    seqs.append(head + random_ids(vocab_size))
-    return [s[: max_len - GREEDY_TOKENS] for s in seqs if len(s) > 1]
+    """The verifier's sequences (`verify.inputs.sequences`), those longer than one token."""
+    return [s for s in verify_sequences(tokenizer, vocab_size, max_len) if len(s) > 1]
 
 
 def run_mlx(python: str, folder: Path, seqs: list[list[int]], greedy: int = GREEDY_TOKENS) -> MLXRun:

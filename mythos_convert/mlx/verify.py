@@ -2,8 +2,8 @@
 
 The sequences are the verifier's prompts and random ids; the figure is the KL divergence of mlx-lm's
 next-token distribution from the native one at every position (mean and 99th percentile), the
-measure the quantized GGUF types are gated by. Gates are about 4x the worst case measured over the
-reference checkpoint and four random configurations (docs/parity.md has the table).
+measure the quantized GGUF types are gated by. The gates are `verify.gates.MLX_KL_GATES`
+(docs/parity.md has the table).
 """
 
 from __future__ import annotations
@@ -13,13 +13,8 @@ from typing import Any
 
 import torch
 
-from mythos_convert.verify.divergence import DivergenceAccumulator
-
-# bits -> (mean KL, p99 KL) gates; measured worst in the comments (mlx 0.32.4 / mlx-lm 0.32.2, CPU, group 64).
-MLX_KL_GATES: dict[int, tuple[float, float]] = {
-    8: (0.0006, 0.002),  # measured worst 0.000153 / 0.000507
-    4: (0.17, 0.42),  # measured worst 0.0408 / 0.105
-}
+from mythos_convert.engines.divergence import DivergenceAccumulator
+from mythos_convert.verify.gates import MLX_KL_GATES
 
 
 def within_kl_gate(bits: int, mean_kl: float, p99_kl: float) -> bool:

@@ -1,104 +1,20 @@
-"""The comparison toolkit every verifier uses: fixed inputs, logit comparison, greedy runs, tolerances.
+"""The comparison every verifier makes: two engines' logits on the same ids, and whether they pass.
 
-A verifier (HF folder, GGUF file) supplies "logits for these ids" functions for the native model and
-for the exported one; this module decides what to feed them, how to compare, and what passes.
-Prompts include one longer than 32 tokens: RoPE and q/k layout mistakes only show after ~20 positions.
+A verifier (HF folder, GGUF file) runs the native engine and the export's engine on
+`verify.inputs.sequences`; this module compares their logits (|diff|, top-1, non-finite values),
+merges the per-sequence figures, checks them against a `verify.gates.Tolerance` and draws the table.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from mythos_convert.model.decode import compiled_ops_for
-
-# English texts a verifier tokenizes with the native tokenizer (content ids, plus BOS when it has one).
-PROMPTS: tuple[str, ...] = (
-    "The capital of France is",
-    "Once upon a time, in a small village at the edge of the forest, there lived an old woman who",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
-    (
-        "In the beginning the model knew nothing at all. It read a great many documents, one token at a "
-        "time, and after every token it guessed the next one and was told how wrong the guess had been. "
-        "Slowly the guesses improved, until the model could continue a sentence it had never seen before."
-    ),
-)
-# Texts for tokenizer agreement: ASCII, accents, CJK, emoji, code, compatibility forms NFKC rewrites.
-TOKENIZER_TEXTS: tuple[str, ...] = (
-    "Hello, world! This is a plain ASCII sentence.",
-    "Café, naïve, façade, Ångström, São Paulo, Dvořák.",
-    "東京は日本の首都です。北京是中国的首都。",
-    "Emoji: 😀🚀👍🏽 and flags 🇫🇷 mixed with text.",
-    "def add(a, b):\n\treturn a + b  # tabs, spaces\n\n",
-    "ﬁle ｆｕｌｌ１２３ Ω ① x²",
-    "   leading spaces and trailing   ",
-    "",
-)
-GREEDY_TOKENS = 32
-RANDOM_SEED = 1234
-RANDOM_LENGTH = 48
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """What a comparison must meet to pass. None means "not checked".
-
-    `mean_kl` / `p99_kl` bound the KL divergence of the export's next-token distribution from the
-    reference's (mean and 99th percentile over positions, `mythos_convert.verify.divergence`): the
-    gate for quantized types, whose logits move by more than any |diff| bound that still catches bugs.
-    """
-
-    max_abs_diff: float | None
-    mean_abs_diff: float | None = None
-    min_argmax_agreement: float | None = None
-    greedy_must_match: bool = True
-    mean_kl: float | None = None
-    p99_kl: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# Keyed by HF dtype name (float32/bfloat16/float16); GGUF types have their own table,
-# `mythos_convert.verify.gguf.GGUF_TOLERANCES` (llama.cpp computes in its own way per type).
-# HF bf16/f16 are compared with both sides computing in float32 on the same cast weights (see
-# `mythos_convert.verify.hf`), so they keep float32's tolerance: the cast is the only lossy step and
-# both models see it; anything more is a conversion bug. Measured by benchmarks/measure_gates.py
-# (random configs and the reference fixture, every dtype): worst max |diff| 0 (see docs/parity.md).
-HF_MAX_ABS_DIFF = 1e-5
-TOLERANCES: dict[str, Tolerance] = {
-    name: Tolerance(max_abs_diff=HF_MAX_ABS_DIFF, min_argmax_agreement=1.0, greedy_must_match=True)
-    for name in ("float32", "bfloat16", "float16")
-}
-
-
-def tolerance_for(key: str) -> Tolerance:
-    """The tolerance for a dtype/outtype name (case-insensitive lookup, exact names first)."""
-    if key in TOLERANCES:
-        return TOLERANCES[key]
-    lowered = {k.lower(): v for k, v in TOLERANCES.items()}
-    if key.lower() in lowered:
-        return lowered[key.lower()]
-    raise KeyError(f"no tolerance defined for {key!r}; known: {sorted(TOLERANCES)}")
-
-
-def random_ids(vocab_size: int, length: int = RANDOM_LENGTH, seed: int = RANDOM_SEED) -> list[int]:
-    """Seeded random token ids: exercises every row of the embedding, not just common tokens."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (length,), generator=gen).tolist()
-
-
-def prompt_ids(encode: Callable[[str], list[int]], bos_id: int | None, max_len: int | None = None) -> list[list[int]]:
-    """PROMPTS encoded by `encode` (content ids only), each prefixed with BOS when there is one."""
-    out = []
-    for text in PROMPTS:
-        ids = ([bos_id] if bos_id is not None else []) + list(encode(text))
-        out.append(ids[:max_len] if max_len else ids)
-    return out
+from mythos_convert.verify.gates import Tolerance
+from mythos_convert.verify.inputs import GREEDY_TOKENS
 
 
 def _first_nonfinite(logits: torch.Tensor) -> tuple[str, int] | None:
@@ -186,47 +102,6 @@ def nonfinite_reasons(comparison: dict[str, Any]) -> list[str]:
                 reasons.append(f"{key.replace('_', ' ')} is {value}: the logits are not finite")
                 break
     return reasons
-
-
-def greedy_continue(
-    step_fn: Callable[[list[int]], torch.Tensor], ids: Sequence[int], n: int = GREEDY_TOKENS
-) -> list[int]:
-    """Greedy-decode `n` tokens: `step_fn(ids) -> logits [T, V]` for the whole sequence each step.
-
-    Recomputing the whole sequence keeps every engine's cache out of the comparison; the verifier's
-    prompts are short, so the quadratic cost does not matter.
-    """
-    seq = list(ids)
-    new: list[int] = []
-    for _ in range(n):
-        logits = step_fn(seq)
-        token = int(logits[-1].float().argmax())
-        seq.append(token)
-        new.append(token)
-    return new
-
-
-def native_greedy(model, seq: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """(logits [T, V] of `seq`, its GREEDY_TOKENS greedy tokens) from the native model, the one native
-    greedy decoder verify has (HF folders and GGUF files alike).
-
-    The prefill fills the KV cache; its logits are those of a forward without a cache (bit for bit
-    here: the same operations, the keys read from the cache), so they also serve the logit check
-    and that sequence runs once. Then one token per step on the cache: the compiled step where
-    the kernels run (the weights read in place, one call per token, threads chosen by timing:
-    `decode.ThreadTuner`), elsewhere the module path without fused copies of the weights (verify
-    holds one model's weights and nothing more).
-    """
-    model.setup_cache(1, len(seq) + GREEDY_TOKENS, fuse=compiled_ops_for(model) is not None)
-    try:
-        with torch.no_grad():
-            logits = model(torch.tensor([seq]))[0]
-            tokens = [int(logits[-1].float().argmax())]
-            for pos in range(len(seq), len(seq) + GREEDY_TOKENS - 1):
-                tokens.append(int(model(torch.tensor([tokens[-1:]]), start=pos)[0, -1].float().argmax()))
-    finally:
-        model.clear_cache()
-    return logits, tokens
 
 
 def check(
