@@ -1,4 +1,4 @@
-"""`mythos-convert space OUT --repo OWNER/NAME-demo`: write a Gradio demo of a published model and push it as a Space."""
+"""`mythos-convert space OUT --repo OWNER/NAME-demo`: a Gradio demo of a published model, pushed as a Space."""
 
 from __future__ import annotations
 
