@@ -44,6 +44,22 @@ def test_the_heap_is_frozen_when_the_process_exits_not_when_the_command_returns(
     assert proc.stdout.splitlines() == ["returned 0", "at exit True"]
 
 
+def test_quiet_works_before_and_after_the_command_name():
+    """--quiet is one option (cli.common.QuietOpt) whose callback silences the console wherever it is given."""
+    from mythos_convert.support.ui import is_quiet, set_quiet
+
+    try:
+        for args, quiet in (
+            (["-q", "card", "missing"], True),
+            (["card", "missing"], False),
+            (["card", "missing", "-q"], True),
+        ):
+            CliRunner().invoke(app, args)
+            assert is_quiet() is quiet, args
+    finally:
+        set_quiet(False)
+
+
 # Each command's path validation, as a user meets it: a path that does not exist (or a file where a
 # folder goes). Every one must end as one `error: ` line (the CLI's one formatter), exit 2, nothing written.
 PATH_ERRORS = {

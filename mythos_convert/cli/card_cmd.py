@@ -5,23 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import QuietOpt, apply_quiet
+from mythos_convert.cli.common import QuietOpt
 
 
 def card(
-    out: Annotated[Path, typer.Argument(help="The exported folder (written by `mythos-convert hf`).")] = Path("out"),
+    out: Annotated[Path, Argument(help="The exported folder (written by `mythos-convert hf`).")] = Path("out"),
     meta: Annotated[
         Path | None,
-        typer.Option(
-            "--meta", help="Card metadata YAML (license, developer, prompts, ...); default: the packaged one."
-        ),
+        Option(help="Card metadata YAML (license, developer, prompts, ...); default: the packaged one."),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Render OUT/README.md from the folder's real tensors, training record, GGUF files and verify results."""
-    apply_quiet(quiet)
     from mythos_convert.api import render_card
     from mythos_convert.support.ui import result
 

@@ -1,4 +1,4 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once (and what their commands share in printing)."""
 
 from __future__ import annotations
 
@@ -7,32 +7,46 @@ import gc
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
+from typer import Argument, Option
 
-CheckpointArg = Annotated[Path, typer.Argument(help="Native checkpoint (ckpt.pt), ours or the reference's.")]
+
+def apply_quiet(quiet: bool) -> bool:
+    """--quiet's callback: commands take it too, so it works after the command name as well as before it.
+
+    Returns the value, which click keeps as the option's value.
+    """
+    if quiet:
+        from mythos_convert.support.ui import set_quiet
+
+        set_quiet(True)
+    return quiet
+
+
+CheckpointArg = Annotated[Path, Argument(help="Native checkpoint (ckpt.pt), ours or the reference's.")]
 TokenizerOpt = Annotated[
-    Path | None,
-    typer.Option(help="tokenizer.json (default: beside the checkpoint, else the copy inside it)."),
+    Path | None, Option(help="tokenizer.json (default: beside the checkpoint, else the copy inside it).")
 ]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML with a `model:` mapping, for checkpoints without a config.")
+ConfigOpt = Annotated[Path | None, Option(help="YAML with a `model:` mapping, for checkpoints without a config.")]
+ForceOpt = Annotated[bool, Option("--force", help="Replace an existing output (atomically).")]
+ChunksOpt = Annotated[int | None, Option(help="At most this many windows (default: all).")]
+QuietOpt = Annotated[bool, Option("--quiet", "-q", help="No progress bars or chatter.", callback=apply_quiet)]
+CorpusOpt = Annotated[
+    list[Path] | None,
+    Option(help="Text, JSONL (`text`) or Parquet files or folders; repeat. Default: embedded corpus."),
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output (atomically).")]
-ChunksOpt = Annotated[int | None, typer.Option("--chunks", help="At most this many windows (default: all).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")]
 # The Hub options of `push` and `space`: each command words its help for what it publishes.
-TokenOpt = Annotated[str | None, typer.Option(help="Write token (default: HF_TOKEN or `hf auth login`).")]
-EndpointOpt = Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")]
+TokenOpt = Annotated[str | None, Option(help="Write token (default: HF_TOKEN or `hf auth login`).")]
+EndpointOpt = Annotated[str | None, Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")]
 
 
 def repo_option(help: str) -> Any:
     """--repo, the Hub repo id to publish to."""
-    return typer.Option("--repo", help=help)
+    return Option("--repo", help=help)
 
 
 def dry_run_option(help: str) -> Any:
     """--dry-run: show the upload, upload nothing."""
-    return typer.Option("--dry-run", help=help)
+    return Option("--dry-run", help=help)
 
 
 def show_published(published: Any, dry_run: bool, *, space: bool = False) -> None:
@@ -55,21 +69,14 @@ def show_published(published: Any, dry_run: bool, *, space: bool = False) -> Non
             result(pushed.pr_url)
 
 
-def apply_quiet(quiet: bool) -> None:
-    """Commands take --quiet too, so it works after the command name as well as before it."""
-    if quiet:
-        from mythos_convert.support.ui import set_quiet
-
-        set_quiet(True)
-
-
 def skip_exit_collection() -> None:
     """Leave this process's objects to the OS at exit, not to Python's last garbage collection.
 
     That collection walks every object torch and transformers made (measured: 0.6-0.8 s of a
     verify, about 0.6 s of an `hf` or `eval` of the reference fixture) to free memory the OS frees
     anyway. Call it where a command's work is done (files written and closed, threads joined):
-    objects still in reference cycles at exit are then never finalized. The freeze waits for the exit because commands also run inside other processes
-    (typer's CliRunner in the tests), whose objects must stay collectable until then.
+    objects still in reference cycles at exit are then never finalized. The freeze waits for the exit
+    because commands also run inside other processes (typer's CliRunner in the tests), whose objects
+    must stay collectable until then.
     """
     atexit.register(gc.freeze)

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
+from mythos_convert.cli.common import ForceOpt, QuietOpt
 
 
 def demo(
-    out: Annotated[Path, typer.Argument(help="Folder for everything the demo makes.")] = Path("demo-out"),
-    max_steps: Annotated[int | None, typer.Option(help="Training steps (default: the tiny preset's).")] = None,
+    out: Annotated[Path, Argument(help="Folder for everything the demo makes.")] = Path("demo-out"),
+    max_steps: Annotated[int | None, Option(help="Training steps (default: the tiny preset's).")] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train tiny on the embedded corpus, export to HF and GGUF (f16, q8_0), verify, eval, card, push --dry-run."""
-    apply_quiet(quiet)
     from mythos_convert.demo import load_commands, run_demo, summary_table
     from mythos_convert.hub.push import plan_table
     from mythos_convert.support.ui import result

@@ -5,53 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, apply_quiet, skip_exit_collection
+from mythos_convert.cli.common import ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, skip_exit_collection
 
+TARGETS = "Checkpoints, HF folders, GGUF files; a folder means its model plus every GGUF in it."
+DATA = "Text to score (as `train --data`); default: the run's validation split."
+CTX = "Tokens per window (default 512, or the model's context if smaller)."
+TOKENIZER = "tokenizer.json (default: the checkpoint's, else the folder's)."
 # llama.cpp as eval runs it (both off: exactly as verify runs it)
-FlashAttnOpt = Annotated[
-    bool,
-    typer.Option(
-        "--flash-attn/--no-flash-attn",
-        help="llama.cpp with flash attention, as its own tools (llama-perplexity, llama-server) run it on CPU: "
-        "faster; off, an F32 file computes float32 exactly (as verify runs it), the quantized types' figures "
-        "barely move.",
-    ),
-]
-RepackOpt = Annotated[
-    bool,
-    typer.Option(
-        "--repack/--no-repack",
-        help="Q4_0 files on llama.cpp's repacked weights (CPU_REPACK, never its AMX path), as llama.cpp runs "
-        "them on a CPU without AMX: faster, the same KL divergence to 3 digits; off, llama.cpp's plain buffer "
-        "(as verify runs it).",
-    ),
-]
+FLASH_ATTN = (
+    "llama.cpp with flash attention, as its own tools (llama-perplexity, llama-server) run it on CPU: faster; off, "
+    "an F32 file computes float32 exactly (as verify runs it), the quantized types' figures barely move."
+)
+REPACK = (
+    "Q4_0 files on llama.cpp's repacked weights (CPU_REPACK, never its AMX path), as llama.cpp runs them on a CPU "
+    "without AMX: faster, the same KL divergence to 3 digits; off, llama.cpp's plain buffer (as verify runs it)."
+)
 
 
 def eval_(
-    targets: Annotated[
-        list[Path],
-        typer.Argument(help="Checkpoints, HF folders, GGUF files; a folder means its model plus every GGUF in it."),
-    ],
-    data: Annotated[
-        list[Path] | None,
-        typer.Option("--data", help="Text to score (as `train --data`); default: the run's validation split."),
-    ] = None,
-    ctx: Annotated[
-        int | None, typer.Option("--ctx", help="Tokens per window (default 512, or the model's context if smaller).")
-    ] = None,
+    targets: Annotated[list[Path], Argument(help=TARGETS)],
+    data: Annotated[list[Path] | None, Option(help=DATA)] = None,
+    ctx: Annotated[int | None, Option(help=CTX)] = None,
     chunks: ChunksOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the whole report as JSON here.")] = None,
-    tokenizer: Annotated[
-        Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's, else the folder's).")
-    ] = None,
-    no_record: Annotated[
-        bool, typer.Option("--no-record", help="Do not write eval.json (nor re-render the card).")
-    ] = False,
-    flash_attn: FlashAttnOpt = True,
-    repack: RepackOpt = True,
+    json_out: Annotated[Path | None, Option("--json", help="Also write the whole report as JSON here.")] = None,
+    tokenizer: Annotated[Path | None, Option(help=TOKENIZER)] = None,
+    no_record: Annotated[bool, Option("--no-record", help="Do not write eval.json (nor re-render the card).")] = False,
+    flash_attn: Annotated[bool, Option("--flash-attn/--no-flash-attn", help=FLASH_ATTN)] = True,
+    repack: Annotated[bool, Option("--repack/--no-repack", help=REPACK)] = True,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -60,26 +42,13 @@ def eval_(
 
     Example: mythos-convert eval out/ --ctx 512 --chunks 64 --json eval-report.json
     """
-    apply_quiet(quiet)
     from mythos_convert.api import evaluate
     from mythos_convert.evaluate.report import report_lines, report_table
     from mythos_convert.support.ui import result
 
-    report = evaluate(
-        targets,
-        report_json=json_out,
-        force=force,
-        data=data,
-        ctx=ctx,
-        chunks=chunks,
-        tokenizer=tokenizer,
-        config_yaml=config,
-        record=not no_record,
-        flash_attn=flash_attn,
-        repack=repack,
-    )
-    result(report_table(report))
-    for line in report_lines(report):
+    options = dict(data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record)
+    report = evaluate(targets, report_json=json_out, force=force, flash_attn=flash_attn, repack=repack, **options)
+    for line in [report_table(report), *report_lines(report)]:
         result(line)
     if json_out is not None:
         result(f"report: {json_out}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+from mythos_convert.cli.common import ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt
 
 # Spelled out so the CLI starts without importing torch (2 s); tests/test_cli.py checks it
 # against mythos_convert.export.gguf_plan.OUTTYPES.
@@ -15,51 +15,30 @@ OUTTYPE_HELP = (
     "f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q5_k_s | q5_1 | q5_0 | q4_k_m | q4_k_s | q4_1 | q4_0 | "
     "q3_k_l | q3_k_m | q3_k_s | q2_k | all"
 )
+IMATRIX = "Importance matrix (`mythos-convert imatrix`) to weight the quantizers."
+OUTFILE = "Output path; `{ftype}` in it becomes the type (default: NAME-SIZE-TYPE.gguf)."
 
 
 def gguf(
-    src: Annotated[
-        Path, typer.Argument(help="HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt.")
-    ],
-    outtype: Annotated[str, typer.Option("--outtype", help=f"{OUTTYPE_HELP} (or a comma list).")] = "f16",
-    outfile: Annotated[
-        Path | None,
-        typer.Option("--outfile", help="Output path; `{ftype}` in it becomes the type (default: NAME-SIZE-TYPE.gguf)."),
-    ] = None,
+    src: Annotated[Path, Argument(help="HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt.")],
+    outtype: Annotated[str, Option(help=f"{OUTTYPE_HELP} (or a comma list).")] = "f16",
+    outfile: Annotated[Path | None, Option(help=OUTFILE)] = None,
     force: ForceOpt = False,
-    modelfile: Annotated[
-        bool, typer.Option("--modelfile", help="Also write an Ollama Modelfile beside the GGUF.")
-    ] = False,
+    modelfile: Annotated[bool, Option("--modelfile", help="Also write an Ollama Modelfile beside the GGUF.")] = False,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
-    split_max_size: Annotated[
-        str | None, typer.Option("--split-max-size", help="Split into shards of at most this size (500M, 2G).")
-    ] = None,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the llama.cpp parity check.")] = False,
-    imatrix: Annotated[
-        Path | None,
-        typer.Option("--imatrix", help="Importance matrix (`mythos-convert imatrix`) to weight the quantizers."),
-    ] = None,
+    split_max_size: Annotated[str | None, Option(help="Split into shards of at most this size (500M, 2G).")] = None,
+    no_verify: Annotated[bool, Option("--no-verify", help="Skip the llama.cpp parity check.")] = False,
+    imatrix: Annotated[Path | None, Option(help=IMATRIX)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write GGUF file(s) for llama.cpp and Ollama, then check them in llama.cpp against the native model."""
-    apply_quiet(quiet)
     from mythos_convert.api import export_gguf
     from mythos_convert.errors import VerificationFailed
 
+    options = dict(force=force, tokenizer=tokenizer, config_yaml=config, split_max_size=split_max_size, imatrix=imatrix)
     try:
-        export = export_gguf(
-            src,
-            outtype,
-            outfile,
-            force=force,
-            tokenizer=tokenizer,
-            config_yaml=config,
-            split_max_size=split_max_size,
-            modelfile=modelfile,
-            verify=not no_verify,
-            imatrix=imatrix,
-        )
+        export = export_gguf(src, outtype, outfile, modelfile=modelfile, verify=not no_verify, **options)
     except VerificationFailed as failed:  # the files were written: show them, then the failure
         _show(failed.output)
         raise

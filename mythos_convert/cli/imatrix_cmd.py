@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Option
 
-from mythos_convert.cli.common import CheckpointArg, ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt, apply_quiet
+from mythos_convert.cli.common import CheckpointArg, ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt
 
 
 def imatrix(
     ckpt: CheckpointArg,
-    out: Annotated[Path, typer.Option("--out", help="Output imatrix file (llama.cpp's GGUF imatrix format).")],
+    out: Annotated[Path, Option(help="Output imatrix file (llama.cpp's GGUF imatrix format).")],
     data: Annotated[
         list[Path] | None,
-        typer.Option("--data", help="Calibration text (as `train --data`); default: the run's validation split."),
+        Option(help="Calibration text (as `train --data`); default: the run's validation split."),
     ] = None,
-    ctx: Annotated[int, typer.Option("--ctx", help="Tokens per window (capped at the model's context).")] = 512,
+    ctx: Annotated[int, Option(help="Tokens per window (capped at the model's context).")] = 512,
     chunks: ChunksOpt = None,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
@@ -28,7 +28,6 @@ def imatrix(
 
     Example: mythos-convert imatrix runs/tiny/ckpt.pt --out runs/tiny/imatrix.gguf
     """
-    apply_quiet(quiet)
     from mythos_convert.quant.imatrix import make_imatrix
     from mythos_convert.support.ui import result
 

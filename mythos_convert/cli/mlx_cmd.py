@@ -5,24 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
+from mythos_convert.cli.common import ForceOpt, QuietOpt
 
 
 def mlx(
-    folder: Annotated[Path, typer.Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")],
-    bits: Annotated[str, typer.Option("--bits", help="4 | 8, or a comma list (4,8).")] = "4,8",
+    folder: Annotated[Path, Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")],
+    bits: Annotated[str, Option(help="4 | 8, or a comma list (4,8).")] = "4,8",
     mlx_python: Annotated[
         Path | None,
-        typer.Option("--mlx-python", help="A Python with mlx-lm (default: $MYTHOS_MLX_PYTHON, else this one)."),
+        Option(help="A Python with mlx-lm (default: $MYTHOS_MLX_PYTHON, else this one)."),
     ] = None,
     force: ForceOpt = False,
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the mlx-lm parity check.")] = False,
+    no_verify: Annotated[bool, Option("--no-verify", help="Skip the mlx-lm parity check.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write MLX quantized folders (mlx-lm's own quantizer), each checked in mlx-lm against the native model."""
-    apply_quiet(quiet)
     from mythos_convert.mlx.export import export_mlx
     from mythos_convert.support.ui import human_size, result
 

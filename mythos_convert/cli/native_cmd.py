@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
+from mythos_convert.cli.common import ForceOpt, QuietOpt
 
 
 def native(
-    out: Annotated[Path, typer.Argument(help="HF Llama folder (e.g. written by `mythos-convert hf`).")],
-    ckpt: Annotated[Path, typer.Argument(help="Native checkpoint to write (ckpt.pt).")],
+    out: Annotated[Path, Argument(help="HF Llama folder (e.g. written by `mythos-convert hf`).")],
+    ckpt: Annotated[Path, Argument(help="Native checkpoint to write (ckpt.pt).")],
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a native checkpoint (reference layout, tokenizer embedded) from an HF Llama folder."""
-    apply_quiet(quiet)
     from mythos_convert.export.native import export_native
     from mythos_convert.support.ui import result
 

@@ -1,18 +1,17 @@
-"""`mythos-convert space OUT --repo OWNER/NAME-demo`: write a Gradio demo of a published model and push it as a Space."""
+"""`mythos-convert space OUT --repo OWNER/NAME-demo`: a Gradio demo of a published model, pushed as a Space."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
 from mythos_convert.cli.common import (
     EndpointOpt,
     ForceOpt,
     QuietOpt,
     TokenOpt,
-    apply_quiet,
     dry_run_option,
     repo_option,
     show_published,
@@ -20,20 +19,19 @@ from mythos_convert.cli.common import (
 
 
 def space(
-    out: Annotated[Path, typer.Argument(help="Folder to write the Space into (app.py, requirements.txt, README.md).")],
+    out: Annotated[Path, Argument(help="Folder to write the Space into (app.py, requirements.txt, README.md).")],
     repo: Annotated[str, repo_option("The Space's repo id OWNER/NAME-demo (created if missing).")] = "",
     model: Annotated[
-        str | None, typer.Option(help="The published model it demonstrates (default: --repo without -demo).")
+        str | None, Option(help="The published model it demonstrates (default: --repo without -demo).")
     ] = None,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
-    private: Annotated[bool, typer.Option("--private", help="Create the Space private.")] = False,
+    private: Annotated[bool, Option("--private", help="Create the Space private.")] = False,
     dry_run: Annotated[bool, dry_run_option("Write the files and show the upload; upload nothing.")] = False,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write OUT/app.py (loads the model with transformers, samples as its card says) and push it as a Space."""
-    apply_quiet(quiet)
     from mythos_convert.hub.publish import publish_space
 
     published = publish_space(

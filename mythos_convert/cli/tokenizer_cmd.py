@@ -5,24 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Option, Typer
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt, apply_quiet
+from mythos_convert.cli.common import CorpusOpt, ForceOpt, QuietOpt
 
-app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
+app = Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 
 
 @app.command("train")
 def train(
-    data: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--data", help="Text, JSONL (`text`) or Parquet files or folders; repeat. Default: embedded corpus."
-        ),
-    ] = None,
-    vocab_size: Annotated[int, typer.Option(help="Vocabulary size incl. 5 specials and 256 bytes.")] = 2048,
-    normalizer: Annotated[str, typer.Option(help="none (NFKC is done in the data pipeline) or nfkc.")] = "none",
-    out: Annotated[Path, typer.Option(help="Output tokenizer.json.")] = Path("tokenizer.json"),
+    data: CorpusOpt = None,
+    vocab_size: Annotated[int, Option(help="Vocabulary size incl. 5 specials and 256 bytes.")] = 2048,
+    normalizer: Annotated[str, Option(help="none (NFKC is done in the data pipeline) or nfkc.")] = "none",
+    out: Annotated[Path, Option(help="Output tokenizer.json.")] = Path("tokenizer.json"),
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -30,7 +25,6 @@ def train(
 
     Example: mythos-convert tokenizer train --data corpus/ --vocab-size 3252 --out tokenizer.json
     """
-    apply_quiet(quiet)
     from mythos_convert.api import train_tokenizer_file
     from mythos_convert.support.ui import result
 

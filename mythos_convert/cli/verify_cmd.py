@@ -5,22 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
+from typer import Argument, Option
 
-from mythos_convert.cli.common import ConfigOpt, QuietOpt, TokenizerOpt, apply_quiet, skip_exit_collection
+from mythos_convert.cli.common import ConfigOpt, QuietOpt, TokenizerOpt, skip_exit_collection
 
 
 def verify(
-    out: Annotated[Path, typer.Argument(help="Exported folder (from `hf`) or .gguf file.")],
-    ckpt: Annotated[
-        Path | None, typer.Option("--ckpt", help="Native checkpoint (default: the one recorded at export time).")
-    ] = None,
+    out: Annotated[Path, Argument(help="Exported folder (from `hf`) or .gguf file.")],
+    ckpt: Annotated[Path | None, Option(help="Native checkpoint (default: the one recorded at export time).")] = None,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the native model and the export on the same tokens; exit non-zero past tolerance."""
-    apply_quiet(quiet)
     from mythos_convert.api import verify as run_verify
 
     run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config)
