@@ -1,0 +1,190 @@
+"""The measured type search (`quant/search.py`, `quant/sensitivity.py`, `quant/recipe.py`).
+
+A random-weight model with 256-wide rows (so the K-quants apply; the 512-wide SwiGLU rows too)
+is calibrated on one random token stream and scored on another: the text a recipe is chosen on
+is never the text it is judged on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import gguf
+import numpy as np
+import pytest
+
+from mythos_convert.errors import MythosError
+from mythos_convert.quant import kquants, search, sensitivity
+from mythos_convert.quant import recipe as recipes
+from mythos_convert.quant.types import F, choose_types
+from tests.helpers import random_model, tiny_config
+
+Q = gguf.GGMLQuantizationType
+KV_BYTES = 4321  # any metadata size: the budget counts it
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = tiny_config(vocab_size=256, d_model=256, n_heads=4, n_kv_heads=2, d_ff=768, max_seq_len=64)
+    model = random_model(config, seed=0, scale=1.5)
+    rng = np.random.default_rng(1)
+    calibration = [rng.integers(0, 256, 64) for _ in range(2)]
+    scoring = [np.random.default_rng(2).integers(0, 256, 64) for _ in range(3)]
+    layout = search.model_layout(config, KV_BYTES)
+    sens = sensitivity.measure(model, layout.matrices, calibration, method="hybrid")
+    return config, model, layout, sens, scoring
+
+
+def _fit(layout: search.Layout, name: str, qtype: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    from mythos_convert.quant.types import _fallback
+
+    return _fallback(qtype, layout.shapes[name][-1])[0]
+
+
+@pytest.mark.parametrize("bpw", [3.0, 3.9, 4.5, 5.5, 7.0])
+def test_budget_is_met(setup, bpw):
+    _, _, layout, sens, _ = setup
+    budget = search.target_bytes(layout, bpw=bpw)
+    choice = search.choose(layout, sens, budget)
+    assert choice.file_bytes <= budget
+    assert choice.file_bytes == layout.file_bytes(choice.recipe)
+    assert choice.file_bytes > 0.97 * budget  # the budget is used, not left idle
+    assert set(choice.recipe) == set(layout.matrices)
+
+
+def test_file_size_counts_the_header_as_the_written_file(setup, tmp_path):
+    """The size the budget counts is the size of a GGUF really written with that recipe."""
+    _, model, layout, sens, _ = setup
+    choice = search.choose(layout, sens, search.target_bytes(layout, bpw=4.0))
+    path = tmp_path / "searched.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_string("general.name", "x" * 40)
+    writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(50)])
+    layout = search.Layout(layout.shapes, search.kv_section_bytes(writer))
+    writer.add_array(recipes.KEY_RECIPE, recipes.metadata_value(choice.recipe))
+    weights = sensitivity.native_weights(model, layout.matrices)
+    for name, shape in layout.shapes.items():
+        qtype = choice.recipe.get(name, Q.F32)
+        if qtype in (Q.F32, Q.F16):
+            data = np.ones(shape, dtype=np.float32 if qtype == Q.F32 else np.float16)
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, kquants.quantize(weights[name], qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert path.stat().st_size == layout.file_bytes(choice.recipe)
+    assert path.stat().st_size <= layout.fixed_bytes() + sum(
+        layout.tensor_bytes(n, q) for n, q in choice.recipe.items()
+    )
+    reader = gguf.GGUFReader(path)
+    stored = [
+        bytes(reader.fields[recipes.KEY_RECIPE].parts[i]).decode() for i in reader.fields[recipes.KEY_RECIPE].data
+    ]
+    assert recipes.parse_metadata(stored) == choice.recipe
+    assert {t.name: t.tensor_type for t in reader.tensors if t.name in choice.recipe} == choice.recipe
+
+
+def test_a_larger_budget_never_costs_more(setup):
+    _, _, layout, sens, _ = setup
+    low, high = search.reachable(layout)
+    costs = [search.choose(layout, sens, int(b)).cost for b in np.linspace(low, high, 25)]
+    assert all(later <= earlier for earlier, later in itertools.pairwise(costs)), costs
+    assert costs[0] > 10 * costs[-1]
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q3_K])
+def test_search_beats_the_uniform_type_of_the_same_size_on_held_apart_text(setup, qtype):
+    _, model, layout, sens, scoring = setup
+    uniform = {name: _fit(layout, name, qtype) for name in layout.matrices}
+    choice = search.choose(layout, sens, layout.file_bytes(uniform))
+    assert choice.file_bytes <= layout.file_bytes(uniform)
+    searched, plain = (sensitivity.file_kl(model, r, scoring) for r in (choice.recipe, uniform))
+    assert searched < 0.8 * plain, (searched, plain)
+
+
+def test_search_beats_llama_cpp_mix_of_the_same_size(setup):
+    config, model, layout, sens, scoring = setup
+    mix = choose_types(
+        F.MOSTLY_Q4_K_M, layout.shapes, n_layers=config.n_layers, n_heads=config.n_heads, n_kv_heads=config.n_kv_heads
+    )
+    fixed = {name: mix[name].qtype for name in layout.matrices}
+    choice = search.choose(layout, sens, layout.file_bytes(fixed))
+    assert sensitivity.file_kl(model, choice.recipe, scoring) < sensitivity.file_kl(model, fixed, scoring)
+
+
+@pytest.mark.parametrize("kwargs", [{"bpw": 1.0}, {"bpw": 40.0}, {"size": 1000}, {"size": 10**9}])
+def test_unreachable_budget_names_the_range(setup, kwargs):
+    _, _, layout, _, _ = setup
+    low, high = search.reachable(layout)
+    with pytest.raises(MythosError, match=rf"{low:,} to {high:,} bytes .* bits per weight"):
+        search.target_bytes(layout, **kwargs)
+    for edge in (low, high):
+        assert search.target_bytes(layout, size=edge) == edge
+
+
+def test_one_target_at_a_time(setup):
+    _, _, layout, _, _ = setup
+    with pytest.raises(MythosError, match="one of --target-bpw or --target-size"):
+        search.target_bytes(layout, bpw=4.0, size=10**6)
+
+
+def test_recipe_round_trips_through_llama_quantize_arguments(setup):
+    _, _, layout, sens, _ = setup
+    recipe = search.choose(layout, sens, search.target_bytes(layout, bpw=4.5)).recipe
+    line = recipes.command_line(recipe)
+    assert line.startswith("llama-quantize --tensor-type '^token_embd\\.weight$=")
+    assert recipes.parse_tensor_types(line) == recipe
+    assert (
+        recipes.parse_tensor_types("\n".join(recipes.tensor_type_args(recipe)[1::2])) == recipe
+    )  # a --tensor-type-file
+    assert recipes.parse_metadata(recipes.metadata_value(recipe)) == recipe
+
+
+def test_each_pattern_matches_its_tensor_only(setup):
+    """llama.cpp matches patterns with regex_search: a plain `output.weight` would hit attn_output too."""
+    _, _, layout, _, _ = setup
+    names = [*layout.shapes, "output.weight", "blk.11.attn_q.weight"]
+    for name in names:
+        assert [other for other in names if re.search(recipes.to_pattern(name), other)] == [name]
+
+
+def test_bad_recipe_text_is_refused():
+    with pytest.raises(MythosError, match="PATTERN=TYPE"):
+        recipes.parse_tensor_types("--tensor-type attn_q")
+    with pytest.raises(MythosError, match="unknown tensor type 'Q9_K'"):
+        recipes.parse_tensor_types("--tensor-type '^output\\.weight$=Q9_K'")
+
+
+def test_candidates_follow_llama_cpp_row_fallbacks():
+    assert sensitivity.candidate_types(256)[:5] == [Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+    assert Q.Q2_K not in sensitivity.candidate_types(96) and Q.Q4_0 in sensitivity.candidate_types(96)
+    assert sensitivity.candidate_types(48) == [Q.F16]
+
+
+def test_knapsack_is_exact_on_a_small_case():
+    rng = np.random.default_rng(0)
+    units = [np.sort(rng.integers(0, 8, 3)) * [0, 1, 1] for _ in range(5)]  # option 0 free, as in `choose`
+    costs = [np.sort(rng.random(3))[::-1] for _ in range(5)]
+    for capacity in range(0, 36):
+        picks = search._knapsack(units, costs, capacity)
+        best = min(
+            sum(c[k] for c, k in zip(costs, combo, strict=True))
+            for combo in itertools.product(range(3), repeat=5)
+            if sum(u[k] for u, k in zip(units, combo, strict=True)) <= capacity
+        )
+        assert sum(u[k] for u, k in zip(units, picks, strict=True)) <= capacity
+        assert sum(c[k] for c, k in zip(costs, picks, strict=True)) == pytest.approx(best)
+
+
+def test_proxy_ranks_types_of_a_tensor_like_measured_kl(setup):
+    """Within one tensor the imatrix-free proxy orders the types nearly as the measured KL does."""
+    _, model, layout, sens, scoring = setup
+    name = "blk.0.attn_v.weight"
+    probe = sensitivity.KLProbe(model, scoring[:1])
+    weight = sensitivity.native_weights(model, [name])[name]
+    types = [q for q in layout.options(name) if q != Q.F16]
+    measured = [probe.kl({"layers.0.attention.wv.weight": sensitivity.roundtrip(weight, q, None)}) for q in types]
+    assert sensitivity.spearman(measured, [sens.proxy[name][q] for q in types]) > 0.8
