@@ -109,6 +109,31 @@ def rank_report(model, layout, calibration, imatrix, hybrid) -> list[list[object
     return rows
 
 
+def compare_mixes(model, layout, sens, scoring, imatrix) -> list[list[object]]:
+    """Each mix and the search at the mix's file size: bytes and held-out KL of both."""
+    from mythos_convert.quant.search import choose
+    from mythos_convert.quant.sensitivity import file_kl
+
+    rows = []
+    for mix in MIXES:
+        fixed = mix_recipe(layout, model.config, mix)
+        size = plain_size(layout, fixed)
+        choice = choose(layout, sens, size)
+        kl_fixed, kl_search = (file_kl(model, r, scoring, imatrix) for r in (fixed, choice.recipe))
+        ratio = f"{kl_search / kl_fixed:.2f}x"
+        rows.append(
+            [
+                mix.removeprefix("MOSTLY_"),
+                f"{size:,}",
+                f"{kl_fixed:.5f}",
+                f"{choice.file_bytes:,}",
+                f"{kl_search:.5f}",
+                ratio,
+            ]
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("ref", "172m"), default="ref")
@@ -123,10 +148,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import tempfile
 
+    import numpy as np
+
     from mythos_convert.data.held_out import held_out_tokens, windows
     from mythos_convert.quant.imatrix import collect
-    from mythos_convert.quant.search import choose, model_layout
-    from mythos_convert.quant.sensitivity import file_kl, measure
+    from mythos_convert.quant.search import model_layout
+    from mythos_convert.quant.sensitivity import measure
 
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer = load(args.model, Path(tmp))
@@ -134,30 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     text = held_out_tokens(tokenizer).tokens
     cut = windows(text, CTX, args.calibration + args.windows)
     calibration, scoring = cut[: args.calibration], cut[args.calibration :]
-    stats = collect(model, __import__("numpy").concatenate(calibration), ctx=CTX)
+    stats = collect(model, np.concatenate(calibration), ctx=CTX)
     imatrix = {name: (stats.sums[name] / stats.counts[name]).astype("float32") for name in stats.sums}
     layout = model_layout(config, header_bytes(tokenizer))
 
     started = time.perf_counter()
     sens = measure(model, layout.matrices, calibration, imatrix, method=args.method)
     seconds = time.perf_counter() - started
-    rows = []
-    for mix in MIXES:
-        fixed = mix_recipe(layout, config, mix)
-        size = plain_size(layout, fixed)
-        choice = choose(layout, sens, size)
-        kl_fixed, kl_search = (file_kl(model, r, scoring, imatrix) for r in (fixed, choice.recipe))
-        label = mix.removeprefix("MOSTLY_")
-        rows.append(
-            [
-                label,
-                f"{size:,}",
-                f"{kl_fixed:.5f}",
-                f"{choice.file_bytes:,}",
-                f"{kl_search:.5f}",
-                f"{kl_search / kl_fixed:.2f}x",
-            ]
-        )
+    rows = compare_mixes(model, layout, sens, scoring, imatrix)
     print(f"# Measured type search vs llama.cpp mixes ({args.model}, {args.method})\n")
     print(
         f"{machine(2)}; {len(calibration)} calibration and {len(scoring)} held-out windows of {CTX} tokens; "
