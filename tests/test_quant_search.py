@@ -13,12 +13,12 @@ import re
 import gguf
 import numpy as np
 import pytest
+from helpers import random_model, tiny_config
 
 from mythos_convert.errors import MythosError
 from mythos_convert.quant import kquants, search, sensitivity
 from mythos_convert.quant import recipe as recipes
 from mythos_convert.quant.types import F, choose_types
-from tests.helpers import random_model, tiny_config
 
 Q = gguf.GGMLQuantizationType
 KV_BYTES = 4321  # any metadata size: the budget counts it
