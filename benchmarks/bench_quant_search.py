@@ -42,7 +42,7 @@ def load(which: str, tmp: Path):
     if which == "ref":
         path, tokenizer = REFERENCE / "ref_small.pt", load_tokenizer(REFERENCE / "tokenizer" / "tokenizer.json")
     else:
-        path, tokenizer = bench_checkpoint(tmp), load_tokenizer(bench_tokenizer(tmp, 3252))
+        path, tokenizer = bench_checkpoint(tmp), bench_tokenizer(tmp, 3252)
     source = open_source(path)
     model = Mythos(source.config)
     model.load_state_dict(source.state_dict())
