@@ -129,6 +129,8 @@ def test_one_target_at_a_time(setup):
     _, _, layout, _, _ = setup
     with pytest.raises(MythosError, match="one of --target-bpw or --target-size"):
         search.target_bytes(layout, bpw=4.0, size=10**6)
+    with pytest.raises(MythosError, match="--target-bpw nan is not a number"):
+        search.target_bytes(layout, bpw=float("nan"))
 
 
 def test_recipe_round_trips_through_llama_quantize_arguments(setup):

@@ -139,6 +139,8 @@ def target_bytes(layout: Layout, *, bpw: float | None = None, size: int | None =
     """
     if (bpw is None) == (size is None):
         raise MythosError("pass one of --target-bpw or --target-size for each searched file")
+    if bpw is not None and not math.isfinite(bpw):
+        raise MythosError(f"--target-bpw {bpw} is not a number of bits per weight: pass e.g. --target-bpw 4.5")
     target = int(bpw * layout.n_weights / 8) if bpw is not None else int(size)
     low, high = reachable(layout)
     if not low <= target <= high:
