@@ -190,3 +190,29 @@ def test_proxy_ranks_types_of_a_tensor_like_measured_kl(setup):
     types = [q for q in layout.options(name) if q != Q.F16]
     measured = [probe.kl({"layers.0.attention.wv.weight": sensitivity.roundtrip(weight, q, None)}) for q in types]
     assert sensitivity.spearman(measured, [sens.proxy[name][q] for q in types]) > 0.8
+
+
+def test_probe_reruns_only_the_layers_after_the_replaced_weight(setup):
+    """The kept layer inputs give the model's own logits, and a replaced weight's KL equals the
+    KL of a full forward pass of the changed model."""
+    import torch
+    import torch.nn.functional as F
+
+    _, model, _, _, scoring = setup
+    probe = sensitivity.KLProbe(model, scoring[:1])
+    tokens = torch.from_numpy(scoring[0])[None]
+    with torch.no_grad():
+        full = F.log_softmax(model(tokens), dim=-1)
+    torch.testing.assert_close(probe.reference[0], full, rtol=0, atol=1e-6)
+    for native in ("layers.1.feed_forward.w2.weight", "embedding.weight"):
+        weight = dict(model.named_parameters())[native].detach().numpy()
+        changed = sensitivity.roundtrip(weight, Q.Q2_K, None)
+        fast = probe.kl({native: changed})
+        saved = weight.copy()
+        with torch.no_grad():
+            dict(model.named_parameters())[native].copy_(torch.from_numpy(changed))
+            logq = F.log_softmax(model(tokens), dim=-1)
+            dict(model.named_parameters())[native].copy_(torch.from_numpy(saved))
+        slow = float((full.exp() * (full - logq)).sum(-1).mean())
+        assert fast == pytest.approx(slow, rel=1e-4)
+        assert fast > 0

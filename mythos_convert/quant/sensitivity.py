@@ -31,6 +31,7 @@ assumption shows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mythos_convert.model.layers import linear, signed_sin
 from mythos_convert.model.model import Mythos
 from mythos_convert.names import convert_name
 from mythos_convert.quant import kquants
@@ -81,25 +83,58 @@ def proxy_cost(weight: np.ndarray, approx: np.ndarray, imatrix: np.ndarray | Non
 
 class KLProbe:
     """The float32 model's log-probabilities on calibration windows, and the mean per-token KL
-    of the same model with some weights replaced."""
+    of the same model with some weights replaced.
+
+    Each window's input to every layer is kept, so replacing a weight of layer L re-runs only
+    layers L.. and the head (half the model on average; the embedding, tied to the head, runs
+    it all). The layers are called as `Mythos.forward` calls them, without a cache.
+    """
 
     def __init__(self, model: Mythos, windows: Sequence[np.ndarray]):
         self.model = model.float().eval()
-        self.inputs = [torch.from_numpy(np.asarray(w, dtype=np.int64))[None] for w in windows]
         self.params = dict(model.named_parameters())
+        self.tokens = [torch.from_numpy(np.asarray(w, dtype=np.int64))[None] for w in windows]
         with torch.no_grad():
-            self.reference = [F.log_softmax(model(x).float(), dim=-1) for x in self.inputs]
+            self.hidden = [self._layer_inputs(x) for x in self.tokens]
+            self.reference = [F.log_softmax(self._head(h[-1]), dim=-1) for h in self.hidden]
+
+    def _rope(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.rope_cos[:n], signed_sin(self.model.rope_sin[:n])
+
+    def _layer_inputs(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """The input of every layer, then the last layer's output."""
+        cos, sin = self._rope(tokens.shape[1])
+        states = [self.model.embedding(tokens)]
+        for layer in self.model.layers:
+            states.append(layer(states[-1], cos, sin, 0, None))
+        return states
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(self.model.norm(x), self.model.output.weight).float()
+
+    def logits(self, window: int, first_layer: int) -> torch.Tensor:
+        """Window `window`'s logits, running the layers from `first_layer` on its kept input
+        (from the embedding when `first_layer` is -1)."""
+        if first_layer < 0:
+            x, first_layer = self.model.embedding(self.tokens[window]), 0
+        else:
+            x = self.hidden[window][first_layer]
+        cos, sin = self._rope(x.shape[1])
+        for layer in self.model.layers[first_layer:]:
+            x = layer(x, cos, sin, 0, None)
+        return self._head(x)
 
     def kl(self, replaced: dict[str, np.ndarray]) -> float:
         """Mean KL(float32 || model with `replaced` native weights) per token; the weights are restored."""
+        first = min(_layer_of(name) for name in replaced)
         saved = {name: self.params[name].detach().clone() for name in replaced}
         total, count = 0.0, 0
         try:
             with torch.no_grad():
                 for name, value in replaced.items():
                     self.params[name].copy_(torch.from_numpy(value))
-                for x, ref in zip(self.inputs, self.reference, strict=True):
-                    logq = F.log_softmax(self.model(x).float(), dim=-1)
+                for i, ref in enumerate(self.reference):
+                    logq = F.log_softmax(self.logits(i, first), dim=-1)
                     total += float((ref.exp() * (ref - logq)).sum(dim=-1).sum())
                     count += ref.shape[0] * ref.shape[1]
         finally:
@@ -116,6 +151,12 @@ class Sensitivity:
     costs: dict[str, dict[gguf.GGMLQuantizationType, float]]
     proxy: dict[str, dict[gguf.GGMLQuantizationType, float]]
     method: str
+
+
+def _layer_of(native: str) -> int:
+    """The layer a native weight is in; -1 for the embedding (the tied head: everything runs)."""
+    match = re.match(r"layers\.(\d+)\.", native)
+    return int(match.group(1)) if match else -1
 
 
 def native_weights(model: Mythos, names: Sequence[str]) -> dict[str, np.ndarray]:
