@@ -13,7 +13,7 @@ proxy and the hybrid cost rank them (Spearman), over all pairs and within each t
     python benchmarks/bench_quant_search.py [--model ref|172m] [--calibration 8] [--windows 16] [--rank]
 
 `ref` is the reference fixture (trained, rows of 256); `172m` the mythos-172m architecture with
-random weights (`_shared.bench_checkpoint`): slow on 2 cores.
+random weights (seed 0; `--layers N` keeps its widths and vocabulary with fewer layers).
 """
 
 from __future__ import annotations
@@ -24,29 +24,33 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shared import bench_checkpoint, bench_tokenizer, machine, markdown_table, pin_threads
+from _shared import bench_tokenizer, machine, markdown_table, pin_threads
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 CTX = 128
 MIXES = ("MOSTLY_Q4_K_M", "MOSTLY_Q3_K_M")
 
 
-def load(which: str, tmp: Path):
-    """The float32 model and its tokenizer."""
+def load(which: str, tmp: Path, layers: int | None):
+    """The float32 model and its tokenizer (`172m`: random weights, `layers` of the preset's width)."""
+    import dataclasses
+
     import torch
 
     from mythos_convert.data.tokenizer import load_tokenizer
+    from mythos_convert.model.config import load_preset
     from mythos_convert.model.model import Mythos
     from mythos_convert.source import open_source
 
     if which == "ref":
-        path, tokenizer = REFERENCE / "ref_small.pt", load_tokenizer(REFERENCE / "tokenizer" / "tokenizer.json")
-    else:
-        path, tokenizer = bench_checkpoint(tmp), bench_tokenizer(tmp, 3252)
-    source = open_source(path)
-    model = Mythos(source.config)
-    model.load_state_dict(source.state_dict())
-    return model.to(torch.float32).eval(), tokenizer
+        source = open_source(REFERENCE / "ref_small.pt")
+        model = Mythos(source.config)
+        model.load_state_dict(source.state_dict())
+        return model.eval(), load_tokenizer(REFERENCE / "tokenizer" / "tokenizer.json")
+    config = load_preset("mythos-172m").model
+    config = dataclasses.replace(config, n_layers=layers or config.n_layers)
+    torch.manual_seed(0)
+    return Mythos(config).to(torch.float32).eval(), bench_tokenizer(tmp, config.vocab_size)
 
 
 def header_bytes(tokenizer) -> int:
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "--calibration", type=int, default=8, help="windows of 128 tokens for the imatrix and sensitivities"
     )
     parser.add_argument("--windows", type=int, default=16, help="held-out windows of 128 tokens scored")
+    parser.add_argument("--layers", type=int, help="172m only: this many layers (the preset's 24 when left out)")
     parser.add_argument("--method", default="hybrid", choices=("hybrid", "measured", "proxy"))
     parser.add_argument("--rank", action="store_true", help="also measure every (tensor, type) KL and rank the proxy")
     args = parser.parse_args(argv)
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     from mythos_convert.quant.sensitivity import measure
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer = load(args.model, Path(tmp))
+        model, tokenizer = load(args.model, Path(tmp), args.layers)
     config = model.config
     text = held_out_tokens(tokenizer).tokens
     cut = windows(text, CTX, args.calibration + args.windows)
