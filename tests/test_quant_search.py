@@ -216,3 +216,45 @@ def test_probe_reruns_only_the_layers_after_the_replaced_weight(setup):
         slow = float((full.exp() * (full - logq)).sum(-1).mean())
         assert fast == pytest.approx(slow, rel=1e-4)
         assert fast > 0
+
+
+@pytest.mark.llama_cpp
+def test_llama_quantize_writes_the_recipe_given_as_tensor_type_overrides(tmp_path, ref_tokenizer_path):
+    """llama.cpp's own quantizer, given the recipe's anchored patterns as `--tensor-type`
+    overrides, stores exactly the recipe's types, with the bytes `kquants` writes for them."""
+    import ctypes
+
+    from helpers import make_checkpoint
+
+    from mythos_convert.api import export_gguf
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    config = tiny_config(512, d_model=256, n_heads=4, n_kv_heads=2, d_ff=768, n_layers=2)
+    (tmp_path / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
+    ckpt = make_checkpoint(tmp_path / "ckpt.pt", config, with_optimizer=False)
+    src = export_gguf(ckpt, "f32", tmp_path / "m-F32.gguf", verify=False).written[0].path
+    layout = search.model_layout(config, 0)
+    # every candidate type, round the tensors (K-quants, legacy, Q8_0, F16 and the ffn_down fallbacks)
+    recipe = {n: layout.options(n)[i % len(layout.options(n))] for i, n in enumerate(layout.matrices)}
+    args = recipes.tensor_type_args(recipe)[1::2]
+    overrides = (llama_cpp.llama_model_tensor_override * (len(args) + 1))()
+    for entry, arg in zip(overrides, args, strict=False):
+        pattern, _, type_name = arg.partition("=")
+        entry.pattern, entry.type = pattern.encode(), int(recipes.type_of(type_name))
+    overrides[len(args)].pattern = None  # the terminator
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = int(gguf.LlamaFileType.MOSTLY_Q8_0), 2
+    params.tt_overrides = ctypes.cast(overrides, type(params.tt_overrides))
+    dst = tmp_path / "searched.gguf"
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+    theirs = {t.name: t for t in gguf.GGUFReader(dst).tensors}
+    source = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(src).tensors}
+    assert {n: Q(theirs[n].tensor_type) for n in recipe} == recipe
+    for name, qtype in recipe.items():
+        if qtype != Q.F16:
+            ours = kquants.quantize(np.ascontiguousarray(source[name], dtype=np.float32), qtype)
+            assert np.array_equal(np.asarray(theirs[name].data).reshape(-1), ours.reshape(-1)), name
+    from mythos_convert.verify.gguf import llama_logits, load_llama
+
+    logits = llama_logits(load_llama(dst, n_ctx=32), [1, 5, 9, 12])  # llama.cpp runs the searched file
+    assert logits.shape == (4, 512) and bool(logits.isfinite().all())
