@@ -37,7 +37,7 @@ from mythos_convert.quant import recipe as recipes
 from mythos_convert.quant.sensitivity import Sensitivity, candidate_types, measure
 
 Q = gguf.GGMLQuantizationType
-ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT: llama.cpp and gguf-py pad each tensor's data to it
+ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT  # 32: llama.cpp and gguf-py pad each tensor's data to it
 HEADER_BYTES = 4 + 4 + 8 + 8  # magic, version, tensor count, key/value count
 RESOLUTION = 1 << 15  # DP units across the model's size range
 
