@@ -37,9 +37,9 @@ def setup():
 
 
 def _fit(layout: search.Layout, name: str, qtype: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
-    from mythos_convert.quant.types import _fallback
+    from mythos_convert.quant.types import row_fallback
 
-    return _fallback(qtype, layout.shapes[name][-1])[0]
+    return row_fallback(qtype, layout.shapes[name][-1])[0]
 
 
 @pytest.mark.parametrize("bpw", [3.0, 3.9, 4.5, 5.5, 7.0])
@@ -254,7 +254,7 @@ def test_llama_quantize_writes_the_recipe_given_as_tensor_type_overrides(tmp_pat
         if qtype != Q.F16:
             ours = kquants.quantize(np.ascontiguousarray(source[name], dtype=np.float32), qtype)
             assert np.array_equal(np.asarray(theirs[name].data).reshape(-1), ours.reshape(-1)), name
-    from mythos_convert.verify.gguf import llama_logits, load_llama
+    from mythos_convert.engines.llamacpp import llama_logits, load_llama
 
     logits = llama_logits(load_llama(dst, n_ctx=32), [1, 5, 9, 12])  # llama.cpp runs the searched file
     assert logits.shape == (4, 512) and bool(logits.isfinite().all())

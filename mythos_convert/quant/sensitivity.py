@@ -44,7 +44,7 @@ from mythos_convert.model.layers import linear, signed_sin
 from mythos_convert.model.model import Mythos
 from mythos_convert.names import convert_name
 from mythos_convert.quant import kquants
-from mythos_convert.quant.types import _fallback
+from mythos_convert.quant.types import row_fallback
 from mythos_convert.support.ui import track
 
 Q = gguf.GGMLQuantizationType
@@ -56,7 +56,7 @@ METHODS = ("hybrid", "measured", "proxy")
 def candidate_types(row: int) -> list[gguf.GGMLQuantizationType]:
     """The types a tensor with rows of `row` values can really get: each candidate after
     llama.cpp's row-size fallback (`tensor_type_fallback`), duplicates dropped."""
-    return list(dict.fromkeys(_fallback(qtype, row)[0] for qtype in CANDIDATES))
+    return list(dict.fromkeys(row_fallback(qtype, row)[0] for qtype in CANDIDATES))
 
 
 def bits_per_weight(qtype: gguf.GGMLQuantizationType) -> float:

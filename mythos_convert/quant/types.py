@@ -135,7 +135,7 @@ def _mix(
     return default, ""
 
 
-def _fallback(qtype: gguf.GGMLQuantizationType, row: int) -> tuple[gguf.GGMLQuantizationType, str]:
+def row_fallback(qtype: gguf.GGMLQuantizationType, row: int) -> tuple[gguf.GGMLQuantizationType, str]:
     """`tensor_type_fallback`: a type whose block does not divide the row length."""
     if row % block_size(qtype) == 0:
         return qtype, ""
@@ -186,7 +186,7 @@ def choose_types(
             if category in seen:
                 seen[category] += 1
             qtype, why = _mix(ftype, category, i_layer, n_layers, gqa, imatrix, default)
-        qtype, fell = _fallback(qtype, row)
+        qtype, fell = row_fallback(qtype, row)
         out[name] = TypeChoice(qtype, f"{why}; {fell}" if why and fell else why or fell)
     return out
 
