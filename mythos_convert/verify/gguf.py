@@ -25,7 +25,7 @@ from mythos_convert.engines.llamacpp import llama_engine_of, load_llama
 from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_plan import OUTTYPES
 from mythos_convert.export.gguf_vocab import NORMALIZER_PROBES
-from mythos_convert.source import ModelSource, open_gguf
+from mythos_convert.source import ModelSource, gguf_readers, open_gguf
 from mythos_convert.support.safe_paths import require_file
 from mythos_convert.support.ui import info, result
 from mythos_convert.verify.gates import (
@@ -160,6 +160,8 @@ def verify_gguf(
     """
     gguf_path = Path(gguf_path)
     require_file(gguf_path, "GGUF file", "pass the path of a .gguf file")
+    if reference is None:
+        _require_gguf(gguf_path)  # a foreign file is named before any reference is looked for
     ref = reference or native_reference(
         gguf_path, ckpt, config_yaml=config_yaml, tokenizer=tokenizer, tokenizer_obj=tokenizer_obj
     )
@@ -174,6 +176,17 @@ def verify_gguf(
         rows.append(_transformers_row(gguf_path, ref, file.label, out))
     _report(out, rows, out["tokenizer_differences"], gguf_path, ref.description, show=show, record=record)
     return out
+
+
+def _require_gguf(path: Path) -> None:
+    """Refuse a file gguf-py cannot read (gguf-py raises ValueError, KeyError, struct errors... on one)."""
+    try:
+        gguf_readers(path)
+    except Exception as exc:
+        raise MythosError(
+            f"{path} is not a GGUF file mythos-convert can read ({type(exc).__name__}: {str(exc)[:80]}): "
+            "pass a .gguf file written by `mythos-convert gguf`"
+        ) from exc
 
 
 def _run_llama(gguf_path: Path, file: _File, ref: NativeReference) -> tuple[dict[str, Any], list[dict[str, Any]]]:
