@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mythos_convert.card import CARD_FILE, write_card
 from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.export.hf import plan_hf_export, write_hf_files
+from mythos_convert.formats.hf_folder import CONFIG_FILE
 from mythos_convert.support.atomic import atomic_dir, check_output_file
 from mythos_convert.support.safe_paths import refuse_output_over_inputs, require_file
 from mythos_convert.support.ui import info, warn
@@ -227,7 +228,7 @@ def evaluate(
     report = run_eval(paths, **options)
     for recorded in report.recorded:
         folder = Path(recorded).parent
-        if (folder / CARD_FILE).is_file() and (folder / "config.json").is_file():
+        if (folder / CARD_FILE).is_file() and (folder / CONFIG_FILE).is_file():
             try:
                 write_card(folder)
             except MythosError as exc:
@@ -248,7 +249,7 @@ def render_card(folder: str | Path, meta: str | Path | None = None) -> Path:
 
     folder = Path(folder)
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
+        if not (folder / CONFIG_FILE).is_file():
             raise MythosError(f"{folder} has no config.json: pass the folder `mythos-convert hf` wrote")
         missing = [key for key in REQUIRED_CONFIG_FIELDS if key not in read_config(folder)]
         if missing:

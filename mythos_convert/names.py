@@ -24,8 +24,8 @@ from typing import Any
 import gguf
 
 from mythos_convert.errors import MythosError
-from mythos_convert.formats.dtypes import is_torch_tensor
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.support.torch_free import is_torch_tensor
 
 
 @dataclass(frozen=True)
@@ -349,3 +349,12 @@ def check_tied(head: Any, embedding: Any, src: str) -> None:
         f"{TIED_HEAD[src]} differs from the embedding ({embed_name}): Mythos ties its output head to the "
         "embedding, and an untied lm_head is not supported; convert a model whose head is its embedding"
     )
+
+
+def gguf_shapes(config: MythosConfig) -> dict[str, tuple[int, ...]]:
+    """GGUF name -> numpy shape ([out, in] as in HF; ggml's order is the reverse), tied model.
+
+    The shapes are the native ones: neither HF nor GGUF transposes, the q/k permutation keeps shapes.
+    """
+    native = native_shapes(config)
+    return {name: native[convert_name(name, "gguf", "native")] for name in expected_names("gguf", config.n_layers)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mythos_convert.data.tokenizer import load_tokenizer, resolve_tokenizer
+from mythos_convert.data.tokenizer import TOKENIZER_FILE, load_tokenizer, resolve_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.checkpoint import (
     MODEL_KEY,
@@ -30,7 +30,7 @@ from mythos_convert.formats.checkpoint import (
 )
 from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split_count
 from mythos_convert.formats.hf_config import d_ff_for_width
-from mythos_convert.formats.hf_folder import GENERATION_FILE, TOKENIZER_FILE, Provenance
+from mythos_convert.formats.hf_folder import GENERATION_FILE, Provenance
 from mythos_convert.formats.hf_read import HFSource, read_hf_folder
 from mythos_convert.formats.permute import unpermute
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip

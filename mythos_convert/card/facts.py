@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mythos_convert.data.tokenizer import TOKENIZER_FILE
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
 from mythos_convert.evaluate.record import bound_eval, read_gguf_header
@@ -165,7 +166,7 @@ def architecture_facts(config: dict[str, Any], tensors: dict[str, TensorInfo]) -
 
 def tokenizer_facts(folder: Path) -> dict[str, Any]:
     """BOS/EOS as the exported tokenizer really applies them to a prompt (encoded here, not assumed)."""
-    facts: dict[str, Any] = {"present": (folder / "tokenizer.json").is_file()}
+    facts: dict[str, Any] = {"present": (folder / TOKENIZER_FILE).is_file()}
     tok_config = _read_json(folder / "tokenizer_config.json")
     facts["bos"], facts["eos"] = tok_config.get("bos_token"), tok_config.get("eos_token")
     if not facts["present"]:
@@ -175,7 +176,7 @@ def tokenizer_facts(folder: Path) -> dict[str, Any]:
 
         from mythos_convert.data.tokenizer import special_tokens
 
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         roles = special_tokens(tok)
         ids = tok.encode("Once upon a time").ids
     except Exception:  # an unreadable tokenizer is reported by push's checks, the card just says less

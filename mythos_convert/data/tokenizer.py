@@ -17,6 +17,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from mythos_convert.errors import MythosError
 from mythos_convert.support.safe_paths import require_file
 
+TOKENIZER_FILE = "tokenizer.json"  # its file name, in an HF folder, a run folder or beside a checkpoint
+
 
 class TokenizerHolder(Protocol):
     """What `resolve_tokenizer` reads of a checkpoint: where it lies and the tokenizer it embeds."""
@@ -79,7 +81,7 @@ def load_tokenizer(source: str | Path, fix: str = TOKENIZER_FIX) -> Tokenizer:
     """Load a `tokenizer.json` file (or a folder holding one) that can encode text; `fix` ends the error."""
     path = Path(source)
     if path.is_dir():
-        path = path / "tokenizer.json"
+        path = path / TOKENIZER_FILE
     require_file(path, "tokenizer", "pass --tokenizer with a tokenizer.json file")
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -126,7 +128,7 @@ def resolve_tokenizer(ckpt: TokenizerHolder, explicit: str | Path | None = None)
     if explicit is not None:
         return load_tokenizer(explicit), str(explicit)
     if ckpt.path is not None:
-        beside = ckpt.path.parent / "tokenizer.json"
+        beside = ckpt.path.parent / TOKENIZER_FILE
         if beside.is_file():
             return load_tokenizer(beside), str(beside)
     if ckpt.tokenizer_json:

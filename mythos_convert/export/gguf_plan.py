@@ -14,7 +14,7 @@ import gguf
 
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.names import convert_name, expected_names, native_shapes
+from mythos_convert.names import gguf_shapes
 from mythos_convert.quant.types import MAIN_TYPE, choose_types
 
 F = gguf.LlamaFileType
@@ -88,15 +88,6 @@ def parse_size(text: str | int | None) -> int:
         raise MythosError(f"cannot read size {text!r}: write it like 500M, 2G or a number of bytes")
     scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[match.group(2).upper()]
     return int(float(match.group(1)) * scale)
-
-
-def gguf_shapes(config: MythosConfig) -> dict[str, tuple[int, ...]]:
-    """GGUF name -> numpy shape ([out, in] as in HF; ggml's order is the reverse), tied model.
-
-    The shapes are the native ones: neither HF nor GGUF transposes, the q/k permutation keeps shapes.
-    """
-    native = native_shapes(config)
-    return {name: native[convert_name(name, "gguf", "native")] for name in expected_names("gguf", config.n_layers)}
 
 
 @dataclass(frozen=True)

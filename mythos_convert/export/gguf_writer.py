@@ -27,13 +27,13 @@ import numpy as np
 from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_encode import ParallelEncoder, quantize_workers
 from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, write_header
-from mythos_convert.export.gguf_plan import OUTTYPES, OutType, TensorPlan, count_shards, gguf_shapes, plan_tensors
+from mythos_convert.export.gguf_plan import OUTTYPES, OutType, TensorPlan, count_shards, plan_tensors
 from mythos_convert.export.gguf_vocab import GGUFVocab
 from mythos_convert.formats.dtypes import float32_array
 from mythos_convert.formats.gguf_files import shard_paths
 from mythos_convert.formats.permute import TRANSFORMS
 from mythos_convert.model.config import MythosConfig
-from mythos_convert.names import GGUF_ARCH, convert_name, transform_of
+from mythos_convert.names import GGUF_ARCH, convert_name, gguf_shapes, transform_of
 from mythos_convert.quant import kquants
 from mythos_convert.support import interrupts
 from mythos_convert.support.atomic import check_output_file, output_lock

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert import __version__
-from mythos_convert.data.tokenizer import check_vocab_fits, special_tokens
+from mythos_convert.data.tokenizer import TOKENIZER_FILE, check_vocab_fits, special_tokens
 from mythos_convert.errors import MythosError
 from mythos_convert.export.tokenizer_files import (
     bos_only_tokenizer_json,
@@ -43,7 +43,6 @@ from mythos_convert.formats.hf_folder import (
     META_FORMAT_VERSION,
     SPECIAL_TOKENS_FILE,
     TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE,
     Provenance,
 )
 from mythos_convert.formats.safetensors import copyable, write_safetensors

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mythos_convert.data.tokenizer import load_tokenizer
+from mythos_convert.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from mythos_convert.formats.checkpoint import save_checkpoint
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.names import same_architecture
@@ -34,7 +34,7 @@ def _config(src: ModelSource) -> MythosConfig:
 
 def _tokenizer_json(src: ModelSource) -> str | None:
     """The folder's tokenizer.json, with the native post-processor put back when mythos.json kept it."""
-    path = inside(src.path, "tokenizer.json")
+    path = inside(src.path, TOKENIZER_FILE)
     if not path.is_file():
         return None
     # refuse a damaged tokenizer.json now, not when the checkpoint is used

@@ -69,7 +69,8 @@ class NativeCheckpoint:
         return {k: v for k, v in self.state_dict.items() if k not in NATIVE_DROPPED}
 
 
-def _torch_load(path: Path) -> Any:
+def torch_load(path: Path) -> Any:
+    """A checkpoint file's dict, read the safe way (weights_only, memory-mapped where the file allows)."""
     import torch
 
     with warnings.catch_warnings():  # torch warns about pickle protocols; the error, if any, says it all
@@ -102,7 +103,7 @@ def load_checkpoint(
         raise MythosError(f"checkpoint {path} is a folder: pass the ckpt.pt file (e.g. {path / 'ckpt.pt'})")
     require_file(path, "checkpoint", "pass the path of a ckpt.pt file")
     try:
-        data = _torch_load(path)
+        data = torch_load(path)
     except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain types
         raise MythosError(
             f"checkpoint {path} holds Python objects other than tensors and plain values, so it is not a "

@@ -6,9 +6,10 @@ Every reader and writer looks them up here (no torch import: the torch-free expo
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from mythos_convert.support.torch_free import is_torch_tensor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,12 +47,6 @@ def export_dtype(dtype: Any) -> str:
     """The export dtype that holds a native weight dtype: itself, or float32 for float64."""
     name = dtype_text(dtype)
     return name if name in BY_NAME else "float32"
-
-
-def is_torch_tensor(value: Any) -> bool:
-    """Without importing torch: a reader that made torch tensors has imported it already."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def float32_array(value: Any) -> np.ndarray:

@@ -14,7 +14,6 @@ from typing import Any
 
 CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation_config.json"
-TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 META_FILE = "mythos.json"

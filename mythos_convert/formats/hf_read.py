@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from mythos_convert.data.tokenizer import TOKENIZER_FILE
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.dtypes import BY_CODE, BY_NAME
 from mythos_convert.formats.hf_config import mythos_config_from_hf
@@ -29,7 +30,6 @@ from mythos_convert.formats.hf_folder import (
     META_FILE,
     SPECIAL_TOKENS_FILE,
     TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE,
     Provenance,
 )
 from mythos_convert.formats.safetensors import INDEX_FILE, SINGLE_FILE, read_header, read_index, weight_files

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 from mythos_convert.card import CARD_FILE, card_problems
-from mythos_convert.data.tokenizer import load_tokenizer
+from mythos_convert.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import is_later_shard
+from mythos_convert.formats.hf_folder import CONFIG_FILE
 from mythos_convert.formats.safetensors import INDEX_FILE, read_header, read_index
 from mythos_convert.support.safe_paths import scan_folder
 from mythos_convert.verify.record import RESULTS_FILE, Digests, changed_files, load_results, needs_verify
@@ -26,7 +27,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_config(folder: Path) -> list[str]:
-    if not (folder / "config.json").is_file():
+    if not (folder / CONFIG_FILE).is_file():
         return ["config.json is missing: export the folder with `mythos-convert hf`"]
     try:
         from transformers import AutoConfig
@@ -94,10 +95,10 @@ def check_weights(folder: Path) -> list[str]:
 
 
 def check_tokenizer(folder: Path) -> list[str]:
-    if not (folder / "tokenizer.json").is_file():
+    if not (folder / TOKENIZER_FILE).is_file():
         return ["tokenizer.json is missing: export the folder with `mythos-convert hf`"]
     try:  # the checks every command's reader makes (e.g. one id given to two tokens)
-        load_tokenizer(folder / "tokenizer.json", fix="re-export the folder with `mythos-convert hf`")
+        load_tokenizer(folder / TOKENIZER_FILE, fix="re-export the folder with `mythos-convert hf`")
     except MythosError as exc:
         return [str(exc)]
     try:

@@ -6,17 +6,12 @@ which model it quantizes, how, and how close it stays to the float32 model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from mythos_convert.mlx.written import GROUP_SIZE, MLXWritten
 from mythos_convert.support.ui import human_size
-
-if TYPE_CHECKING:
-    from mythos_convert.mlx.export import MLXWritten
 
 
 def mlx_card(out: MLXWritten, source_name: str) -> str:
     """The card text for one MLX folder."""
-    from mythos_convert.mlx.export import GROUP_SIZE
 
     versions = out.verify.get("versions", {})
     lines = [

@@ -10,27 +10,15 @@ folder's verify.json under `mlx-<bits>bit/`.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mythos_convert.errors import MythosError, VerificationFailed
 from mythos_convert.mlx.runtime import mlx_python, run_worker
+from mythos_convert.mlx.written import GROUP_SIZE, MLXWritten
 from mythos_convert.support.atomic import atomic_dir, check_output_dir
 
 BITS = (4, 8)  # the widths with a measured gate (mythos_convert/verify/gates.py)
-GROUP_SIZE = 64  # mlx-lm's default group
-
-
-@dataclass
-class MLXWritten:
-    """One MLX folder written by `export_mlx`."""
-
-    bits: int
-    path: Path
-    size: int  # bytes of its weight files
-    bits_per_weight: float
-    verify: dict[str, Any] = field(default_factory=dict)
 
 
 def mlx_folder_name(bits: int) -> str:

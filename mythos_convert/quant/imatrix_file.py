@@ -17,8 +17,8 @@ import gguf
 import numpy as np
 
 from mythos_convert.errors import MythosError
-from mythos_convert.export.gguf_plan import gguf_shapes
 from mythos_convert.model.config import MythosConfig
+from mythos_convert.names import gguf_shapes
 from mythos_convert.support.atomic import atomic_file
 from mythos_convert.support.safe_paths import require_file
 

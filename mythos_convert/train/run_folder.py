@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from mythos_convert.data.corpus import load_corpus
 from mythos_convert.data.pipeline import prepare_documents, tokenize_to_files
 from mythos_convert.data.tokenizer import (
     NORMALIZERS,
+    TOKENIZER_FILE,
     TRAIN_FIX,
     check_vocab_fits,
     load_tokenizer,
@@ -24,12 +24,12 @@ from mythos_convert.data.tokenizer import (
     train_tokenizer,
 )
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.checkpoint import torch_load
 from mythos_convert.model.config import Preset
 from mythos_convert.support import ui
 from mythos_convert.support.atomic import atomic_dir
 
 CKPT_NAME = "ckpt.pt"
-TOKENIZER_NAME = "tokenizer.json"
 DATA_DIR = "data"
 PRESET_NAME = "preset.yaml"  # the run's model + training config, so --resume works before the first checkpoint
 
@@ -62,7 +62,7 @@ def prepare_run(
         size = check_vocab_fits(tok, cfg.vocab_size, where=f"tokenizer {tokenizer_path or '(trained)'}", fix=TRAIN_FIX)
         if size < cfg.vocab_size:
             ui.warn(f"the tokenizer has {size} tokens, fewer than the model's vocab_size {cfg.vocab_size}")
-        save_tokenizer(tok, tmp / TOKENIZER_NAME)
+        save_tokenizer(tok, tmp / TOKENIZER_FILE)
         tokens = tokenize_to_files(texts, tok, tmp / DATA_DIR, report, seed=preset.training.seed)
         if tokens.train.size <= seq_len + 1:
             raise MythosError(
@@ -91,11 +91,11 @@ def load_resume(out: Path) -> dict[str, Any] | None:
     """The run's checkpoint dict; None when the run was prepared but stopped before its first save."""
     path = out / CKPT_NAME
     if not path.is_file():
-        if (out / PRESET_NAME).is_file() and (out / TOKENIZER_NAME).is_file() and (out / DATA_DIR).is_dir():
+        if (out / PRESET_NAME).is_file() and (out / TOKENIZER_FILE).is_file() and (out / DATA_DIR).is_dir():
             return None
         raise MythosError(f"nothing to resume in {out}: it has no {CKPT_NAME}; start a run without --resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path)
     except Exception as exc:  # torch raises several types for damaged files
         raise MythosError(
             f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}; restore the file, or start a new "

@@ -21,7 +21,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mythos_convert.data.pipeline import TokenData
-from mythos_convert.data.tokenizer import TRAIN_FIX, check_vocab_fits, load_tokenizer, tokenizer_json_text
+from mythos_convert.data.tokenizer import (
+    TOKENIZER_FILE,
+    TRAIN_FIX,
+    check_vocab_fits,
+    load_tokenizer,
+    tokenizer_json_text,
+)
 from mythos_convert.errors import MythosError
 from mythos_convert.model.config import MythosConfig, Preset, TrainingConfig, load_preset
 from mythos_convert.model.model import Mythos
@@ -33,7 +39,6 @@ from mythos_convert.train.run_folder import (
     CKPT_NAME,
     DATA_DIR,
     PRESET_NAME,
-    TOKENIZER_NAME,
     load_resume,
     prepare_run,
 )
@@ -207,7 +212,7 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
         losses, tok_s, wall = train_loop(run, stop_after, val_history)
     return TrainResult(
         checkpoint=out / CKPT_NAME,
-        tokenizer=out / TOKENIZER_NAME,
+        tokenizer=out / TOKENIZER_FILE,
         step=run.step,
         losses=losses,
         val_history=val_history,
@@ -222,8 +227,8 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
 def _start(world: dist_utils.World, setup: _Setup) -> Run:
     """The run's tokenizer, token files, model and optimizer (restored when resuming), said in one line."""
     out, config, tcfg, state = setup.out, setup.config, setup.tcfg, setup.state
-    tok = load_tokenizer(out / TOKENIZER_NAME)
-    check_vocab_fits(tok, config.vocab_size, where=str(out / TOKENIZER_NAME), fix=TRAIN_FIX)
+    tok = load_tokenizer(out / TOKENIZER_FILE)
+    check_vocab_fits(tok, config.vocab_size, where=str(out / TOKENIZER_FILE), fix=TRAIN_FIX)
     tokens = TokenData.open(out / DATA_DIR)
     model, raw_model, optimizer = _build(world, config, tcfg, state)
     run = Run(

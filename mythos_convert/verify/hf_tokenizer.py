@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mythos_convert.data.tokenizer import special_tokens
+from mythos_convert.data.tokenizer import TOKENIZER_FILE, special_tokens
 from mythos_convert.engines.hf import quiet_transformers
-from mythos_convert.formats.hf_folder import TOKENIZER_FILE
 from mythos_convert.verify.inputs import PROMPTS, TOKENIZER_TEXTS
 
 

@@ -28,7 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mythos_convert.data.tokenizer import TOKENIZER_FILE
 from mythos_convert.errors import MythosError
+from mythos_convert.formats.hf_folder import CONFIG_FILE, GENERATION_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE
+from mythos_convert.formats.safetensors import INDEX_FILE
 from mythos_convert.support.strict_json import write_strict_json
 
 RESULTS_FILE = "verify.json"
@@ -36,12 +39,12 @@ RESULTS_VERSION = 2
 Digests = dict[str, dict[str, Any]]  # file name -> {"sha256", "size"}, as `file_digest` returns
 # Files of an HF folder that decide what it computes or how it tokenizes: an HF verify binds them.
 HF_BOUND_NAMES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "model.safetensors.index.json",
+    CONFIG_FILE,
+    GENERATION_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_FILE,
+    INDEX_FILE,
 )
 _CHUNK = 1 << 20
 # A mapped digest reads through a window this size: hashlib then needs the GIL once per window, not
