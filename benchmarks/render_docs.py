@@ -23,6 +23,12 @@ PAGE = ROOT / "docs" / "performance.md"
 
 # What each benchmark's figure means and how it is measured: one paragraph each, in page order.
 DESCRIPTIONS = {
+    "gguf_all_verify": (
+        "Wall-clock seconds of `gguf --outtype all` with verify: 17 files written, each run in llama.cpp "
+        "and compared with the native model. The baseline rebuilds the native side of verify (source "
+        "opened and hashed, model built, its logits and greedy tokens) for every file; `mythos-convert` "
+        "builds it once per invocation and reuses it. Outputs byte-identical, verify results equal."
+    ),
     "hf_export": (
         "Wall-clock seconds to turn a mythos-172m checkpoint (float32, 614 MB of weights; the file with "
         "its AdamW state is 1844 MB) into an HF folder, each variant in a fresh child process (start-up "
