@@ -48,7 +48,7 @@ from mythos_convert.names import (
     native_shapes,
     transform_of,
 )
-from mythos_convert.support.safe_paths import inside
+from mythos_convert.support.safe_paths import inside, require_file
 from mythos_convert.support.ui import track
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: the torch-free reader must not pay for it
@@ -359,6 +359,8 @@ def open_source(
         return open_hf(path, arrays=arrays)
     if path.suffix == ".gguf" and path.is_file():
         return open_gguf(path, gguf_as)
-    if path.is_file():
+    if path.suffix == ".gguf" and path.exists():
+        require_file(path, "GGUF file", "pass a .gguf file written by `mythos-convert gguf`")  # a pipe, a device...
+    if path.exists():  # a regular file, or something else its reader names (a named pipe, a device)
         return open_native(path, config_yaml)
     raise MythosError(f"{path} does not exist: pass an HF folder written by `mythos-convert hf`, a ckpt.pt or a .gguf")
