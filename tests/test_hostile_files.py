@@ -118,6 +118,7 @@ CASES = [
     case("eval-data-fifo", f"eval {{W}}/hf --data {FIFO}/text.txt", "data path", "text.txt", "a named pipe"),
     case("tokenizer-fifo", f"hf {CK} {{D}}/out --tokenizer {FIFO}/tokenizer.json", "tokenizer.json", "a named pipe"),
     case("ckpt-fifo", f"generate {FIFO}/ckpt.pt hello", "checkpoint", "ckpt.pt", "a named pipe"),
+    case("model-gguf-fifo", f"generate {FIFO}/m.gguf hello", "GGUF file", "m.gguf", "a named pipe"),
     case("config-fifo", f"hf {CK} {{D}}/out --config {FIFO}/config.yaml", "config.yaml", "a named pipe"),
     case("verify-gguf-fifo", f"verify {FIFO}/m.gguf", "m.gguf", "a named pipe"),
     case("eval-target-fifo", f"eval {FIFO}/m.gguf", "TARGET", "m.gguf", "a named pipe"),

@@ -102,7 +102,6 @@ def publish_space(
         MythosError: no or a bad repo id, no model implied, no token, `folder` not empty without
             `force`, a refused or failed upload.
     """
-
     if not repo:
         raise MythosError("--repo is required: pass the Space's repo id as OWNER/NAME-demo")
     if not is_repo_id(repo):  # before anything is written

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,26 +104,20 @@ def compute_imatrix(
     return collect(model, text.tokens, ctx=ctx, chunks=chunks, dataset=text.description)
 
 
-def make_imatrix(
-    model_path: str | Path,
-    out: str | Path,
-    *,
-    force: bool = False,
-    data: list[str | Path] | None = None,
-    tokenizer: str | Path | None = None,
-    config_yaml: str | Path | None = None,
-    ctx: int = DEFAULT_CTX,
-    chunks: int | None = None,
-) -> ImatrixStats:
-    """`compute_imatrix`, written to `out` (llama.cpp's GGUF imatrix file, atomically).
+def make_imatrix(model_path: str | Path, out: str | Path, *, force: bool = False, **options: Any) -> ImatrixStats:
+    """`compute_imatrix` (`options` are its keywords), written to `out` (llama.cpp's GGUF imatrix file, atomically).
 
     Raises:
         MythosError: an existing `out` without `force`, or one that is (or lies in) an input,
             refused before anything is computed; see `compute_imatrix`.
     """
     check_output_file(out, force)
-    inputs = [("checkpoint", model_path), ("tokenizer", tokenizer), ("config", config_yaml)]
-    refuse_output_over_inputs(out, [*inputs, *(("data", d) for d in data or [])])
-    stats = compute_imatrix(model_path, data=data, tokenizer=tokenizer, config_yaml=config_yaml, ctx=ctx, chunks=chunks)
+    inputs = [
+        ("checkpoint", model_path),
+        ("tokenizer", options.get("tokenizer")),
+        ("config", options.get("config_yaml")),
+    ]
+    refuse_output_over_inputs(out, [*inputs, *(("data", d) for d in options.get("data") or [])])
+    stats = compute_imatrix(model_path, **options)
     write_imatrix(out, stats, force=force)
     return stats
