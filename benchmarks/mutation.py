@@ -45,6 +45,8 @@ PACKAGES: dict[str, Package] = {
     "verify": Package(
         (
             "mythos_convert/verify/parity.py",
+            "mythos_convert/verify/inputs.py",
+            "mythos_convert/engines/native.py",
             "mythos_convert/engines/divergence.py",
             "mythos_convert/verify/cores.py",
             "mythos_convert/verify/digests.py",
@@ -80,14 +82,13 @@ EQUIVALENT: set[str] = {
         *(f"verify.parity.x__first_nonfinite__mutmut_{n}" for n in (9, 27)),
         *(f"verify.parity.x_compare_logits__mutmut_{n}" for n in (10, 14)),
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
-        "verify.parity.x_random_ids__mutmut_7",
-        *(f"evaluate.record.x__strict__mutmut_{n}" for n in (15, 16)),
+        "verify.inputs.x_random_ids__mutmut_7",
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.record.x_read_gguf_header__mutmut_56",
         *(f"evaluate.record.x_record_eval__mutmut_{n}" for n in (25, 27, 32, 36, 39, 42)),
-        *(f"safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
-        "safe_paths.x_inside__mutmut_22",
-        *(f"safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),
+        *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
+        "support.safe_paths.x_inside__mutmut_22",
+        *(f"support.safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),
     )
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from mythos_convert.engines.base import Engine
 from mythos_convert.evaluate.measure import Measured
 from mythos_convert.evaluate.record import record_eval
 from mythos_convert.evaluate.targets import Target
-from mythos_convert.support.atomic import atomic_file
+from mythos_convert.support.strict_json import write_strict_json
 from mythos_convert.support.ui import human_size
 
 
@@ -147,19 +146,6 @@ def report_lines(report: EvalReport) -> list[str]:
     return lines
 
 
-def _strict(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    return value
-
-
 def write_report_json(report: EvalReport, path: str | Path) -> Path:
     """The whole report as strict JSON (non-finite numbers as strings), written atomically."""
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(_strict(report.as_dict()), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return write_strict_json(Path(path), report.as_dict())
