@@ -9,12 +9,13 @@ opens is complete and consistent, whichever format it came from.
 - native: `torch.load(mmap=True, weights_only=True)`, or without torch the restricted zip reader
   (`torch_zip`, tensors described as byte ranges) where nothing needs torch;
 - HF folder: safetensors opened one tensor at a time (`hf_read`);
+- DCP folder (`torch.distributed.checkpoint`): PyTorch's DCP reader, one tensor at a time (`formats/dcp`);
 - GGUF: gguf-py's reader, every tensor dequantised to float32 and the q/k permutation undone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +29,14 @@ from mythos_convert.formats.checkpoint import (
     checkpoint_from_data,
     load_checkpoint,
 )
+from mythos_convert.formats.dcp import is_dcp_checkpoint
 from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split_count
 from mythos_convert.formats.hf_config import d_ff_for_width
 from mythos_convert.formats.hf_folder import GENERATION_FILE, Provenance
 from mythos_convert.formats.hf_read import HFSource, read_hf_folder
 from mythos_convert.formats.permute import unpermute
 from mythos_convert.formats.torch_zip import NotPlain, TensorRef, contains_tensor, read_torch_zip
-from mythos_convert.model.config import MythosConfig
+from mythos_convert.model.config import MythosConfig, config_from_yaml
 from mythos_convert.names import (
     CONFIG_KEYS,
     DERIVED,
@@ -73,6 +75,7 @@ class ModelSource:
     hf: HFSource | None = None  # an HF source's folder reader (config.json, weight map)
     ggml_types: dict[str, str] = field(default_factory=dict)  # a GGUF source's stored type per tensor
     gguf_reader: Any = None  # a GGUF source's gguf.GGUFReader of its first file (its header: verify reads it)
+    lazy: Mapping[str, Any] | None = field(default=None, repr=False)  # a DCP source's weights, read on demand
 
     @property
     def out_dir(self) -> Path:
@@ -93,8 +96,9 @@ class ModelSource:
             yield native, self.get(name)
 
     def weights(self) -> dict[str, Any]:
-        """Every exported tensor by native name (views or mappings: nothing is copied)."""
-        return dict(self.tensors())
+        """Every exported tensor by native name (views or mappings: nothing is copied; a DCP source's
+        are read when asked for, so the writer holds one at a time)."""
+        return self.lazy if self.lazy is not None else dict(self.tensors())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The reference model's state dict: float tensors, tied head sharing the embedding, rope buffers.
@@ -167,8 +171,30 @@ def open_native(
     Raises:
         MythosError: see `load_checkpoint` and `names.check_tensors`.
     """
+    if is_dcp_checkpoint(path):
+        return open_dcp(path, config_yaml)
     ckpt = load_checkpoint(path, config_yaml, recorded_config=recorded_config)
     return _native_source(ckpt)
+
+
+def open_dcp(folder: str | Path, config_yaml: str | Path | None = None) -> ModelSource:
+    """A distributed checkpoint folder (`formats/dcp`): checked from its index, each tensor read when asked.
+
+    Raises:
+        MythosError: see `formats.dcp.read_dcp` and `names.check_tensors`.
+    """
+    from mythos_convert.formats.dcp import read_dcp  # torch.distributed: only for such a folder
+
+    config = config_from_yaml(config_yaml) if config_yaml is not None else None
+    ckpt, tensors, _, inputs = read_dcp(folder, config)
+    stored = check_tensors(tensors.shapes, ckpt.config, "native", what=str(ckpt.path))
+    if TIED_HEAD["native"] in tensors:
+        check_tied(tensors[TIED_HEAD["native"]], tensors["embedding.weight"], "native")
+    assert ckpt.path is not None
+    lazy = tensors.only(list(stored))
+    return ModelSource(
+        "native", ckpt.path, ckpt.config, stored, tensors.__getitem__, inputs, checkpoint=ckpt, lazy=lazy
+    )
 
 
 def _native_source(ckpt: NativeCheckpoint) -> ModelSource:
@@ -355,6 +381,8 @@ def open_source(
     `arrays` reads an HF folder's tensors as numpy (see `open_hf`).
     """
     path = Path(path)
+    if is_dcp_checkpoint(path):
+        return open_dcp(path, config_yaml)
     if path.is_dir():
         return open_hf(path, arrays=arrays)
     if path.suffix == ".gguf" and path.is_file():
