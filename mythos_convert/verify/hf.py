@@ -30,6 +30,7 @@ from mythos_convert.engines.native import native_greedy, native_logits
 from mythos_convert.engines.threads import SINGLE_THREAD_PARAMS, torch_threads
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.checkpoint import load_model
+from mythos_convert.formats.dcp import is_dcp_checkpoint
 from mythos_convert.formats.dtypes import torch_dtype
 from mythos_convert.formats.hf_read import HFSource
 from mythos_convert.model.config import MythosConfig
@@ -73,7 +74,7 @@ def _native_source(src: HFSource, ckpt: ModelSource | str | Path | None, config_
         return ckpt
     if ckpt is None:
         recorded = src.provenance.source_checkpoint_path if src.provenance else None
-        if not recorded or not Path(recorded).is_file():
+        if not recorded or not (Path(recorded).is_file() or is_dcp_checkpoint(recorded)):
             raise MythosError(
                 f"no native checkpoint to compare {src.folder} with: pass --ckpt CKPT"
                 + (f" (the recorded source {recorded} no longer exists)" if recorded else "")

@@ -21,6 +21,7 @@ from mythos_convert.engines.base import Engine
 from mythos_convert.engines.native import native_engine_of
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.checkpoint import load_model
+from mythos_convert.formats.dcp import is_dcp_checkpoint
 from mythos_convert.formats.hf_folder import CONFIG_FILE
 from mythos_convert.formats.safetensors import weight_files
 from mythos_convert.model.config import MythosConfig
@@ -64,7 +65,7 @@ def _open(gguf_path: Path, ckpt: str | Path | None, config_yaml) -> tuple[ModelS
     holding `gguf_path`. The digest is taken before the source is read.
     """
     folder = gguf_path.parent
-    if ckpt is not None and Path(ckpt).is_dir():
+    if ckpt is not None and Path(ckpt).is_dir() and not is_dcp_checkpoint(ckpt):  # a DCP folder is a checkpoint
         folder, ckpt = Path(ckpt), None
     if ckpt is None:
         if not (folder / CONFIG_FILE).is_file():
