@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from dcpkit import save_pair
@@ -184,3 +185,20 @@ def test_a_bad_folder_is_one_error_line_and_nothing_written(case, two_rank, tmp_
         assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], run.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert not (Path.cwd() / "PWNED").exists() and not (folder / "PWNED").exists()
+
+
+def test_imatrix_and_eval_read_the_folder_as_the_checkpoint(tmp_path, tiny_cfg, ref_tokenizer_path):
+    from mythos_convert.evaluate.targets import resolve_targets
+    from mythos_convert.quant.imatrix import compute_imatrix
+
+    ckpt, folder = save_pair(tmp_path, tiny_cfg, ref_tokenizer_path, world_size=1)
+    text = tmp_path / "calib.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    a = compute_imatrix(ckpt, data=[text], ctx=32, chunks=2)
+    b = compute_imatrix(folder, data=[text], ctx=32, chunks=2)
+    assert a.counts == b.counts and sorted(a.sums) == sorted(b.sums) and len(a.sums) == 7 * tiny_cfg.n_layers
+    for name in a.sums:
+        assert np.allclose(a.sums[name], b.sums[name], rtol=1e-6, atol=0), name
+    (target,) = resolve_targets([folder])
+    assert target.kind == "native" and target.source.path == folder
+    assert target.size == sum(p.stat().st_size for p in folder.iterdir() if p.name != "tokenizer.json")

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.record import GGUFHeader, read_gguf_header
+from mythos_convert.formats.dcp import is_dcp_checkpoint
 from mythos_convert.formats.gguf_files import is_later_shard
 from mythos_convert.formats.hf_folder import CONFIG_FILE
 from mythos_convert.source import ModelSource, open_source
@@ -54,7 +55,7 @@ class Target:
             return sum((self.path.parent / n).stat().st_size for n in self.header.shards)
         if self.kind == "hf":
             return sum(f["size"] for n, f in self.files.items() if n.endswith(".safetensors"))
-        return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.source.inputs)  # a ckpt.pt, or a DCP folder's files
 
 
 def _target(kind: str, path: Path, config_yaml: str | Path | None) -> Target:
@@ -69,6 +70,8 @@ def _target(kind: str, path: Path, config_yaml: str | Path | None) -> Target:
 
 def _kinds(path: Path) -> list[tuple[str, Path]]:
     """What one path given to `eval` stands for: (kind, path) of each target in it."""
+    if is_dcp_checkpoint(path):  # a distributed checkpoint folder is one native model
+        return [("native", path)]
     if not path.is_dir():
         require_file(path, "TARGET", "pass a checkpoint, an HF folder or a .gguf file")
         return [("gguf" if path.suffix == ".gguf" else "native", path)]
