@@ -150,6 +150,7 @@ def verify(
     *,
     tokenizer: str | Path | None = None,
     config_yaml: str | Path | None = None,
+    mode: str = "auto",
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Verify an exported HF folder (`verify.hf`) or GGUF file (`verify.gguf`) against its native model.
@@ -159,6 +160,8 @@ def verify(
         ckpt: the native checkpoint (default: the source recorded at export time, if it still exists).
         tokenizer: tokenizer.json of the native model (default: beside ckpt, else inside it).
         config_yaml: YAML `model:` config for checkpoints without an embedded config.
+        mode: "whole" (both models, logits and greedy), "layerwise" (block by block, `verify.layerwise`;
+            not recorded in verify.json) or "auto" (layerwise where whole would not fit, `verify.fit`).
         kwargs: the verifier's own keywords (record, show, ...).
 
     Returns:
@@ -169,7 +172,14 @@ def verify(
         VerificationFailed: past tolerance (recorded as failed in verify.json; the result attached).
     """
     target = Path(target)
-    result = _verified(target, ckpt, tokenizer, config_yaml, **kwargs)
+    if _verify_mode(target, mode) == "layerwise":
+        from mythos_convert.verify.layerwise import verify_layerwise
+
+        result = verify_layerwise(
+            target, ckpt, tokenizer=tokenizer, config_yaml=config_yaml, show=kwargs.get("show", True)
+        )
+    else:
+        result = _verified(target, ckpt, tokenizer, config_yaml, **kwargs)
     if not result.get("passed"):
         reasons = "; ".join(result.get("failures") or []) or "past tolerance"
         raise VerificationFailed(
@@ -179,6 +189,24 @@ def verify(
             result,
         )
     return result
+
+
+def _verify_mode(target: Path, mode: str) -> str:
+    """Whole or layerwise, said in the output (auto: by what fits, reading only the target's config)."""
+    from mythos_convert.source import open_source
+    from mythos_convert.verify.fit import MODES, choose_mode
+
+    if mode not in MODES:
+        raise MythosError(f"verify mode {mode!r} is not one of {', '.join(MODES)}")
+    config = None
+    if mode == "auto":
+        try:
+            config = open_source(target).config
+        except MythosError:
+            return "whole"  # its verifier names what is wrong, in its own words
+    chosen, why = choose_mode(config, mode) if config is not None else (mode, f"--{mode} asked for")
+    info(f"verify: {chosen} ({why})")
+    return chosen
 
 
 def _verified(target: Path, ckpt: str | Path | None, tokenizer: Any, config_yaml: Any, **kwargs: Any) -> dict[str, Any]:

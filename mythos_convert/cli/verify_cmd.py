@@ -15,10 +15,19 @@ def verify(
     ckpt: Annotated[Path | None, Option(help="Native checkpoint (default: the one recorded at export time).")] = None,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
+    layerwise: Annotated[
+        bool | None,
+        Option(
+            "--layerwise/--whole",
+            help="Block by block (memory: about two blocks) or the whole models (logits and greedy). "
+            "Default: layerwise only where 2x the weights exceed the available memory.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the native model and the export on the same tokens; exit non-zero past tolerance."""
     from mythos_convert.api import verify as run_verify
 
-    run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config)
+    mode = "auto" if layerwise is None else ("layerwise" if layerwise else "whole")
+    run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config, mode=mode)
     skip_exit_collection()  # verify.json is written and closed, the hashing thread joined

@@ -67,19 +67,28 @@ def _verify_threads(n_params: int, others: OtherLoad) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def recorded_checkpoint(src: HFSource) -> str:
+    """The checkpoint (file or DCP folder) an HF export recorded in its mythos.json, if it still exists.
+
+    Raises:
+        MythosError: none recorded, or gone: pass --ckpt.
+    """
+    recorded = src.provenance.source_checkpoint_path if src.provenance else None
+    if not recorded or not (Path(recorded).is_file() or is_dcp_checkpoint(recorded)):
+        raise MythosError(
+            f"no native checkpoint to compare {src.folder} with: pass --ckpt CKPT"
+            + (f" (the recorded source {recorded} no longer exists)" if recorded else "")
+        )
+    return recorded
+
+
 def _native_source(src: HFSource, ckpt: ModelSource | str | Path | None, config_yaml) -> ModelSource:
     """The source to compare against: given (a path, or the `ModelSource` an export was written
     from), else the checkpoint recorded in mythos.json."""
     if isinstance(ckpt, ModelSource):
         return ckpt
     if ckpt is None:
-        recorded = src.provenance.source_checkpoint_path if src.provenance else None
-        if not recorded or not (Path(recorded).is_file() or is_dcp_checkpoint(recorded)):
-            raise MythosError(
-                f"no native checkpoint to compare {src.folder} with: pass --ckpt CKPT"
-                + (f" (the recorded source {recorded} no longer exists)" if recorded else "")
-            )
-        ckpt = recorded
+        ckpt = recorded_checkpoint(src)
     # the config the export recorded, for a checkpoint saved without one
     native_config = src.provenance.native_config if src.provenance is not None else None
     return open_native(ckpt, config_yaml, recorded_config=native_config)

@@ -221,3 +221,49 @@ def _head(native: ModelSource, side: Side, hidden: list[torch.Tensor]) -> float:
         rel = _rel(a, b)
         worst = rel if rel != rel or worst != worst else max(worst, rel)
     return worst
+
+
+def native_for(target: Path, side: Side, ckpt: str | Path | None, config_yaml: str | Path | None) -> ModelSource:
+    """The native side: `ckpt`, else what an HF export recorded, else the HF folder a GGUF sits in.
+
+    Raises:
+        MythosError: none of them, naming --ckpt.
+    """
+    from mythos_convert.verify.hf import recorded_checkpoint
+
+    if ckpt is None and side.source.kind == "hf":
+        ckpt = recorded_checkpoint(side.source.hf)
+    if ckpt is None and side.source.kind == "gguf" and (target.parent / CONFIG_FILE).is_file():
+        return open_source(target.parent)
+    if ckpt is None:
+        raise MythosError(f"no native checkpoint to compare {target} with: pass --ckpt CKPT")
+    return open_source(ckpt, config_yaml=config_yaml)
+
+
+def verify_layerwise(
+    target: str | Path,
+    ckpt: str | Path | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+    config_yaml: str | Path | None = None,
+    show: bool = True,
+) -> dict[str, Any]:
+    """Layerwise verify of an HF folder or float GGUF file against its native model (see module doc)."""
+    from mythos_convert.data.tokenizer import load_tokenizer
+    from mythos_convert.support.ui import info
+    from mythos_convert.verify.inputs import sequences
+
+    target = Path(target)
+    side = export_side(target)
+    native = native_for(target, side, ckpt, config_yaml)
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else native.tokenizer()[0]
+    seqs = sequences(tok, native.config.vocab_size, native.config.max_seq_len)
+    result = layerwise_compare(native, side, seqs)
+    result.update(target=target.name, export=side.label, reference=native.path.name)
+    if show:
+        info(
+            f"layerwise: {len(result['stages'])} stages of {side.label} against {native.path.name}, "
+            f"worst max |diff| {result['worst']:.3g} of its scale (gate {result['gate']:g}): "
+            + ("passed" if result["passed"] else "FAILED at " + result["failures"][0])
+        )
+    return result
