@@ -80,7 +80,8 @@ class DcpSaver:
             tmp = Path(dist_utils.run_on_main(open_tmp, self.world))
             model_state, optim_state = get_state_dict(model, optimizer)
             state = {"model": model_state, "optimizer": optim_state}
-            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group)
+            alone = not dist.is_initialized()  # one process without a group: DCP's single-process mode
+            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group, no_dist=alone)
             future = _upload_future(future)
         except BaseException:
             stack.close()
