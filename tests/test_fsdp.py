@@ -226,3 +226,33 @@ def test_fsdp_refuses_a_single_file_checkpoint(monkeypatch, capsys, inputs, tmp_
     code, err = _cli(monkeypatch, capsys, *args[:-2], "--strategy", "zero3", "--quiet")
     assert code == 2 and "unknown --strategy 'zero3'" in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- the 1B benchmark script, on the tiny preset
+
+BENCH = Path(__file__).parent.parent / "benchmarks" / "bench_1b.py"
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MYTHOS_QUIET": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(BENCH), "--quick", *args], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def test_bench_1b_trains_with_fsdp_and_reports_each_stage(tmp_path):
+    proc = _bench("--stages", "train", "--keep", str(tmp_path / "work"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| train |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "--strategy fsdp" in cells[1] and cells[5] == "ok"
+    assert float(cells[2]) > 0 and float(cells[3]) > 0.1  # two ranks with torch loaded: well over 100 MiB
+    folder = tmp_path / "work" / "run" / "ckpt-dcp"
+    meta = json.loads((folder / "mythos.json").read_text())
+    assert meta["step"] == 2 and meta["world_size"] == 2 and len(list(folder.glob("*.distcp"))) == 2
+
+
+def test_bench_1b_reports_a_failed_stage_and_skips_what_needs_it(tmp_path):
+    proc = _bench("--stages", "hf,verify", "--keep", str(tmp_path / "empty"))
+    assert proc.returncode == 1
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert "failed (2): error:" in rows["hf"] and "skipped: hf failed" in rows["verify"]
