@@ -30,7 +30,9 @@ def train(
     activation_checkpointing: Annotated[
         bool, Option("--activation-checkpointing", help="Recompute activations in backward to save memory.")
     ] = False,
-    stop_after: Annotated[int | None, Option(hidden=True, help="Stop and save after this step (tests).")] = None,
+    stop_after: Annotated[
+        int | None, Option(help="Stop and save after this step, as an interruption would; --resume continues.")
+    ] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
