@@ -34,6 +34,7 @@ class DcpMeta:
     step: int
     world_size: int
     dtype: str
+    training: dict[str, Any] | None = None  # the trainer's resume state and run facts (plain JSON), if any
 
 
 def is_dcp_folder(path: Path) -> bool:
@@ -42,10 +43,19 @@ def is_dcp_folder(path: Path) -> bool:
 
 
 def write_sidecar(
-    folder: str | Path, config: dict[str, Any], step: int, world_size: int, dtype: str = "float32"
+    folder: str | Path,
+    config: dict[str, Any],
+    step: int,
+    world_size: int,
+    dtype: str = "float32",
+    training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `folder/mythos.json` atomically; call it after every rank's shards are on disk."""
-    payload = {
+    """Write `folder/mythos.json` atomically; call it after every rank's shards are on disk.
+
+    `training` (optional, plain JSON) is what an exact resume needs beyond the tensors: the data
+    position, every rank's RNG state, the run's facts.
+    """
+    payload: dict[str, Any] = {
         "format": DCP_FORMAT,
         "version": DCP_VERSION,
         "config": MythosConfig.from_dict(dict(config)).to_dict(),
@@ -53,6 +63,8 @@ def write_sidecar(
         "world_size": int(world_size),
         "dtype": dtype,
     }
+    if training is not None:
+        payload["training"] = training
     return write_strict_json(Path(folder) / SIDECAR_FILE, payload)
 
 
@@ -85,6 +97,7 @@ def read_sidecar(folder: str | Path) -> DcpMeta:
         step=_whole(data, "step", path, minimum=0),
         world_size=_whole(data, "world_size", path, minimum=1),
         dtype=_dtype(data, path),
+        training=_training(data, path),
     )
 
 
@@ -101,4 +114,11 @@ def _dtype(data: dict[str, Any], path: Path) -> str:
     value = data.get("dtype", "float32")
     if value not in ("float32", "bfloat16", "float16"):
         raise MythosError(f"{path}: dtype must be float32, bfloat16 or float16, got {value!r}: fix the sidecar")
+    return value
+
+
+def _training(data: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    value = data.get("training")
+    if value is not None and not isinstance(value, dict):
+        raise MythosError(f"{path}: training must be a mapping, got {type(value).__name__}: fix the sidecar")
     return value

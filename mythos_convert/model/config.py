@@ -19,7 +19,7 @@ import yaml
 from mythos_convert.errors import MythosError
 from mythos_convert.support.safe_paths import require_file
 
-PRESET_NAMES = ("tiny", "mythos-172m", "mythos-500m")
+PRESET_NAMES = ("tiny", "mythos-172m", "mythos-500m", "mythos-1b")
 # The largest value each size field may take: far beyond any released model (vocabularies reach
 # ~256k, contexts 1M), so only a damaged or hostile config hits them.
 LIMITS = {

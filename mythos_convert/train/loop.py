@@ -24,11 +24,10 @@ from mythos_convert.model.config import MythosConfig, TrainingConfig
 from mythos_convert.model.model import Mythos
 from mythos_convert.support import ui
 from mythos_convert.train import distributed as dist_utils
-from mythos_convert.train.run_folder import CKPT_NAME
+from mythos_convert.train import strategy as strategies
+from mythos_convert.train.dcp_checkpoint import DcpSaver, encode_rng
+from mythos_convert.train.run_folder import CKPT_NAME, STATE_KEY
 from mythos_convert.train.schedule import describe, lr_at
-
-STATE_KEY = "trainer_state"  # extra checkpoint key: RNG states for exact resume (ignored by the reference)
-
 
 # ---------------------------------------------------------------- batches
 
@@ -67,8 +66,16 @@ def autocast(cfg: TrainingConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def precision_of(cfg: TrainingConfig, device: torch.device) -> str:
+def precision_of(cfg: TrainingConfig, device: torch.device, strategy: str = "ddp") -> str:
+    if strategies.mixed_precision(device, cfg.bf16) is not None and strategy == "fsdp":
+        return "bf16 FSDP mixed precision (float32 shards and reduction)"
     return "bf16 autocast (float32 weights)" if cfg.bf16 and bf16_supported(device) else "float32"
+
+
+def _autocast(run: Run):
+    if not strategies.uses_autocast(run.strategy, run.world.device):
+        return contextlib.nullcontext()
+    return autocast(run.tcfg, run.world.device)
 
 
 # ---------------------------------------------------------------- the loop
@@ -90,6 +97,9 @@ class Run:
     step: int = 0
     prior_wall: float = 0.0
     val_loss: float | None = None
+    strategy: str = "ddp"
+    activation_checkpointing: bool = False
+    saver: DcpSaver | None = None  # set: checkpoints are DCP folders; None: ckpt.pt
 
     @property
     def tokens_per_step(self) -> int:
@@ -108,9 +118,8 @@ def train_step(run: Run) -> float:
         offsets = batch_offsets(cfg.seed, run.step, micro, cfg.batch_size, high)[world.rank :: world.world_size]
         x, y = windows(run.tokens.train, offsets, cfg.seq_len, world.device)
         last = micro == cfg.gradient_accumulation_steps - 1
-        sync = contextlib.nullcontext() if last or not world.distributed else run.model.no_sync()
-        with sync:
-            with autocast(cfg, world.device):
+        with strategies.grad_sync(run.model, run.strategy, last):
+            with _autocast(run):
                 _, loss = run.model(x, y)
             (loss / cfg.gradient_accumulation_steps).backward()
         total += loss.detach() / cfg.gradient_accumulation_steps
@@ -133,11 +142,16 @@ def evaluate(run: Run) -> float:
     run.model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=world.device)  # loss sum, token count
     mine = offsets[world.rank :: world.world_size]
-    for start in range(0, mine.size, cfg.batch_size):
-        x, y = windows(val, mine[start : start + cfg.batch_size], seq_len, world.device)
-        with autocast(cfg, world.device):
+    per_rank = -(-offsets.size // world.world_size)
+    for start in range(0, per_rank, cfg.batch_size):  # the same number of batches on every rank (FSDP)
+        chunk, weight = mine[start : start + cfg.batch_size], 1.0
+        if chunk.size == 0:  # this rank has run out: a forward all the same, counted as nothing
+            chunk, weight = offsets[:1], 0.0
+        x, y = windows(val, chunk, seq_len, world.device)
+        with _autocast(run):
             _, loss = run.raw_model(x, y)
-        sums += torch.tensor([float(loss) * y.numel(), y.numel()], dtype=torch.float64, device=world.device)
+        count = y.numel() * weight
+        sums += torch.tensor([float(loss) * count, count], dtype=torch.float64, device=world.device)
     run.model.train()
     sums = dist_utils.all_reduce_sum(sums, world)
     return float(sums[0] / sums[1])
@@ -155,10 +169,8 @@ def _rng_states(world: dist_utils.World) -> list[dict[str, torch.Tensor]]:
     return gathered
 
 
-def save(run: Run, wall: float) -> None:
-    states = _rng_states(run.world)  # collective: every rank takes part
-    if not run.world.is_main:
-        return
+def _facts(run: Run, wall: float) -> dict[str, Any]:
+    """The run's facts as the checkpoint records them (the card reads them)."""
     tcfg = run.tcfg
     optimizer_desc, schedule_desc = describe(tcfg)
     val_loss = run.val_loss
@@ -170,12 +182,30 @@ def save(run: Run, wall: float) -> None:
         "val_ppl": math.exp(val_loss) if val_loss is not None else None,
         "optimizer": optimizer_desc,
         "schedule": schedule_desc,
-        "precision": precision_of(tcfg, run.world.device),
+        "precision": precision_of(tcfg, run.world.device, run.strategy),
         "hardware": dist_utils.hardware_description(run.world),
         "world_size": run.world.world_size,
+        "strategy": strategies.describe(run.strategy, run.world, run.activation_checkpointing),
         "wall_seconds": round(run.prior_wall + wall, 2),
     }
-    facts = {k: v for k, v in facts.items() if v is not None}
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def save(run: Run, wall: float) -> None:
+    """Write the checkpoint: ckpt.pt by rank 0, or a DCP folder (every rank its shards, in the background)."""
+    states = _rng_states(run.world)  # collective: every rank takes part
+    facts = _facts(run, wall)
+    if run.saver is not None:
+        sidecar = {
+            "config": run.config.to_dict(),
+            "step": run.step,
+            "world_size": run.world.world_size,
+            "training": {"data_position": run.step, "rng": encode_rng(states), "facts": facts},
+        }
+        run.saver.save(run.model, run.optimizer, sidecar, run.tokenizer_json)
+        return
+    if not run.world.is_main:
+        return
     extra = {STATE_KEY: {"rng": states, "world_size": run.world.world_size, "data_position": run.step}}
     save_checkpoint(
         run.out / CKPT_NAME,
@@ -219,6 +249,8 @@ def train_loop(
                 ui.info(f"step {run.step}  val loss {run.val_loss:.4f}  val ppl {math.exp(run.val_loss):.2f}")
             if run.step % tcfg.save_interval == 0 or run.step == end:
                 save(run, time.perf_counter() - started)
+    if run.saver is not None:
+        run.saver.wait()  # the last save finished and in place before the run returns
     wall = time.perf_counter() - started
     overall = len(losses) * run.tokens_per_step / max(wall, 1e-9)
     return losses, overall, wall

@@ -1,4 +1,4 @@
-"""A training run's folder: `tokenizer.json`, `data/` (token files), `ckpt.pt`.
+"""A training run's folder: `tokenizer.json`, `data/` (token files), `ckpt.pt` or `ckpt-dcp/`.
 
 `prepare_run` writes the tokenizer and the token files into a temporary sibling and renames it
 into place only when everything worked, so bad input (missing files, no usable text, a tokenizer
@@ -7,6 +7,7 @@ too large for the model) leaves nothing behind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,14 @@ from mythos_convert.data.tokenizer import (
 )
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.checkpoint import torch_load
-from mythos_convert.model.config import Preset
+from mythos_convert.model.config import MythosConfig, Preset
 from mythos_convert.support import ui
 from mythos_convert.support.atomic import atomic_dir
 
 CKPT_NAME = "ckpt.pt"
+DCP_DIR = "ckpt-dcp"  # a torch.distributed.checkpoint folder with mythos.json and tokenizer.json
+FORMATS = ("pt", "dcp")
+STATE_KEY = "trainer_state"  # extra ckpt.pt key: RNG states for exact resume (ignored by the reference)
 DATA_DIR = "data"
 PRESET_NAME = "preset.yaml"  # the run's model + training config, so --resume works before the first checkpoint
 
@@ -87,17 +91,65 @@ def check_new_run(out: Path, force: bool) -> None:
         )
 
 
-def load_resume(out: Path) -> dict[str, Any] | None:
-    """The run's checkpoint dict; None when the run was prepared but stopped before its first save."""
-    path = out / CKPT_NAME
-    if not path.is_file():
-        if (out / PRESET_NAME).is_file() and (out / TOKENIZER_FILE).is_file() and (out / DATA_DIR).is_dir():
+@dataclass
+class Resume:
+    """The checkpoint a run continues from: a loaded ckpt.pt, or a checked DCP folder (loaded later, by every rank)."""
+
+    format: str
+    config: MythosConfig
+    step: int
+    facts: dict[str, Any]
+    rng: list[dict[str, Any]] | None = None
+    state: dict[str, Any] | None = None  # ckpt.pt's dict
+    dcp: Path | None = None
+
+
+def load_resume(out: Path, fmt: str | None = None) -> Resume | None:
+    """The checkpoint to continue; None when the run was prepared but stopped before its first save.
+
+    With both a ckpt.pt and a DCP folder present, `fmt` picks one; without it the DCP folder wins.
+    """
+    has_pt, has_dcp = (out / CKPT_NAME).is_file(), (out / DCP_DIR).exists()
+    if has_dcp and fmt != "pt":
+        return _resume_dcp(out / DCP_DIR)
+    if has_pt and fmt != "dcp":
+        return _resume_pt(out / CKPT_NAME)
+    if (out / PRESET_NAME).is_file() and (out / TOKENIZER_FILE).is_file() and (out / DATA_DIR).is_dir():
+        if not (has_pt or has_dcp):
             return None
-        raise MythosError(f"nothing to resume in {out}: it has no {CKPT_NAME}; start a run without --resume")
+    wanted = {"pt": CKPT_NAME, "dcp": f"{DCP_DIR}/"}.get(fmt or "", f"{CKPT_NAME} or {DCP_DIR}/")
+    raise MythosError(f"nothing to resume in {out}: it has no {wanted}; start a run without --resume")
+
+
+def _resume_dcp(folder: Path) -> Resume:
+    from mythos_convert.train.dcp_checkpoint import check_folder, decode_rng
+
+    meta = check_folder(folder)
+    training = meta.training or {}
+    rng = training.get("rng")
+    return Resume(
+        "dcp",
+        meta.config,
+        int(training.get("data_position", meta.step)),
+        dict(training.get("facts") or {}),
+        rng=decode_rng(rng) if rng is not None else None,
+        dcp=folder,
+    )
+
+
+def _resume_pt(path: Path) -> Resume:
     try:
-        return torch_load(path)
+        state = torch_load(path)
     except Exception as exc:  # torch raises several types for damaged files
         raise MythosError(
             f"cannot resume from {path}: {str(exc).splitlines()[0][:120]}; restore the file, or start a new "
             "run with --force"
         ) from exc
+    return Resume(
+        "pt",
+        MythosConfig.from_dict(dict(state["config"])),
+        int(state.get("step", 0)),
+        dict(state.get("training") or {}),
+        rng=(state.get(STATE_KEY) or {}).get("rng"),
+        state=state,
+    )

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from mythos_convert.data.pipeline import TokenData
 from mythos_convert.data.tokenizer import (
@@ -33,12 +32,17 @@ from mythos_convert.model.config import MythosConfig, Preset, TrainingConfig, lo
 from mythos_convert.model.model import Mythos
 from mythos_convert.support import ui
 from mythos_convert.support.safe_paths import refuse_output_over_inputs
+from mythos_convert.train import dcp_checkpoint
 from mythos_convert.train import distributed as dist_utils
-from mythos_convert.train.loop import STATE_KEY, Run, bf16_supported, precision_of, train_loop
+from mythos_convert.train import strategy as strategies
+from mythos_convert.train.loop import Run, bf16_supported, precision_of, train_loop
 from mythos_convert.train.run_folder import (
     CKPT_NAME,
     DATA_DIR,
+    DCP_DIR,
+    FORMATS,
     PRESET_NAME,
+    Resume,
     load_resume,
     prepare_run,
 )
@@ -69,8 +73,13 @@ class _Setup:
     config: MythosConfig
     tcfg: TrainingConfig
     preset: Preset | None = None  # a new run's: `prepare_run` writes it, its tokenizer and data into `out`
-    state: dict[str, Any] | None = None  # a resumed run's checkpoint (None: resume from step 0)
+    state: dict[str, Any] | None = None  # a resumed run's ckpt.pt (None: no ckpt.pt to resume from)
+    dcp: Path | None = None  # a resumed run's DCP folder
+    step: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+    rng: list[dict[str, torch.Tensor]] | None = None
     prior_wall: float = 0.0
+    checkpoint_format: str = "pt"
 
 
 def _new_run(preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None) -> _Setup:
@@ -84,24 +93,35 @@ def _new_run(preset: str | Path | None, data, out: str | Path | None, tokenizer:
     return _Setup(out, loaded.model, loaded.training, preset=loaded)
 
 
-def _resumed_run(preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None) -> _Setup:
+def _resumed_run(
+    preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None, fmt: str | None
+) -> _Setup:
     """The run in `out` to continue: its checkpoint's configs, or its saved preset before the first checkpoint."""
     if out is None:
         raise MythosError("--resume needs --out: the folder of the run to continue")
     out = Path(out)
-    state = load_resume(out)
+    found: Resume | None = load_resume(out, fmt)
     if preset is not None or data or tokenizer is not None:
         ui.warn(
             "--resume continues the run in --out with its own preset, data and tokenizer; other options are ignored"
         )
-    if state is None:
+    if found is None:
         ui.info(f"{out} has no checkpoint yet: training its prepared data from step 0")
         saved = load_preset(out / PRESET_NAME)
-        return _Setup(out, saved.model, saved.training)
-    facts = state.get("training") or {}
-    config = MythosConfig.from_dict(dict(state["config"]))
-    tcfg = TrainingConfig.from_dict(dict(facts.get("train_config") or {}))
-    return _Setup(out, config, tcfg, state=state, prior_wall=float(facts.get("wall_seconds", 0.0)))
+        return _Setup(out, saved.model, saved.training, checkpoint_format=fmt or "pt")
+    tcfg = TrainingConfig.from_dict(dict(found.facts.get("train_config") or {}))
+    return _Setup(
+        out,
+        found.config,
+        tcfg,
+        state=found.state,
+        dcp=found.dcp,
+        step=found.step,
+        facts=found.facts,
+        rng=found.rng,
+        prior_wall=float(found.facts.get("wall_seconds", 0.0)),
+        checkpoint_format=fmt or found.format,
+    )
 
 
 def _check_settings(tcfg: TrainingConfig, config: MythosConfig, world: dist_utils.World) -> None:
@@ -124,30 +144,47 @@ def _check_settings(tcfg: TrainingConfig, config: MythosConfig, world: dist_util
         )
 
 
-def _build(world, config: MythosConfig, tcfg: TrainingConfig, state: dict[str, Any] | None):
+def _build(world, setup: _Setup, strategy: str, activation_checkpointing: bool):
+    """The model (restored, then wrapped or sharded by the strategy), its optimizer, the RNG streams."""
+    config, tcfg, state = setup.config, setup.tcfg, setup.state
     torch.manual_seed(tcfg.seed)  # identical initial weights on every rank
     model = Mythos(config).to(world.device)
-    optimizer = make_optimizer(model, tcfg)
     if state is not None:
         model.load_state_dict(
             {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state["model"].items()}
         )
-        optimizer.load_state_dict(state["optimizer"])
-        rngs = (state.get(STATE_KEY) or {}).get("rng") or []
-        if len(rngs) == world.world_size:
-            torch.set_rng_state(rngs[world.rank]["cpu"])
-            if "cuda" in rngs[world.rank] and world.device.type == "cuda":
-                torch.cuda.set_rng_state(rngs[world.rank]["cuda"], world.device)
-        else:
-            torch.manual_seed(tcfg.seed + 1 + world.rank + int(state.get("step", 0)))
-    else:
-        torch.manual_seed(tcfg.seed + 1 + world.rank)  # dropout streams differ per rank
     model.train()
-    wrapped = model
-    if world.distributed:
-        ids = [world.device.index] if world.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(model, device_ids=ids)
+    wrapped = strategies.wrap(model, world, strategy, bf16=tcfg.bf16, activation_checkpointing=activation_checkpointing)
+    optimizer = make_optimizer(model, tcfg)  # after sharding: FSDP's optimizer holds only this rank's shards
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if setup.dcp is not None:
+        dcp_checkpoint.restore(setup.dcp, wrapped, optimizer)
+    _seed_streams(world, tcfg.seed, setup)
     return wrapped, model, optimizer
+
+
+def _seed_streams(world, seed: int, setup: _Setup) -> None:
+    """Restore each rank's RNG state when the world size is unchanged; else seed fresh per-rank streams."""
+    if setup.state is None and setup.dcp is None:
+        torch.manual_seed(seed + 1 + world.rank)  # dropout streams differ per rank
+        return
+    rngs = setup.rng or []
+    if len(rngs) == world.world_size:
+        torch.set_rng_state(rngs[world.rank]["cpu"])
+        if "cuda" in rngs[world.rank] and world.device.type == "cuda":
+            torch.cuda.set_rng_state(rngs[world.rank]["cuda"], world.device)
+    else:
+        torch.manual_seed(seed + 1 + world.rank + setup.step)
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How the run is spread over processes and how it checkpoints."""
+
+    strategy: str = "ddp"
+    checkpoint_format: str | None = None  # None: the resumed checkpoint's, else dcp for fsdp and pt otherwise
+    activation_checkpointing: bool = False
 
 
 def train(
@@ -162,48 +199,73 @@ def train(
     normalizer: str = "none",
     device: str | None = None,
     stop_after: int | None = None,
+    strategy: str = "ddp",
+    checkpoint_format: str | None = None,
+    activation_checkpointing: bool = False,
 ) -> TrainResult:
-    """Train a Mythos model; writes OUT/ckpt.pt, OUT/tokenizer.json and OUT/data/.
+    """Train a Mythos model; writes OUT/ckpt.pt (or the DCP folder OUT/ckpt-dcp), OUT/tokenizer.json, OUT/data/.
 
     Args:
-        preset: "tiny", "mythos-172m", "mythos-500m" or a preset YAML (default "tiny"); on resume
-            the run's own configs are used.
+        preset: "tiny", "mythos-172m", "mythos-500m", "mythos-1b" or a preset YAML (default "tiny");
+            on resume the run's own configs are used.
         data: text/JSONL/Parquet files or folders; none: the embedded default corpus.
         out: the run folder (default `runs/<preset>`); must be empty unless `resume` or `force`.
         tokenizer: a tokenizer.json to use instead of training one on the data.
         max_steps: override the preset's total steps (the cosine schedule spans them).
-        resume: continue the run in `out` exactly where its checkpoint stopped.
+        resume: continue the run in `out` exactly where its checkpoint stopped (on any number of ranks
+            from a DCP folder).
         force: replace a non-empty `out` (atomically, once the new data is ready).
         normalizer: "none" (default) or "nfkc" for the trained tokenizer.
         device: "cpu", "cuda", ...; default: this rank's GPU if any, else CPU.
         stop_after: stop (and save) after this step, as an interruption would; for tests.
+        strategy: "single", "ddp" (replicas; one process without torchrun) or "fsdp" (FSDP2 shards).
+        checkpoint_format: "pt" (one ckpt.pt from rank 0) or "dcp" (every rank its shards); default:
+            the resumed checkpoint's format, else dcp for fsdp and pt otherwise.
+        activation_checkpointing: recompute each block's activations in backward (less memory, ~1/3 more compute).
 
     Raises:
         MythosError: bad preset, unreadable data, no usable text, non-empty `out`, a tokenizer
-            larger than the model's vocabulary, nothing to resume.
+            larger than the model's vocabulary, nothing to resume, a damaged or lying DCP folder.
     """
+    parallel = Parallel(strategy, checkpoint_format, activation_checkpointing)
     world = dist_utils.setup(device)
+    owns_group = False
     quiet_before = ui.is_quiet()
     if not world.is_main:
         ui.set_quiet(True)
     try:
-        return _train(world, preset, data, out, tokenizer, max_steps, resume, force, normalizer, stop_after)
+        strategies.check_strategy(strategy, world)
+        if checkpoint_format not in (None, *FORMATS):
+            raise MythosError(f"unknown --checkpoint-format {checkpoint_format!r}: use {' or '.join(FORMATS)}")
+        owns_group = strategies.ensure_group(strategy)
+        args = (preset, data, out, tokenizer, max_steps, resume, force, normalizer, stop_after)
+        return _train(world, parallel, *args)
     finally:
         ui.set_quiet(quiet_before)
+        if owns_group:
+            torch.distributed.destroy_process_group()
         dist_utils.teardown(world)
 
 
-def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normalizer, stop_after) -> TrainResult:
-    setup = _resumed_run(preset, data, out, tokenizer) if resume else _new_run(preset, data, out, tokenizer)
+def _train(
+    world, parallel: Parallel, preset, data, out, tokenizer, max_steps, resume, force, normalizer, stop_after
+) -> TrainResult:
+    fmt = parallel.checkpoint_format
+    if resume:
+        setup = _resumed_run(preset, data, out, tokenizer, fmt)
+    else:
+        setup = _new_run(preset, data, out, tokenizer)
+        setup.checkpoint_format = fmt or ("dcp" if parallel.strategy == "fsdp" else "pt")
     out, tcfg = setup.out, setup.tcfg
     if max_steps is not None:
         tcfg.max_steps = int(max_steps)
     _check_settings(tcfg, setup.config, world)
+    _check_combination(parallel, setup)
     if setup.preset is not None:
         dist_utils.run_on_main(lambda: prepare_run(out, setup.preset, data, tokenizer, normalizer, force), world)
         if world.distributed:
             torch.distributed.barrier()
-    run = _start(world, setup)
+    run = _start(world, setup, parallel)
     val_history: list[tuple[int, float]] = []
     if run.step >= tcfg.max_steps:
         ui.info(f"the run is already at step {run.step} of {tcfg.max_steps}: pass --max-steps to train further")
@@ -211,7 +273,7 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
     else:
         losses, tok_s, wall = train_loop(run, stop_after, val_history)
     return TrainResult(
-        checkpoint=out / CKPT_NAME,
+        checkpoint=out / (DCP_DIR if run.saver is not None else CKPT_NAME),
         tokenizer=out / TOKENIZER_FILE,
         step=run.step,
         losses=losses,
@@ -224,13 +286,25 @@ def _train(world, preset, data, out, tokenizer, max_steps, resume, force, normal
     )
 
 
-def _start(world: dist_utils.World, setup: _Setup) -> Run:
+def _check_combination(parallel: Parallel, setup: _Setup) -> None:
+    """FSDP keeps no whole model on any rank: it saves and resumes DCP folders only."""
+    if parallel.strategy != "fsdp":
+        return
+    if setup.checkpoint_format == "pt" or setup.state is not None:
+        raise MythosError(
+            "--strategy fsdp saves and resumes DCP checkpoints (no rank holds the whole model for a ckpt.pt): "
+            "use --checkpoint-format dcp, or --strategy ddp to continue a ckpt.pt run"
+        )
+
+
+def _start(world: dist_utils.World, setup: _Setup, parallel: Parallel) -> Run:
     """The run's tokenizer, token files, model and optimizer (restored when resuming), said in one line."""
-    out, config, tcfg, state = setup.out, setup.config, setup.tcfg, setup.state
+    out, config, tcfg = setup.out, setup.config, setup.tcfg
     tok = load_tokenizer(out / TOKENIZER_FILE)
     check_vocab_fits(tok, config.vocab_size, where=str(out / TOKENIZER_FILE), fix=TRAIN_FIX)
     tokens = TokenData.open(out / DATA_DIR)
-    model, raw_model, optimizer = _build(world, config, tcfg, state)
+    model, raw_model, optimizer = _build(world, setup, parallel.strategy, parallel.activation_checkpointing)
+    saver = dcp_checkpoint.DcpSaver(world, out / DCP_DIR) if setup.checkpoint_format == "dcp" else None
     run = Run(
         world=world,
         config=config,
@@ -241,14 +315,18 @@ def _start(world: dist_utils.World, setup: _Setup) -> Run:
         tokens=tokens,
         out=out,
         tokenizer_json=tokenizer_json_text(tok),
-        step=int(state["step"]) if state else 0,
+        step=setup.step,
         prior_wall=setup.prior_wall,
-        val_loss=(state.get("training") or {}).get("val_loss") if state else None,
+        val_loss=setup.facts.get("val_loss"),
+        strategy=parallel.strategy,
+        activation_checkpointing=parallel.activation_checkpointing,
+        saver=saver,
     )
     ui.info(
         f"model: {raw_model.num_parameters() / 1e6:.2f} M parameters; {tokens.train.size:,} train / "
-        f"{tokens.val.size:,} val tokens; {run.tokens_per_step:,} tokens per step on {world.world_size} process(es), "
-        f"{precision_of(tcfg, world.device)}"
+        f"{tokens.val.size:,} val tokens; {run.tokens_per_step:,} tokens per step, "
+        f"{strategies.describe(parallel.strategy, world, parallel.activation_checkpointing)}, "
+        f"{precision_of(tcfg, world.device, parallel.strategy)}"
     )
     if tcfg.bf16 and not bf16_supported(world.device):
         ui.info(f"bf16 requested, but {world.device.type} here has no fast bf16 matmul: training in float32")
