@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import gguf
@@ -189,3 +190,22 @@ def test_split_and_existing_outputs_are_refused_before_the_search(tmp_path):
     with pytest.raises(MythosError, match="already exists: choose another name or pass --force"):
         write_gguf_export(REFERENCE / "ref_small.pt", None, tmp_path / "m.gguf", target_bpw="4", tokenizer=TOKENIZER)
     assert (tmp_path / "m.gguf").read_bytes() == b"keep"
+
+
+def test_eval_and_card_show_searched_files_by_target_beside_the_mixes(run):
+    from mythos_convert.api import evaluate
+    from mythos_convert.card.facts import file_rows, gguf_facts
+
+    out, _ = run
+    files = [_file(out, label) for label in ("Q4_K_M", *TARGETS)]
+    report = evaluate([out / "ckpt.pt", *files], data=[out / "calibration.txt"], ctx=64, chunks=2)
+    types = {Path(r["target"]).name: r["type"] for r in report.rows if r["target"].endswith(".gguf")}
+    assert types == {f.name: label for f, label in zip(files, ("Q4_K_M", *TARGETS), strict=True)}
+    rows = {r["name"]: r for r in file_rows(out, gguf_facts(out))}
+    for label in TARGETS:
+        row = rows[_file(out, label).name]
+        _, recipe, _ = _recipe_in(_file(out, label))
+        counts = {qtype: int(n) for qtype, n in re.findall(r"(\w+) x(\d+)", row["recipe"])}
+        assert row["type"] == label and counts == dict(Counter(q.name for q in recipe.values())), row["recipe"]
+        assert row["mean_kl"] > 0
+    assert rows[_file(out, "Q4_K_M").name]["recipe"] is None and rows[_file(out, "Q4_K_M").name]["type"] == "Q4_K_M"
