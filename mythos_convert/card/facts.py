@@ -223,15 +223,16 @@ def file_rows(folder: Path, ggufs: list[dict[str, Any]]) -> list[dict[str, Any]]
     for g in ggufs:
         try:
             header = read_gguf_header(folder / g["name"], tokens=False)
-            label, bpw = header.label, header.bits_per_weight
+            label, bpw, recipe = header.label, header.bits_per_weight, header.recipe_summary
         except MythosError:  # a foreign or torn file: listed with what is known
-            label, bpw = None, None
+            label, bpw, recipe = None, None, None
         entry = evals.get(g["name"]) or {}
         kl = entry.get("kl") if isinstance(entry.get("kl"), dict) else {}
         rows.append(
             {
                 **g,
                 "type": label,
+                "recipe": recipe,  # a searched file's types (its `type` is its target)
                 "bits_per_weight": bpw,
                 "perplexity": number(entry.get("perplexity")),
                 "mean_kl": number(kl.get("mean_kl")),

@@ -175,5 +175,10 @@ def write_card_chart(folder: Path) -> Path | None:
     rows = [r for r in file_rows(folder, gguf_facts(folder)) if r["mean_kl"] is not None]
     title = f"{folder.name}: what each GGUF type costs"
     return write_chart(
-        folder, [{"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"]} for r in rows], title
+        folder,
+        [
+            {"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"], "searched": bool(r["recipe"])}
+            for r in rows
+        ],
+        title,
     )

@@ -27,7 +27,9 @@ def have_matplotlib() -> bool:
 
 
 def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
-    """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl.
+    """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl,
+    and `searched` for a file whose types were chosen by measurement (an orange diamond labelled by
+    its target, beside the fixed mixes' blue dots).
 
     A KL of exactly 0 (an F32 file) cannot sit on a log axis: it is drawn on the axis floor and
     labelled "0".
@@ -45,7 +47,8 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
         for r in points:
             y = r["mean_kl"] if r["mean_kl"] > 0 else floor
             x = r["size"] / 2**20
-            ax.scatter([x], [y], color="tab:blue", zorder=3)
+            style = {"color": "tab:orange", "marker": "D"} if r.get("searched") else {"color": "tab:blue"}
+            ax.scatter([x], [y], zorder=3, **style)
             label = r["type"] if r["mean_kl"] > 0 else f"{r['type']} (0)"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
         ax.set_yscale("log")

@@ -28,6 +28,7 @@ import gguf
 from mythos_convert.errors import MythosError
 from mythos_convert.formats.gguf_files import shard_names
 from mythos_convert.names import CONFIG_KEY
+from mythos_convert.quant.recipe import KEY_RECIPE, KEY_TARGET
 from mythos_convert.source import gguf_readers
 from mythos_convert.support.strict_json import write_strict_json
 from mythos_convert.verify.record import is_bound
@@ -40,12 +41,23 @@ EVAL_VERSION = 1
 class GGUFHeader:
     """What eval and the card need from a GGUF file's header (and its shards')."""
 
-    label: str  # F16, Q4_K_M, ...
+    label: str  # F16, Q4_K_M, ...; a searched file's target (bpw4.50)
     context: int
     tokens: list[str]
     n_elements: int
     tensor_bytes: int
     shards: list[str]  # file names, the first one included
+    recipe: tuple[str, ...] = ()  # a searched file's `NAME=TYPE` entries (`quant/recipe.py`)
+
+    @property
+    def recipe_summary(self) -> str | None:
+        """A searched file's types and how many matrices have each, most first (`Q4_K x9, Q6_K x2`)."""
+        counts: dict[str, int] = {}
+        for entry in self.recipe:
+            qtype = entry.rpartition("=")[2]
+            counts[qtype] = counts.get(qtype, 0) + 1
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{qtype} x{n}" for qtype, n in ranked) or None
 
     @property
     def bits_per_weight(self) -> float:
@@ -83,6 +95,7 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
         context = int(_field(reader, CONFIG_KEY["max_seq_len"].gguf_keys(arch)[0]))
         vocab = list(_field(reader, gguf.Keys.Tokenizer.LIST)) if tokens else []
         split = _field(reader, gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
+        target, recipe = _field(reader, KEY_TARGET), _field(reader, KEY_RECIPE)
     except Exception as exc:  # gguf-py raises ValueError, KeyError, struct errors... on a foreign file
         raise MythosError(
             f"{path} is not a GGUF model file mythos-convert can read ({type(exc).__name__}: {str(exc)[:80]}): "
@@ -91,8 +104,9 @@ def read_gguf_header(path: str | Path, tokens: bool = True) -> GGUFHeader:
     shards = shard_names(path.name, int(split) if split else 1)
     n_elements = sum(int(t.n_elements) for part in readers for t in part.tensors)
     tensor_bytes = sum(int(t.n_bytes) for part in readers for t in part.tensors)
-    label = file_type_label(file_type)
-    return GGUFHeader(label, context, vocab, n_elements, tensor_bytes, shards)
+    if target is not None:  # types chosen by measurement: the target names it (its file type is Q8_0)
+        return GGUFHeader(str(target), context, vocab, n_elements, tensor_bytes, shards, tuple(map(str, recipe or ())))
+    return GGUFHeader(file_type_label(file_type), context, vocab, n_elements, tensor_bytes, shards)
 
 
 def load_eval(folder: str | Path) -> dict[str, dict[str, Any]]:

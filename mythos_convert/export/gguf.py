@@ -17,15 +17,18 @@ from tokenizers import Tokenizer
 
 from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, size_label
-from mythos_convert.export.gguf_plan import OutType, parse_outtypes, parse_size
+from mythos_convert.export.gguf_plan import OutType, parse_outtypes, parse_size, searched_outtype
+from mythos_convert.export.gguf_target import Searched, parse_targets, search_targets
 from mythos_convert.export.gguf_vocab import build_vocab
 from mythos_convert.export.gguf_writer import WrittenGGUF, write_gguf
 from mythos_convert.export.modelfile import write_modelfile
 from mythos_convert.formats.metadata import load_meta
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.quant.imatrix_file import read_imatrix
+from mythos_convert.quant.recipe import command_line
 from mythos_convert.quant.types import RECOMMENDED
 from mythos_convert.source import ModelSource, open_source
+from mythos_convert.support.atomic import check_output_file
 from mythos_convert.support.safe_paths import refuse_output_over_inputs
 from mythos_convert.support.ui import info, warn
 
@@ -92,6 +95,7 @@ class GGUFExport:
     verify: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> result
     modelfile: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    searched: list[Searched] = field(default_factory=list)  # the --target-* files' searches, in order
 
     @property
     def passed(self) -> bool:
@@ -100,7 +104,7 @@ class GGUFExport:
 
 def write_gguf_export(
     src: str | Path,
-    outtype: str = "f16",
+    outtype: str | None = "f16",
     outfile: str | Path | None = None,
     *,
     force: bool = False,
@@ -109,6 +113,9 @@ def write_gguf_export(
     split_max_size: str | int | None = None,
     modelfile: bool = False,
     imatrix: str | Path | None = None,
+    target_bpw: str | None = None,
+    target_size: str | None = None,
+    data: list[str | Path] | None = None,
 ) -> GGUFExport:
     """Write GGUF file(s) for an HF folder or a native checkpoint (`release.export_gguf` verifies them).
 
@@ -121,12 +128,19 @@ def write_gguf_export(
         modelfile: also write an Ollama `Modelfile` beside the GGUF.
         imatrix: an importance matrix file (`mythos-convert imatrix`, or llama-imatrix's GGUF one)
             to weight the quantizers by, checked against the model first.
+        target_bpw / target_size: comma lists of budgets (`4.5`, `95MB`): one file each, its tensor
+            types chosen by measurement (`gguf_target`), named `{basename}-{size}-bpw4.50.gguf`.
+            `outtype` None with a target writes only the searched files.
+        data: the text the search calibrates and scores on (default: the run's validation split).
 
     Raises:
         MythosError: bad source, tokenizer, outtype or size; existing output without force.
     """
-    types = parse_outtypes(outtype)
+    targets = parse_targets(target_bpw, target_size)
+    types = parse_outtypes(outtype) if outtype is not None or not targets else []
     max_size = parse_size(split_max_size)
+    if targets and max_size:
+        raise MythosError("--target-bpw/--target-size files are one file each: leave out --split-max-size")
     source = open_export_source(src, config_yaml)
     tok, where = source.tokenizer(tokenizer)
     step = f" (step {source.checkpoint.step})" if source.checkpoint is not None else ""
@@ -134,12 +148,16 @@ def write_gguf_export(
     vocab = build_vocab(tok, source.config.vocab_size)
     warnings = [w for w in [vocab.normalizer_warning()] if w]
     meta = load_metadata(source.config, source.generation)
-    paths = output_paths(source.out_dir, types, meta, outfile)
+    outtypes = types + [searched_outtype(t.label, {}) for t in targets]
+    paths = output_paths(source.out_dir, outtypes, meta, outfile)
     inputs = [("source file", p) for p in source.inputs] + [("tokenizer", tokenizer), ("config", config_yaml)]
-    inputs.append(("importance matrix", imatrix))
+    inputs += [("importance matrix", imatrix), *(("data", d) for d in data or [])]
     for path in paths.values():
         refuse_output_over_inputs(path, inputs)
+        if targets:  # refused before the search's minutes, not after (the writer checks again)
+            check_output_file(path, force)
     weights = _imatrix_info(imatrix, source.config) if imatrix is not None else None
+    searched = search_targets(source, tok, vocab, meta, targets, imatrix=weights, data=data) if targets else []
     written = write_gguf(
         source.tensors(),
         source.config,
@@ -149,11 +167,15 @@ def write_gguf_export(
         split_max_size=max_size,
         force=force,
         imatrix=weights,
+        searched=[s.outtype for s in searched],
     )
     warnings += [line for w in written if (line := _all_fell_back(w))]
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
-    export = GGUFExport(source, tok, written, warnings=warnings)
+    export = GGUFExport(source, tok, written, warnings=warnings, searched=searched)
+    f32 = f"{meta.basename}-{meta.size_label}-F32.gguf"  # llama.cpp writes our bytes from the F32 file
+    for found, w in zip(searched, written[len(types) :], strict=True):
+        found.command = command_line(found.choice.recipe, f32, w.path.name, imatrix and Path(imatrix).name)
     if modelfile:
         target = _modelfile_target(written).path
         export.modelfile = write_modelfile(target, tok, source.generation, source.config.max_seq_len, force=force)

@@ -16,6 +16,7 @@ from mythos_convert.export.gguf_plan import OutType, TensorPlan
 from mythos_convert.export.gguf_vocab import GGUFVocab
 from mythos_convert.model.config import MythosConfig
 from mythos_convert.names import gguf_header
+from mythos_convert.quant import recipe as recipes
 
 Q = gguf.GGMLQuantizationType
 QUANTIZATION_VERSION = 2  # gguf.GGML_QUANT_VERSION
@@ -107,12 +108,35 @@ def write_header(
     imatrix: ImatrixInfo | None = None,
 ) -> None:
     """Add every key of one output and write the header, the keys and the tensor table to its file."""
+    add_keys(writer, outtype, plans, config, vocab, metadata, imatrix)
+    if outtype.recipe is not None:  # last: the search counts every other key (`quant/search.Layout`)
+        writer.add_array(recipes.KEY_RECIPE, recipes.metadata_value(outtype.recipe))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+
+
+def add_keys(
+    writer: gguf.GGUFWriter,
+    outtype: OutType,
+    plans: list[TensorPlan],
+    config: MythosConfig,
+    vocab: GGUFVocab,
+    metadata: GGUFMetadata,
+    imatrix: ImatrixInfo | None = None,
+) -> None:
+    """Every key of one output but a searched file's recipe (which `write_header` adds last)."""
     metadata.add_to(writer)
     add_hparams(writer, config)
     writer.add_file_type(int(outtype.file_type))
     writer.add_quantization_version(QUANTIZATION_VERSION)
     vocab.add_to(writer)
     writer.add_string(KEY_VERSION, __version__)
+    if outtype.recipe is not None:  # every matrix's type is in the recipe: no lists of exceptions
+        writer.add_string(recipes.KEY_TARGET, outtype.name)
+        if imatrix is not None:
+            imatrix.add_to(writer)
+        return
     main = outtype.qtype
     matrices = [p for p in plans if len(p.shape) > 1]
     fallback = [p.name for p in matrices if p.qtype == Q.F16 != main]
@@ -123,6 +147,3 @@ def write_header(
         writer.add_array(KEY_FALLBACK, fallback)
     if imatrix is not None and outtype.qtype not in (Q.F32, Q.F16, Q.BF16, Q.Q8_0):
         imatrix.add_to(writer)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()

@@ -7,7 +7,7 @@ header and tensor table first and count the shards of a split output before writ
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 import gguf
@@ -18,14 +18,17 @@ from mythos_convert.names import gguf_shapes
 from mythos_convert.quant.types import MAIN_TYPE, choose_types
 
 F = gguf.LlamaFileType
+F32 = gguf.GGMLQuantizationType.F32
 
 
 @dataclass(frozen=True)
 class OutType:
     """One `--outtype` (llama-quantize's name for it) and the file type llama.cpp records."""
 
-    name: str  # as typed on the command line
+    name: str  # as typed on the command line; a searched file's target (`bpw4.50`, `size95MB`)
     file_type: gguf.LlamaFileType
+    # a searched file's types (GGUF name -> type, every matrix; `quant/target.py`), None for a fixed mix
+    recipe: dict[str, gguf.GGMLQuantizationType] | None = field(default=None, compare=False)
 
     @property
     def qtype(self) -> gguf.GGMLQuantizationType:
@@ -33,8 +36,15 @@ class OutType:
         return MAIN_TYPE[self.file_type]
 
     @property
-    def label(self) -> str:  # as it appears in file names: F16, Q8_0, Q4_K_M
-        return self.name.upper()
+    def label(self) -> str:  # as it appears in file names: F16, Q8_0, Q4_K_M, bpw4.50
+        return self.name if self.recipe is not None else self.name.upper()
+
+
+def searched_outtype(target: str, recipe: dict[str, gguf.GGMLQuantizationType]) -> OutType:
+    """The output of a searched recipe. Its file type is Q8_0, what `llama-quantize --tensor-type ...
+    IN OUT Q8_0` (`quant/recipe.command_line`) records: every matrix is overridden, so the base
+    type only makes llama.cpp quantize; readers find the target under `mythos.quantize.target`."""
+    return OutType(target, F.MOSTLY_Q8_0, dict(recipe))
 
 
 # Every type llama.cpp runs for a dense llama that this package can quantize: the float and legacy
@@ -110,6 +120,12 @@ def plan_tensors(config: MythosConfig, outtype: OutType, *, imatrix: bool = Fals
     mixes give some layers more bits; a row that does not fit a type's block falls back (noted).
     """
     shapes = gguf_shapes(config)
+    if outtype.recipe is not None:
+        note = f"chosen by measurement for {outtype.name}"
+        return [
+            TensorPlan(name, shape, outtype.recipe[name], note) if len(shape) > 1 else TensorPlan(name, shape, F32)
+            for name, shape in shapes.items()
+        ]
     choices = choose_types(
         outtype.file_type,
         shapes,

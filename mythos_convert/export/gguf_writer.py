@@ -180,6 +180,7 @@ def write_gguf(
     split_max_size: int = 0,
     force: bool = False,
     imatrix: ImatrixInfo | None = None,
+    searched: list[OutType] = (),
 ) -> list[WrittenGGUF]:
     """Write one GGUF per output type from one pass over `tensors`.
 
@@ -191,10 +192,13 @@ def write_gguf(
         force: replace existing files.
         imatrix: per-column importance weights by GGUF name (`mythos_convert.quant.imatrix`): the
             quantizers weight by them and llama.cpp's imatrix rules pick the types.
+        searched: outputs of searched recipes (`gguf_plan.searched_outtype`), named in `outputs` by
+            their target; each matrix gets its recipe's type.
 
     Nothing is left under a final name unless that output was completely written.
     """
-    chosen = [(OUTTYPES[name], Path(path)) for name, path in outputs.items()]
+    known = {**OUTTYPES, **{t.name: t for t in searched}}
+    chosen = [(known[name], Path(path)) for name, path in outputs.items()]
     n_shards = {path: count_shards(config, outtype, split_max_size) for outtype, path in chosen}
     for _outtype, path in chosen:
         check_outputs(path, n_shards[path], force)

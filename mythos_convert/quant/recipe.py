@@ -28,6 +28,7 @@ from mythos_convert.errors import MythosError
 
 Q = gguf.GGMLQuantizationType
 KEY_RECIPE = "mythos.quantize.tensor_types"
+KEY_TARGET = "mythos.quantize.target"  # the budget the recipe was chosen for: `bpw4.50`, `size95MB`
 _NAME = re.compile(r"^[a-z0-9_.]+$")
 
 
@@ -59,14 +60,19 @@ def tensor_type_args(recipe: dict[str, gguf.GGMLQuantizationType]) -> list[str]:
 
 
 def command_line(
-    recipe: dict[str, gguf.GGMLQuantizationType], src: str = "model-F16.gguf", dst: str = "out.gguf"
+    recipe: dict[str, gguf.GGMLQuantizationType],
+    src: str = "model-F32.gguf",
+    dst: str = "out.gguf",
+    imatrix: str | None = None,
 ) -> str:
     """The llama-quantize command that writes the same types (shell-quoted: the patterns hold `\\` and `$`).
 
     The base type Q8_0 only makes llama.cpp quantize at all (`ggml_is_quantized(default_type)`);
-    every matrix is overridden, norms stay F32.
+    every matrix is overridden, norms stay F32. From an F32 file (`gguf --outtype f32`) llama.cpp
+    writes the same bytes; from F16 it quantizes the F16-rounded weights.
     """
-    return shlex.join(["llama-quantize", *tensor_type_args(recipe), src, dst, "Q8_0"])
+    weighted = ["--imatrix", imatrix] if imatrix else []
+    return shlex.join(["llama-quantize", *weighted, *tensor_type_args(recipe), src, dst, "Q8_0"])
 
 
 def parse_tensor_types(text: str) -> dict[str, gguf.GGMLQuantizationType]:

@@ -96,6 +96,23 @@ GGUF_TOLERANCES.update(
 )
 TRANSFORMERS_F32_TOLERANCE = 1e-4  # transformers-from-GGUF f32 against the native engine: rounding only
 
+# A file whose types were chosen by measurement (`gguf --target-bpw/--target-size`) is held to the
+# KL gate of the fixed mix with the most bits per weight that it reaches on this model (at least the
+# mix's bits): the search spends the same bits where they lower KL most, so it should do no worse.
+# Below every mix it gets the smallest mix's (Q2_K's). docs/parity.md has the measured ratios.
+SEARCHED_GATE_MIXES = tuple(label for label in _KL_GATES if label not in ("Q8_0", "Q6_K"))
+
+
+def searched_gate(file_bpw: float, mix_bpw: dict[str, float]) -> str:
+    """The fixed mix whose KL gate a searched file of `file_bpw` bits per weight is held to.
+
+    `mix_bpw`: each mix of SEARCHED_GATE_MIXES's bits per weight on the same model (tensor data
+    over weights, as `file_bpw`): row fallbacks make them differ between models.
+    """
+    mixes = {label: bits for label, bits in mix_bpw.items() if label in SEARCHED_GATE_MIXES}
+    reached = [label for label, bits in mixes.items() if bits <= file_bpw]
+    return max(reached, key=mixes.__getitem__) if reached else min(mixes, key=mixes.__getitem__)
+
 
 def scaled_tolerance(tol: Tolerance, logit_std: float) -> Tolerance:
     """A tolerance for logits of spread `logit_std`: the |diff| bounds grow with it above 1 (KL is scale-free).

@@ -30,9 +30,12 @@ from mythos_convert.support.safe_paths import require_file
 from mythos_convert.support.ui import info, result
 from mythos_convert.verify.gates import (
     GGUF_TOLERANCES,
+    SEARCHED_GATE_MIXES,
     TRANSFORMERS_F32_TOLERANCE,
+    Tolerance,
     describe_tolerance,
     scaled_tolerance,
+    searched_gate,
 )
 from mythos_convert.verify.gguf_tensors import FLOAT_TYPES, TensorCheck, check_tensors, header_problems
 from mythos_convert.verify.inputs import GREEDY_TOKENS, PROMPTS, TOKENIZER_TEXTS
@@ -109,15 +112,34 @@ def _file_type(source: ModelSource) -> str:
     return labels.get(file_type, f"file_type {file_type}")
 
 
+def _searched(source: ModelSource) -> tuple[str, str] | None:
+    """A searched file's target (`mythos.quantize.target`) and the mix whose gate it gets; None for a fixed mix."""
+    from mythos_convert.export.gguf_plan import plan_tensors
+    from mythos_convert.quant.recipe import KEY_TARGET
+
+    field = source.gguf_reader.get_field(KEY_TARGET)
+    if field is None:
+        return None
+    tensors = [t for reader in gguf_readers(source.path, source.gguf_reader) for t in reader.tensors]
+    file_bpw = 8 * sum(int(t.n_bytes) for t in tensors) / sum(int(t.n_elements) for t in tensors)
+    mix_bpw = {}
+    for label in SEARCHED_GATE_MIXES:
+        plans = plan_tensors(source.config, OUTTYPES[label.lower()])
+        mix_bpw[label] = 8 * sum(p.nbytes for p in plans) / sum(math.prod(p.shape) for p in plans)
+    return str(field.contents()), searched_gate(file_bpw, mix_bpw)
+
+
 @dataclasses.dataclass
 class _File:
     """What is read of a GGUF file before llama.cpp runs it."""
 
-    label: str  # its file type
+    label: str  # its file type, or a searched file's target
+    gate: Tolerance | None  # what its logits must meet (before scaling by the logits' spread)
     shards: int
     files: dict[str, Any]  # sha256/size per file, taken before llama.cpp reads them
     tensors: list[TensorCheck]
     header: list[str]  # header keys that contradict the reference's config
+    gate_of: str = ""  # a searched file's: the fixed mix whose gate it gets
 
 
 def _read_file(gguf_path: Path, ref: NativeReference) -> _File:
@@ -127,9 +149,14 @@ def _read_file(gguf_path: Path, ref: NativeReference) -> _File:
     """
     src = open_gguf(gguf_path, ref.config)
     label = _file_type(src)
+    gate = GGUF_TOLERANCES.get(label)
+    searched = _searched(src)
+    if searched is not None:  # the target names it; its gate is a fixed mix's (`gates.searched_gate`)
+        label, gate = searched[0], GGUF_TOLERANCES[searched[1]]
     files = hash_files(gguf_path.parent, [p.name for p in src.inputs])
     tensors = check_tensors(src, ref.tensors, ref.config)
-    return _File(label, len(src.inputs), files, tensors, header_problems(src.gguf_reader, ref.config))
+    header = header_problems(src.gguf_reader, ref.config)
+    return _File(label, gate, len(src.inputs), files, tensors, header, searched[1] if searched else "")
 
 
 def verify_gguf(
@@ -194,7 +221,7 @@ def _run_llama(gguf_path: Path, file: _File, ref: NativeReference) -> tuple[dict
     llm = load_llama(gguf_path, max(map(len, ref.seqs)) + GREEDY_TOKENS, f32_kv=True)
     engine = llama_engine_of(llm, gguf_path.name, file.label, ref.config.vocab_size)
     try:
-        tol = GGUF_TOLERANCES.get(file.label)
+        tol = file.gate
         comparison = _logit_parity(ref, engine)
         tol = scaled_tolerance(tol, ref.logit_std) if tol is not None else None
         greedy_equal = _greedy_parity(ref, engine)
@@ -211,7 +238,7 @@ def _run_llama(gguf_path: Path, file: _File, ref: NativeReference) -> tuple[dict
         **_facts(gguf_path, file, ref, failures),
         **comparison,
         "greedy_equal": greedy_equal,
-        "tolerance": describe_tolerance(tol),
+        "tolerance": describe_tolerance(tol) + (f" ({file.gate_of}'s gate)" if file.gate_of else ""),
         "logit_std": ref.logit_std,
         "tokenizer_agreement": tok_agreement,
         "tokenizer_differences": tok_diffs,
