@@ -1,4 +1,4 @@
-"""The card's chart: file size against mean KL divergence, one point per GGUF type.
+"""The card's chart: file size against mean KL divergence, one point per GGUF type and MLX folder.
 
 It is how community GGUF repos show what each quantization costs: down and to the left is better.
 matplotlib is an optional extra (`pip install "mythos-convert[plot]"`); without it the card shows
@@ -27,7 +27,9 @@ def have_matplotlib() -> bool:
 
 
 def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
-    """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl.
+    """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl
+    and optionally format ("GGUF", the default, or "MLX"): each format its own colour and marker, with a
+    legend when there are several.
 
     A KL of exactly 0 (an F32 file) cannot sit on a log axis: it is drawn on the axis floor and
     labelled "0".
@@ -45,7 +47,7 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
         for r in points:
             y = r["mean_kl"] if r["mean_kl"] > 0 else floor
             x = r["size"] / 2**20
-            ax.scatter([x], [y], color="tab:blue", zorder=3)
+            ax.scatter([x], [y], zorder=3, **point_style(r))
             label = r["type"] if r["mean_kl"] > 0 else f"{r['type']} (0)"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
         ax.set_yscale("log")
@@ -53,12 +55,30 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
         ax.set_ylabel("mean KL divergence from float32 (nats)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+        add_format_legend(ax, points)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same rows, same bytes
         return buffer.getvalue()
     finally:
         plt.close(fig)
+
+
+FORMAT_STYLES = {"GGUF": {"color": "tab:blue", "marker": "o"}, "MLX": {"color": "tab:orange", "marker": "s"}}
+
+
+def point_style(row: dict[str, Any]) -> dict[str, str]:
+    """Colour and marker of a row's format (GGUF's: the chart's only style before MLX rows)."""
+    return FORMAT_STYLES.get(row.get("format") or "GGUF", FORMAT_STYLES["GGUF"])
+
+
+def add_format_legend(ax: Any, points: list[dict[str, Any]]) -> None:
+    """A legend naming each format's marker, drawn only when more than one format is plotted."""
+    formats = sorted({r.get("format") or "GGUF" for r in points})
+    if len(formats) < 2:
+        return
+    handles = [ax.scatter([], [], label=f, **FORMAT_STYLES.get(f, FORMAT_STYLES["GGUF"])) for f in formats]
+    ax.legend(handles=handles, loc="upper right", fontsize=9)
 
 
 def write_chart(folder: Path, rows: list[dict[str, Any]], title: str) -> Path | None:
