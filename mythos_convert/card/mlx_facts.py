@@ -104,5 +104,5 @@ def runtime_rows(verify: list[dict[str, Any]], has_gguf: bool, has_modelfile: bo
                 "checked": f"run: KL divergence from the original model, mean at most {max(kls):.3g} (Parity below)",
             }
         )
-    rows.append({"runtime": "any other", "files": "", "checked": "not checked"})
+    rows.append({"runtime": "any other", "files": "-", "checked": "not checked, not supported"})
     return rows
