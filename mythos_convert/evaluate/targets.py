@@ -127,12 +127,14 @@ def reference_folder(targets: list[Target]) -> Path | None:
 
 def pick_tokenizer(targets: list[Target], explicit: str | Path | None) -> Tokenizer:
     """--tokenizer, else the first target that holds one: a checkpoint's (beside it or embedded
-    in it), then a folder's tokenizer.json (an HF export, or the folder a GGUF file sits in)."""
+    in it), then a folder's tokenizer.json (an HF export, the folder a GGUF file sits in, an MLX folder)."""
     if explicit is not None:
         return load_tokenizer(explicit)
     for t in sorted(targets, key=lambda t: t.kind != "native"):
         if t.source is not None and t.source.has_tokenizer:
             return t.source.tokenizer()[0]
+        if t.mlx is not None and (t.path / TOKENIZER_FILE).is_file():  # mlx-lm copies the export's
+            return load_tokenizer(t.path / TOKENIZER_FILE)
     raise MythosError(
         "no tokenizer for the evaluation text: pass --tokenizer with the tokenizer.json the model was trained with"
     )
