@@ -26,10 +26,19 @@ from helpers import export_reference
 from mlx_venv import mlx_venv_python
 
 from mythos_convert.api import export_gguf
+from mythos_convert.card.mlx_facts import runtime_rows
+from mythos_convert.errors import MythosError
+from mythos_convert.evaluate.chart import point_style, render_png
+from mythos_convert.evaluate.mlx_targets import with_mlx_runtime
 from mythos_convert.evaluate.record import bound_eval
+from mythos_convert.evaluate.targets import Target
 from mythos_convert.mlx.export import export_mlx
 
-pytestmark = [pytest.mark.slow, pytest.mark.mlx]
+
+def slow_mlx(test):
+    """Marks of the tests that run mlx-lm in the MLX venv (as tests/test_mlx.py's)."""
+    return pytest.mark.slow(pytest.mark.mlx(test))
+
 
 CHUNKS = "32"
 
@@ -64,6 +73,7 @@ def _entries(folder: Path) -> dict:
     return json.loads((folder / "eval.json").read_text())["results"]
 
 
+@slow_mlx
 def test_mlx_entries_beside_the_gguf(measured):
     results = _entries(measured)
     q8, m8, m4 = results["mythos-919K-Q8_0.gguf"], results["mlx-8bit/"], results["mlx-4bit/"]
@@ -85,6 +95,7 @@ def test_mlx_entries_beside_the_gguf(measured):
     assert m8["bits_per_weight"] == pytest.approx(1_042_424 * 8 / 918_784)
 
 
+@slow_mlx
 def test_entries_are_bound_to_the_folders_files(measured):
     for name in ("mlx-4bit", "mlx-8bit"):
         files = _entries(measured)[f"{name}/"]["files"]
@@ -97,6 +108,7 @@ def test_entries_are_bound_to_the_folders_files(measured):
         }
 
 
+@slow_mlx
 def test_a_tampered_mlx_file_loses_its_figures_until_measured_again(measured, mlx_python, tmp_path):
     copy = tmp_path / "hf"
     shutil.copytree(measured, copy)
@@ -118,6 +130,7 @@ def test_a_tampered_mlx_file_loses_its_figures_until_measured_again(measured, ml
     assert "mlx-4bit/" in bound_eval(copy) and new["kl"] is not None  # the folder alone: its parent is the reference
 
 
+@slow_mlx
 def test_card_lists_the_mlx_folders(measured):
     card = (measured / "README.md").read_text()
     results = _entries(measured)
@@ -144,6 +157,7 @@ def _main_python_has_mlx() -> None:
         pytest.skip("this Python has mlx-lm (the `mlx` extra): there is no missing install to report")
 
 
+@slow_mlx
 def test_without_mlx_lm_one_skip_line(measured, tmp_path):
     _main_python_has_mlx()
     before = (measured / "eval.json").read_bytes()
@@ -159,6 +173,7 @@ def test_without_mlx_lm_one_skip_line(measured, tmp_path):
     assert (measured / "eval.json").read_bytes() == before
 
 
+@slow_mlx
 def test_an_mlx_target_without_mlx_lm_is_one_error_line(measured):
     _main_python_has_mlx()
     done = _cli("eval", str(measured / "mlx-8bit"), "--chunks", "2", "--no-record", env=_no_mlx_env())
@@ -166,3 +181,79 @@ def test_an_mlx_target_without_mlx_lm_is_one_error_line(measured):
     assert "pip install 'mythos-convert[mlx]'" in done.stderr
     done = _cli("eval", str(measured), "--chunks", "2", "--no-record", "--mlx-python", sys.executable)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cannot import mlx_lm" in done.stderr
+
+
+# Without mlx-lm: what the card and eval decide from records and targets.
+
+VERIFIED_HF = {"target": "hf", "passed": True, "max_abs_diff": 0.0, "greedy_equal": True}
+VERIFIED_Q8 = {"target": "m-Q8_0.gguf", "kind": "gguf", "passed": True}
+MLX_4 = {"target": "mlx-4bit/", "runtime": "mlx-lm", "passed": True, "mean_kl": 0.0109}
+MLX_8 = {"target": "mlx-8bit/", "runtime": "mlx-lm", "passed": True, "mean_kl": 4.9e-05}
+
+
+def _runtimes(verify: list[dict], gguf: bool = True) -> dict[str, dict]:
+    return {r["runtime"]: r for r in runtime_rows(verify, gguf, gguf)}
+
+
+def test_runtime_table_says_how_each_runtime_was_checked():
+    rows = _runtimes([VERIFIED_HF, VERIFIED_Q8, MLX_4, MLX_8])
+    assert list(rows) == [
+        "transformers 4.46 to 5.x",
+        "vLLM (CPU)",
+        "llama.cpp",
+        "Ollama",
+        "MLX (mlx-lm, CPU)",
+        "any other",
+    ]
+    assert rows["transformers 4.46 to 5.x"]["checked"].startswith(
+        "run: logits against the original model, max abs diff 0,"
+    )
+    assert rows["llama.cpp"]["checked"].startswith("run: 1 of the GGUF files verified")
+    assert rows["Ollama"]["checked"].startswith("checked statically, not run")
+    assert rows["Ollama"]["files"] == "the `.gguf` files, `Modelfile`"
+    assert rows["MLX (mlx-lm, CPU)"]["files"] == "`mlx-4bit/`, `mlx-8bit/`"
+    assert (
+        rows["MLX (mlx-lm, CPU)"]["checked"]
+        == "run: KL divergence from the original model, mean at most 0.0109 (Parity below)"
+    )
+    assert rows["vLLM (CPU)"]["checked"].endswith("not on these files") and rows["any other"]["checked"].startswith(
+        "not checked"
+    )
+    assert not any("TGI" in str(r) for r in rows.values())
+
+
+def test_runtime_table_claims_nothing_unverified():
+    rows = _runtimes([dict(MLX_4, passed=False), dict(VERIFIED_Q8, passed=False)])
+    assert "MLX (mlx-lm, CPU)" not in rows  # a failed MLX verify is no check
+    assert rows["llama.cpp"]["checked"].startswith("not verified on these files yet")
+    assert rows["transformers 4.46 to 5.x"]["checked"].startswith("not verified on these files yet")
+    assert set(_runtimes([VERIFIED_HF], gguf=False)) == {"transformers 4.46 to 5.x", "vLLM (CPU)", "any other"}
+
+
+def _mlx_target(found: bool) -> Target:
+    return Target("mlx", Path("out/mlx-4bit"), "mlx-4bit/", "out/mlx-4bit/", None, mlx=object(), found=found)
+
+
+def test_found_mlx_folders_are_skipped_without_mlx_lm(monkeypatch):
+    _main_python_has_mlx()
+    monkeypatch.delenv("MYTHOS_MLX_PYTHON", raising=False)
+    hf = Target("hf", Path("out"), "hf", "out/", None)
+    kept, notes, python = with_mlx_runtime([hf, _mlx_target(found=True)], None)
+    assert kept == [hf] and python is None and len(notes) == 1
+    assert notes[0].startswith("skipped mlx-4bit/: ") and "pip install 'mythos-convert[mlx]'" in notes[0]
+    with pytest.raises(MythosError, match=r"pip install 'mythos-convert\[mlx\]'"):
+        with_mlx_runtime([hf, _mlx_target(found=False)], None)  # asked for by name
+    with pytest.raises(MythosError, match="cannot import mlx_lm"):
+        with_mlx_runtime([hf, _mlx_target(found=True)], sys.executable)  # --mlx-python given
+    assert with_mlx_runtime([hf], sys.executable) == ([hf], [], None)  # no MLX folder: nothing probed
+
+
+def test_chart_marks_mlx_points_and_adds_a_legend_only_when_formats_mix():
+    pytest.importorskip("matplotlib")
+    gguf = [{"type": "Q8_0", "size": 994_016, "mean_kl": 1.1e-4}]
+    mlx = [{"type": "MLX 8-bit", "size": 1_042_424, "mean_kl": 4.2e-5, "format": "MLX"}]
+    assert render_png(gguf, "t") == render_png([dict(gguf[0], format="GGUF")], "t")  # GGUF: the default style
+    mixed = render_png(gguf + mlx, "t")
+    unmarked = render_png([*gguf, {k: v for k, v in mlx[0].items() if k != "format"}], "t")
+    assert mixed != unmarked  # the MLX point has its own marker and the legend is drawn
+    assert point_style(mlx[0]) != point_style(gguf[0])
