@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mythos_convert.card.mlx_facts import mlx_rows, runtime_rows
 from mythos_convert.data.tokenizer import TOKENIZER_FILE
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import CHART_FILE, INSTALL_HINT, have_matplotlib
@@ -357,6 +358,7 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
     provenance = Provenance.from_dict(_read_json(folder / META_FILE))
     ggufs = gguf_facts(folder)
     files = file_rows(folder, ggufs)
+    verify = verify_rows(folder)
     return {
         "config": config,
         "arch": architecture_facts(config, tensors) if tensors else {},
@@ -373,5 +375,7 @@ def collect_facts(folder: str | Path) -> dict[str, Any]:
             "tokenizer_source": Path(provenance.tokenizer_source or "").name or None,
             "mythos_convert_version": provenance.mythos_convert_version,
         },
-        "verify": verify_rows(folder),
+        "verify": verify,
+        "mlx": mlx_rows(folder),
+        "runtimes": runtime_rows(verify, bool(ggufs), (folder / "Modelfile").is_file()),
     }

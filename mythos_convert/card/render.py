@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert.card.facts import collect_facts, file_rows, gguf_facts, number
+from mythos_convert.card.mlx_facts import mlx_rows
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.chart import write_chart
 from mythos_convert.formats.metadata import load_meta
@@ -173,12 +174,11 @@ def write_card(folder: Path, meta_path: Path | None = None) -> Path:
 def write_card_chart(folder: Path) -> Path | None:
     """The chart of the "Files" table (size against mean KL divergence), from the bound eval results."""
     rows = [r for r in file_rows(folder, gguf_facts(folder)) if r["mean_kl"] is not None]
-    title = f"{folder.name}: what each GGUF type costs"
-    return write_chart(
-        folder,
-        [
-            {"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"], "searched": bool(r["recipe"])}
-            for r in rows
-        ],
-        title,
-    )
+    mlx = [r for r in mlx_rows(folder) if r["mean_kl"] is not None]
+    title = f"{folder.name}: what each {'format' if mlx else 'GGUF type'} costs"
+    points = [
+        {"type": r["type"] or r["name"], "size": r["size"], "mean_kl": r["mean_kl"], "searched": bool(r["recipe"])}
+        for r in rows
+    ]
+    points += [{"type": r["type"], "size": r["size"], "mean_kl": r["mean_kl"], "format": "MLX"} for r in mlx]
+    return write_chart(folder, points, title)

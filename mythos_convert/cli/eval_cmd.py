@@ -1,4 +1,4 @@
-"""`mythos-convert eval TARGET...`: perplexity of every format, KL divergence of every GGUF from float32."""
+"""`mythos-convert eval TARGET...`: perplexity of every format, KL divergence of every GGUF and MLX folder from float32."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typer import Argument, Option
 
 from mythos_convert.cli.common import ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, skip_exit_collection
 
-TARGETS = "Checkpoints, HF folders, GGUF files; a folder means its model plus every GGUF in it."
+TARGETS = (
+    "Checkpoints, HF folders, GGUF files, MLX folders; a folder means its model plus every GGUF and MLX folder in it."
+)
+MLX_PYTHON = "A Python with mlx-lm for the MLX folders (default: $MYTHOS_MLX_PYTHON, else this one; none: skipped)."
 DATA = "Text to score (as `train --data`); default: the run's validation split."
 CTX = "Tokens per window (default 512, or the model's context if smaller)."
 TOKENIZER = "tokenizer.json (default: the checkpoint's, else the folder's)."
@@ -34,6 +37,7 @@ def eval_(
     no_record: Annotated[bool, Option("--no-record", help="Do not write eval.json (nor re-render the card).")] = False,
     flash_attn: Annotated[bool, Option("--flash-attn/--no-flash-attn", help=FLASH_ATTN)] = True,
     repack: Annotated[bool, Option("--repack/--no-repack", help=REPACK)] = True,
+    mlx_python: Annotated[Path | None, Option(help=MLX_PYTHON)] = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -47,6 +51,7 @@ def eval_(
     from mythos_convert.support.ui import result
 
     options = dict(data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record)
+    options["mlx_python"] = mlx_python
     report = evaluate(targets, report_json=json_out, force=force, flash_attn=flash_attn, repack=repack, **options)
     for line in [report_table(report), *report_lines(report)]:
         result(line)

@@ -1,4 +1,4 @@
-"""The card's chart: file size against mean KL divergence, one point per GGUF type.
+"""The card's chart: file size against mean KL divergence, one point per GGUF type and MLX folder.
 
 It is how community GGUF repos show what each quantization costs: down and to the left is better.
 matplotlib is an optional extra (`pip install "mythos-convert[plot]"`); without it the card shows
@@ -28,8 +28,9 @@ def have_matplotlib() -> bool:
 
 def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
     """PNG bytes of size (MiB, x) against mean KL divergence (y, log scale); rows: type, size, mean_kl,
-    and `searched` for a file whose types were chosen by measurement (an orange diamond labelled by
-    its target, beside the fixed mixes' blue dots).
+    optionally format ("GGUF", the default, or "MLX") and `searched` for a GGUF whose types were chosen
+    by measurement (labelled by its target): each kind its own colour and marker, with a legend when
+    there are several.
 
     A KL of exactly 0 (an F32 file) cannot sit on a log axis: it is drawn on the axis floor and
     labelled "0".
@@ -47,8 +48,7 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
         for r in points:
             y = r["mean_kl"] if r["mean_kl"] > 0 else floor
             x = r["size"] / 2**20
-            style = {"color": "tab:orange", "marker": "D"} if r.get("searched") else {"color": "tab:blue"}
-            ax.scatter([x], [y], zorder=3, **style)
+            ax.scatter([x], [y], zorder=3, **point_style(r))
             label = r["type"] if r["mean_kl"] > 0 else f"{r['type']} (0)"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
         ax.set_yscale("log")
@@ -56,12 +56,40 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
         ax.set_ylabel("mean KL divergence from float32 (nats)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+        add_format_legend(ax, points)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same rows, same bytes
         return buffer.getvalue()
     finally:
         plt.close(fig)
+
+
+FORMAT_STYLES = {
+    "GGUF": {"color": "tab:blue", "marker": "o"},
+    "GGUF, types searched": {"color": "tab:orange", "marker": "D"},
+    "MLX": {"color": "tab:green", "marker": "s"},
+}
+
+
+def point_style(row: dict[str, Any]) -> dict[str, str]:
+    """Colour and marker of a row's kind (a fixed GGUF mix's when nothing else is said)."""
+    return FORMAT_STYLES.get(point_kind(row), FORMAT_STYLES["GGUF"])
+
+
+def point_kind(row: dict[str, Any]) -> str:
+    """The legend's name for a row: its format, and for a GGUF whether its types were searched."""
+    kind = row.get("format") or "GGUF"
+    return f"{kind}, types searched" if row.get("searched") and kind == "GGUF" else kind
+
+
+def add_format_legend(ax: Any, points: list[dict[str, Any]]) -> None:
+    """A legend naming each format's marker, drawn only when more than one format is plotted."""
+    formats = sorted({point_kind(r) for r in points})
+    if len(formats) < 2:
+        return
+    handles = [ax.scatter([], [], label=f, **FORMAT_STYLES.get(f, FORMAT_STYLES["GGUF"])) for f in formats]
+    ax.legend(handles=handles, loc="upper right", fontsize=9)
 
 
 def write_chart(folder: Path, rows: list[dict[str, Any]], title: str) -> Path | None:

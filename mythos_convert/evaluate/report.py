@@ -37,6 +37,8 @@ class EvalReport:
 
 
 def _bits(t: Target) -> float | None:
+    if t.mlx is not None:
+        return t.mlx.bits_per_weight
     if t.header is not None:
         return t.header.bits_per_weight
     dtype = t.source.hf.stored_dtype() if t.source.hf is not None else "float32"

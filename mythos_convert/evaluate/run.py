@@ -1,10 +1,12 @@
-"""Evaluate targets (native checkpoints, HF folders, GGUF files) on the same windows of held-out text.
+"""Evaluate targets (native checkpoints, HF folders, GGUF files, MLX folders) on the same windows of held-out text.
 
 Every target's perplexity is computed by the same scoring code (`perplexity.py`) from its own
-engine's logits. Each GGUF file (and an HF folder, when a native checkpoint is also given) is
-compared, position by position, with the float32 reference: the native engine on the first native
-checkpoint among the targets, else on the weights of the HF folder the GGUF files sit in (the
-weights they were quantized from). KL divergence KL(P_ref || P), its median, 99th percentile and
+engine's logits. Each GGUF file and MLX folder (and an HF folder, when a native checkpoint is also
+given) is compared, position by position, with the float32 reference: the native engine on the
+first native checkpoint among the targets, else on the weights of the HF folder the GGUF files and
+MLX folders sit in (the weights they were quantized from). MLX folders run in mlx-lm (CPU) in the
+Python `--mlx-python` names (`mlx.runtime`); without one, those found beside an HF export are
+skipped with one line naming the install command. KL divergence KL(P_ref || P), its median, 99th percentile and
 max, and top-1 agreement are `engines.divergence`'s, over the scored positions, as
 `llama-perplexity --kl-divergence` reports them.
 
@@ -30,6 +32,7 @@ from mythos_convert.engines.native import native_engine, native_from_hf
 from mythos_convert.engines.threads import torch_threads
 from mythos_convert.errors import MythosError
 from mythos_convert.evaluate.measure import Measured, measure
+from mythos_convert.evaluate.mlx_targets import with_mlx_runtime
 from mythos_convert.evaluate.perplexity import method_text, scored_count
 from mythos_convert.evaluate.report import EvalReport, record_report, report_row
 from mythos_convert.evaluate.targets import (
@@ -42,6 +45,8 @@ from mythos_convert.evaluate.targets import (
     run_folder,
 )
 from mythos_convert.formats.safetensors import weight_files
+from mythos_convert.mlx.engine import mlx_engine
+from mythos_convert.mlx.folder import mlx_digests
 from mythos_convert.source import ModelSource, open_source
 from mythos_convert.support.ui import info
 from mythos_convert.verify.record import HF_BOUND_NAMES, hash_files
@@ -57,6 +62,7 @@ class Plan:
     ref_source: ModelSource | None  # the reference's weights (either of the above)
     compare: set[str] = field(default_factory=set)  # the targets measured against the reference
     notes: list[str] = field(default_factory=list)  # why the others are not
+    mlx_python: str | None = None  # the Python that runs mlx-lm, when an MLX folder is measured
 
 
 def plan_eval(targets: list[Target]) -> Plan:
@@ -72,7 +78,7 @@ def plan_eval(targets: list[Target]) -> Plan:
     for t in targets:
         if t is ref_target:
             continue
-        if t.kind == "gguf" and ref_source is None:
+        if t.kind in ("gguf", "mlx") and ref_source is None:
             plan.notes.append(
                 f"{t.shown}: perplexity only: no reference for KL divergence (no config.json and "
                 "weights beside it); add the native checkpoint or HF folder as a TARGET"
@@ -92,7 +98,7 @@ def _vocab_rows(plan: Plan) -> int:
     if plan.ref_source is not None:
         return plan.ref_source.config.vocab_size
     first = plan.targets[0]
-    return len(first.header.tokens) if first.header is not None else first.source.config.vocab_size
+    return len(first.header.tokens) if first.header is not None else first.config.vocab_size
 
 
 def _text(
@@ -117,13 +123,17 @@ def _bind(targets: list[Target]) -> None:
     for t in targets:
         if t.header is not None:
             t.files = hash_files(t.folder, t.header.shards)
+        elif t.mlx is not None:
+            t.files = mlx_digests(t.path)
         elif t.kind == "hf":
             names = weight_files(t.folder) + [n for n in HF_BOUND_NAMES if (t.folder / n).is_file()]
             t.files = hash_files(t.folder, sorted(names))
 
 
-def _engine(t: Target, ctx: int, flash_attn: bool, repack: bool) -> Engine:
+def _engine(t: Target, ctx: int, flash_attn: bool, repack: bool, mlx_python: str | None) -> Engine:
     info(f"loading {t.shown}")
+    if t.mlx is not None and mlx_python is not None:
+        return mlx_engine(t.shown, t.path, mlx_python, t.mlx.label, t.mlx.config.vocab_size)
     if t.kind == "native":
         return native_engine(t.shown, t.source.as_checkpoint())
     if t.kind == "hf":
@@ -147,7 +157,7 @@ def _run(plan: Plan, wins: list[np.ndarray], ctx: int, flash_attn: bool, repack:
     engines: list[Engine] = []
     try:
         for t in plan.targets:
-            engines.append(_engine(t, ctx, flash_attn, repack))
+            engines.append(_engine(t, ctx, flash_attn, repack, plan.mlx_python))
         by_engine: dict[str, Target | None] = {e.target: t for e, t in zip(engines, plan.targets, strict=True)}
         reference, name = None, None
         if plan.ref_target is not None:
@@ -192,6 +202,7 @@ def run_eval(
     record: bool = True,
     flash_attn: bool = True,
     repack: bool = True,
+    mlx_python: str | Path | None = None,
 ) -> EvalReport:
     """Perplexity of every target and, for each GGUF, its divergence from the float32 reference.
 
@@ -199,6 +210,7 @@ def run_eval(
     named so in every row); off, an F32 file computes float32 exactly, as in verify. `repack` runs
     the types of `engines.REPACKED_TYPES` on llama.cpp's repacked weights (named so too); off, every
     file in llama.cpp's plain buffer, as in verify (both off: llama.cpp exactly as verify runs it).
+    `mlx_python`: the Python with mlx-lm that runs MLX folders (`mlx.runtime.mlx_python`).
     `tokens` (ids) replaces the text lookup (`--data`, the run's validation split, the embedded
     corpus's) when given. The tokenizer is `tokenizer`, else the first target's that holds one.
     Raises MythosError for bad targets, a vocabulary mismatch, a `--ctx` above a model's context
@@ -206,10 +218,12 @@ def run_eval(
     """
     if chunks is not None and chunks < 1:
         raise MythosError(f"--chunks {chunks} must be at least 1: pass how many windows to score, or leave it out")
-    targets = resolve_targets(paths, config_yaml)
+    targets, skipped, mlx_interpreter = with_mlx_runtime(resolve_targets(paths, config_yaml), mlx_python)
     if any(t.kind == "gguf" for t in targets):
         require_llama_cpp()
     plan = plan_eval(targets)
+    plan.notes += skipped
+    plan.mlx_python = mlx_interpreter
     tok = pick_tokenizer(targets, tokenizer)
     n_rows = _vocab_rows(plan)
     check_vocabularies(targets, tok, n_rows)
@@ -220,7 +234,7 @@ def run_eval(
     wins = windows(tokens, ctx, chunks)
     _bind(targets)
     n_params = plan.ref_source.config.num_parameters() if plan.ref_source is not None else 0
-    n_params = n_params or max(t.header.n_elements if t.header else t.source.config.num_parameters() for t in targets)
+    n_params = n_params or max(t.header.n_elements if t.header else t.config.num_parameters() for t in targets)
     with torch_threads(n_params):
         info(f"evaluation text: {dataset}")
         run = _run(plan, wins, ctx, flash_attn, repack)

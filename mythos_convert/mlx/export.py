@@ -4,7 +4,9 @@ Quantization is mlx-lm's own (`mlx_lm.convert`, affine, group 64), run in the Py
 mlx-lm, so the files are exactly what mlx-lm would write. Each folder is written to a temporary
 sibling, verified there against the native engine in float32, given a card, and only then renamed
 into place: a failed conversion or verification leaves nothing behind. Results go into the HF
-folder's verify.json under `mlx-<bits>bit/`.
+folder's verify.json under `mlx-<bits>bit/`, bound to the sha256 of the folder's files (all but
+its card) as the HF and GGUF results are, so the card's Parity table keeps them only while those
+files are unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos_convert.errors import MythosError, VerificationFailed
+from mythos_convert.mlx.folder import mlx_digests
 from mythos_convert.mlx.runtime import mlx_python, run_worker
 from mythos_convert.mlx.written import GROUP_SIZE, MLXWritten
 from mythos_convert.support.atomic import atomic_dir, check_output_dir
@@ -79,6 +82,7 @@ def export_mlx(
             out = MLXWritten(b, target, size, size * 8 / source.config.num_parameters(), {"versions": info["versions"]})
             if reference is not None:
                 out.verify = _verified(tmp, b, interpreter, reference)
+                out.verify["files"] = mlx_digests(tmp, mlx_folder_name(b))  # bound as the card and push read it
             _write_card(tmp, out, folder.name)
         written.append(out)
     if reference is not None:

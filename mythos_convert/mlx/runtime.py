@@ -45,11 +45,16 @@ def mlx_python(explicit: str | Path | None = None) -> str:
     return str(given)
 
 
-def run_worker(python: str, *args: str | Path) -> dict[str, Any]:
-    """Run one worker command; its JSON result, or a MythosError with mlx-lm's last error line."""
+def worker_env() -> dict[str, str]:
+    """The worker's environment: no PYTHONPATH (the other Python must not import this one's packages), offline."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    done = subprocess.run([python, str(WORKER), *map(str, args)], capture_output=True, text=True, env=env)
+    return env
+
+
+def run_worker(python: str, *args: str | Path) -> dict[str, Any]:
+    """Run one worker command; its JSON result, or a MythosError with mlx-lm's last error line."""
+    done = subprocess.run([python, str(WORKER), *map(str, args)], capture_output=True, text=True, env=worker_env())
     if done.returncode:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         raise MythosError(f"mlx-lm failed on `{args[0]}`: {lines[-1]}")

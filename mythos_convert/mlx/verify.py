@@ -36,7 +36,12 @@ def compare(bits: int, reference: list[torch.Tensor], mlx: list[torch.Tensor], g
         "passed": passed,
         "failures": failures,
         "runtime": "mlx-lm",
+        "kind": "mlx",
+        "dtype": f"MLX {bits}-bit",
         "bits": bits,
+        "n_tokens": div.positions,  # the card's Parity table reads these three
+        "argmax_agreement": div.top1_agreement,
+        "tolerance": f"mean KL <= {mean_gate:g}, p99 <= {p99_gate:g}",
         "gate": {"mean_kl": mean_gate, "p99_kl": p99_gate},
         "greedy_equal": greedy_equal,
         **{k: div.as_dict()[k] for k in ("mean_kl", "p99_kl", "max_kl", "top1_agreement", "positions")},

@@ -7,6 +7,9 @@ package. Two commands, results as one JSON line on stdout:
 - `run FOLDER REQUEST OUT_NPZ`: `mlx_lm.load`, then for each id sequence of REQUEST (JSON:
   {"seqs": [[ids]], "greedy": N}) the logits at every position (into OUT_NPZ as `logits_i`) and
   N greedy tokens through `mlx_lm.generate.generate_step` (its KV cache, as users generate).
+- `serve FOLDER`: `mlx_lm.load` once, print what was loaded, then one request per stdin line
+  (JSON: {"ids": [ids], "out": path}): the logits at every position saved to `out` (.npy,
+  float32), answered by one line on stdout; ends at end of input (`eval` runs its windows so).
 """
 
 from __future__ import annotations
@@ -53,12 +56,29 @@ def run(folder: str, request: str, out_npz: str) -> dict:
     }
 
 
+def serve(folder: str) -> None:
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm import load
+
+    model, _tokenizer, config = load(folder, return_config=True)
+    ready = {"versions": _versions(), "device": str(mx.default_device()), "quantization": config.get("quantization")}
+    print(json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        logits = model(mx.array([request["ids"]]))[0].astype(mx.float32)
+        np.save(request["out"], np.array(logits))
+        print(json.dumps({"saved": request["out"]}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "convert":
         out = convert(args[0], args[1], int(args[2]), int(args[3]))
     elif command == "run":
         out = run(*args)
+    elif command == "serve":
+        return serve(*args)
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(out))
