@@ -185,3 +185,23 @@ def test_log_probs_argmax_is_per_row():
     lp = log_probs(torch.tensor([[0.0, 3.0, 1.0], [5.0, 0.0, 1.0]]))
     assert lp.argmax.tolist() == [1, 0]
     np.testing.assert_allclose(lp.logp.exp().sum(-1).numpy(), [1.0, 1.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_native_from_hf_runs_the_folders_weights_and_names_their_dtype(tmp_path, ref_tokenizer_path, dtype):
+    from helpers import make_checkpoint
+
+    from mythos_convert.api import export_hf
+    from mythos_convert.engines.native import native_from_hf
+
+    (tmp_path / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
+    config = tiny_config(512, max_seq_len=64)
+    ckpt = make_checkpoint(tmp_path / "ckpt.pt", config, seed=5, with_optimizer=False)
+    folder = export_hf(ckpt, tmp_path / "my-hf", verify=False, card=False, dtype=dtype).folder
+    engine = native_from_hf(folder)
+    assert (engine.target, engine.kind, engine.dtype, engine.vocab) == ("my-hf/ (native)", "native", dtype, 512)
+    assert engine.model.embedding.weight.dtype == torch.float32  # run in float32 whatever is stored
+    if dtype == "float32":  # the folder's weights are the checkpoint's: the same logits
+        with torch.no_grad():
+            expected = random_model(config, seed=5)(torch.tensor([[1, 17, 40, 3]]))[0]
+        torch.testing.assert_close(engine.logits([1, 17, 40, 3]), expected, rtol=0, atol=1e-5)
