@@ -122,8 +122,8 @@ def test_native_engine_of_names_and_runs_the_model(model):
 def test_native_engine_builds_float32_from_a_checkpoints_own_weights(model):
     state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     ckpt = NativeCheckpoint(config=model.config, state_dict=state)
-    engine = native_engine("t", ckpt)
-    assert engine.dtype == "float32" and engine.vocab == 96
+    engine = native_engine("ckpt.pt (native)", ckpt)
+    assert (engine.target, engine.kind, engine.dtype, engine.vocab) == ("ckpt.pt (native)", "native", "float32", 96)
     assert engine.model.embedding.weight.dtype == torch.float32
     assert torch.equal(engine.model.embedding.weight, state["embedding.weight"].float())
     assert native_engine("t", ckpt, "bfloat16").dtype == "bfloat16"
