@@ -1,0 +1,138 @@
+"""The importance matrix computed in this process, against sums recomputed here from the model's modules.
+
+test_imatrix.py runs the CLI end to end (a subprocess); these call `collect`, `compute_imatrix` and
+`make_imatrix` directly: every layer's attention and FFN input sums (and ffn_down's, the SwiGLU
+product worked out here), counts, windows, the context clamped to the model's, the errors before
+anything runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import make_checkpoint, random_model, tiny_config
+
+from mythos_convert.errors import MythosError
+from mythos_convert.model.layers import signed_sin
+from mythos_convert.quant.imatrix import collect, compute_imatrix, make_imatrix
+from mythos_convert.quant.imatrix_file import read_imatrix
+
+KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def _recomputed(model, windows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per layer, the float64 sums of squared inputs of q/k/v, gate/up and down, by GGUF name."""
+    n, ctx = model.config.n_layers, windows[0].size
+    sums: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for window in windows:
+            x = model.embedding(torch.from_numpy(window)[None])
+            cos, sin = model.rope_cos[:ctx], signed_sin(model.rope_sin[:ctx])
+            for i in range(n):
+                layer = model.layers[i]
+                a = layer.attn_norm(x)
+                h = x + layer.attention(a, cos, sin)
+                f = layer.ffn_norm(h)
+                ff = layer.feed_forward
+                inner = F.silu(f @ ff.w1.weight.T) * (f @ ff.w3.weight.T)
+                for kinds, value in ((("attn_q", "attn_k", "attn_v"), a), (("ffn_gate", "ffn_up"), f)):
+                    for kind in kinds:
+                        key = f"blk.{i}.{kind}.weight"
+                        sums[key] = sums.get(key, 0) + (value.double() ** 2).sum(dim=(0, 1))
+                key = f"blk.{i}.ffn_down.weight"
+                sums[key] = sums.get(key, 0) + (inner.double() ** 2).sum(dim=(0, 1))
+                x = layer(x, cos, sin)
+    return {k: v.numpy() for k, v in sums.items()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_config(96, n_layers=3, max_seq_len=32), seed=11)
+
+
+def test_collect_sums_every_products_squared_inputs(model):
+    tokens = np.random.default_rng(2).integers(0, 96, size=70)
+    stats = collect(model, tokens, ctx=16, chunks=3, dataset="calib words")
+    windows = [tokens[i * 16 : (i + 1) * 16].astype(np.int64) for i in range(3)]
+    want = _recomputed(model, windows)
+    assert set(stats.sums) == {f"blk.{i}.{k}.weight" for i in range(3) for k in KINDS}
+    for name, sums in want.items():
+        np.testing.assert_allclose(stats.sums[name], sums, rtol=1e-5, err_msg=name)
+        assert stats.sums[name].dtype == np.float64
+    assert all(count == 48 for count in stats.counts.values())  # 3 windows of 16 tokens, per product
+    assert all(stats.sums[f"blk.{i}.attn_output.weight"].shape == (64,) for i in range(3))
+    assert all(np.all(stats.sums[f"blk.{i}.attn_output.weight"] > 0) for i in range(3))
+    assert (stats.chunk_count, stats.chunk_size, stats.datasets) == (3, 16, ["calib words"])
+    assert stats.tokens_per_second > 0
+
+
+def test_collect_uses_every_whole_window_without_chunks_and_clamps_the_context(model):
+    tokens = np.arange(100) % 96
+    stats = collect(model, tokens, ctx=512)  # 512 > max_seq_len 32: windows of 32, three of them
+    assert (stats.chunk_count, stats.chunk_size, stats.datasets) == (3, 32, [])
+    assert stats.counts["blk.0.attn_q.weight"] == 96
+    windows = [tokens[i * 32 : (i + 1) * 32].astype(np.int64) for i in range(3)]
+    np.testing.assert_allclose(
+        stats.sums["blk.2.ffn_up.weight"], _recomputed(model, windows)["blk.2.ffn_up.weight"], rtol=1e-5
+    )
+
+
+def test_too_little_text_for_one_window(model):
+    with pytest.raises(MythosError, match="calibration text has 10 tokens, fewer than one window of 16"):
+        collect(model, np.arange(10), ctx=16)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, ref_tokenizer_path) -> Path:
+    folder = tmp_path_factory.mktemp("mutimatrix")
+    (folder / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
+    make_checkpoint(folder / "ckpt.pt", tiny_config(512, max_seq_len=64), seed=2, with_optimizer=False)
+    words = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex jolly gnomes".split()
+    text = " ".join(np.random.default_rng(1).choice(words, 600))
+    (folder / "calib.txt").write_text(text + "\n")
+    return folder
+
+
+@pytest.mark.parametrize(("ctx", "chunks", "message"), [(1, None, "--ctx 1 is too small"), (8, 0, "--chunks 0")])
+def test_bad_ctx_or_chunks_are_refused_first(run: Path, ctx, chunks, message):
+    with pytest.raises(MythosError, match=message):
+        compute_imatrix(run / "nowhere.pt", ctx=ctx, chunks=chunks)
+
+
+def test_ctx_2_and_chunks_1_are_the_smallest_accepted(run: Path):
+    stats = compute_imatrix(run / "ckpt.pt", data=[run / "calib.txt"], ctx=2, chunks=1)
+    assert (stats.chunk_count, stats.chunk_size) == (1, 2)
+    assert stats.counts["blk.1.ffn_down.weight"] == 2
+
+
+def test_make_imatrix_writes_what_compute_imatrix_computes(run: Path, tmp_path: Path):
+    out = tmp_path / "im.gguf"
+    stats = make_imatrix(run / "ckpt.pt", out, data=[run / "calib.txt"], ctx=32, chunks=2)
+    assert "calib.txt" in stats.datasets[0] and stats.chunk_count == 2 and stats.chunk_size == 32
+    read = read_imatrix(out)
+    assert set(read.sums) == set(stats.sums)
+    for name, sums in stats.sums.items():
+        np.testing.assert_allclose(read.sums[name], sums, rtol=1e-6)
+        assert read.counts[name] == 64
+    # an existing output is refused without force, then replaced with it
+    before = out.read_bytes()
+    with pytest.raises(MythosError):
+        make_imatrix(run / "ckpt.pt", out, data=[run / "calib.txt"], ctx=32, chunks=2)
+    assert out.read_bytes() == before
+    make_imatrix(run / "ckpt.pt", out, force=True, data=[run / "calib.txt"], ctx=16, chunks=1)
+    assert read_imatrix(out).counts["blk.0.attn_q.weight"] == 16
+
+
+@pytest.mark.parametrize("which", ["checkpoint", "tokenizer", "data"])
+def test_make_imatrix_never_writes_over_an_input(run: Path, which: str):
+    target = {"checkpoint": run / "ckpt.pt", "tokenizer": run / "tokenizer.json", "data": run / "calib.txt"}[which]
+    before = target.read_bytes()
+    with pytest.raises(MythosError, match=f"the {which}"):
+        make_imatrix(
+            run / "ckpt.pt", target, force=True, tokenizer=run / "tokenizer.json", data=[run / "calib.txt"], ctx=16
+        )
+    assert target.read_bytes() == before
