@@ -129,11 +129,15 @@ def test_the_gate_is_4e_6_and_holds_at_its_edge(exports, tiny_ckpt, tmp_path):
     assert not results[4.6e-6]["passed"] and results[4.6e-6]["failures"][0].startswith("output head:")
 
 
-def test_auto_mode_goes_layerwise_only_where_two_models_do_not_fit(tiny_cfg):
+def test_auto_mode_goes_layerwise_only_where_two_models_do_not_fit(exports, tiny_cfg):
+    folder = exports["hf-float32"]
     need = 2 * 4 * tiny_cfg.num_parameters()  # float32 weights, twice
-    assert choose_mode(tiny_cfg, "auto", available=need - 1)[0] == "layerwise"
-    assert choose_mode(tiny_cfg, "auto", available=need + 1)[0] == "whole"
-    assert choose_mode(tiny_cfg, "whole", available=1) == ("whole", "--whole asked for")
+    stored = (folder / "model.safetensors").stat().st_size
+    assert choose_mode(folder, "auto", lambda: tiny_cfg, available=need - 1)[0] == "layerwise"
+    assert choose_mode(folder, "auto", lambda: tiny_cfg, available=need + 1)[0] == "whole"
+    unread = choose_mode(folder, "auto", lambda: pytest.fail("the config was read"), available=4 * stored)
+    assert unread[0] == "whole" and "at most" in unread[1]  # the files' sizes were enough to decide
+    assert choose_mode(folder, "whole", lambda: tiny_cfg, available=1) == ("whole", "--whole asked for")
 
 
 def _verify_cli(*args: str) -> subprocess.CompletedProcess:
