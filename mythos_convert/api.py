@@ -192,19 +192,18 @@ def verify(
 
 
 def _verify_mode(target: Path, mode: str) -> str:
-    """Whole or layerwise, said in the output (auto: by what fits, reading only the target's config)."""
+    """Whole or layerwise, said in the output (auto: by what fits, `verify.fit`)."""
     from mythos_convert.source import open_source
     from mythos_convert.verify.fit import MODES, choose_mode
 
     if mode not in MODES:
         raise MythosError(f"verify mode {mode!r} is not one of {', '.join(MODES)}")
-    config = None
-    if mode == "auto":
-        try:
-            config = open_source(target).config
-        except MythosError:
-            return "whole"  # its verifier names what is wrong, in its own words
-    chosen, why = choose_mode(config, mode) if config is not None else (mode, f"--{mode} asked for")
+    if mode == "auto" and not target.exists():
+        return "whole"  # its verifier names what is missing
+    try:
+        chosen, why = choose_mode(target, mode, lambda: open_source(target).config)
+    except MythosError:
+        return "whole"  # a target that does not open: its verifier names what is wrong, in its own words
     info(f"verify: {chosen} ({why})")
     return chosen
 

@@ -42,9 +42,10 @@ TOLERANCES: dict[str, Tolerance] = {
     for name in ("float32", "bfloat16", "float16")
 }
 # Layerwise verify (`verify.layerwise`): per stage (embedding, each block, the head), max |diff| / max |native|
-# of the native stage and transformers' on the same input and the same rounded weights. Measured worst: see
-# docs/parity.md ("Layerwise verify"); the bound is about 4x it.
-LAYERWISE_REL = 1e-5
+# of the native stage and transformers' on the same input and the same rounded weights. Measured worst
+# 8.66e-7 (block 0, 3h/1kv d768, HF float16) over the reference fixture and 5 random configs, each as HF
+# float32/bfloat16/float16 and GGUF F32/F16/BF16 (benchmarks/bench_layerwise.py gates; docs/parity.md).
+LAYERWISE_REL = 4e-6
 # A sub-layer diverges (`verify.localise`) when max |diff| / max |native| is above this (rounding: ~1e-7).
 LOCALISE_REL = 1e-4
 
