@@ -151,6 +151,16 @@ def test_resume_resharded_one_to_two(single, fsdp, halves):
     assert "activation checkpointing" in meta["training"]["facts"]["strategy"]
 
 
+def test_ddp_saves_dcp_folders_too(single, inputs):
+    folder, preset, corpus = inputs
+    torchrun("--preset", str(preset), "--data", str(corpus), "--out", str(folder / "ddp"), "--strategy", "ddp",
+             "--checkpoint-format", "dcp")  # fmt: skip
+    replicas, meta = weights(folder / "ddp" / "ckpt-dcp")
+    assert meta["world_size"] == 2 and meta["step"] == STEPS and "DDP" in meta["training"]["facts"]["strategy"]
+    assert max_diff(replicas, weights(single.checkpoint)[0]) <= WEIGHT_ATOL
+    assert not (folder / "ddp" / "ckpt.pt").exists()
+
+
 def test_activation_checkpointing_recomputes_the_same_numbers(single, inputs, tmp_path):
     _, preset, corpus = inputs
     run = train(preset, [corpus], tmp_path / "ac", device="cpu", strategy="single", activation_checkpointing=True,

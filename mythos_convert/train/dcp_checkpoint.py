@@ -2,9 +2,11 @@
 
 Every rank writes its own shards of `{"model": ..., "optimizer": ...}` (from
 `torch.distributed.checkpoint.state_dict.get_state_dict`, so FSDP's DTensor shards and plain
-tensors alike, under the native names) with `dcp.async_save`: the state is copied to host memory
-before the call returns, training goes on while a background thread writes it, and the save is
-finished (every rank's future waited for, then a barrier) before the next save and before exit.
+tensors alike, under the native names) with `dcp.async_save` wherever a process group exists
+(torchrun, or FSDP's one-rank group): the state is copied to host memory before the call returns,
+training goes on while a background thread writes it, and the save is finished (every rank's future
+waited for, then a barrier) before the next save and before exit. A lone process without a group
+saves synchronously (`no_dist`).
 The folder is built under a temporary name by rank 0's `atomic_dir`; once every rank's shards and
 DCP's `.metadata` are there, rank 0 adds `mythos.json` (config, step, world size and, under
 `training`, the data position, each rank's RNG state and the run's facts) and `tokenizer.json`,
@@ -18,6 +20,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,9 +84,13 @@ class DcpSaver:
             tmp = Path(dist_utils.run_on_main(open_tmp, self.world))
             model_state, optim_state = get_state_dict(model, optimizer)
             state = {"model": model_state, "optimizer": optim_state}
-            alone = not dist.is_initialized()  # one process without a group: DCP's single-process mode
-            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group, no_dist=alone)
-            future = _upload_future(future)
+            if dist.is_initialized():
+                future = _upload_future(dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group))
+            else:  # one process, no group: DCP's single-process mode, written before training goes on
+                future = Future()
+                with warnings.catch_warnings():  # DCP warns on every no_dist save; here it is what we mean
+                    warnings.filterwarnings("ignore", message=".*assuming the intent is to save in a single process")
+                    future.set_result(dcp.save(state, checkpoint_id=str(tmp), no_dist=True))
         except BaseException:
             stack.close()
             raise
