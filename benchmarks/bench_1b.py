@@ -108,11 +108,21 @@ def write_preset(path: Path, preset: str, steps: int, seq: int) -> float:
         return Mythos(loaded.model).num_parameters() * 4 / 2**30
 
 
-def commands(work: Path, preset: Path, ctx: int) -> dict[str, list[str]]:
+def commands(work: Path, preset: Path, ctx: int, strategy: str = "fsdp") -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "mythos_convert"]
     dcp, hf, gguf = work / "run" / "ckpt-dcp", work / "hf", work / "gguf"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    train = ["-m", "mythos_convert", "train", "--preset", str(preset), "--out", str(work / "run"), "--strategy", "fsdp"]
+    train = [
+        "-m",
+        "mythos_convert",
+        "train",
+        "--preset",
+        str(preset),
+        "--out",
+        str(work / "run"),
+        "--strategy",
+        strategy,
+    ]
     return {
         "train": [*torchrun, *train, "--quiet"],
         "hf": [*cli, "hf", str(dcp), str(hf), "--no-verify", "--quiet"],
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="default: mythos-1b (tiny with --quick)")
     parser.add_argument("--steps", type=int, default=2, help="training steps")
     parser.add_argument("--seq", type=int, default=128, help="training sequence length and eval window")
+    parser.add_argument("--strategy", default="fsdp", choices=("fsdp", "ddp"), help="train stage (ddp: to compare)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT, help="threads in all (split over the ranks)")
@@ -161,7 +172,10 @@ def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
     weights_gib = write_preset(work / "bench.yaml", preset_name, args.steps, args.seq)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads)), "PYTHONUNBUFFERED": "1"}
     rank_env = {**env, "OMP_NUM_THREADS": str(max(1, args.threads // 2))}
-    cmds = commands(work, work / "bench.yaml", args.seq)
+    cmds = commands(work, work / "bench.yaml", args.seq, args.strategy)
+    if args.strategy == "ddp":
+        cmds["train"].insert(-1, "--checkpoint-format")
+        cmds["train"].insert(-1, "dcp")
     rows, failed = [], set()
     for stage in wanted:
         shown = " ".join(Path(a).name if "/" in a else a for a in cmds[stage][2:])
@@ -178,7 +192,7 @@ def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
     notes = [
         f"machine: {machine(args.threads)}; train: 2 gloo ranks of {max(1, args.threads // 2)} thread(s); "
         "every other stage one process",
-        f"model: {preset_name} ({weights_gib:.3g} GiB of float32 weights); {args.steps} FSDP steps of batch 2 x "
+        f"model: {preset_name} ({weights_gib:.3g} GiB of float32 weights); {args.steps} {args.strategy.upper()} steps of batch 2 x "
         f"{args.seq} tokens; eval: 4 windows of {args.seq}",
     ]
     emit(f"{preset_name} end to end (wall time and peak RSS per stage)", HEADERS, rows, notes)
