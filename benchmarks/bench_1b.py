@@ -6,9 +6,10 @@ count) and that peak as a multiple of the float32 weights.
 
     python benchmarks/bench_1b.py                       # mythos-1b: 2 FSDP steps on 2 gloo ranks, then the exports
     python benchmarks/bench_1b.py --quick               # the tiny preset, same stages (a smoke run)
-    python benchmarks/bench_1b.py --stages train --keep runs/bench-1b
+    python benchmarks/bench_1b.py --stages prepare,train --keep runs/bench-1b
 
-Stages: train (torchrun, 2 ranks, --strategy fsdp, DCP folder), hf and gguf q4_k_m,q8_0 straight
+Stages: prepare (one process: the tokenizer and token files, `train --stop-after 0`), train
+(torchrun, 2 ranks, --strategy fsdp, `--resume` of the prepared run, DCP folder), hf and gguf q4_k_m,q8_0 straight
 from the DCP folder, verify of the HF folder whole and --layerwise, eval on a few windows. A stage
 that fails is a row saying so (its first error line) and the later stages that need it are skipped;
 the script then exits 1.
@@ -32,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _shared import THREADS_DEFAULT, emit, machine
 
-STAGES = ("train", "hf", "gguf", "verify", "verify-layerwise", "eval")
-NEEDS = {"hf": "train", "gguf": "train", "verify": "hf", "verify-layerwise": "hf", "eval": "hf"}
+STAGES = ("prepare", "train", "hf", "gguf", "verify", "verify-layerwise", "eval")
+NEEDS = {"train": "prepare", "hf": "train", "gguf": "train", "verify": "hf", "verify-layerwise": "hf", "eval": "hf"}
 HEADERS = ["stage", "command", "wall s", "peak RSS GiB", "RSS / weights", "result"]
 
 
@@ -112,19 +113,11 @@ def commands(work: Path, preset: Path, ctx: int, strategy: str = "fsdp") -> dict
     cli = [sys.executable, "-m", "mythos_convert"]
     dcp, hf, gguf = work / "run" / "ckpt-dcp", work / "hf", work / "gguf"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    train = [
-        "-m",
-        "mythos_convert",
-        "train",
-        "--preset",
-        str(preset),
-        "--out",
-        str(work / "run"),
-        "--strategy",
-        strategy,
-    ]
+    run = str(work / "run")
+    train = ["-m", "mythos_convert", "train", "--out", run, "--resume", "--strategy", strategy, "--quiet"]
     return {
-        "train": [*torchrun, *train, "--quiet"],
+        "prepare": [*cli, "train", "--preset", str(preset), "--out", run, "--stop-after", "0", "--quiet"],
+        "train": [*torchrun, *train],
         "hf": [*cli, "hf", str(dcp), str(hf), "--no-verify", "--quiet"],
         "gguf": [
             *cli,
