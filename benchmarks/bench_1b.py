@@ -6,9 +6,10 @@ count) and that peak as a multiple of the float32 weights.
 
     python benchmarks/bench_1b.py                       # mythos-1b: 2 FSDP steps on 2 gloo ranks, then the exports
     python benchmarks/bench_1b.py --quick               # the tiny preset, same stages (a smoke run)
-    python benchmarks/bench_1b.py --stages train --keep runs/bench-1b
+    python benchmarks/bench_1b.py --stages prepare,train --keep runs/bench-1b
 
-Stages: train (torchrun, 2 ranks, --strategy fsdp, DCP folder), hf and gguf q4_k_m,q8_0 straight
+Stages: prepare (one process: the tokenizer and token files, `train --stop-after 0`), train
+(torchrun, 2 ranks, --strategy fsdp, `--resume` of the prepared run, DCP folder), hf and gguf q4_k_m,q8_0 straight
 from the DCP folder, verify of the HF folder whole and --layerwise, eval on a few windows. A stage
 that fails is a row saying so (its first error line) and the later stages that need it are skipped;
 the script then exits 1.
@@ -32,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _shared import THREADS_DEFAULT, emit, machine
 
-STAGES = ("train", "hf", "gguf", "verify", "verify-layerwise", "eval")
-NEEDS = {"hf": "train", "gguf": "train", "verify": "hf", "verify-layerwise": "hf", "eval": "hf"}
+STAGES = ("prepare", "train", "hf", "gguf", "verify", "verify-layerwise", "eval")
+NEEDS = {"train": "prepare", "hf": "train", "gguf": "train", "verify": "hf", "verify-layerwise": "hf", "eval": "hf"}
 HEADERS = ["stage", "command", "wall s", "peak RSS GiB", "RSS / weights", "result"]
 
 
@@ -108,13 +109,15 @@ def write_preset(path: Path, preset: str, steps: int, seq: int) -> float:
         return Mythos(loaded.model).num_parameters() * 4 / 2**30
 
 
-def commands(work: Path, preset: Path, ctx: int) -> dict[str, list[str]]:
+def commands(work: Path, preset: Path, ctx: int, strategy: str = "fsdp") -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "mythos_convert"]
     dcp, hf, gguf = work / "run" / "ckpt-dcp", work / "hf", work / "gguf"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    train = ["-m", "mythos_convert", "train", "--preset", str(preset), "--out", str(work / "run"), "--strategy", "fsdp"]
+    run = str(work / "run")
+    train = ["-m", "mythos_convert", "train", "--out", run, "--resume", "--strategy", strategy, "--quiet"]
     return {
-        "train": [*torchrun, *train, "--quiet"],
+        "prepare": [*cli, "train", "--preset", str(preset), "--out", run, "--stop-after", "0", "--quiet"],
+        "train": [*torchrun, *train],
         "hf": [*cli, "hf", str(dcp), str(hf), "--no-verify", "--quiet"],
         "gguf": [
             *cli,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="default: mythos-1b (tiny with --quick)")
     parser.add_argument("--steps", type=int, default=2, help="training steps")
     parser.add_argument("--seq", type=int, default=128, help="training sequence length and eval window")
+    parser.add_argument("--strategy", default="fsdp", choices=("fsdp", "ddp"), help="train stage (ddp: to compare)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT, help="threads in all (split over the ranks)")
@@ -161,7 +165,10 @@ def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
     weights_gib = write_preset(work / "bench.yaml", preset_name, args.steps, args.seq)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads)), "PYTHONUNBUFFERED": "1"}
     rank_env = {**env, "OMP_NUM_THREADS": str(max(1, args.threads // 2))}
-    cmds = commands(work, work / "bench.yaml", args.seq)
+    cmds = commands(work, work / "bench.yaml", args.seq, args.strategy)
+    if args.strategy == "ddp":
+        cmds["train"].insert(-1, "--checkpoint-format")
+        cmds["train"].insert(-1, "dcp")
     rows, failed = [], set()
     for stage in wanted:
         shown = " ".join(Path(a).name if "/" in a else a for a in cmds[stage][2:])
@@ -178,7 +185,7 @@ def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
     notes = [
         f"machine: {machine(args.threads)}; train: 2 gloo ranks of {max(1, args.threads // 2)} thread(s); "
         "every other stage one process",
-        f"model: {preset_name} ({weights_gib:.3g} GiB of float32 weights); {args.steps} FSDP steps of batch 2 x "
+        f"model: {preset_name} ({weights_gib:.3g} GiB of float32 weights); {args.steps} {args.strategy.upper()} steps of batch 2 x "
         f"{args.seq} tokens; eval: 4 windows of {args.seq}",
     ]
     emit(f"{preset_name} end to end (wall time and peak RSS per stage)", HEADERS, rows, notes)

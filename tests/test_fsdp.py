@@ -151,6 +151,16 @@ def test_resume_resharded_one_to_two(single, fsdp, halves):
     assert "activation checkpointing" in meta["training"]["facts"]["strategy"]
 
 
+def test_ddp_saves_dcp_folders_too(single, inputs):
+    folder, preset, corpus = inputs
+    torchrun("--preset", str(preset), "--data", str(corpus), "--out", str(folder / "ddp"), "--strategy", "ddp",
+             "--checkpoint-format", "dcp")  # fmt: skip
+    replicas, meta = weights(folder / "ddp" / "ckpt-dcp")
+    assert meta["world_size"] == 2 and meta["step"] == STEPS and "DDP" in meta["training"]["facts"]["strategy"]
+    assert max_diff(replicas, weights(single.checkpoint)[0]) <= WEIGHT_ATOL
+    assert not (folder / "ddp" / "ckpt.pt").exists()
+
+
 def test_activation_checkpointing_recomputes_the_same_numbers(single, inputs, tmp_path):
     _, preset, corpus = inputs
     run = train(preset, [corpus], tmp_path / "ac", device="cpu", strategy="single", activation_checkpointing=True,
@@ -248,7 +258,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_bench_1b_trains_with_fsdp_and_reports_each_stage(tmp_path):
-    proc = _bench("--stages", "train", "--keep", str(tmp_path / "work"))
+    proc = _bench("--stages", "prepare,train", "--keep", str(tmp_path / "work"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| train |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -260,10 +270,10 @@ def test_bench_1b_trains_with_fsdp_and_reports_each_stage(tmp_path):
 
 
 def test_bench_1b_reports_a_failed_stage_and_skips_what_needs_it(tmp_path):
-    proc = _bench("--stages", "hf,verify", "--keep", str(tmp_path / "empty"))
+    proc = _bench("--stages", "train,hf", "--keep", str(tmp_path / "empty"))
     assert proc.returncode == 1
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
-    assert "failed (2): error:" in rows["hf"] and "skipped: hf failed" in rows["verify"]
+    assert "failed (" in rows["train"] and "skipped: train failed" in rows["hf"]
 
 
 def test_activation_checkpointing_runs_each_block_again_in_backward(inputs):

@@ -2,9 +2,12 @@
 
 Every rank writes its own shards of `{"model": ..., "optimizer": ...}` (from
 `torch.distributed.checkpoint.state_dict.get_state_dict`, so FSDP's DTensor shards and plain
-tensors alike, under the native names) with `dcp.async_save`: the state is copied to host memory
-before the call returns, training goes on while a background thread writes it, and the save is
-finished (every rank's future waited for, then a barrier) before the next save and before exit.
+tensors alike, under the native names). On GPUs with `dcp.async_save`: the state is copied to host
+memory before the call returns, training goes on while a background thread writes it, and the save
+is finished (every rank's future waited for, then a barrier) before the next save and before exit.
+On CPU that copy (DCP's DefaultStager deep-copies every tensor) would be a second set of this
+rank's weights and AdamW state in the memory training uses, so CPU ranks save synchronously,
+straight from the live tensors.
 The folder is built under a temporary name by rank 0's `atomic_dir`; once every rank's shards and
 DCP's `.metadata` are there, rank 0 adds `mythos.json` (config, step, world size and, under
 `training`, the data position, each rank's RNG state and the run's facts) and `tokenizer.json`,
@@ -18,6 +21,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,13 +85,22 @@ class DcpSaver:
             tmp = Path(dist_utils.run_on_main(open_tmp, self.world))
             model_state, optim_state = get_state_dict(model, optimizer)
             state = {"model": model_state, "optimizer": optim_state}
-            alone = not dist.is_initialized()  # one process without a group: DCP's single-process mode
-            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group, no_dist=alone)
-            future = _upload_future(future)
+            future = self._start(state, tmp)
         except BaseException:
             stack.close()
             raise
         self.pending = _Pending(future, tmp, sidecar, tokenizer_json, stack)
+
+    def _start(self, state: dict[str, Any], tmp: Path) -> Future:
+        """Async on a GPU (the copy to host memory frees training at once); on CPU written from the live tensors."""
+        if self.world.device.type == "cuda" and dist.is_initialized():
+            return _upload_future(dcp.async_save(state, checkpoint_id=str(tmp), process_group=self.group))
+        done: Future = Future()
+        alone = not dist.is_initialized()
+        with warnings.catch_warnings():  # DCP warns on every no_dist save; one process without a group means it
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to save in a single process")
+            done.set_result(dcp.save(state, checkpoint_id=str(tmp), process_group=self.group, no_dist=alone))
+        return done
 
     def wait(self) -> None:
         """Finish the save in flight, if any: every rank's shards written, then rank 0 publishes the folder."""

@@ -79,7 +79,7 @@ class _Setup:
     facts: dict[str, Any] = field(default_factory=dict)
     rng: list[dict[str, torch.Tensor]] | None = None
     prior_wall: float = 0.0
-    checkpoint_format: str = "pt"
+    checkpoint_format: str | None = None  # None: chosen by the strategy (dcp for fsdp, else pt)
 
 
 def _new_run(preset: str | Path | None, data, out: str | Path | None, tokenizer: str | Path | None) -> _Setup:
@@ -108,7 +108,7 @@ def _resumed_run(
     if found is None:
         ui.info(f"{out} has no checkpoint yet: training its prepared data from step 0")
         saved = load_preset(out / PRESET_NAME)
-        return _Setup(out, saved.model, saved.training, checkpoint_format=fmt or "pt")
+        return _Setup(out, saved.model, saved.training, checkpoint_format=fmt)
     tcfg = TrainingConfig.from_dict(dict(found.facts.get("train_config") or {}))
     return _Setup(
         out,
@@ -251,11 +251,8 @@ def _train(
     world, parallel: Parallel, preset, data, out, tokenizer, max_steps, resume, force, normalizer, stop_after
 ) -> TrainResult:
     fmt = parallel.checkpoint_format
-    if resume:
-        setup = _resumed_run(preset, data, out, tokenizer, fmt)
-    else:
-        setup = _new_run(preset, data, out, tokenizer)
-        setup.checkpoint_format = fmt or ("dcp" if parallel.strategy == "fsdp" else "pt")
+    setup = _resumed_run(preset, data, out, tokenizer, fmt) if resume else _new_run(preset, data, out, tokenizer)
+    setup.checkpoint_format = setup.checkpoint_format or fmt or ("dcp" if parallel.strategy == "fsdp" else "pt")
     out, tcfg = setup.out, setup.tcfg
     if max_steps is not None:
         tcfg.max_steps = int(max_steps)
