@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
 from tokenizers import Tokenizer
 
-from mythos_convert.data.held_out import held_out_tokens, windows
 from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, add_keys
 from mythos_convert.export.gguf_plan import OutType, parse_size, searched_outtype
 from mythos_convert.export.gguf_vocab import GGUFVocab
 from mythos_convert.names import GGUF_ARCH
-from mythos_convert.quant import search
-from mythos_convert.quant.search import Choice, Layout
 from mythos_convert.source import ModelSource
 from mythos_convert.support.ui import info
+
+if TYPE_CHECKING:  # the search imports torch: only a run with a target loads it (`gguf` without one stays torch-free)
+    from mythos_convert.quant.search import Choice, Layout
 
 CTX = 128  # tokens per calibration / scoring window (capped at the model's context)
 WINDOWS = 8  # calibration windows; as many scoring windows follow them
@@ -96,6 +97,8 @@ def target_layout(
     source: ModelSource, vocab: GGUFVocab, meta: GGUFMetadata, target: Target, imatrix: ImatrixInfo | None
 ) -> Layout:
     """The file of `target` as the search counts it: its tensors and every key but the recipe."""
+    from mythos_convert.quant import search
+
     writer = gguf.GGUFWriter(None, GGUF_ARCH)
     add_keys(writer, searched_outtype(target.label, {}), [], source.config, vocab, meta, imatrix)
     return search.model_layout(source.config, search.kv_section_bytes(writer))
@@ -117,6 +120,8 @@ def search_targets(
         MythosError: a budget outside what this model's files can be (naming the range), or too
             little text for one calibration and one scoring window.
     """
+    from mythos_convert.quant import search
+
     layouts = [target_layout(source, vocab, meta, t, imatrix) for t in targets]
     budgets = [search.target_bytes(lay, bpw=t.bpw, size=t.size) for lay, t in zip(layouts, targets, strict=True)]
     calibration, scoring, described = _windows(tokenizer, source, data)
@@ -141,6 +146,8 @@ def _windows(
     tokenizer: Tokenizer, source: ModelSource, data: list | None
 ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Calibration windows, then scoring windows from the text after them (at most WINDOWS each)."""
+    from mythos_convert.data.held_out import held_out_tokens, windows
+
     text = held_out_tokens(tokenizer, data, source.run_folder)
     ctx = min(CTX, source.config.max_seq_len)
     cut = windows(text.tokens, ctx, 2 * WINDOWS, what="calibration")
