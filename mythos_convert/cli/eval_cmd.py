@@ -46,6 +46,8 @@ def eval_(
 
     Example: mythos-convert eval out/ --ctx 512 --chunks 64 --json eval-report.json
     """
+    from rich.markup import escape
+
     from mythos_convert.api import evaluate
     from mythos_convert.evaluate.report import report_lines, report_table
     from mythos_convert.support.ui import result
@@ -53,8 +55,9 @@ def eval_(
     options = dict(data=data, ctx=ctx, chunks=chunks, tokenizer=tokenizer, config_yaml=config, record=not no_record)
     options["mlx_python"] = mlx_python
     report = evaluate(targets, report_json=json_out, force=force, flash_attn=flash_attn, repack=repack, **options)
-    for line in [report_table(report), *report_lines(report)]:
-        result(line)
+    result(report_table(report))
+    for line in report_lines(report):
+        result(escape(line))  # a line may hold brackets (`pip install 'mythos-convert[mlx]'`), not markup
     if json_out is not None:
         result(f"report: {json_out}")
     skip_exit_collection()  # eval.json, the card and the report are written and closed

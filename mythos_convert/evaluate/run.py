@@ -65,8 +65,9 @@ class Plan:
     mlx_python: str | None = None  # the Python that runs mlx-lm, when an MLX folder is measured
 
 
-def plan_eval(targets: list[Target]) -> Plan:
-    """The reference, and which targets get a KL divergence (and why the others do not)."""
+def plan_eval(targets: list[Target], notes: list[str] | None = None, mlx_python: str | None = None) -> Plan:
+    """The reference, and which targets get a KL divergence (and why the others do not); `notes`:
+    lines said before those (the MLX skip line), `mlx_python`: the Python that runs MLX folders."""
     natives = [t for t in targets if t.kind == "native"]
     ref_target = natives[0] if natives else None
     ref_folder = reference_folder(targets)
@@ -74,7 +75,7 @@ def plan_eval(targets: list[Target]) -> Plan:
     if ref_source is None and ref_folder is not None:  # the folder's own target's source, else opened here
         same = (t.source for t in targets if t.kind == "hf" and t.path.resolve() == ref_folder.resolve())
         ref_source = next(same, None) or open_source(ref_folder)
-    plan = Plan(targets, ref_target, ref_folder, ref_source)
+    plan = Plan(targets, ref_target, ref_folder, ref_source, notes=list(notes or []), mlx_python=mlx_python)
     for t in targets:
         if t is ref_target:
             continue
@@ -190,6 +191,12 @@ def _rows(run: Run, plan: Plan) -> tuple[list[dict], float | None]:
     return rows, ref_ppl
 
 
+def _n_params(plan: Plan) -> int:
+    """The reference's parameters, else the largest target's: what sizes torch's thread count."""
+    n = plan.ref_source.config.num_parameters() if plan.ref_source is not None else 0
+    return n or max(t.header.n_elements if t.header else t.config.num_parameters() for t in plan.targets)
+
+
 def run_eval(
     paths: list[str | Path],
     *,
@@ -221,9 +228,7 @@ def run_eval(
     targets, skipped, mlx_interpreter = with_mlx_runtime(resolve_targets(paths, config_yaml), mlx_python)
     if any(t.kind == "gguf" for t in targets):
         require_llama_cpp()
-    plan = plan_eval(targets)
-    plan.notes += skipped
-    plan.mlx_python = mlx_interpreter
+    plan = plan_eval(targets, skipped, mlx_interpreter)
     tok = pick_tokenizer(targets, tokenizer)
     n_rows = _vocab_rows(plan)
     check_vocabularies(targets, tok, n_rows)
@@ -233,9 +238,7 @@ def run_eval(
         raise MythosError(f"token ids outside the vocabulary of {n_rows}: the text was tokenized for another model")
     wins = windows(tokens, ctx, chunks)
     _bind(targets)
-    n_params = plan.ref_source.config.num_parameters() if plan.ref_source is not None else 0
-    n_params = n_params or max(t.header.n_elements if t.header else t.config.num_parameters() for t in targets)
-    with torch_threads(n_params):
+    with torch_threads(_n_params(plan)):
         info(f"evaluation text: {dataset}")
         run = _run(plan, wins, ctx, flash_attn, repack)
     rows, ref_ppl = _rows(run, plan)
