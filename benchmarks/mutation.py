@@ -101,6 +101,7 @@ EQUIVALENT: set[str] = {
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
         "verify.inputs.x_random_ids__mutmut_7",
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
+        "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
         "evaluate.record.x_read_gguf_header__mutmut_56",
         *(f"evaluate.record.x_record_eval__mutmut_{n}" for n in (25, 27, 32, 36, 39, 42)),
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
