@@ -80,10 +80,8 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/support/safe_paths.py",),
         ("tests/test_safe_paths.py", "tests/test_containment.py", "tests/test_mut_safe_paths.py"),
     ),
-    "hub_checks": Package(
-        ("mythos_convert/hub/checks.py",),
-        ("tests/test_push.py", "tests/test_verify_binding.py", "tests/test_mut_hub_checks.py"),
-    ),
+    # test_push.py runs a Hub emulator over a verified export in each mutant's fresh process: minutes each
+    "hub_checks": Package(("mythos_convert/hub/checks.py",), ("tests/test_mut_hub_checks.py",)),
     "imatrix": Package(("mythos_convert/quant/imatrix.py",), ("tests/test_imatrix.py", "tests/test_mut_imatrix.py")),
 }
 # a mutant whose tests hang or crash the interpreter (a KV cache overrun in the compiled kernels) is caught
@@ -103,8 +101,7 @@ EQUIVALENT: set[str] = {
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
         "verify.inputs.x_random_ids__mutmut_7",
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
-        "evaluate.record.x_read_gguf_header__mutmut_56",
-        *(f"evaluate.record.x_record_eval__mutmut_{n}" for n in (25, 27, 32, 36, 39, 42)),
+        "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
         "support.safe_paths.x_inside__mutmut_22",
         *(f"support.safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),

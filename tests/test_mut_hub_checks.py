@@ -1,7 +1,10 @@
 """push's checks, each broken on its own in a copy of a real verified export, with the exact words it gives.
 
-The folder is a real `export_hf` (verified by transformers); every test breaks one thing in a copy and
-expects that one problem, worded as the user will read it, with the sizes and names worked out here.
+The folder is a real `export_hf` with its card, and the record a passing verify leaves (its files'
+hashes, as `verify.record` binds them); test_push.py pushes a fully verified export. Every test breaks
+one thing in a copy and expects that one problem, worded as the user will read it, with the sizes and
+names worked out here. The export is unverified so that a mutant's run (one fresh process each) takes
+seconds, not the time of a transformers verify.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from mythos_convert.hub.checks import (
     check_verify,
     check_weights,
 )
-from mythos_convert.verify.record import record_result
+from mythos_convert.verify.record import hash_files, hf_bound_files, record_result
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_ckpt) -> Path:
-    export = export_hf(tiny_ckpt, tmp_path_factory.mktemp("mutpush") / "out")
-    assert export.verify["passed"]
-    return export.folder
+    folder = export_hf(tiny_ckpt, tmp_path_factory.mktemp("mutpush") / "out", verify=False).folder
+    files = hash_files(folder, hf_bound_files(folder))
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(files)
+    record_result(folder, "hf", {"passed": True, "max_abs_diff": 0.0, "files": files})
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -32,3 +32,17 @@ def test_a_block_device_is_a_device_file():
     with pytest.raises(MythosError) as caught:
         require_file(device, "checkpoint", "pass the ckpt.pt file")
     assert str(caught.value) == f"checkpoint {device} is a device file, not a regular file: pass the ckpt.pt file"
+
+
+def test_a_missing_file_and_a_folder_are_named_with_the_fix(tmp_path):
+    with pytest.raises(MythosError) as caught:
+        require_file(tmp_path / "ckpt.pt", "checkpoint", "pass the ckpt.pt file")
+    assert str(caught.value) == f"checkpoint {tmp_path / 'ckpt.pt'} does not exist: pass the ckpt.pt file"
+    with pytest.raises(MythosError) as caught:
+        require_file(tmp_path / "ckpt.pt" / "x", "tokenizer", "pass --tokenizer")  # a parent that is missing
+    assert str(caught.value) == f"tokenizer {tmp_path / 'ckpt.pt' / 'x'} does not exist: pass --tokenizer"
+    with pytest.raises(MythosError) as caught:
+        require_file(tmp_path, "data", "pass a text file")
+    assert str(caught.value) == f"data {tmp_path} is a folder, not a file: pass a text file"
+    (tmp_path / "t.txt").write_text("x")
+    assert require_file(str(tmp_path / "t.txt"), "data", "-") == tmp_path / "t.txt"
