@@ -149,13 +149,9 @@ def write_gguf_export(
     warnings = [w for w in [vocab.normalizer_warning()] if w]
     meta = load_metadata(source.config, source.generation)
     outtypes = types + [searched_outtype(t.label, {}) for t in targets]
-    paths = output_paths(source.out_dir, outtypes, meta, outfile)
     inputs = [("source file", p) for p in source.inputs] + [("tokenizer", tokenizer), ("config", config_yaml)]
     inputs += [("importance matrix", imatrix), *(("data", d) for d in data or [])]
-    for path in paths.values():
-        refuse_output_over_inputs(path, inputs)
-        if targets:  # refused before the search's minutes, not after (the writer checks again)
-            check_output_file(path, force)
+    paths = _checked_paths(source.out_dir, outtypes, meta, outfile, inputs, force=force, before_search=bool(targets))
     weights = _imatrix_info(imatrix, source.config) if imatrix is not None else None
     searched = search_targets(source, tok, vocab, meta, targets, imatrix=weights, data=data) if targets else []
     written = write_gguf(
@@ -173,13 +169,38 @@ def write_gguf_export(
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
     export = GGUFExport(source, tok, written, warnings=warnings, searched=searched)
-    f32 = f"{meta.basename}-{meta.size_label}-F32.gguf"  # llama.cpp writes our bytes from the F32 file
-    for found, w in zip(searched, written[len(types) :], strict=True):
-        found.command = command_line(found.choice.recipe, f32, w.path.name, imatrix and Path(imatrix).name)
+    _name_commands(searched, written[len(types) :], meta, imatrix)
     if modelfile:
         target = _modelfile_target(written).path
         export.modelfile = write_modelfile(target, tok, source.generation, source.config.max_seq_len, force=force)
     return export
+
+
+def _checked_paths(
+    out_dir: Path,
+    outtypes: list,
+    meta: Any,
+    outfile: str | Path | None,
+    inputs: list,
+    *,
+    force: bool,
+    before_search: bool,
+) -> dict:
+    """Each output's path, refused when it lies over an input; with a type search, existing files are
+    refused now, before the search's minutes, not after (the writer checks again)."""
+    paths = output_paths(out_dir, outtypes, meta, outfile)
+    for path in paths.values():
+        refuse_output_over_inputs(path, inputs)
+        if before_search:
+            check_output_file(path, force)
+    return paths
+
+
+def _name_commands(searched: list, written: list[WrittenGGUF], meta: Any, imatrix: str | Path | None) -> None:
+    """The llama-quantize command that writes each searched file's bytes from our F32 file."""
+    f32 = f"{meta.basename}-{meta.size_label}-F32.gguf"
+    for found, w in zip(searched, written, strict=True):
+        found.command = command_line(found.choice.recipe, f32, w.path.name, imatrix and Path(imatrix).name)
 
 
 def _all_fell_back(written: WrittenGGUF) -> str:

@@ -213,18 +213,8 @@ def write_gguf(
                 with interrupts.deferred():  # its temporary folder is created and listed for cleanup at once
                     opened.append(_Output(outtype, path, plans, split_max_size))
                 opened[-1].write_header(config, vocab, metadata, imatrix)
-            order = list(gguf_shapes(config))
-            stream = _in_plan_order(gguf_tensors(tensors, config), order)
-            weights = imatrix.weights if imatrix is not None else {}
             encoder = locks.enter_context(ParallelEncoder(quantize_workers()))
-            for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
-                types = [out.plans[index].qtype for out in opened]
-                try:
-                    encoded = encoder.encode_all(array, types, weights.get(name))
-                except kquants.NonFiniteError:
-                    raise nonfinite_error(name) from None
-                for out, data in zip(opened, encoded, strict=True):
-                    out.write(out.plans[index], data)
+            _stream_tensors(tensors, config, opened, encoder, imatrix.weights if imatrix is not None else {})
             for _outtype, path in chosen:  # another run may have written there meanwhile
                 check_outputs(path, n_shards[path], force)
             return [WrittenGGUF(out.outtype, out.commit(), out.plans) for out in opened]
@@ -232,3 +222,23 @@ def write_gguf(
             for out in opened:
                 out.abort()
             raise
+
+
+def _stream_tensors(
+    tensors: Iterable[tuple[str, object]],
+    config: MythosConfig,
+    opened: list[_Output],
+    encoder: ParallelEncoder,
+    weights: dict,
+) -> None:
+    """One pass over the weights in plan order, each tensor encoded once per output's type."""
+    order = list(gguf_shapes(config))
+    stream = _in_plan_order(gguf_tensors(tensors, config), order)
+    for index, (name, array) in enumerate(track(stream, "writing GGUF", total=len(order))):
+        types = [out.plans[index].qtype for out in opened]
+        try:
+            encoded = encoder.encode_all(array, types, weights.get(name))
+        except kquants.NonFiniteError:
+            raise nonfinite_error(name) from None
+        for out, data in zip(opened, encoded, strict=True):
+            out.write(out.plans[index], data)
