@@ -292,3 +292,18 @@ def test_activation_checkpointing_runs_each_block_again_in_backward(inputs):
         wrapped(x, x)[1].backward()
         counts.append(len(calls))
     assert counts == [1, 2]  # the block's forward ran again to rebuild its activations
+
+
+def test_the_fsdp_runs_dcp_folder_exports_and_verifies(fsdp, tmp_path):
+    """The trainer's own DCP folder (2 FSDP ranks) is a source: `hf` writes the weights it holds,
+    and transformers computes what the native model computes on them (verify passes)."""
+    from safetensors.torch import load_file
+
+    from mythos_convert.api import export_hf
+
+    export = export_hf(fsdp / "ckpt-dcp", tmp_path / "hf", dtype="float32")  # a failed verify raises
+    assert export.verify is not None
+    saved = load_file(tmp_path / "hf" / "model.safetensors")
+    native, _ = weights(fsdp / "ckpt-dcp")
+    assert torch.equal(saved["model.embed_tokens.weight"], native["embedding.weight"])
+    assert torch.equal(saved["model.layers.1.mlp.down_proj.weight"], native["layers.1.feed_forward.w2.weight"])
