@@ -127,12 +127,33 @@ def test_make_imatrix_writes_what_compute_imatrix_computes(run: Path, tmp_path: 
     assert read_imatrix(out).counts["blk.0.attn_q.weight"] == 16
 
 
-@pytest.mark.parametrize("which", ["checkpoint", "tokenizer", "data"])
+@pytest.mark.parametrize("which", ["checkpoint", "tokenizer", "config", "data"])
 def test_make_imatrix_never_writes_over_an_input(run: Path, which: str):
-    target = {"checkpoint": run / "ckpt.pt", "tokenizer": run / "tokenizer.json", "data": run / "calib.txt"}[which]
+    (run / "config.yaml").write_text("model:\n  vocab_size: 512\n")
+    files = {"checkpoint": "ckpt.pt", "tokenizer": "tokenizer.json", "config": "config.yaml", "data": "calib.txt"}
+    target = run / files[which]
     before = target.read_bytes()
-    with pytest.raises(MythosError, match=f"the {which}"):
+    with pytest.raises(MythosError, match=f"output {target} (is|contains|lies inside) the {which} "):
         make_imatrix(
-            run / "ckpt.pt", target, force=True, tokenizer=run / "tokenizer.json", data=[run / "calib.txt"], ctx=16
+            run / "ckpt.pt",
+            target,
+            force=True,
+            tokenizer=run / "tokenizer.json",
+            config_yaml=run / "config.yaml",
+            data=[run / "calib.txt"],
+            ctx=16,
         )
     assert target.read_bytes() == before
+
+
+def test_a_checkpoint_without_its_config_takes_the_yaml_given(run: Path, tmp_path: Path):
+    from helpers import write_config_yaml
+
+    (tmp_path / "tokenizer.json").write_bytes((run / "tokenizer.json").read_bytes())
+    config = tiny_config(512, max_seq_len=64)
+    ckpt = make_checkpoint(tmp_path / "bare.pt", config, seed=2, with_optimizer=False, embed_config=False)
+    yaml = write_config_yaml(tmp_path / "config.yaml", config)
+    stats = compute_imatrix(ckpt, config_yaml=yaml, data=[run / "calib.txt"], ctx=16, chunks=1)
+    assert stats.counts["blk.0.attn_q.weight"] == 16
+    with pytest.raises(MythosError):
+        compute_imatrix(ckpt, data=[run / "calib.txt"], ctx=16, chunks=1)
