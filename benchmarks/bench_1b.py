@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="training steps")
     parser.add_argument("--seq", type=int, default=128, help="training sequence length and eval window")
     parser.add_argument("--strategy", default="fsdp", choices=("fsdp", "ddp"), help="train stage (ddp: to compare)")
+    parser.add_argument(
+        "--mmap-threshold", type=int, default=None, help="MALLOC_MMAP_THRESHOLD_ for every stage (glibc; e.g. 65536)"
+    )
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT, help="threads in all (split over the ranks)")
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
     weights_gib = write_preset(work / "bench.yaml", preset_name, args.steps, args.seq)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads)), "PYTHONUNBUFFERED": "1"}
+    if args.mmap_threshold is not None:  # glibc returns freed blocks above this size to the system at once
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     rank_env = {**env, "OMP_NUM_THREADS": str(max(1, args.threads // 2))}
     cmds = commands(work, work / "bench.yaml", args.seq, args.strategy)
     if args.strategy == "ddp":
@@ -184,7 +189,7 @@ def _run(args, preset_name: str, wanted: list[str], work: Path) -> int:
         print(f"{stage}: {result} in {wall:.1f} s, peak RSS {peak:.2f} GiB", flush=True)
     notes = [
         f"machine: {machine(args.threads)}; train: 2 gloo ranks of {max(1, args.threads // 2)} thread(s); "
-        "every other stage one process",
+        f"every other stage one process; MALLOC_MMAP_THRESHOLD_ {env.get('MALLOC_MMAP_THRESHOLD_', 'glibc default')}",
         f"model: {preset_name} ({weights_gib:.3g} GiB of float32 weights); {args.steps} {args.strategy.upper()} steps of batch 2 x "
         f"{args.seq} tokens; eval: 4 windows of {args.seq}",
     ]
