@@ -122,6 +122,14 @@ def _verify_command(folder: Path, target: str) -> str:
     return f"mythos-convert verify {folder if target == 'hf' else folder / target}"
 
 
+def _target_uploaded(target: str, uploaded: set[str]) -> bool:
+    """Does the push publish this verify target: the HF export, a GGUF file, or any file of a
+    folder target (an MLX folder, recorded as `mlx-4bit/`)?"""
+    if target == "hf" or target in uploaded:
+        return True
+    return target.endswith("/") and any(name.startswith(target) for name in uploaded)
+
+
 def check_verify(folder: Path, uploaded: set[str] | None = None, digests: Digests | None = None) -> list[str]:
     """The last verify must exist, pass and still match the files, for the HF export and every GGUF uploaded.
 
@@ -141,7 +149,7 @@ def check_verify(folder: Path, uploaded: set[str] | None = None, digests: Digest
     covered: set[str] = set()
     reported: set[str] = set()  # targets already refused: their files are not listed again as unverified
     for target, entry in sorted(results.items()):
-        if uploaded is not None and target != "hf" and target not in uploaded:
+        if uploaded is not None and not _target_uploaded(target, uploaded):
             continue
         command = _verify_command(folder, target)
         if not isinstance(entry, dict) or entry.get("passed") is not True:
@@ -166,9 +174,12 @@ def check_verify(folder: Path, uploaded: set[str] | None = None, digests: Digest
     for name in sorted(uploaded or ()):
         if name.endswith(".gguf") and name not in results and not is_later_shard(name):
             problems.append(f"{name} was never verified: run `mythos-convert verify` on it (or --exclude it)")
+    refused_folders = tuple(t for t in reported if t.endswith("/"))  # their files are named by that refusal
     if "hf" not in reported:
         unverified = sorted(
-            n for n in uploaded or () if needs_verify(n) and not n.endswith(".gguf") and n not in covered
+            n
+            for n in uploaded or ()
+            if needs_verify(n) and not n.endswith(".gguf") and n not in covered and not n.startswith(refused_folders)
         )
         if unverified:
             verified = sorted(n for n in uploaded or () if n in covered)
