@@ -209,3 +209,16 @@ def test_eval_and_card_show_searched_files_by_target_beside_the_mixes(run):
         assert row["type"] == label and counts == dict(Counter(q.name for q in recipe.values())), row["recipe"]
         assert row["mean_kl"] > 0
     assert rows[_file(out, "Q4_K_M").name]["recipe"] is None and rows[_file(out, "Q4_K_M").name]["type"] == "Q4_K_M"
+
+
+def test_a_searched_file_is_not_warned_about_a_main_type_it_does_not_have():
+    """A searched file records Q8_0 as its file type (llama-quantize's base) but holds its recipe's
+    types: the fixed mixes' "no matrix fits Q8_0's blocks" warning must not be printed for it."""
+    from mythos_convert.export.gguf import _all_fell_back
+    from mythos_convert.export.gguf_plan import TensorPlan, searched_outtype
+    from mythos_convert.export.gguf_writer import WrittenGGUF
+
+    recipe = {"blk.0.attn_q.weight": Q.Q4_K, "blk.0.ffn_down.weight": Q.Q2_K}
+    plans = [TensorPlan(n, (256, 256), t) for n, t in recipe.items()]
+    written = WrittenGGUF(searched_outtype("bpw3.20", recipe), [Path("m-bpw3.20.gguf")], plans)
+    assert _all_fell_back(written) == ""

@@ -205,6 +205,8 @@ def _name_commands(searched: list, written: list[WrittenGGUF], meta: Any, imatri
 
 def _all_fell_back(written: WrittenGGUF) -> str:
     """A warning when no matrix of a quantized file has its main type (rows too short for 256-blocks)."""
+    if written.outtype.recipe is not None:  # a searched file has no main type: its recipe chose each one
+        return ""
     main = written.outtype.qtype
     matrices = [p for p in written.plans if len(p.shape) > 1]
     if main in (Q.F32, Q.F16, Q.BF16) or any(p.qtype == main for p in matrices):
