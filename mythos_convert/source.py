@@ -106,7 +106,6 @@ class ModelSource:
         The keys and order of `MythosModel.state_dict()`, so `load_state_dict(strict=True)` takes it.
         """
         import numpy as np
-        import torch
 
         from mythos_convert.model.layers import rope_tables
 
@@ -114,7 +113,7 @@ class ModelSource:
         state: dict[str, torch.Tensor] = {}
         for native, tensor in track(self.tensors(), f"reading {self.kind} tensors", total=len(self.stored)):
             if isinstance(tensor, np.ndarray):
-                tensor = torch.from_numpy(tensor)
+                tensor = _tensor_of(tensor)
             elif isinstance(tensor, TensorRef):
                 raise TypeError("a torch-free source has no tensors to load: open it with torch")
             state[native] = tensor
@@ -366,6 +365,18 @@ def gguf_problems(folder: str | Path) -> list[str]:
             except MythosError as exc:
                 problems.append(str(exc))
     return problems
+
+
+def _tensor_of(array: Any) -> Any:
+    """A torch tensor sharing `array`'s memory, which may be a file's read-only mapping: the model
+    built on it only reads its weights (what changes a weight points the parameter elsewhere)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def open_source(

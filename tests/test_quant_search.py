@@ -258,3 +258,28 @@ def test_llama_quantize_writes_the_recipe_given_as_tensor_type_overrides(tmp_pat
 
     logits = llama_logits(load_llama(dst, n_ctx=32), [1, 5, 9, 12])  # llama.cpp runs the searched file
     assert logits.shape == (4, 512) and bool(logits.isfinite().all())
+
+
+def test_probe_on_a_model_opened_from_a_float32_hf_folder_leaves_its_file_untouched(tmp_path):
+    """An HF folder's float32 weights are the safetensors file's read-only mapping: the probe must
+    point a parameter at the quantized values, never write them into it (that is a segfault)."""
+    import hashlib
+
+    from helpers import export_reference
+
+    from mythos_convert.formats.checkpoint import load_model
+    from mythos_convert.source import open_source
+
+    folder = export_reference(tmp_path / "hf")
+    before = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    import torch
+
+    model = load_model(open_source(folder, arrays=True).as_checkpoint(), torch.float32)  # as gguf opens it
+    native = "layers.0.attention.wv.weight"
+    original = dict(model.named_parameters())[native].detach().numpy().copy()
+    probe = sensitivity.KLProbe(model, [np.arange(64) % 512])
+    kl = probe.kl({native: sensitivity.roundtrip(original, Q.Q2_K, None)})
+    assert 1e-6 < kl < 1.0
+    assert np.array_equal(dict(model.named_parameters())[native].detach().numpy(), original)
+    assert probe.kl({native: original}) == pytest.approx(0.0, abs=1e-7)
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == before

@@ -125,22 +125,25 @@ class KLProbe:
         return self._head(x)
 
     def kl(self, replaced: dict[str, np.ndarray]) -> float:
-        """Mean KL(float32 || model with `replaced` native weights) per token; the weights are restored."""
+        """Mean KL(float32 || model with `replaced` native weights) per token; the weights are restored.
+
+        Each replaced parameter is pointed at the new values and back, never written into: a model
+        opened from a float32 safetensors file holds its weights in the file's read-only mapping.
+        """
         first = min(_layer_of(name) for name in replaced)
-        saved = {name: self.params[name].detach().clone() for name in replaced}
+        saved = {name: self.params[name].data for name in replaced}
         total, count = 0.0, 0
         try:
+            for name, value in replaced.items():
+                self.params[name].data = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
             with torch.no_grad():
-                for name, value in replaced.items():
-                    self.params[name].copy_(torch.from_numpy(value))
                 for i, ref in enumerate(self.reference):
                     logq = F.log_softmax(self.logits(i, first), dim=-1)
                     total += float((ref.exp() * (ref - logq)).sum(dim=-1).sum())
                     count += ref.shape[0] * ref.shape[1]
         finally:
-            with torch.no_grad():
-                for name, value in saved.items():
-                    self.params[name].copy_(value)
+            for name, data in saved.items():
+                self.params[name].data = data
         return total / count
 
 
