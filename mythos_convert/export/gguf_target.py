@@ -145,17 +145,25 @@ def search_targets(
 def _windows(
     tokenizer: Tokenizer, source: ModelSource, data: list | None
 ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
-    """Calibration windows, then scoring windows from the text after them (at most WINDOWS each)."""
+    """Calibration windows, then scoring windows from the text after them (at most WINDOWS each).
+
+    Both come from the end of the text, because `eval` scores windows from its beginning: `eval`
+    of the same text with fewer windows than it holds, less these, never scores text a searched
+    file's types were chosen on.
+    """
     from mythos_convert.data.held_out import held_out_tokens, windows
 
     text = held_out_tokens(tokenizer, data, source.run_folder)
     ctx = min(CTX, source.config.max_seq_len)
-    cut = windows(text.tokens, ctx, 2 * WINDOWS, what="calibration")
+    cut = windows(text.tokens[-2 * WINDOWS * ctx :], ctx, 2 * WINDOWS, what="calibration")
     if len(cut) < 2:
         raise MythosError(
             f"the calibration text has {text.tokens.size} tokens: the type search needs two windows of {ctx} "
             f"(one to choose on, one to score on); pass a longer text with --data (at least {2 * ctx} tokens)"
         )
     half = len(cut) // 2
-    described = f"{text.description}: {half} windows of {ctx} tokens, scored on the next {len(cut) - half}"
+    described = (
+        f"the last {len(cut) * ctx:,} tokens of {text.description}: "
+        f"{half} windows of {ctx} to choose on, {len(cut) - half} to score on"
+    )
     return cut[:half], cut[half:], described
