@@ -50,8 +50,12 @@ def render_png(rows: list[dict[str, Any]], title: str) -> bytes:
             x = r["size"] / 2**20
             ax.scatter([x], [y], zorder=3, **point_style(r))
             label = r["type"] if r["mean_kl"] > 0 else f"{r['type']} (0)"
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+            # a searched file sits beside the mix of its size: its label goes below left, the mix's above right
+            offset, align = ((-6, -12), "right") if r.get("searched") else ((5, 4), "left")
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, ha=align, fontsize=9)
         ax.set_yscale("log")
+        if any(r.get("searched") for r in points):
+            ax.margins(x=0.15)  # room for a searched file's label, which goes to the left of its point
         ax.set_xlabel("file size (MiB)")
         ax.set_ylabel("mean KL divergence from float32 (nats)")
         ax.set_title(title, fontsize=10)
