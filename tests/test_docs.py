@@ -373,3 +373,15 @@ def test_performance_tables_put_machines_side_by_side_with_ratios_to_their_own_b
     assert "| ours | 2 | 2-2.2 | 5.00x | 0.8 | 0.8-0.88 | 4.00x |" in page
     assert "| floor | 0.4 | - | 1 (baseline) | 0.2 | - | 1 (baseline) |" in page
     assert "date" in page and "not recorded" in page
+
+
+def test_quantization_figures_are_rendered_from_their_results():
+    """docs/quantization.md's table is what benchmarks/render_quantization.py makes of its results file."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "render_quantization.py"), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
