@@ -235,9 +235,24 @@ def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:
     return min(ranked, key=lambda w: RECOMMENDED.index(w.outtype.label)) if ranked else written[0]
 
 
-def render_export(export: GGUFExport):
-    """What `gguf` prints: each file (type, size, bits per weight, parity), then every tensor stored
-    at another type than its file's main one, grouped by type and reason (llama.cpp's rules)."""
+def render_export(export: GGUFExport) -> list:
+    """What `gguf` prints, in order: the table of each file (type, size, bits per weight, parity) and
+    of every tensor stored at another type than its file's main one, grouped by type and reason
+    (llama.cpp's rules); then each searched file's figures and llama-quantize command; the Modelfile."""
+    lines: list = [_export_tables(export)]
+    for found in export.searched:
+        choice = found.choice
+        lines.append(
+            f"{found.target.label}: {choice.file_bytes:,} bytes ({choice.bpw:.3f} bits/weight, budget "
+            f"{choice.target_bytes:,}), mean KL {found.scored_kl:.4g} on held-apart text ({found.calibration})"
+        )
+        lines.append(f"  same file with llama.cpp: {found.command}")
+    if export.modelfile is not None:
+        lines.append(f"Ollama: ollama create mythos -f {export.modelfile}")
+    return lines
+
+
+def _export_tables(export: GGUFExport):
     from rich.console import Group
     from rich.table import Table
 
