@@ -102,7 +102,12 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
 
 
 def export_gguf(
-    src: str | Path, outtype: str | None = None, outfile: str | Path | None = None, *, verify: bool = True, **options: Any
+    src: str | Path,
+    outtype: str | None = None,
+    outfile: str | Path | None = None,
+    *,
+    verify: bool = True,
+    **options: Any,
 ) -> GGUFExport:
     """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
 

@@ -111,7 +111,9 @@ OutfileOpt = Annotated[
 ModelfileOpt = Annotated[bool, Option("--modelfile", help="Also write an Ollama Modelfile beside the GGUF.")]
 SplitMaxSizeOpt = Annotated[str | None, Option(help="Split into shards of at most this size (500M, 2G).")]
 NoGGUFVerifyOpt = Annotated[bool, Option("--no-verify", help="Skip the llama.cpp parity check.")]
-ImatrixOpt = Annotated[Path | None, Option(help="Importance matrix (`mythos-convert imatrix`) to weight the quantizers.")]
+ImatrixOpt = Annotated[
+    Path | None, Option(help="Importance matrix (`mythos-convert imatrix`) to weight the quantizers.")
+]
 TARGET_BPW = "Bits per weight, a comma list (3.5,4.5): one file each, tensor types chosen by measured KL."
 TARGET_SIZE = "File sizes, a comma list (95MB,120MB): one file each, tensor types chosen by measured KL."
 SEARCH_DATA = "Text the type search calibrates and scores on (as `train --data`); default: the run's validation split."
@@ -124,9 +126,7 @@ CalibrationOpt = Annotated[
     Option(help="Calibration text (as `train --data`); default: the run's validation split."),
 ]
 ImatrixCtxOpt = Annotated[int, Option(help="Tokens per window (capped at the model's context).")]
-MLXFolderArg = Annotated[
-    Path, Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")
-]
+MLXFolderArg = Annotated[Path, Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")]
 BitsOpt = Annotated[str, Option(help="4 | 8, or a comma list (4,8).")]
 NoMLXVerifyOpt = Annotated[bool, Option("--no-verify", help="Skip the mlx-lm parity check.")]
 
@@ -177,9 +177,7 @@ IncludeOpt = Annotated[list[str] | None, Option(help="Only upload files matching
 ExcludeOpt = Annotated[list[str] | None, Option(help="Skip files matching this glob, e.g. '*.gguf' (repeatable).")]
 PushDryRunOpt = Annotated[bool, Option("--dry-run", help="Show what would be uploaded; upload nothing.")]
 SkipChecksOpt = Annotated[bool, Option("--skip-checks", help="Publish even if the folder fails its checks.")]
-SpaceFolderArg = Annotated[
-    Path, Argument(help="Folder to write the Space into (app.py, requirements.txt, README.md).")
-]
+SpaceFolderArg = Annotated[Path, Argument(help="Folder to write the Space into (app.py, requirements.txt, README.md).")]
 SpaceRepoOpt = Annotated[str, Option("--repo", help="The Space's repo id OWNER/NAME-demo (created if missing).")]
 SpaceModelOpt = Annotated[
     str | None, Option(help="The published model it demonstrates (default: --repo without -demo).")
