@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
 
 from mythos_convert.cli import options as o
 
 
 def demo(
-    out: o.DemoOutArg = Path("demo-out"),
-    max_steps: o.DemoMaxStepsOpt = None,
+    out: Annotated[Path, Argument(help="Folder for everything the demo makes.")] = Path("demo-out"),
+    max_steps: Annotated[int | None, Option(help="Training steps (default: the tiny preset's).")] = None,
     force: o.ForceOpt = False,
     quiet: o.QuietOpt = False,
 ) -> None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
+
 from mythos_convert.cli import options as o
 from mythos_convert.cli.common import skip_exit_collection
 
 
 def eval_(
-    targets: o.EvalTargetsArg,
-    data: o.EvalDataOpt = None,
-    ctx: o.EvalCtxOpt = None,
+    targets: Annotated[list[Path], Argument(help=o.TARGETS)],
+    data: Annotated[list[Path] | None, Option(help=o.EVAL_DATA)] = None,
+    ctx: Annotated[int | None, Option(help=o.EVAL_CTX)] = None,
     chunks: o.ChunksOpt = None,
-    json_out: o.JsonOpt = None,
-    tokenizer: o.EvalTokenizerOpt = None,
-    no_record: o.NoRecordOpt = False,
-    flash_attn: o.FlashAttnOpt = True,
-    repack: o.RepackOpt = True,
-    mlx_python: o.EvalMlxPythonOpt = None,
+    json_out: Annotated[Path | None, Option("--json", help="Also write the whole report as JSON here.")] = None,
+    tokenizer: Annotated[Path | None, Option(help=o.EVAL_TOKENIZER)] = None,
+    no_record: Annotated[bool, Option("--no-record", help="Do not write eval.json (nor re-render the card).")] = False,
+    flash_attn: Annotated[bool, Option("--flash-attn/--no-flash-attn", help=o.FLASH_ATTN)] = True,
+    repack: Annotated[bool, Option("--repack/--no-repack", help=o.REPACK)] = True,
+    mlx_python: Annotated[Path | None, Option(help=o.EVAL_MLX_PYTHON)] = None,
     config: o.ConfigOpt = None,
     force: o.ForceOpt = False,
     quiet: o.QuietOpt = False,

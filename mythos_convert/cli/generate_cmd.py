@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
+
 from mythos_convert.cli import options as o
 from mythos_convert.formats.hf_config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 
 def generate(
-    model: o.ModelArg,
-    prompt: o.PromptArg,
+    model: Annotated[Path, Argument(help="A native checkpoint (ckpt.pt), HF folder or GGUF file (run dequantised).")],
+    prompt: Annotated[str, Argument(help="Text to continue (gets <bos>, never <eos>).")],
     tokenizer: o.TokenizerOpt = None,
-    max_new_tokens: o.MaxNewTokensOpt = 128,
-    temperature: o.TemperatureOpt = DEFAULT_TEMPERATURE,
-    top_p: o.TopPOpt = DEFAULT_TOP_P,
-    top_k: o.TopKOpt = 0,
-    seed: o.SeedOpt = None,
-    dtype: o.GenerateDtypeOpt = "float32",
+    max_new_tokens: Annotated[int, Option(help="Most tokens to add (bounded by the context).")] = 128,
+    temperature: Annotated[float, Option(help="0 is greedy decoding.")] = DEFAULT_TEMPERATURE,
+    top_p: Annotated[float, Option(help="Nucleus sampling mass (1 keeps every token).")] = DEFAULT_TOP_P,
+    top_k: Annotated[int, Option(help="Sample among the k most likely tokens (0: all).")] = 0,
+    seed: Annotated[int | None, Option(help="Seed for reproducible sampling.")] = None,
+    dtype: Annotated[str, Option(help="float32 or bfloat16.")] = "float32",
     config: o.ConfigOpt = None,
     quiet: o.QuietOpt = False,
 ) -> None:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
+
 from mythos_convert.cli import options as o
 from mythos_convert.cli.common import skip_exit_collection
 
 
 def hf(
     ckpt: o.CheckpointArg,
-    out: o.HFOutArg,
+    out: Annotated[Path, Argument(help="Output folder (refused if not empty, unless --force).")],
     tokenizer: o.TokenizerOpt = None,
     config: o.ConfigOpt = None,
-    dtype: o.DtypeOpt = None,
-    max_shard_size: o.MaxShardSizeOpt = "5GB",
+    dtype: Annotated[str | None, Option(help="float32 | bfloat16 | float16 (default: the checkpoint's).")] = None,
+    max_shard_size: Annotated[str, Option(help="Shard the weights above this size (5GB, 500MB or bytes).")] = "5GB",
     force: o.ForceOpt = False,
-    no_verify: o.NoVerifyOpt = False,
-    allow_nonfinite: o.AllowNonfiniteOpt = False,
-    temperature: o.HFTemperatureOpt = 0.8,
-    top_p: o.HFTopPOpt = 0.9,
+    no_verify: Annotated[bool, Option("--no-verify", help="Skip the parity check against the native model.")] = False,
+    allow_nonfinite: Annotated[
+        bool, Option("--allow-nonfinite", help="Export NaN/Inf weights instead of refusing.")
+    ] = False,
+    temperature: Annotated[float, Option(help="Sampling temperature in generation_config.json.")] = 0.8,
+    top_p: Annotated[float, Option(help="Nucleus sampling top_p in generation_config.json.")] = 0.9,
     quiet: o.QuietOpt = False,
 ) -> None:
     """Export CKPT as a LlamaForCausalLM folder (safetensors, config, tokenizer, card) and verify it."""

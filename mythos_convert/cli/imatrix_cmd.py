@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Option
+
 from mythos_convert.cli import options as o
 
 
 def imatrix(
     ckpt: o.CheckpointArg,
-    out: o.ImatrixOutOpt,
-    data: o.CalibrationOpt = None,
-    ctx: o.ImatrixCtxOpt = 512,
+    out: Annotated[Path, Option(help="Output imatrix file (llama.cpp's GGUF imatrix format).")],
+    data: Annotated[
+        list[Path] | None,
+        Option(help="Calibration text (as `train --data`); default: the run's validation split."),
+    ] = None,
+    ctx: Annotated[int, Option(help="Tokens per window (capped at the model's context).")] = 512,
     chunks: o.ChunksOpt = None,
     tokenizer: o.TokenizerOpt = None,
     config: o.ConfigOpt = None,

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
+
 from mythos_convert.cli import options as o
 
 
 def mlx(
-    folder: o.MLXFolderArg,
-    bits: o.BitsOpt = "4,8",
-    mlx_python: o.MlxPythonOpt = None,
+    folder: Annotated[Path, Argument(help="HF folder written by `mythos-convert hf` (MLX folders go into it).")],
+    bits: Annotated[str, Option(help="4 | 8, or a comma list (4,8).")] = "4,8",
+    mlx_python: Annotated[
+        Path | None,
+        Option(help="A Python with mlx-lm (default: $MYTHOS_MLX_PYTHON, else this one)."),
+    ] = None,
     force: o.ForceOpt = False,
-    no_verify: o.NoMLXVerifyOpt = False,
+    no_verify: Annotated[bool, Option("--no-verify", help="Skip the mlx-lm parity check.")] = False,
     quiet: o.QuietOpt = False,
 ) -> None:
     """Write MLX quantized folders (mlx-lm's own quantizer), each checked in mlx-lm against the native model."""

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Argument, Option
+
 from mythos_convert.cli import options as o
 
 
 def space(
-    out: o.SpaceFolderArg,
-    repo: o.SpaceRepoOpt = "",
-    model: o.SpaceModelOpt = None,
+    out: Annotated[Path, Argument(help="Folder to write the Space into (app.py, requirements.txt, README.md).")],
+    repo: Annotated[str, o.repo_option("The Space's repo id OWNER/NAME-demo (created if missing).")] = "",
+    model: Annotated[
+        str | None, Option(help="The published model it demonstrates (default: --repo without -demo).")
+    ] = None,
     endpoint: o.EndpointOpt = None,
     token: o.TokenOpt = None,
-    private: o.SpacePrivateOpt = False,
-    dry_run: o.SpaceDryRunOpt = False,
+    private: Annotated[bool, Option("--private", help="Create the Space private.")] = False,
+    dry_run: Annotated[bool, o.dry_run_option("Write the files and show the upload; upload nothing.")] = False,
     force: o.ForceOpt = False,
     quiet: o.QuietOpt = False,
 ) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from typer import Typer
+from typer import Option, Typer
 
 from mythos_convert.cli import options as o
 
@@ -14,9 +15,9 @@ app = Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 @app.command("train")
 def train(
     data: o.CorpusOpt = None,
-    vocab_size: o.VocabSizeOpt = 2048,
-    normalizer: o.NormalizerOpt = "none",
-    out: o.TokenizerOutOpt = Path("tokenizer.json"),
+    vocab_size: Annotated[int, Option(help="Vocabulary size incl. 5 specials and 256 bytes.")] = 2048,
+    normalizer: Annotated[str, Option(help="none (NFKC is done in the data pipeline) or nfkc.")] = "none",
+    out: Annotated[Path, Option(help="Output tokenizer.json.")] = Path("tokenizer.json"),
     force: o.ForceOpt = False,
     quiet: o.QuietOpt = False,
 ) -> None:

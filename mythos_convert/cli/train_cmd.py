@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+from typer import Option
+
 from mythos_convert.cli import options as o
 
 
 def train(
-    preset: o.PresetOpt = None,
+    preset: Annotated[str | None, Option(help=o.PRESET)] = None,
     data: o.CorpusOpt = None,
-    tokenizer: o.TrainTokenizerOpt = None,
-    max_steps: o.MaxStepsOpt = None,
-    out: o.RunOutOpt = None,
-    resume: o.ResumeOpt = False,
-    normalizer: o.TrainNormalizerOpt = "none",
-    strategy: o.StrategyOpt = "ddp",
-    checkpoint_format: o.CheckpointFormatOpt = None,
-    activation_checkpointing: o.ActivationCheckpointingOpt = False,
-    stop_after: o.StopAfterOpt = None,
+    tokenizer: Annotated[Path | None, Option(help=o.TRAIN_TOKENIZER)] = None,
+    max_steps: Annotated[int | None, Option(help="Total optimizer steps (overrides the preset).")] = None,
+    out: Annotated[Path | None, Option(help="Run folder (default: runs/<preset>).")] = None,
+    resume: Annotated[bool, Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    normalizer: Annotated[str, Option(help="Normalizer of a trained tokenizer: none or nfkc.")] = "none",
+    strategy: Annotated[str, Option(help=o.STRATEGY)] = "ddp",
+    checkpoint_format: Annotated[str | None, Option(help=o.FORMAT)] = None,
+    activation_checkpointing: Annotated[
+        bool, Option("--activation-checkpointing", help="Recompute activations in backward to save memory.")
+    ] = False,
+    stop_after: Annotated[int | None, Option(help=o.STOP_AFTER)] = None,
     force: o.ForceOpt = False,
     quiet: o.QuietOpt = False,
 ) -> None:
