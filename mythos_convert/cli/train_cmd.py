@@ -32,10 +32,10 @@ def train(
     Example: torchrun --nproc_per_node 2 -m mythos_convert train --preset tiny --strategy fsdp --out runs/tiny
     """
     from mythos_convert.support.ui import result
-    from mythos_convert.train.trainer import train as run_training
+    from mythos_convert.train import trainer
 
     options = dict(tokenizer=tokenizer, max_steps=max_steps, resume=resume, force=force, normalizer=normalizer)
     options |= dict(strategy=strategy, checkpoint_format=checkpoint_format, stop_after=stop_after)
-    run = run_training(preset, data, out, activation_checkpointing=activation_checkpointing, **options)
+    run = trainer.train(preset, data, out, activation_checkpointing=activation_checkpointing, **options)
     if run.main:  # under torchrun only rank 0 reports
         result(run.summary())

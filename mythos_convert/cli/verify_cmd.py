@@ -27,8 +27,8 @@ def verify(
     quiet: o.QuietOpt = False,
 ) -> None:
     """Run the native model and the export on the same tokens; exit non-zero past tolerance."""
-    from mythos_convert.api import verify as run_verify
+    from mythos_convert import api
 
     mode = "auto" if layerwise is None else ("layerwise" if layerwise else "whole")
-    run_verify(out, ckpt, tokenizer=tokenizer, config_yaml=config, mode=mode)
+    api.verify(out, ckpt, tokenizer=tokenizer, config_yaml=config, mode=mode)
     skip_exit_collection()  # verify.json is written and closed, the hashing thread joined
