@@ -62,7 +62,8 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
             Without it, a checkpoint whose weights need no cast is exported without torch.
         card: write README.md.
         options: `export.hf.plan_hf_export`'s keywords: tokenizer, config_yaml, dtype,
-            max_shard_size, force, allow_nonfinite, temperature, top_p.
+            max_shard_size (`5GB`, `500MB`, or bytes as a number or a digit string), force,
+            allow_nonfinite, temperature, top_p.
 
     Returns:
         HFExport with the folder, the files and the verify result (None when not verified).
@@ -101,17 +102,23 @@ def export_hf(ckpt: str | Path, out: str | Path, *, verify: bool = True, card: b
 
 
 def export_gguf(
-    src: str | Path, outtype: str = "f16", outfile: str | Path | None = None, *, verify: bool = True, **options: Any
+    src: str | Path,
+    outtype: str | None = None,
+    outfile: str | Path | None = None,
+    *,
+    verify: bool = True,
+    **options: Any,
 ) -> GGUFExport:
     """Write GGUF file(s) for an HF folder or a native checkpoint, then verify them in llama.cpp.
 
     Args:
         src: an HF folder written by `mythos-convert hf` (files go into it) or a ckpt.pt (files go beside it).
-        outtype: one of `OUTTYPES`, a comma list, or `all` (every type from one pass over the weights).
+        outtype: one of `OUTTYPES`, a comma list, or `all` (every type from one pass over the weights);
+            default `f16`, or with `target_bpw`/`target_size` only the searched files.
         outfile: the output path (`{ftype}` is replaced by the type); default `{basename}-{size}-{TYPE}.gguf`.
         verify: run `verify_gguf` on each file and record it in the folder's verify.json.
         options: `export.gguf.write_gguf_export`'s keywords: force, tokenizer,
-            config_yaml, split_max_size, modelfile, imatrix.
+            config_yaml, split_max_size, modelfile, imatrix, target_bpw, target_size, data.
 
     Raises:
         MythosError: bad source, tokenizer, outtype, size or imatrix; existing output without force.
@@ -120,6 +127,8 @@ def export_gguf(
     """
     from mythos_convert.export.gguf import write_gguf_export  # torch only for a native checkpoint
 
+    if outtype is None and not (options.get("target_bpw") or options.get("target_size")):
+        outtype = "f16"
     export = write_gguf_export(src, outtype, outfile, **options)
     source = export.source
     if verify and export.written:

@@ -210,6 +210,21 @@ def summary_table(result: DemoResult):
     return table
 
 
+def render_demo(result: DemoResult) -> list:
+    """What `demo` prints, in order: the push plan, the summary table, how to load each artifact,
+    the validation loss and step times, and the next commands."""
+    from mythos_convert.hub.push import plan_table
+
+    rendered: list = [plan_table(result.push_plan), summary_table(result)]
+    rendered += [f"  {line}" for line in load_commands(result)]
+    if result.val_loss is not None:
+        times = ", ".join(f"{step} {result.seconds[step]:.0f}s" for step in ("train", "hf", "gguf", "eval"))
+        rendered.append(f"validation loss {result.val_loss:.3f} (uniform baseline {result.uniform_loss:.3f}); {times}")
+    rendered.append(f"next: mythos-convert push {result.hf_folder} --repo OWNER/NAME --dry-run")
+    rendered.append(f"then: mythos-convert push {result.hf_folder} --repo OWNER/NAME")
+    return rendered
+
+
 def load_commands(result: DemoResult) -> list[str]:
     """How to use each artifact, one line each (printed under the table)."""
     return [f"{a.name}: {a.load}" for a in result.artifacts]

@@ -82,6 +82,23 @@ class TextGeneration:
     def tokens_per_second(self) -> float:
         return self.new_tokens / max(self.seconds, 1e-9)
 
+    @property
+    def budget_warning(self) -> str | None:
+        """Why fewer tokens than asked can come (the context is full), or None."""
+        if self.budget >= self.max_new_tokens:
+            return None
+        return f"only {self.budget} new tokens fit in the {self.context}-token context after the prompt"
+
+    @property
+    def header(self) -> str:
+        """What runs, before the text: the tokenizer's source, the prompt's length, the context."""
+        return f"tokenizer: {self.tokenizer_source}; prompt: {len(self.ids)} tokens; context: {self.context}"
+
+    def summary(self) -> str:
+        """After `pieces()`: how many tokens, how fast, on which dtype and decode operations."""
+        speed = f"{self.tokens_per_second:.1f} tokens/s, {self.dtype}, {self.engine}"
+        return f"{self.new_tokens} tokens in {self.seconds:.2f} s ({speed})"
+
 
 def prepare_generation(
     model_path: str | Path,

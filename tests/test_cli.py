@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mythos_convert.cli import app
-from mythos_convert.cli.gguf_cmd import OUTTYPE_HELP
+from mythos_convert.cli.options import OUTTYPE_HELP
 from mythos_convert.export.gguf_plan import ALL, OUTTYPES
 
 COMMANDS = ("train", "generate", "tokenizer", "hf", "verify", "native", "gguf", "eval", "card", "push", "space", "demo")
@@ -45,7 +45,7 @@ def test_the_heap_is_frozen_when_the_process_exits_not_when_the_command_returns(
 
 
 def test_quiet_works_before_and_after_the_command_name():
-    """--quiet is one option (cli.common.QuietOpt) whose callback silences the console wherever it is given."""
+    """--quiet is one option (cli.options.QuietOpt) whose callback silences the console wherever it is given."""
     from mythos_convert.support.ui import is_quiet, set_quiet
 
     try:

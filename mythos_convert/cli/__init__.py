@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from mythos_convert import __version__
-from mythos_convert.cli.common import QuietOpt
+from mythos_convert.cli.options import DebugOpt, QuietOpt
 from mythos_convert.errors import MythosError
 from mythos_convert.support import interrupts
 
@@ -39,7 +39,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     quiet: QuietOpt = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: DebugOpt = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from typer import Argument, Option
 
-from mythos_convert.cli.common import QuietOpt
+from mythos_convert.cli import options as o
 
 
 def card(
@@ -16,7 +16,7 @@ def card(
         Path | None,
         Option(help="Card metadata YAML (license, developer, prompts, ...); default: the packaged one."),
     ] = None,
-    quiet: QuietOpt = False,
+    quiet: o.QuietOpt = False,
 ) -> None:
     """Render OUT/README.md from the folder's real tensors, training record, GGUF files and verify results."""
     from mythos_convert.api import render_card

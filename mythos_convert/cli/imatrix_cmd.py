@@ -7,22 +7,22 @@ from typing import Annotated
 
 from typer import Option
 
-from mythos_convert.cli.common import CheckpointArg, ChunksOpt, ConfigOpt, ForceOpt, QuietOpt, TokenizerOpt
+from mythos_convert.cli import options as o
 
 
 def imatrix(
-    ckpt: CheckpointArg,
+    ckpt: o.CheckpointArg,
     out: Annotated[Path, Option(help="Output imatrix file (llama.cpp's GGUF imatrix format).")],
     data: Annotated[
         list[Path] | None,
         Option(help="Calibration text (as `train --data`); default: the run's validation split."),
     ] = None,
     ctx: Annotated[int, Option(help="Tokens per window (capped at the model's context).")] = 512,
-    chunks: ChunksOpt = None,
-    tokenizer: TokenizerOpt = None,
-    config: ConfigOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
+    chunks: o.ChunksOpt = None,
+    tokenizer: o.TokenizerOpt = None,
+    config: o.ConfigOpt = None,
+    force: o.ForceOpt = False,
+    quiet: o.QuietOpt = False,
 ) -> None:
     """Collect the mean squared input of every matrix on calibration text; `gguf --imatrix OUT` uses it.
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from typer import Argument, Option
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt
+from mythos_convert.cli import options as o
 
 
 def mlx(
@@ -17,15 +17,13 @@ def mlx(
         Path | None,
         Option(help="A Python with mlx-lm (default: $MYTHOS_MLX_PYTHON, else this one)."),
     ] = None,
-    force: ForceOpt = False,
+    force: o.ForceOpt = False,
     no_verify: Annotated[bool, Option("--no-verify", help="Skip the mlx-lm parity check.")] = False,
-    quiet: QuietOpt = False,
+    quiet: o.QuietOpt = False,
 ) -> None:
     """Write MLX quantized folders (mlx-lm's own quantizer), each checked in mlx-lm against the native model."""
     from mythos_convert.mlx.export import export_mlx
-    from mythos_convert.support.ui import human_size, result
+    from mythos_convert.support.ui import result
 
     for out in export_mlx(folder, bits, force=force, verify=not no_verify, python=mlx_python):
-        v = out.verify
-        figures = f", KL mean {v['mean_kl']:.3g} / p99 {v['p99_kl']:.3g}" if "mean_kl" in v else ", not verified"
-        result(f"{out.path}: {out.bits}-bit, {human_size(out.size)}, {out.bits_per_weight:.2f} bits/weight{figures}")
+        result(out.summary())

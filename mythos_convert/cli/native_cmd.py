@@ -7,14 +7,14 @@ from typing import Annotated
 
 from typer import Argument
 
-from mythos_convert.cli.common import ForceOpt, QuietOpt
+from mythos_convert.cli import options as o
 
 
 def native(
     out: Annotated[Path, Argument(help="HF Llama folder (e.g. written by `mythos-convert hf`).")],
     ckpt: Annotated[Path, Argument(help="Native checkpoint to write (ckpt.pt).")],
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
+    force: o.ForceOpt = False,
+    quiet: o.QuietOpt = False,
 ) -> None:
     """Write a native checkpoint (reference layout, tokenizer embedded) from an HF Llama folder."""
     from mythos_convert.export.native import export_native

@@ -7,19 +7,19 @@ from typing import Annotated
 
 from typer import Option, Typer
 
-from mythos_convert.cli.common import CorpusOpt, ForceOpt, QuietOpt
+from mythos_convert.cli import options as o
 
 app = Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
 
 
 @app.command("train")
 def train(
-    data: CorpusOpt = None,
+    data: o.CorpusOpt = None,
     vocab_size: Annotated[int, Option(help="Vocabulary size incl. 5 specials and 256 bytes.")] = 2048,
     normalizer: Annotated[str, Option(help="none (NFKC is done in the data pipeline) or nfkc.")] = "none",
     out: Annotated[Path, Option(help="Output tokenizer.json.")] = Path("tokenizer.json"),
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
+    force: o.ForceOpt = False,
+    quiet: o.QuietOpt = False,
 ) -> None:
     """Train a ByteLevel BPE tokenizer (<unk> <bos> <eos> <pad> <sep> = ids 0..4).
 

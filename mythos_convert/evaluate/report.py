@@ -148,6 +148,17 @@ def report_lines(report: EvalReport) -> list[str]:
     return lines
 
 
+def render_report(report: EvalReport, json_path: str | Path | None = None) -> list:
+    """What `eval` prints, in order: the table, then `report_lines` as plain text (a line may hold
+    brackets, `pip install 'mythos-convert[mlx]'`, which are not markup), then where the JSON went."""
+    from rich.markup import escape
+
+    rendered: list = [report_table(report), *(escape(line) for line in report_lines(report))]
+    if json_path is not None:
+        rendered.append(f"report: {json_path}")
+    return rendered
+
+
 def write_report_json(report: EvalReport, path: str | Path) -> Path:
     """The whole report as strict JSON (non-finite numbers as strings), written atomically."""
     return write_strict_json(Path(path), report.as_dict())

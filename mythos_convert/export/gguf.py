@@ -141,11 +141,7 @@ def write_gguf_export(
     max_size = parse_size(split_max_size)
     if targets and max_size:
         raise MythosError("--target-bpw/--target-size files are one file each: leave out --split-max-size")
-    source = open_export_source(src, config_yaml)
-    tok, where = source.tokenizer(tokenizer)
-    step = f" (step {source.checkpoint.step})" if source.checkpoint is not None else ""
-    info(f"{'checkpoint' if source.kind == 'native' else 'HF folder'} {source.path}{step}, tokenizer from {where}")
-    vocab = build_vocab(tok, source.config.vocab_size)
+    source, tok, vocab = _opened(src, config_yaml, tokenizer)
     warnings = [w for w in [vocab.normalizer_warning()] if w]
     meta = load_metadata(source.config, source.generation)
     outtypes = types + [searched_outtype(t.label, {}) for t in targets]
@@ -154,17 +150,8 @@ def write_gguf_export(
     paths = _checked_paths(source.out_dir, outtypes, meta, outfile, inputs, force=force, before_search=bool(targets))
     weights = _imatrix_info(imatrix, source.config) if imatrix is not None else None
     searched = search_targets(source, tok, vocab, meta, targets, imatrix=weights, data=data) if targets else []
-    written = write_gguf(
-        source.tensors(),
-        source.config,
-        vocab,
-        meta,
-        paths,
-        split_max_size=max_size,
-        force=force,
-        imatrix=weights,
-        searched=[s.outtype for s in searched],
-    )
+    options = dict(split_max_size=max_size, force=force, imatrix=weights, searched=[s.outtype for s in searched])
+    written = write_gguf(source.tensors(), source.config, vocab, meta, paths, **options)
     warnings += [line for w in written if (line := _all_fell_back(w))]
     for line in warnings:  # after the write: a refused input gets its error alone
         warn(line)
@@ -174,6 +161,15 @@ def write_gguf_export(
         target = _modelfile_target(written).path
         export.modelfile = write_modelfile(target, tok, source.generation, source.config.max_seq_len, force=force)
     return export
+
+
+def _opened(src: str | Path, config_yaml: str | Path | None, tokenizer: str | Path | None) -> tuple:
+    """The source, its tokenizer and the GGUF vocabulary built from it (said on the console)."""
+    source = open_export_source(src, config_yaml)
+    tok, where = source.tokenizer(tokenizer)
+    step = f" (step {source.checkpoint.step})" if source.checkpoint is not None else ""
+    info(f"{'checkpoint' if source.kind == 'native' else 'HF folder'} {source.path}{step}, tokenizer from {where}")
+    return source, tok, build_vocab(tok, source.config.vocab_size)
 
 
 def _checked_paths(
@@ -235,9 +231,24 @@ def _modelfile_target(written: list[WrittenGGUF]) -> WrittenGGUF:
     return min(ranked, key=lambda w: RECOMMENDED.index(w.outtype.label)) if ranked else written[0]
 
 
-def render_export(export: GGUFExport):
-    """What `gguf` prints: each file (type, size, bits per weight, parity), then every tensor stored
-    at another type than its file's main one, grouped by type and reason (llama.cpp's rules)."""
+def render_export(export: GGUFExport) -> list:
+    """What `gguf` prints, in order: the table of each file (type, size, bits per weight, parity) and
+    of every tensor stored at another type than its file's main one, grouped by type and reason
+    (llama.cpp's rules); then each searched file's figures and llama-quantize command; the Modelfile."""
+    lines: list = [_export_tables(export)]
+    for found in export.searched:
+        choice = found.choice
+        lines.append(
+            f"{found.target.label}: {choice.file_bytes:,} bytes ({choice.bpw:.3f} bits/weight, budget "
+            f"{choice.target_bytes:,}), mean KL {found.scored_kl:.4g} on held-apart text ({found.calibration})"
+        )
+        lines.append(f"  same file with llama.cpp: {found.command}")
+    if export.modelfile is not None:
+        lines.append(f"Ollama: ollama create mythos -f {export.modelfile}")
+    return lines
+
+
+def _export_tables(export: GGUFExport):
     from rich.console import Group
     from rich.table import Table
 

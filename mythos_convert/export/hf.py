@@ -151,6 +151,8 @@ def plan_hf_export(
     """
     if dtype is not None and dtype not in HF_DTYPES:
         raise MythosError(f"--dtype {dtype!r} is not supported: use one of {', '.join(HF_DTYPES)}")
+    if isinstance(max_shard_size, str) and max_shard_size.isdigit():
+        max_shard_size = int(max_shard_size)  # plain bytes, as `--max-shard-size 1000000`; else `5GB`, `500MB`
     refuse_output_over_inputs(out, [("checkpoint", ckpt), ("tokenizer", tokenizer), ("config", config_yaml)])
     out = check_output_dir(out, force)
     plain = _copyable_source(ckpt, config_yaml, dtype) if torch_free else None

@@ -17,8 +17,10 @@ from mythos_convert.hub.push import (
     PushPlan,
     PushResult,
     checked_push,
+    dry_run_summary,
     is_repo_id,
     plan_push,
+    plan_table,
     push,
     refuse_plan_credentials,
     resolve_token,
@@ -33,6 +35,27 @@ class Published:
 
     plans: list[PushPlan]
     pushed: list[PushResult] = field(default_factory=list)
+    dry_run: bool = False
+    space: bool = False  # a Space (`publish_space`), not a model repo
+
+
+def render_published(published: Published) -> list:
+    """What `push` and `space` print: a dry run's plans (table, then summary), else each commit's
+    URL and pull request (a Space: its page)."""
+    rendered: list = []
+    if published.dry_run:
+        for plan in published.plans:
+            table, summary = plan_table(plan), dry_run_summary(plan)
+            if published.space:
+                table.title = f"{plan.endpoint}/spaces/{plan.repo_id} @ {plan.revision}"
+                summary = summary.replace(f"{plan.endpoint}/", f"{plan.endpoint}/spaces/", 1)
+            rendered += [table, summary]
+        return rendered
+    for pushed in published.pushed:
+        rendered.append(pushed.repo_url if published.space else pushed.commit_url)
+        if pushed.pr_url and not published.space:
+            rendered.append(pushed.pr_url)
+    return rendered
 
 
 def publish(
@@ -68,7 +91,7 @@ def publish(
             plans = stack.enter_context(checked_pushes(folder, repo, gguf_repo, **options))
         else:
             plans = [stack.enter_context(checked_push(folder, repo, **options))]
-        published = Published(plans)
+        published = Published(plans, dry_run=dry_run)
         if dry_run:
             return published
         for plan in plans:  # every file, before the first commit
@@ -112,7 +135,7 @@ def publish_space(
     written = write_space(folder, model_id, force=force)
     info(f"wrote {', '.join(written.files)} to {written.folder} for {model_id}")
     plan = plan_push(folder, repo, commit_message=f"Demo of {model_id}", **options)
-    published = Published([plan])
+    published = Published([plan], dry_run=dry_run, space=True)
     if not dry_run:
         published.pushed.append(push_space(plan, token))
     return published

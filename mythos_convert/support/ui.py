@@ -68,6 +68,25 @@ def result(renderable) -> None:
     out_console().print(renderable)
 
 
+def stream(text: str, pieces: Iterable[str]) -> None:
+    """`text`, then each piece on stdout as soon as it comes (generate's continuation), then a newline.
+
+    A non-UTF-8 terminal gets '?' rather than a crash.
+    """
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    print(text, end="", flush=True)
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print(flush=True)
+
+
+def results(renderables: Iterable) -> None:
+    """Each of a library's rendered outputs (`render_export`, `render_report`, ...), in order, as `result`."""
+    for renderable in renderables:
+        result(renderable)
+
+
 def _bar_hidden() -> bool:
     return _state["quiet"] or (not sys.stderr.isatty() and os.environ.get("MYTHOS_FORCE_PROGRESS") is None)
 

@@ -63,6 +63,13 @@ class TrainResult:
     tokens_per_second: float = 0.0
     wall_seconds: float = 0.0
     tokens_seen: int = 0
+    main: bool = True  # this process reports the run (under torchrun only rank 0 does)
+
+    def summary(self) -> str:
+        """One line: the checkpoint, its step, the validation loss and perplexity, the speed."""
+        loss = f"{self.val_loss:.4f} (ppl {self.val_ppl:.2f})" if self.val_loss is not None else "n/a"
+        speed = f"{self.tokens_per_second:,.0f} tok/s  {self.wall_seconds:.1f} s"
+        return f"{self.checkpoint}  step {self.step}  val loss {loss}  {speed}"
 
 
 @dataclass
@@ -280,6 +287,7 @@ def _train(
         tokens_per_second=tok_s,
         wall_seconds=wall,
         tokens_seen=run.step * run.tokens_per_step,
+        main=world.is_main,
     )
 
 
