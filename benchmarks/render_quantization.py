@@ -117,7 +117,12 @@ def chart_png(results: dict[str, Any]) -> bytes:
     from mythos_convert.evaluate.chart import render_png
 
     points = [  # the quantized files: F32 and F16 (KL 0 and 2e-7, in the table) would flatten the rest
-        {"type": r["label"].removeprefix("searched "), "size": r["size"], "mean_kl": r["kl"]["mean_kl"], "searched": r["searched"]}
+        {
+            "type": r["label"].removeprefix("searched "),
+            "size": r["size"],
+            "mean_kl": r["kl"]["mean_kl"],
+            "searched": r["searched"],
+        }
         for r in table_rows(results)
         if r["kl"] is not None and r["bits_per_weight"] < 15
     ]

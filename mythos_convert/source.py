@@ -28,6 +28,7 @@ from mythos_convert.formats.checkpoint import (
     NativeCheckpoint,
     checkpoint_from_data,
     load_checkpoint,
+    tensor_of_array,
 )
 from mythos_convert.formats.dcp import is_dcp_checkpoint
 from mythos_convert.formats.gguf_files import is_later_shard, shard_names, split_count
@@ -113,7 +114,7 @@ class ModelSource:
         state: dict[str, torch.Tensor] = {}
         for native, tensor in track(self.tensors(), f"reading {self.kind} tensors", total=len(self.stored)):
             if isinstance(tensor, np.ndarray):
-                tensor = _tensor_of(tensor)
+                tensor = tensor_of_array(tensor)
             elif isinstance(tensor, TensorRef):
                 raise TypeError("a torch-free source has no tensors to load: open it with torch")
             state[native] = tensor
@@ -365,18 +366,6 @@ def gguf_problems(folder: str | Path) -> list[str]:
             except MythosError as exc:
                 problems.append(str(exc))
     return problems
-
-
-def _tensor_of(array: Any) -> Any:
-    """A torch tensor sharing `array`'s memory, which may be a file's read-only mapping: the model
-    built on it only reads its weights (what changes a weight points the parameter elsewhere)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
 
 
 def open_source(

@@ -83,6 +83,16 @@ def torch_load(path: Path) -> Any:
             raise
 
 
+def tensor_of_array(array: Any) -> Any:
+    """A torch tensor sharing `array`'s memory, which may be a file's read-only mapping: the model
+    built on it only reads its weights (what changes a weight points the parameter elsewhere)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def load_checkpoint(
     path: str | Path, config_yaml: str | Path | None = None, *, recorded_config: Mapping[str, Any] | None = None
 ) -> NativeCheckpoint:
