@@ -283,3 +283,16 @@ def test_probe_on_a_model_opened_from_a_float32_hf_folder_leaves_its_file_untouc
     assert np.array_equal(dict(model.named_parameters())[native].detach().numpy(), original)
     assert probe.kl({native: original}) == pytest.approx(0.0, abs=1e-7)
     assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == before
+
+
+def test_probe_of_several_windows_is_the_mean_of_each_window_alone(setup):
+    """Windows run as one batch: the KL is still the per-token mean over all of them, windows of
+    another length included."""
+    _, model, _, _, scoring = setup
+    native = "layers.0.feed_forward.w1.weight"
+    weight = dict(model.named_parameters())[native].detach().numpy()
+    changed = {native: sensitivity.roundtrip(weight, Q.Q3_K, None)}
+    windows = [scoring[0], scoring[1], scoring[2][:40]]  # 64, 64 and 40 tokens
+    alone = [sensitivity.KLProbe(model, [w]).kl(changed) for w in windows]
+    expected = (64 * alone[0] + 64 * alone[1] + 40 * alone[2]) / 168
+    assert sensitivity.KLProbe(model, windows).kl(changed) == pytest.approx(expected, rel=1e-5)
