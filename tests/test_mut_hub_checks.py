@@ -308,3 +308,34 @@ def test_check_folder_lists_every_checks_problems_for_the_upload_and_its_digests
         "config.json is missing: export the folder with `mythos-convert hf`",
         "the last verify of hf failed: fix the export and rerun verify",
     ]
+
+
+def test_every_target_is_judged_not_only_the_first_skipped_or_refused(copy: Path):
+    entry = _verified(copy)["hf"]
+    failed = "the last verify of {} failed: fix the export and rerun verify"
+    record_result(copy, "a-F16.gguf", {"passed": False})  # sorts before hf; not uploaded below
+    record_result(copy, "hf", {"passed": False})
+    assert check_verify(copy, {"model.safetensors"}) == [failed.format("hf")]
+    record_result(copy, "m-Q8_0.gguf", {"passed": False})
+    assert check_verify(copy) == [failed.format("a-F16.gguf"), failed.format("hf"), failed.format("m-Q8_0.gguf")]
+    record_result(copy, "hf", {"passed": True})
+    assert check_verify(copy, {"model.safetensors", "m-Q8_0.gguf"}) == [
+        "the verify result of hf records no file hashes (verify.json from an older mythos-convert): "
+        f"re-run verify, `mythos-convert verify {copy}`",
+        failed.format("m-Q8_0.gguf"),
+    ]
+    # two passing results: the files of both count as verified
+    (copy / "mlx-4bit").mkdir()
+    (copy / "mlx-4bit" / "w.safetensors").write_bytes(b"w")
+    record_result(copy, "hf", entry)
+    record_result(copy, "mlx-4bit/", {"passed": True, "files": hash_files(copy, ["mlx-4bit/w.safetensors"])})
+    assert check_verify(copy, {"model.safetensors", "mlx-4bit/w.safetensors"}) == []
+
+
+def test_files_changed_since_verify_are_named_together(copy: Path):
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes() + b"\0")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "rope_theta": 20000.0}))
+    assert check_verify(copy) == [
+        f"config.json, model.safetensors changed since `verify` checked it (hf): re-run `mythos-convert verify {copy}`"
+    ]
