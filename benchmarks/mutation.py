@@ -97,6 +97,8 @@ EQUIVALENT: set[str] = {
         *(f"engines.divergence.xǁDivergenceAccumulatorǁsummary__mutmut_{n}" for n in (12, 14, 15)),
         *(f"engines.native.x_native_engine__mutmut_{n}" for n in (10, 12)),
         *(f"quant.imatrix.x_compute_imatrix__mutmut_{n}" for n in (26, 28)),
+        "hub.checks.x_check_card__mutmut_7",
+        "hub.checks.x_check_verify__mutmut_72",
         *(f"verify.parity.x__first_nonfinite__mutmut_{n}" for n in (9, 27)),
         *(f"verify.parity.x_compare_logits__mutmut_{n}" for n in (10, 14)),
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),

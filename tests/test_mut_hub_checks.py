@@ -171,6 +171,11 @@ def test_uploaded_files_no_result_covers_are_listed_with_those_verified(copy: Pa
     assert check_verify(copy, {"extra.safetensors"}) == [
         f"1 file(s) were never verified: extra.safetensors: run `mythos-convert verify {copy}` (or --exclude them)"
     ]
+    (copy / "b.safetensors").write_bytes(b"y")
+    assert check_verify(copy, {"extra.safetensors", "b.safetensors"}) == [
+        "2 file(s) were never verified: b.safetensors, extra.safetensors: "
+        f"run `mythos-convert verify {copy}` (or --exclude them)"
+    ]
 
 
 def test_a_gguf_result_counts_only_when_its_file_is_uploaded(copy: Path):
