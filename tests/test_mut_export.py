@@ -238,8 +238,25 @@ def test_write_modelfile_refuses_an_existing_file_without_force(tmp_path, ref_to
     tok = load_tokenizer(ref_tokenizer_path)
     path = write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.3}, 64)
     assert path == tmp_path / "Modelfile" and "PARAMETER temperature 0.3" in path.read_text()
+    assert "\nFROM ./a.gguf\n" in path.read_text() and path.read_text().endswith("\nPARAMETER num_ctx 64\n")
     with pytest.raises(MythosError):
         write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.4}, 64)
     assert "PARAMETER temperature 0.3" in path.read_text()
     write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.4}, 64, force=True)
     assert "PARAMETER temperature 0.4" in path.read_text()
+
+
+def test_write_modelfile_refuses_a_file_that_appears_while_it_writes(tmp_path, ref_tokenizer_path, monkeypatch):
+    import mythos_convert.export.modelfile as modelfile
+
+    text = modelfile.modelfile_text
+
+    def racing(*args):  # another process writes the Modelfile between the check and the rename
+        (tmp_path / "Modelfile").write_text("theirs\n")
+        return text(*args)
+
+    monkeypatch.setattr(modelfile, "modelfile_text", racing)
+    with pytest.raises(MythosError):
+        write_modelfile(tmp_path / "a.gguf", load_tokenizer(ref_tokenizer_path), {}, 64)
+    assert (tmp_path / "Modelfile").read_text() == "theirs\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile"]  # no temporary file left
