@@ -21,7 +21,9 @@ from tokenizers import Tokenizer, models
 from mythos_convert.api import export_gguf
 from mythos_convert.data.tokenizer import load_tokenizer
 from mythos_convert.errors import MythosError
-from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, size_label
+from mythos_convert.export.gguf_header import GGUFMetadata, ImatrixInfo, size_label, write_header
+from mythos_convert.export.gguf_plan import OUTTYPES, TensorPlan, searched_outtype
+from mythos_convert.export.gguf_vocab import GGUFVocab
 from mythos_convert.export.modelfile import modelfile_text, write_modelfile
 
 
@@ -30,8 +32,10 @@ def _fields(path: Path) -> dict:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def exported(tmp_path_factory, ref_tokenizer_path) -> dict[str, dict]:
+    # built per test (a fraction of a second): mutmut runs a mutant against the tests that called
+    # the mutated code, and a module fixture's calls count only for the first test that used it
     folder = tmp_path_factory.mktemp("hdr")
     (folder / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
     config = tiny_config(512, d_model=48, n_heads=4, n_kv_heads=1, max_seq_len=96, rope_theta=50000.0, norm_eps=1e-6)
@@ -135,6 +139,64 @@ def test_imatrix_keys_are_llama_quantizes(tmp_path):
     assert got["quantize.imatrix.chunks_count"] == 6
 
 
+Q = gguf.GGMLQuantizationType
+PLANS = [
+    TensorPlan("blk.0.attn_norm.weight", (64,), Q.F32, ""),
+    TensorPlan("blk.0.attn_q.weight", (64, 64), Q.Q4_K, ""),
+    TensorPlan("blk.0.attn_v.weight", (32, 64), Q.Q6_K, ""),
+    TensorPlan("blk.0.ffn_down.weight", (64, 192), Q.F16, ""),
+]
+
+
+def _header(tmp_path: Path, outtype, imatrix: ImatrixInfo | None) -> tuple[dict, list[str]]:
+    """write_header's keys read back, and their names in file order."""
+    path = tmp_path / f"{outtype.name}.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    vocab = GGUFVocab(["<unk>", "a"], [2, 1], [], {}, "default", r"\S+", add_bos=False)
+    write_header(writer, outtype, PLANS, tiny_config(512), vocab, GGUFMetadata(), imatrix)
+    writer.close()
+    return _fields(path), list(gguf.GGUFReader(path).fields)
+
+
+IMATRIX = ImatrixInfo({"blk.0.attn_q.weight": np.ones(64, np.float32)}, "im.gguf", "calib.txt", 3)
+
+
+def test_a_searched_file_holds_its_target_and_recipe_last_and_no_lists_of_exceptions(tmp_path):
+    recipe = {"blk.0.attn_q.weight": Q.Q4_K, "blk.0.attn_v.weight": Q.Q6_K, "blk.0.ffn_down.weight": Q.Q5_K}
+    fields, order = _header(tmp_path, searched_outtype("bpw4.50", recipe), IMATRIX)
+    assert fields["mythos.quantize.target"] == "bpw4.50"
+    assert fields["mythos.quantize.tensor_types"] == [
+        "blk.0.attn_q.weight=Q4_K",
+        "blk.0.attn_v.weight=Q6_K",
+        "blk.0.ffn_down.weight=Q5_K",
+    ]
+    assert order[-1] == "mythos.quantize.tensor_types"
+    assert fields["general.file_type"] == 7  # MOSTLY_Q8_0, llama-quantize's base for --tensor-type
+    assert (fields["quantize.imatrix.file"], fields["quantize.imatrix.chunks_count"]) == ("im.gguf", 3)
+    assert "mythos_convert.higher_precision_tensors" not in fields
+    assert "mythos_convert.f16_fallback_tensors" not in fields
+    fields, _ = _header(tmp_path, searched_outtype("size9MB", recipe), None)
+    assert fields["mythos.quantize.target"] == "size9MB" and "quantize.imatrix.file" not in fields
+
+
+@pytest.mark.parametrize(("outtype", "with_imatrix"), [("q4_k_m", True), ("q8_0", False), ("f32", False)])
+def test_a_fixed_mix_names_its_exceptions_and_records_an_imatrix_only_where_llama_quantize_uses_one(
+    tmp_path, outtype, with_imatrix
+):
+    fields, _ = _header(tmp_path, OUTTYPES[outtype], IMATRIX)
+    assert ("quantize.imatrix.file" in fields) == with_imatrix
+    assert ("quantize.imatrix.entries_count" in fields) == with_imatrix
+    assert "mythos.quantize.target" not in fields and "mythos.quantize.tensor_types" not in fields
+    # the 1-D norm is never listed; F16 is a fallback only in a file whose matrices are not F16
+    kept = {
+        "q4_k_m": ["blk.0.attn_v.weight=Q6_K"],
+        "q8_0": ["blk.0.attn_q.weight=Q4_K", "blk.0.attn_v.weight=Q6_K"],
+        "f32": ["blk.0.attn_q.weight=Q4_K", "blk.0.attn_v.weight=Q6_K"],
+    }[outtype]
+    assert fields["mythos_convert.higher_precision_tensors"] == kept
+    assert fields["mythos_convert.f16_fallback_tensors"] == ["blk.0.ffn_down.weight"]
+
+
 def test_size_label_counts_the_tied_head_once():
     # 512*64 embedding + 2 layers * (4 * 64*64 ... with GQA) : gguf-py rounds to "..K"/"..M"
     config = tiny_config(512)
@@ -176,8 +238,25 @@ def test_write_modelfile_refuses_an_existing_file_without_force(tmp_path, ref_to
     tok = load_tokenizer(ref_tokenizer_path)
     path = write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.3}, 64)
     assert path == tmp_path / "Modelfile" and "PARAMETER temperature 0.3" in path.read_text()
+    assert "\nFROM ./a.gguf\n" in path.read_text() and path.read_text().endswith("\nPARAMETER num_ctx 64\n")
     with pytest.raises(MythosError):
         write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.4}, 64)
     assert "PARAMETER temperature 0.3" in path.read_text()
     write_modelfile(tmp_path / "a.gguf", tok, {"temperature": 0.4}, 64, force=True)
     assert "PARAMETER temperature 0.4" in path.read_text()
+
+
+def test_write_modelfile_refuses_a_file_that_appears_while_it_writes(tmp_path, ref_tokenizer_path, monkeypatch):
+    import mythos_convert.export.modelfile as modelfile
+
+    text = modelfile.modelfile_text
+
+    def racing(*args):  # another process writes the Modelfile between the check and the rename
+        (tmp_path / "Modelfile").write_text("theirs\n")
+        return text(*args)
+
+    monkeypatch.setattr(modelfile, "modelfile_text", racing)
+    with pytest.raises(MythosError):
+        write_modelfile(tmp_path / "a.gguf", load_tokenizer(ref_tokenizer_path), {}, 64)
+    assert (tmp_path / "Modelfile").read_text() == "theirs\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile"]  # no temporary file left

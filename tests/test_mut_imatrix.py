@@ -8,19 +8,24 @@ anything runs.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import make_checkpoint, random_model, tiny_config
+from tokenizers import Tokenizer, models, pre_tokenizers
 
+import mythos_convert.quant.imatrix as imatrix_module
 from mythos_convert.errors import MythosError
 from mythos_convert.model.layers import signed_sin
 from mythos_convert.quant.imatrix import collect, compute_imatrix, make_imatrix
 from mythos_convert.quant.imatrix_file import read_imatrix
 
+WORDS = "the quick brown fox jumps over lazy dog while seven wizards quietly hex jolly gnomes".split()
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -91,8 +96,7 @@ def run(tmp_path_factory, ref_tokenizer_path) -> Path:
     folder = tmp_path_factory.mktemp("mutimatrix")
     (folder / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
     make_checkpoint(folder / "ckpt.pt", tiny_config(512, max_seq_len=64), seed=2, with_optimizer=False)
-    words = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex jolly gnomes".split()
-    text = " ".join(np.random.default_rng(1).choice(words, 600))
+    text = " ".join(np.random.default_rng(1).choice(WORDS, 600))
     (folder / "calib.txt").write_text(text + "\n")
     return folder
 
@@ -157,3 +161,79 @@ def test_a_checkpoint_without_its_config_takes_the_yaml_given(run: Path, tmp_pat
     assert stats.counts["blk.0.attn_q.weight"] == 16
     with pytest.raises(MythosError):
         compute_imatrix(ckpt, data=[run / "calib.txt"], ctx=16, chunks=1)
+
+
+# --- what the user reads, the text the tokens come from ----------------------------------------------
+
+
+def _watch(monkeypatch, times: list[float]) -> tuple[list[str], list[str]]:
+    """A clock that reads `times` in turn, and the progress labels and info lines `collect` shows."""
+    clock = iter(times)
+    monkeypatch.setattr(imatrix_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    labels: list[str] = []
+    lines: list[str] = []
+
+    def track(items, description, total=None):
+        labels.append(description)
+        return iter(items)
+
+    monkeypatch.setattr(imatrix_module, "track", track)
+    monkeypatch.setattr(imatrix_module, "info", lines.append)
+    return labels, lines
+
+
+def test_the_progress_label_and_the_speed_line(model, monkeypatch):
+    labels, lines = _watch(monkeypatch, [100.0, 100.25])
+    stats = collect(model, np.arange(70) % 96, ctx=16)  # 4 whole windows of 16 in a quarter second
+    assert labels == ["collecting the importance matrix"]
+    assert stats.tokens_per_second == 256.0
+    assert lines == ["importance matrix: 4 windows of 16 tokens, 256 tokens/s"]
+
+
+def test_a_run_too_fast_to_time_is_infinitely_fast(model, monkeypatch):
+    _, lines = _watch(monkeypatch, [5.0, 5.0])
+    stats = collect(model, np.arange(40) % 96, ctx=16, chunks=1)
+    assert stats.tokens_per_second == float("inf")
+    assert lines == ["importance matrix: 1 windows of 16 tokens, inf tokens/s"]
+
+
+def _word_tokenizer(path: Path) -> Path:
+    """One id per word of the calibration text (300 + its place in WORDS), `<eos>` = 1."""
+    vocab = {"[UNK]": 0, "<eos>": 1, **{w: 300 + i for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<eos>"])
+    tok.save(str(path))
+    return path
+
+
+def test_the_tokenizer_given_is_the_one_used(run: Path, tmp_path: Path, monkeypatch):
+    text = (run / "calib.txt").read_text().split()
+    want = np.array([300 + WORDS.index(w) for w in text] + [1], dtype=np.int64)  # one document, then <eos>
+    lines: list[str] = []
+    monkeypatch.setattr(imatrix_module, "info", lines.append)
+    stats = compute_imatrix(
+        run / "ckpt.pt", tokenizer=_word_tokenizer(tmp_path / "words.json"), data=[run / "calib.txt"], ctx=32, chunks=2
+    )
+    assert stats.datasets == [f"{run / 'calib.txt'} (1 documents, 601 tokens)"]
+    assert lines[0] == f"calibration text: {run / 'calib.txt'} (1 documents, 601 tokens)"
+    model = random_model(tiny_config(512, max_seq_len=64), seed=2)
+    sums = _recomputed(model, [want[:32], want[32:64]])
+    for name in ("blk.0.attn_q.weight", "blk.1.ffn_down.weight"):
+        np.testing.assert_allclose(stats.sums[name], sums[name], rtol=1e-5, err_msg=name)
+
+
+def test_without_data_a_runs_validation_split_is_the_text(run: Path, tmp_path: Path):
+    folder = tmp_path / "trained"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(run / "ckpt.pt", folder / "ckpt.pt")
+    shutil.copy(run / "tokenizer.json", folder / "tokenizer.json")
+    val = (np.arange(40) * 7 % 512).astype(np.uint16)
+    np.save(folder / "data" / "train.npy", np.zeros(8, np.uint16))
+    np.save(folder / "data" / "val.npy", val)
+    (folder / "data" / "meta.json").write_text("{}")
+    stats = compute_imatrix(folder / "ckpt.pt", ctx=16, chunks=2)
+    assert stats.datasets == [f"the validation split of {folder} (40 tokens)"]
+    model = random_model(tiny_config(512, max_seq_len=64), seed=2)
+    sums = _recomputed(model, [val[:16].astype(np.int64), val[16:32].astype(np.int64)])
+    np.testing.assert_allclose(stats.sums["blk.1.ffn_up.weight"], sums["blk.1.ffn_up.weight"], rtol=1e-5)
