@@ -397,3 +397,27 @@ def test_a_nonfinite_weight_is_refused_naming_the_tensor(
         export_gguf(poisoned_folders[bad], outtype, tmp_path / "m-{ftype}.gguf", verify=False)
     assert str(caught.value) == message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_table_counts_each_other_type_once(tmp_path):
+    """Q3_K_M puts attn_output and ffn_down at Q4_K for two different reasons: the "other types"
+    cell counts Q4_K once, with both (`Q4_K x4` on the reference's 2 layers), not once per reason."""
+    from helpers import REFERENCE, require_reference
+    from rich.console import Console
+
+    from mythos_convert.export.gguf import render_export
+
+    require_reference()
+    export = export_gguf(
+        REFERENCE / "ref_small.pt",
+        "q3_k_m",
+        tmp_path / "m-{ftype}.gguf",
+        tokenizer=REFERENCE / "tokenizer" / "tokenizer.json",
+        verify=False,
+    )
+    console = Console(record=True, width=300)
+    for item in render_export(export):
+        console.print(item)
+    (row,) = [line for line in console.export_text().splitlines() if "m-Q3_K_M.gguf" in line and "│" in line][:1]
+    assert row.count("Q4_K x") == 1
+    assert "Q4_K x4" in row

@@ -253,14 +253,15 @@ def _export_tables(export: GGUFExport):
     from rich.table import Table
 
     table = Table(title=f"GGUF from {export.source.path}")
+    # a file or tensor name that does not fit breaks across lines (folds): cut short, it says nothing
     for column in ("file", "size", "bits/weight", "other types", "max |diff|", "top-1", "greedy", "result"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "file" else "ellipsis")
     differing = Table(title="tensors not at their file's type (llama.cpp's rules)")
     for column in ("file", "type", "tensors", "why"):
-        differing.add_column(column)
+        differing.add_column(column, overflow="fold" if column in ("file", "tensors") else "ellipsis")
     for w in export.written:
         groups = _differing_groups(w)
-        others = ", ".join(f"{t} x{len(names)}" for (t, _), names in groups.items()) or "-"
+        others = other_types(groups)
         r = export.verify.get(w.path.name)
         if r is None:
             cells = ["-", "-", "-", "not verified"]
@@ -276,6 +277,15 @@ def _export_tables(export: GGUFExport):
         for (qtype, why), tensors in groups.items():
             differing.add_row(w.path.name, qtype, _compact(tensors, _n_layers(w)), why)
     return Group(table, differing) if differing.row_count else table
+
+
+def other_types(groups: dict[tuple[str, str], list[str]]) -> str:
+    """The table's "other types" cell: how many tensors each type other than the file's holds, a
+    type once however many reasons put tensors at it (`Q6_K x3, Q4_K x2`), or "-"."""
+    counts: dict[str, int] = {}
+    for (qtype, _), names in groups.items():
+        counts[qtype] = counts.get(qtype, 0) + len(names)
+    return ", ".join(f"{qtype} x{n}" for qtype, n in counts.items()) or "-"
 
 
 def _differing_groups(written: WrittenGGUF) -> dict[tuple[str, str], list[str]]:
