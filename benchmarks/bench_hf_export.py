@@ -278,8 +278,6 @@ def main() -> None:
             machine(torch_threads()),
             f"best of {args.repeats} runs per row (spread shown), each in a fresh child process (start-up and imports "
             "included), warm page cache, sync before every run",
-            "targets: ours within 1.5x of the floor, peak RSS under 1.3x the weights; verify's peak RSS at most "
-            "2.2x the weights",
         ],
     )
 

@@ -173,6 +173,7 @@ def _printed_tables(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[s
         table = bench.get("table")
         if table and not bench["rows"]:
             lines += [f"{machine_label(document['machine'])}, as the benchmark printed it:", ""]
+            lines += [f"- {note}" for note in bench.get("notes", [])] + ([""] if bench.get("notes") else [])
             lines += ["| " + " | ".join(map(str, table["headers"])) + " |", "|" + "---|" * len(table["headers"])]
             lines += ["| " + " | ".join(map(str, row)) + " |" for row in table["rows"]]
             lines.append("")
