@@ -83,6 +83,12 @@ PACKAGES: dict[str, Package] = {
     # test_push.py runs a Hub emulator over a verified export in each mutant's fresh process: minutes each
     "hub_checks": Package(("mythos_convert/hub/checks.py",), ("tests/test_mut_hub_checks.py",)),
     "imatrix": Package(("mythos_convert/quant/imatrix.py",), ("tests/test_imatrix.py", "tests/test_mut_imatrix.py")),
+    "verify_record": Package(
+        ("mythos_convert/verify/record.py",), ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py")
+    ),
+    "evaluate_report": Package(
+        ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
+    ),
 }
 # a mutant whose tests hang or crash the interpreter (a KV cache overrun in the compiled kernels) is caught
 CAUGHT = ("killed", "timeout", "segfault")
