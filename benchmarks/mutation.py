@@ -84,7 +84,8 @@ PACKAGES: dict[str, Package] = {
     "hub_checks": Package(("mythos_convert/hub/checks.py",), ("tests/test_mut_hub_checks.py",)),
     "imatrix": Package(("mythos_convert/quant/imatrix.py",), ("tests/test_imatrix.py", "tests/test_mut_imatrix.py")),
     "verify_record": Package(
-        ("mythos_convert/verify/record.py",), ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py")
+        ("mythos_convert/verify/record.py", "mythos_convert/verify/localise.py"),
+        ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py", "tests/test_mut_verify_localise.py"),
     ),
     "evaluate_report": Package(
         ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
