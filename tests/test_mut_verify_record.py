@@ -221,3 +221,61 @@ def test_a_damaged_record_is_replaced_by_the_new_result(tmp_path):
         "results": {"hf": {"passed": True, "timestamp": "t"}},
         "version": 2,
     }
+
+
+class _SetAfter:
+    """A stop event that is set after its first `n` looks."""
+
+    def __init__(self, n: int):
+        self.looks, self.n = 0, n
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks > self.n
+
+
+def test_a_read_digest_stops_between_chunks_and_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "_CHUNK", 4)
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"0123456789ab")  # three chunks
+    with pytest.raises(record.Cancelled) as caught:
+        record.file_digest(path, _SetAfter(1))
+    assert str(caught.value) == str(path)
+    assert record.file_digest(path, _SetAfter(3)) == {"sha256": _sha(b"0123456789ab"), "size": 12}
+
+
+def test_a_mapped_digest_maps_read_only_windows_and_names_the_file_it_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "_WINDOW", 4096)  # mmap offsets are multiples of the page size
+    data = bytes(range(256)) * 40  # 10240 bytes: two windows and a part
+    path = tmp_path / "a.bin"
+    path.write_bytes(data)
+    with path.open("rb") as fh:  # read-only, as file_digest opens it: no fallback to reads here
+        assert record._mapped_digest(fh, None) == {"sha256": _sha(data), "size": 10240}
+    with path.open("rb") as fh, pytest.raises(record.Cancelled) as caught:
+        record._mapped_digest(fh, _SetAfter(2))
+    assert str(caught.value) == str(path)
+    with pytest.raises(record.Cancelled) as caught:
+        record.file_digest(path, _SetAfter(1), mapped=True)
+    assert str(caught.value) == str(path)
+
+
+def _spy_mmap(monkeypatch) -> list:
+    calls: list = []
+    real = record.mmap.mmap
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(record.mmap, "mmap", spy)
+    return calls
+
+
+def test_only_a_mapped_digest_maps_the_file(tmp_path, monkeypatch):
+    (tmp_path / "a.bin").write_bytes(b"alpha")
+    calls = _spy_mmap(monkeypatch)
+    assert record.file_digest(tmp_path / "a.bin") == {"sha256": _sha(b"alpha"), "size": 5}
+    assert record.hash_files(tmp_path, ["a.bin"]) == {"a.bin": {"sha256": _sha(b"alpha"), "size": 5}}
+    assert calls == []
+    assert record.hash_files(tmp_path, ["a.bin"], mapped=True) == {"a.bin": {"sha256": _sha(b"alpha"), "size": 5}}
+    assert len(calls) == 1
