@@ -87,6 +87,10 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/verify/record.py", "mythos_convert/verify/localise.py"),
         ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py", "tests/test_mut_verify_localise.py"),
     ),
+    "export_plan": Package(
+        ("mythos_convert/export/gguf_plan.py", "mythos_convert/export/tokenizer_files.py"),
+        ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py"),
+    ),
     "evaluate_report": Package(
         ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
     ),
