@@ -116,6 +116,7 @@ EQUIVALENT: set[str] = {
         "verify.inputs.x_random_ids__mutmut_7",
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
+        *(f"evaluate.report.x_record_report__mutmut_{n}" for n in (14, 15)),
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
         "support.safe_paths.x_inside__mutmut_22",
         *(f"support.safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),

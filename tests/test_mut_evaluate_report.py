@@ -266,3 +266,20 @@ def test_the_report_json_holds_every_field(tmp_path):
     }
     assert data["recorded"] == ["a/eval.json", "b/eval.json"] and data["notes"] == ["a [note]"]
     assert EvalReport(ROWS, "w", 1, 2, 3, 4, "m", None, []).recorded == []
+
+
+def test_the_table_writes_exponents_and_infinities_in_lower_case():
+    inf = math.inf
+    row = dict(ROWS[1], bits_per_weight=inf, perplexity=inf, delta_perplexity=inf, tokens_per_second=inf)
+    row["kl"] = {"mean_kl": 1.5e-05, "median_kl": 2.5e-06, "p99_kl": 3.5e-05, "max_kl": 4.5e20, "top1_agreement": inf}
+    assert [column[0] for column in _cells(report_table(_report([row])))][4:] == [
+        "inf",
+        "inf",
+        "+inf",
+        "1.5e-05",
+        "2.5e-06",
+        "3.5e-05",
+        "4.5e+20",
+        "inf%",
+        "inf",
+    ]
