@@ -87,8 +87,9 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/verify/record.py", "mythos_convert/verify/localise.py"),
         ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py", "tests/test_mut_verify_localise.py"),
     ),
-    "verify_tensors": Package(
-        ("mythos_convert/verify/gguf_tensors.py",), ("tests/test_names_config.py", "tests/test_mut_verify_tensors.py")
+    "verify_checks": Package(
+        ("mythos_convert/verify/gguf_tensors.py", "mythos_convert/verify/hf_tokenizer.py"),
+        ("tests/test_names_config.py", "tests/test_mut_verify_tensors.py", "tests/test_mut_verify_hf_tokenizer.py"),
     ),
     "export_plan": Package(
         ("mythos_convert/export/gguf_plan.py", "mythos_convert/export/tokenizer_files.py"),
