@@ -37,7 +37,10 @@ def test_an_exported_folder_agrees_on_every_text(tmp_path, native):
 
 def test_a_folder_that_ends_prompts_with_eos_is_named_once(tmp_path, native):
     folder = _folder(tmp_path, native.to_str(), native)  # the training tokenizer: <bos> $A <eos>
-    assert tokenizer_checks(folder, native) == (1.0, ["AutoTokenizer ends a prompt with <eos>: generate would stop early"])
+    assert tokenizer_checks(folder, native) == (
+        1.0,
+        ["AutoTokenizer ends a prompt with <eos>: generate would stop early"],
+    )
 
 
 def test_a_folder_that_adds_no_bos_is_named_once(tmp_path, native):
@@ -91,7 +94,9 @@ def _differences(tmp_path, native: str, theirs: str | bytes) -> list[str]:
 def test_the_same_tokenizer_json_has_no_differences(tmp_path):
     assert _differences(tmp_path, _native_json(), _native_json()) == []
     # merges as pairs (the newer tokenizers format) are the same merges
-    theirs = _native_json(model={"vocab": {"a": 0, "b": 1, "c": 2, "d": 3, "ab": 4}, "merges": [["a", "b"], ["c", "d"]]})
+    theirs = _native_json(
+        model={"vocab": {"a": 0, "b": 1, "c": 2, "d": 3, "ab": 4}, "merges": [["a", "b"], ["c", "d"]]}
+    )
     assert _differences(tmp_path, _native_json(), theirs) == []
 
 
@@ -158,4 +163,3 @@ def test_a_bpe_model_without_its_parts_reads_as_empty():
     assert _bpe_model({"model": {"vocab": None, "merges": None}}) == ({}, [], {})
     model = {"model": {"vocab": {"x": 1}, "merges": [["x", "y"], "y z"]}, "added_tokens": [{"id": 2, "content": "<s>"}]}
     assert _bpe_model(model) == ({"x": 1}, ["x y", "y z"], {"<s>": 2})
-
