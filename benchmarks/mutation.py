@@ -91,9 +91,13 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/verify/gguf_tensors.py", "mythos_convert/verify/hf_tokenizer.py"),
         ("tests/test_names_config.py", "tests/test_mut_verify_tensors.py", "tests/test_mut_verify_hf_tokenizer.py"),
     ),
-    "export_plan": Package(
-        ("mythos_convert/export/gguf_plan.py", "mythos_convert/export/tokenizer_files.py"),
-        ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py"),
+    "export_parts": Package(
+        (
+            "mythos_convert/export/gguf_plan.py",
+            "mythos_convert/export/gguf_vocab.py",
+            "mythos_convert/export/tokenizer_files.py",
+        ),
+        ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py", "tests/test_mut_export_vocab.py"),
     ),
     "evaluate_report": Package(
         ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
