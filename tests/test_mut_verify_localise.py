@@ -187,3 +187,12 @@ def test_models_of_different_depths_are_refused():
     del hf.model.layers[1]
     with pytest.raises(ValueError, match="zip"):
         localise(native, hf, [0])
+
+
+def test_a_difference_of_exactly_the_bound_is_agreement():
+    native, hf = _Native(), _HF()
+    native.norm.bias = torch.full((3,), 9993.0)  # 7 + 9993 = 10000
+    hf.model.norm.bias = torch.full((3,), 9994.0)  # 1 in 10000: 1e-4 of the scale, not above it
+    assert localise(native, hf, [0]).startswith("no sub-layer diverges")
+    hf.model.norm.bias = torch.full((3,), 9995.0)
+    assert localise(native, hf, [0]).startswith("first divergence: the final norm (max |diff| 2, 0.0002 of its scale")
