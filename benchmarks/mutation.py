@@ -91,6 +91,7 @@ PACKAGES: dict[str, Package] = {
         ("mythos_convert/verify/gguf_tensors.py", "mythos_convert/verify/hf_tokenizer.py"),
         ("tests/test_names_config.py", "tests/test_mut_verify_tensors.py", "tests/test_mut_verify_hf_tokenizer.py"),
     ),
+    "verify_reference": Package(("mythos_convert/verify/reference.py",), ("tests/test_mut_verify_reference.py",)),
     "export_parts": Package(
         (
             "mythos_convert/export/gguf_plan.py",
