@@ -220,8 +220,11 @@ def test_a_gguf_vocabulary_must_number_the_tokens_alike():
         "m.gguf has 'nothing' at id 5 where the reference has 'z'"
     )
     # the first wrong id is named, whatever the order of the reference's mapping
-    assert _vocab_problem("m.gguf", ["<bos>", "x", "y"], {"b": 2, "a": 1, "<bos>": 0}, 3) == (
-        "m.gguf has 'x' at id 1 where the reference has 'a'"
+    assert _vocab_problem("m.gguf", ["<bos>", "x", "y"], {"a": 2, "b": 1, "<bos>": 0}, 3) == (
+        "m.gguf has 'x' at id 1 where the reference has 'b'"
+    )
+    assert _vocab_problem("m.gguf", ["<bos>", "a"], {"<bos>": 0, "a": 1, "z": 2}, 2) == (
+        "m.gguf has 'nothing' at id 2 where the reference has 'z'"
     )
 
 
