@@ -128,6 +128,8 @@ EQUIVALENT: set[str] = {
         *(f"verify.localise.x_localise__mutmut_{n}" for n in (9, 19, 31, 35, 36)),
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
+        "export.gguf_plan.x_parse_size__mutmut_17",
+        "export.gguf_vocab.x_build_vocab__mutmut_57",
         *(f"evaluate.report.x_record_report__mutmut_{n}" for n in (14, 15)),
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
         "support.safe_paths.x_inside__mutmut_22",

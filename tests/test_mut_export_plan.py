@@ -81,6 +81,7 @@ def test_an_unknown_outtype_lists_the_valid_ones(text):
         (0, 0),
         ("0", 0),
         (12, 12),
+        (1, 1),
         ("12", 12),
         ("1500K", 1_500_000),
         ("500M", 500_000_000),
@@ -182,6 +183,9 @@ def test_shards_are_counted_as_gguf_split_cuts_them():
     # 154,624: the embedding and the output norm fill the first shard exactly; then (by hand) attn_norm+q,
     # k+v, o+ffn_norm, gate, up, down in each layer: 1 + 2 x 6 shards
     assert count_shards(config, f16, 153_600 + 1024) == 13
+    # 2,048: the output norm and block 0's attention norm fill the second shard exactly, every other
+    # tensor is one shard: 1 + 1 + 8 + 9
+    assert count_shards(config, f16, 2048) == 19
     f32 = 2 * total - 5 * 1024  # every matrix twice the size, the norms F32 already
     assert count_shards(config, OUTTYPES["f32"], f32) == 1
     assert count_shards(config, OUTTYPES["f32"], f32 - 1) == 2

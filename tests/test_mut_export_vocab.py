@@ -10,8 +10,11 @@ import pytest
 from helpers import make_reference_tokenizer
 from tokenizers import Tokenizer, normalizers
 
+import mythos_convert.export.gguf_vocab as gguf_vocab
+from mythos_convert.data.tokenizer import SpecialTokens
 from mythos_convert.errors import MythosError
 from mythos_convert.export.gguf_vocab import GGUFVocab, _check_model, _describe, build_vocab, pre_tokenizer_name
+from mythos_convert.export.tokenizer_files import bos_only_tokenizer_json, special_tokens_map_dict
 
 T = gguf.TokenType
 GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -234,3 +237,28 @@ def test_merges_are_read_as_strings_from_either_spelling(tok_path):
     data["model"]["merges"] = [" ".join(p) for p in pairs]
     as_strings = build_vocab(Tokenizer.from_str(json.dumps(data)), 300).merges
     assert as_strings == [" ".join(p) for p in pairs]
+
+
+def test_merges_written_as_strings_or_left_out_are_read(tok_path, monkeypatch):
+    # tokenizers releases before 0.20 write each merge as one "a b" string; a model may have none
+    spec = json.loads(_tok(tok_path).to_str())
+    pairs = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    spec["model"]["merges"] = pairs
+    monkeypatch.setattr(gguf_vocab, "tokenizer_spec", lambda tokenizer: json.loads(json.dumps(spec)))
+    assert build_vocab(_tok(tok_path), 300).merges == pairs
+    del spec["model"]["merges"]
+    assert build_vocab(_tok(tok_path), 300).merges == []
+
+
+def test_the_exported_tokenizer_json_is_indented_utf8(tok_path):
+    text = bos_only_tokenizer_json(_tok(tok_path))
+    lines = text.split("\n")
+    assert text.endswith("}\n") and lines[0] == "{"
+    assert lines[1].startswith('  "') and not lines[1].startswith("   ")
+    assert "Ġ" in text and "\\u0120" not in text  # byte-level tokens as they are, not escaped
+
+
+def test_the_special_tokens_map_names_only_the_roles_there_are():
+    specials = SpecialTokens(bos=("<s>", 1), eos=("</s>", 2), pad=("<pad>", 0))
+    assert special_tokens_map_dict(specials) == {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    assert special_tokens_map_dict(SpecialTokens()) == {}
