@@ -102,6 +102,7 @@ PACKAGES: dict[str, Package] = {
     ),
     "export_encode": Package(("mythos_convert/export/gguf_encode.py",), ("tests/test_mut_export_encode.py",)),
     "evaluate_targets": Package(("mythos_convert/evaluate/targets.py",), ("tests/test_mut_evaluate_targets.py",)),
+    "evaluate_measure": Package(("mythos_convert/evaluate/measure.py",), ("tests/test_eval_units.py",)),
     "evaluate_report": Package(
         ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
     ),
