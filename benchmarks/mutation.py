@@ -127,6 +127,7 @@ EQUIVALENT: set[str] = {
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
         "verify.inputs.x_random_ids__mutmut_7",
         *(f"verify.localise.x_localise__mutmut_{n}" for n in (9, 19, 31, 35, 36)),
+        *(f"verify.reference.x_native_reference__mutmut_{n}" for n in (22, 24)),
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
         "export.gguf_plan.x_parse_size__mutmut_17",

@@ -54,6 +54,7 @@ def test_a_checkpoint_reference_runs_every_sequence_once(run):
     every = np.concatenate([x.numpy().ravel() for x in ref.logits]).astype(np.float64)
     assert ref.logit_std == pytest.approx(float(np.std(every, ddof=1)), rel=1e-5)
     assert ref.engine.kind == "native" and ref.engine.dtype == "float32"
+    assert ref.engine.target == "native engine on ckpt.pt"
     assert ref.tensors["token_embd.weight"].shape == (512, 64)
     assert ref.tensors["blk.1.attn_k.weight"].dtype == np.float32
 
@@ -93,3 +94,12 @@ def test_a_gguf_with_no_folder_model_and_no_checkpoint_has_no_reference(run, tmp
     with pytest.raises(Exception) as caught:
         native_reference(tmp_path / "m-F16.gguf")
     assert "no reference for" not in str(caught.value)
+
+
+def test_a_distributed_checkpoint_folder_is_a_checkpoint_without_a_digest(run, tmp_path):
+    from dcpkit import save_pair
+
+    _, folder = save_pair(tmp_path, tiny_config(512, max_seq_len=96), run / "tokenizer.json")
+    ref = native_reference(tmp_path / "m.gguf", folder, tokenizer=run / "tokenizer.json")
+    assert ref.digest is None and ref.given == "step_123"
+    assert ref.description == "native engine on step_123" and ref.engine.target == "native engine on step_123"
