@@ -102,7 +102,9 @@ PACKAGES: dict[str, Package] = {
     ),
     "export_encode": Package(("mythos_convert/export/gguf_encode.py",), ("tests/test_mut_export_encode.py",)),
     "evaluate_targets": Package(("mythos_convert/evaluate/targets.py",), ("tests/test_mut_evaluate_targets.py",)),
-    "evaluate_measure": Package(("mythos_convert/evaluate/measure.py",), ("tests/test_eval_units.py",)),
+    "evaluate_measure": Package(
+        ("mythos_convert/evaluate/measure.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_measure.py")
+    ),
     "evaluate_report": Package(
         ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
     ),
@@ -133,6 +135,8 @@ EQUIVALENT: set[str] = {
         "export.gguf_plan.x_parse_size__mutmut_17",
         "export.gguf_vocab.x_build_vocab__mutmut_57",
         *(f"evaluate.report.x_record_report__mutmut_{n}" for n in (14, 15)),
+        *(f"evaluate.measure.x_measure__mutmut_{n}" for n in (26, 38)),
+        "evaluate.measure.x__vocab_rows__mutmut_4",
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
         "support.safe_paths.x_inside__mutmut_22",
         *(f"support.safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),
