@@ -182,3 +182,67 @@ def test_without_kernels_processes_encode_when_the_work_is_large(monkeypatch):
     with ParallelEncoder(2) as enc:
         got = enc.encode_all(x3, [Q.Q8_0, Q.Q8_0])
     assert got[0].shape == (2, 1024, 272) and _same(got, _each(x3, [Q.Q8_0, Q.Q8_0]))
+
+
+def test_two_workers_are_enough_for_a_pool_and_one_is_not():
+    with ParallelEncoder(2) as enc:
+        enc.encode_all(_rows(256), [Q.Q8_0])
+        assert enc._pool is not None
+    with ParallelEncoder(1) as enc:
+        enc.encode_all(_rows(256), [Q.Q8_0])
+        assert enc._pool is None
+
+
+def test_an_imatrix_reaches_the_encoder_in_this_thread_too():
+    x = _rows(8)
+    imatrix = np.linspace(0.1, 4.0, 256, dtype=np.float32)
+    with ParallelEncoder(1) as enc:
+        got = enc.encode_all(x, [Q.Q4_K], imatrix)
+    assert np.array_equal(got[0], encode(x, Q.Q4_K, imatrix)) and not np.array_equal(got[0], encode(x, Q.Q4_K))
+
+
+def test_a_tensor_of_three_dimensions_is_quantized_by_its_last():
+    x = _rows(256).reshape(2, 128, 256)
+    imatrix = np.linspace(0.1, 4.0, 256, dtype=np.float32)
+    with ParallelEncoder(2) as enc:
+        got = enc.encode_all(x, [Q.Q4_K], imatrix)
+        assert enc._pool is not None
+    assert got[0].shape == (2, 128, 144) and np.array_equal(got[0], encode(x, Q.Q4_K, imatrix))
+
+
+def test_the_one_check_falls_to_the_first_type_that_is_not_f32_in_either_path():
+    for rows in (8, 512):
+        for qtypes in ([Q.Q8_0], [Q.F16, Q.Q8_0], [Q.F32, Q.F16, Q.Q8_0]):
+            x = _rows(rows)
+            x[0, 0] = np.nan
+            with ParallelEncoder(2) as enc, pytest.raises(kquants.NonFiniteError):
+                enc.encode_all(x, qtypes)
+
+
+def test_the_thread_pool_has_the_workers_asked_for_and_named_threads():
+    with ParallelEncoder(3) as enc:
+        enc.encode_all(_rows(256), [Q.Q8_0])
+        assert enc._pool._max_workers == 3 and enc._pool._thread_name_prefix == "quantize"
+
+
+def test_the_pool_is_abandoned_only_after_an_error(monkeypatch):
+    closed = []
+    monkeypatch.setattr(gguf_encode, "close_pool", lambda pool, abandon: closed.append(abandon) or pool.shutdown())
+    with ParallelEncoder(2) as enc:
+        enc.encode_all(_rows(256), [Q.Q8_0])
+    with pytest.raises(KeyError), ParallelEncoder(2) as enc:
+        enc.encode_all(_rows(256), [Q.Q8_0])
+        raise KeyError("stop")
+    with ParallelEncoder(2):
+        pass  # no pool started: nothing to close
+    assert closed == [False, True]
+
+
+def test_without_sched_getaffinity_the_cpu_count(monkeypatch):
+    monkeypatch.delenv("MYTHOS_QUANT_WORKERS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert quantize_workers() == len(os.sched_getaffinity(0)) != 64  # the cores this process may use
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert quantize_workers() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert quantize_workers() == 1
