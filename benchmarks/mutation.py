@@ -134,6 +134,7 @@ EQUIVALENT: set[str] = {
         "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
         "export.gguf_plan.x_parse_size__mutmut_17",
         "export.gguf_vocab.x_build_vocab__mutmut_57",
+        "export.tokenizer_files.x_bos_only_tokenizer_json__mutmut_3",
         *(f"export.gguf_encode.x_encode__mutmut_{n}" for n in (26, 28, 30, 47)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (36, 38, 40, 54, 56, 65, 71)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (105, 115, 119, 123)),
