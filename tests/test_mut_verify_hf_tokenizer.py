@@ -163,3 +163,13 @@ def test_a_bpe_model_without_its_parts_reads_as_empty():
     assert _bpe_model({"model": {"vocab": None, "merges": None}}) == ({}, [], {})
     model = {"model": {"vocab": {"x": 1}, "merges": [["x", "y"], "y z"]}, "added_tokens": [{"id": 2, "content": "<s>"}]}
     assert _bpe_model(model) == ({"x": 1}, ["x y", "y z"], {"<s>": 2})
+
+
+def test_prompts_longer_than_the_context_are_compared_without_a_warning(tmp_path, native, capfd):
+    folder = _folder(tmp_path, bos_only_tokenizer_json(native), native)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 4  # every text is longer
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    capfd.readouterr()
+    assert tokenizer_checks(folder, native) == (1.0, [])
+    assert "longer than the specified maximum" not in capfd.readouterr().err

@@ -227,3 +227,45 @@ def test_a_float_is_compared_as_the_file_stores_it():
     assert header_problems(_reader(header), CONFIG) == [
         "the GGUF header's llama.rope.freq_base is 10000.5, the checkpoint's rope_theta is 10000.0"
     ]
+
+
+def test_bounds_are_inclusive_and_small_sources_are_not_special():
+    # exact binary fractions: each error below is exactly its bound
+    src = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
+    got = src.copy()
+    got[1, 1] = 4.5  # 0.5 off a row of norm 5: 0.1
+    assert _diagnose("k", got, src, 2, 0.1, 2).startswith("k matches the source not permuted")
+    swapped = permute_rows(src, 1)  # rows 1 and 2 exchanged
+    swapped[2, 1] = 4.5
+    assert _diagnose("k", swapped, src, 2, 0.1, 2) == "k matches the source permuted with 1 heads, not 2"
+    line = np.array([[3.0, 4.0]])
+    assert _diagnose("e", np.array([[5.0, 8.75]]), line, None, 0.125, 8) == "e is the source scaled by 2"
+    assert _diagnose("e", line * 1.125, line, None, 0.125, 8) == (
+        "e differs from the source: relative error 0.125 > 0.125"
+    )
+    small = np.array([[0.3, 0.4]])  # |src|^2 = 0.25: a scale is still found
+    assert _diagnose("e", small * 2, small, None, 0.01, 8) == "e is the source scaled by 2"
+    assert _rel_error(small * 1.5, small) == pytest.approx(0.5)
+    assert _head_counts(12, 8) == [2, 3, 6]  # 12 rows of head_dim 8: one head, rounded down
+
+
+def test_a_tensor_exactly_at_an_unknown_types_bound_passes():
+    file = _File({"output_norm.weight": ("IQ9_X", np.array([6.0, 8.0], dtype=np.float32))})
+    (check,) = check_tensors(file, {"output_norm.weight": np.array([3.0, 4.0], dtype=np.float32)}, CONFIG)
+    assert check == TensorCheck("output_norm.weight", "IQ9_X", 1.0, 1.0)
+
+
+def test_source_tensors_are_float32_under_gguf_names():
+    import torch
+
+    from mythos_convert.verify.gguf_tensors import source_tensors
+
+    weights = [
+        ("embedding.weight", torch.full((2, 3), 1.5, dtype=torch.bfloat16)),
+        ("layers.1.feed_forward.w2.weight", torch.arange(6, dtype=torch.float16).reshape(3, 2)),
+    ]
+    got = source_tensors(SimpleNamespace(tensors=lambda: iter(weights)))
+    assert list(got) == ["token_embd.weight", "blk.1.ffn_down.weight"]
+    assert all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in got.values())
+    assert np.array_equal(got["token_embd.weight"], np.full((2, 3), 1.5, dtype=np.float32))
+    assert np.array_equal(got["blk.1.ffn_down.weight"], np.arange(6, dtype=np.float32).reshape(3, 2))
