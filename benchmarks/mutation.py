@@ -131,6 +131,7 @@ EQUIVALENT: set[str] = {
         *(f"verify.localise.x_localise__mutmut_{n}" for n in (9, 19, 31, 35, 36)),
         *(f"verify.reference.x_native_reference__mutmut_{n}" for n in (22, 24)),
         *(f"verify.hf_tokenizer.x_tokenizer_checks__mutmut_{n}" for n in (4, 5, 6)),
+        "verify.hf_tokenizer.x__vocab_differences__mutmut_6",
         *(f"verify.gguf_tensors.x__rel_error__mutmut_{n}" for n in (6, 11)),
         *(f"verify.gguf_tensors.x__diagnose__mutmut_{n}" for n in (26, 27, 70, 80)),
         "verify.gguf_tensors.x__head_counts__mutmut_9",
