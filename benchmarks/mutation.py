@@ -100,6 +100,7 @@ PACKAGES: dict[str, Package] = {
         ),
         ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py", "tests/test_mut_export_vocab.py"),
     ),
+    "export_native": Package(("mythos_convert/export/native.py",), ("tests/test_native_roundtrip.py",)),
     "export_encode": Package(("mythos_convert/export/gguf_encode.py",), ("tests/test_mut_export_encode.py",)),
     "evaluate_targets": Package(("mythos_convert/evaluate/targets.py",), ("tests/test_mut_evaluate_targets.py",)),
     "evaluate_measure": Package(
