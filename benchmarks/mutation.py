@@ -100,7 +100,9 @@ PACKAGES: dict[str, Package] = {
         ),
         ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py", "tests/test_mut_export_vocab.py"),
     ),
-    "export_native": Package(("mythos_convert/export/native.py",), ("tests/test_native_roundtrip.py",)),
+    "export_native": Package(
+        ("mythos_convert/export/native.py",), ("tests/test_native_roundtrip.py", "tests/test_mut_export_native.py")
+    ),
     "export_encode": Package(("mythos_convert/export/gguf_encode.py",), ("tests/test_mut_export_encode.py",)),
     "evaluate_targets": Package(("mythos_convert/evaluate/targets.py",), ("tests/test_mut_evaluate_targets.py",)),
     "evaluate_measure": Package(
@@ -141,6 +143,7 @@ EQUIVALENT: set[str] = {
         "export.gguf_plan.x_parse_size__mutmut_17",
         "export.gguf_vocab.x_build_vocab__mutmut_57",
         "export.tokenizer_files.x_bos_only_tokenizer_json__mutmut_3",
+        *(f"export.native.x__tokenizer_json__mutmut_{n}" for n in (16, 26)),
         *(f"export.gguf_encode.x_encode__mutmut_{n}" for n in (26, 28, 30, 47)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (36, 38, 40, 54, 56, 65, 71)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (105, 115, 119, 123)),

@@ -1,0 +1,52 @@
+"""`native` (export/native.py) on folders that differ from our own export: a damaged tokenizer.json is
+refused with its fix, a folder without mythos.json keeps its tokenizer.json as it is, and a restored
+post-processor is written as indented UTF-8 JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mythos_convert.api import export_hf
+from mythos_convert.errors import MythosError
+from mythos_convert.export.native import export_native
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tiny_ckpt, tmp_path_factory) -> Path:
+    return export_hf(tiny_ckpt, tmp_path_factory.mktemp("nat") / "hf", verify=False, card=False).folder
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(folder, tmp_path / "hf"))
+
+
+def test_a_damaged_tokenizer_json_is_refused_with_its_fix(hf_folder, tmp_path):
+    folder = _copy(hf_folder, tmp_path)
+    (folder / "tokenizer.json").write_text("{not json")
+    with pytest.raises(MythosError) as caught:
+        export_native(folder, tmp_path / "back.pt")
+    assert str(caught.value).startswith(f"tokenizer {folder / 'tokenizer.json'} is not a valid tokenizers JSON file")
+    assert str(caught.value).endswith(": replace it with the model's tokenizer.json, or re-export the folder")
+    assert not (tmp_path / "back.pt").exists()
+
+
+def test_a_folder_without_mythos_json_keeps_its_tokenizer_json_as_it_is(hf_folder, tmp_path):
+    folder = _copy(hf_folder, tmp_path)
+    (folder / "mythos.json").unlink()
+    back = torch.load(export_native(folder, tmp_path / "back.pt"), weights_only=True)
+    assert back["tokenizer_json"] == (folder / "tokenizer.json").read_text(encoding="utf-8")
+    assert back["step"] == 0
+
+
+def test_a_restored_post_processor_is_written_as_indented_utf8(hf_folder, tiny_ckpt, tmp_path):
+    text = torch.load(export_native(hf_folder, tmp_path / "back.pt"), weights_only=True)["tokenizer_json"]
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[1].startswith('  "') and not lines[1].startswith("   ")
+    assert "Ġ" in text and "\\u0120" not in text
+    original = json.loads((tiny_ckpt.parent / "tokenizer.json").read_text())
+    assert json.loads(text)["post_processor"] == original["post_processor"]
