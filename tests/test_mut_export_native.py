@@ -50,3 +50,13 @@ def test_a_restored_post_processor_is_written_as_indented_utf8(hf_folder, tiny_c
     assert "Ġ" in text and "\\u0120" not in text
     original = json.loads((tiny_ckpt.parent / "tokenizer.json").read_text())
     assert json.loads(text)["post_processor"] == original["post_processor"]
+
+
+def test_an_output_over_the_folders_weights_is_refused_by_name(hf_folder, tmp_path):
+    folder = _copy(hf_folder, tmp_path)
+    shard = folder / "model.safetensors"
+    with pytest.raises(MythosError) as caught:
+        export_native(folder, shard, force=True)
+    assert str(caught.value) == (
+        f"output {shard} is the HF folder's file {shard} it reads: write the output to another path"
+    )
