@@ -144,6 +144,7 @@ EQUIVALENT: set[str] = {
         "export.gguf_vocab.x_build_vocab__mutmut_57",
         "export.tokenizer_files.x_bos_only_tokenizer_json__mutmut_3",
         *(f"export.native.x__tokenizer_json__mutmut_{n}" for n in (16, 26)),
+        *(f"export.native.x_export_native__mutmut_{n}" for n in (26, 34)),
         *(f"export.gguf_encode.x_encode__mutmut_{n}" for n in (26, 28, 30, 47)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (36, 38, 40, 54, 56, 65, 71)),
         *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (105, 115, 119, 123)),

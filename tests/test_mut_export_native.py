@@ -60,3 +60,35 @@ def test_an_output_over_the_folders_weights_is_refused_by_name(hf_folder, tmp_pa
     assert str(caught.value) == (
         f"output {shard} is the HF folder's file {shard} it reads: write the output to another path"
     )
+
+
+def test_the_training_facts_and_a_step_of_zero_come_back(tiny_cfg, ref_tokenizer_path, tmp_path):
+    from helpers import make_checkpoint
+
+    (tmp_path / "tokenizer.json").write_bytes(ref_tokenizer_path.read_bytes())
+    facts = {"tokens_seen": 4096, "val_loss": 2.5}
+    ckpt = make_checkpoint(tmp_path / "ckpt.pt", tiny_cfg, step=0, with_optimizer=False, extra={"training": facts})
+    folder = export_hf(ckpt, tmp_path / "hf", verify=False, card=False).folder
+    back = torch.load(export_native(folder, tmp_path / "back.pt"), weights_only=True)
+    assert back["step"] == 0 and back["training"] == facts
+
+
+def test_a_file_that_appears_after_the_check_is_not_overwritten(hf_folder, tmp_path, monkeypatch):
+    import mythos_convert.export.native as native
+
+    monkeypatch.setattr(native, "check_output_file", lambda out, force: Path(out))  # the check passed, then...
+    out = tmp_path / "back.pt"
+    out.write_bytes(b"someone else's")
+    with pytest.raises(MythosError):
+        export_native(hf_folder, out)
+    assert out.read_bytes() == b"someone else's"
+
+
+def test_the_conversion_is_announced_with_its_size(hf_folder, tiny_cfg, tmp_path, monkeypatch):
+    import mythos_convert.export.native as native
+
+    said: list[str] = []
+    monkeypatch.setattr(native, "info", said.append)
+    out = tmp_path / "back.pt"
+    export_native(hf_folder, out)
+    assert said == [f"converting {hf_folder} ({tiny_cfg.num_parameters():,} parameters) to native {out}"]
