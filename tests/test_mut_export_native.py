@@ -38,6 +38,7 @@ def test_a_damaged_tokenizer_json_is_refused_with_its_fix(hf_folder, tmp_path):
 def test_a_folder_without_mythos_json_keeps_its_tokenizer_json_as_it_is(hf_folder, tmp_path):
     folder = _copy(hf_folder, tmp_path)
     (folder / "mythos.json").unlink()
+    (folder / ".mythos-local.json").unlink(missing_ok=True)  # nothing records the export: no provenance
     back = torch.load(export_native(folder, tmp_path / "back.pt"), weights_only=True)
     assert back["tokenizer_json"] == (folder / "tokenizer.json").read_text(encoding="utf-8")
     assert back["step"] == 0
