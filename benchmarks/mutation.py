@@ -83,6 +83,34 @@ PACKAGES: dict[str, Package] = {
     # test_push.py runs a Hub emulator over a verified export in each mutant's fresh process: minutes each
     "hub_checks": Package(("mythos_convert/hub/checks.py",), ("tests/test_mut_hub_checks.py",)),
     "imatrix": Package(("mythos_convert/quant/imatrix.py",), ("tests/test_imatrix.py", "tests/test_mut_imatrix.py")),
+    "verify_record": Package(
+        ("mythos_convert/verify/record.py", "mythos_convert/verify/localise.py"),
+        ("tests/test_verify_digests.py", "tests/test_mut_verify_record.py", "tests/test_mut_verify_localise.py"),
+    ),
+    "verify_checks": Package(
+        ("mythos_convert/verify/gguf_tensors.py", "mythos_convert/verify/hf_tokenizer.py"),
+        ("tests/test_names_config.py", "tests/test_mut_verify_tensors.py", "tests/test_mut_verify_hf_tokenizer.py"),
+    ),
+    "verify_reference": Package(("mythos_convert/verify/reference.py",), ("tests/test_mut_verify_reference.py",)),
+    "export_parts": Package(
+        (
+            "mythos_convert/export/gguf_plan.py",
+            "mythos_convert/export/gguf_vocab.py",
+            "mythos_convert/export/tokenizer_files.py",
+        ),
+        ("tests/test_tokenizer_export.py", "tests/test_mut_export_plan.py", "tests/test_mut_export_vocab.py"),
+    ),
+    "export_native": Package(
+        ("mythos_convert/export/native.py",), ("tests/test_native_roundtrip.py", "tests/test_mut_export_native.py")
+    ),
+    "export_encode": Package(("mythos_convert/export/gguf_encode.py",), ("tests/test_mut_export_encode.py",)),
+    "evaluate_targets": Package(("mythos_convert/evaluate/targets.py",), ("tests/test_mut_evaluate_targets.py",)),
+    "evaluate_measure": Package(
+        ("mythos_convert/evaluate/measure.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_measure.py")
+    ),
+    "evaluate_report": Package(
+        ("mythos_convert/evaluate/report.py",), ("tests/test_eval_units.py", "tests/test_mut_evaluate_report.py")
+    ),
 }
 # a mutant whose tests hang or crash the interpreter (a KV cache overrun in the compiled kernels) is caught
 CAUGHT = ("killed", "timeout", "segfault")
@@ -103,8 +131,26 @@ EQUIVALENT: set[str] = {
         *(f"verify.parity.x_compare_logits__mutmut_{n}" for n in (10, 14)),
         *(f"verify.parity.x_merge_comparisons__mutmut_{n}" for n in (4, 40, 43, 44, 54, 57, 58)),
         "verify.inputs.x_random_ids__mutmut_7",
+        *(f"verify.localise.x_localise__mutmut_{n}" for n in (9, 19, 31, 35, 36)),
+        *(f"verify.reference.x_native_reference__mutmut_{n}" for n in (22, 24)),
+        *(f"verify.hf_tokenizer.x_tokenizer_checks__mutmut_{n}" for n in (4, 5, 6)),
+        "verify.hf_tokenizer.x__vocab_differences__mutmut_6",
+        *(f"verify.gguf_tensors.x__rel_error__mutmut_{n}" for n in (6, 11)),
+        *(f"verify.gguf_tensors.x__diagnose__mutmut_{n}" for n in (26, 27, 70, 80)),
+        "verify.gguf_tensors.x__head_counts__mutmut_9",
         *(f"evaluate.record.x_load_eval__mutmut_{n}" for n in (6, 8)),
         "evaluate.perplexity.x_nll_from_log_probs__mutmut_8",
+        "export.gguf_plan.x_parse_size__mutmut_17",
+        "export.gguf_vocab.x_build_vocab__mutmut_57",
+        "export.tokenizer_files.x_bos_only_tokenizer_json__mutmut_3",
+        *(f"export.native.x__tokenizer_json__mutmut_{n}" for n in (16, 26)),
+        *(f"export.native.x_export_native__mutmut_{n}" for n in (26, 34)),
+        *(f"export.gguf_encode.x_encode__mutmut_{n}" for n in (26, 28, 30, 47)),
+        *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (36, 38, 40, 54, 56, 65, 71)),
+        *(f"export.gguf_encode.xǁParallelEncoderǁencode_all__mutmut_{n}" for n in (105, 115, 119, 123)),
+        *(f"evaluate.report.x_record_report__mutmut_{n}" for n in (14, 15)),
+        *(f"evaluate.measure.x_measure__mutmut_{n}" for n in (26, 38)),
+        "evaluate.measure.x__vocab_rows__mutmut_4",
         *(f"support.safe_paths.x__kind__mutmut_{n}" for n in (15, 16)),
         "support.safe_paths.x_inside__mutmut_22",
         *(f"support.safe_paths.x_scan_folder__mutmut_{n}" for n in (6, 8, 9)),
