@@ -124,11 +124,16 @@ def emit(
     rows: Sequence[Sequence[object]],
     notes: Sequence[str] = (),
     summary: Sequence[Sequence[object]] = (),
+    *,
+    results: Sequence[dict] = (),
+    settings: str | None = None,
 ) -> None:
     """Print the table (markdown, readable as is); record JSON rows.
 
     `summary` rows (engine, setting, metric, value, vs baseline, note) feed run.py's combined table;
-    without them run.py shows the first three columns of `rows`.
+    without them run.py shows the first three columns of `rows`. `results` rows (name, best, spread,
+    rss_mib, baseline) and `settings` are what results files keep for docs/performance.md, where each
+    row sits beside the same row of other machines.
     """
     print(f"\n### {title}\n")
     for note in notes:
@@ -145,6 +150,8 @@ def emit(
             "rows": [list(r) for r in rows],
             "notes": list(notes),
             "summary": [list(r) for r in summary],
+            "results": [dict(r) for r in results],
+            "settings": settings,
         }
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -217,27 +217,27 @@ def main() -> None:
     if args.only == "verify":
         best_of(1, ours, ours_out)
     else:
-        rows["ours: mythos-convert hf --no-verify"] = best_of(args.repeats, ours, ours_out)
+        rows["ours: `mythos-convert hf --no-verify`"] = best_of(args.repeats, ours, ours_out)
     weights = sum(p.stat().st_size for p in ours_out.glob("*.safetensors"))
     if args.only is None:
-        rows["ours without CLI and card: export_hf(verify=False, card=False)"] = best_of(
+        rows["ours as a library call, no CLI, no card"] = best_of(
             args.repeats, lambda o: [py, "-c", LIBRARY, str(ckpt), str(o), args.dtype], work / "library"
         )
-        rows["(a) torch.load + model + remap + save_file"] = best_of(
+        rows["reference script: torch.load + build model + remap + save_file"] = best_of(
             args.repeats, lambda o: [py, "-c", NAIVE, str(ckpt), str(o), args.dtype], work / "naive"
         )
-        rows["(b) transformers LlamaForCausalLM + save_pretrained"] = best_of(
+        rows["transformers `LlamaForCausalLM` + `save_pretrained`"] = best_of(
             args.repeats, lambda o: [py, "-c", TRANSFORMERS, str(ckpt), str(o), args.dtype], work / "transformers"
         )
-    floor_row = "(c) floor: copy the same bytes disk to disk (copy_file_range)"
+    floor_row = "floor: `copy_file_range` of the same bytes"
     rows[floor_row] = best_of(
         args.repeats, lambda o: [py, "-c", FLOOR, str(ckpt), str(o), str(weights)], work / "floor"
     )
     if args.only is None:
-        rows["(c') the same copy as a Python read/write loop"] = best_of(
+        rows["the same copy as a Python read/write loop"] = best_of(
             args.repeats, lambda o: [py, "-c", READ_WRITE, str(ckpt), str(o), str(weights)], work / "rw"
         )
-        rows["start-up only: python -m mythos_convert --version"] = best_of(
+        rows["start-up only: `python -m mythos_convert --version`"] = best_of(
             args.repeats, lambda o: [py, "-m", "mythos_convert", "--version"], work / "startup"
         )
     floor = rows[floor_row][0][0]
@@ -270,6 +270,11 @@ def main() -> None:
         ]
     )
     shutil.rmtree(work, ignore_errors=True)
+    results = [  # the rows docs/performance.md puts beside other machines' (results.py)
+        {"name": name, "best": walls[0], "spread": [walls[0], walls[-1]], "rss_mib": round(rss / 2**20)}
+        | ({"baseline": True} if name == floor_row else {})
+        for name, (walls, rss) in rows.items()
+    ]
     emit(
         f"HF export of {ARCH} ({args.dtype}, {weights / 1e6:.0f} MB of weights; checkpoint {ckpt.stat().st_size / 1e6:.0f} MB with AdamW state)",
         ["variant", "wall s (best)", f"all {args.repeats} runs", "peak RSS MiB", "RSS / weights", "x floor (best)"],
@@ -279,6 +284,8 @@ def main() -> None:
             f"best of {args.repeats} runs per row (spread shown), each in a fresh child process (start-up and imports "
             "included), warm page cache, sync before every run",
         ],
+        results=results,
+        settings=f"{ARCH}, {args.dtype}, `bench_hf_export.py --repeats {args.repeats}`; {machine(torch_threads())}",
     )
 
 

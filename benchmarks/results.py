@@ -83,7 +83,11 @@ def benchmark_rows(record: dict[str, Any]) -> dict[str, Any]:
                 "ratio": _number(ratio),
             }
         )
+    if record.get("results"):  # rows the benchmark gave in the results files' own form
+        rows = [dict(r) for r in record["results"]]
     entry = {"title": record["title"], "notes": record.get("notes", []), "rows": rows}
+    if record.get("settings"):
+        entry["settings"] = record["settings"]
     if not rows:  # a benchmark without summary rows: its own table, as printed
         entry["table"] = {"headers": record.get("headers", []), "rows": record.get("rows", [])}
     return entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -385,3 +386,32 @@ def test_quantization_figures_are_rendered_from_their_results():
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_benchmarks_own_result_rows_reach_the_side_by_side_table(tmp_path, monkeypatch):
+    """What a benchmark emits under run.py (results rows and settings) is what the results file keeps
+    and the page puts beside the same rows of another machine, with the ratio to its own floor."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _shared
+    import render_docs
+    import results
+
+    jsonl = tmp_path / "run.jsonl"
+    monkeypatch.setenv(_shared.JSON_ENV, str(jsonl))
+    monkeypatch.setattr(sys, "argv", ["bench_hf_export.py"])
+    rows = [{"name": "ours", "best": 0.9, "spread": [0.9, 1.2]}, {"name": "floor", "best": 0.3, "baseline": True}]
+    _shared.emit("Export", ["variant", "s"], [["ours", 0.9]], results=rows, settings="tiny, 3 runs")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    document = results.results_document(records, [])
+    assert document["benchmarks"]["hf_export"]["rows"] == rows
+    assert document["benchmarks"]["hf_export"]["settings"] == "tiny, 3 runs"
+    other = {
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "flags": ["avx2"]},
+        "benchmarks": {
+            "hf_export": {"title": "Export", "rows": [{"name": "ours", "best": 2.0}, {**rows[1], "best": 0.4}]}
+        },
+    }
+    document["machine"] = {"cpu": "Intel Xeon", "cores": 2, "flags": ["avx2", "avx512f", "amx_tile"]}
+    page = render_docs.render([document, other])
+    assert "| ours | 2 | - | 5.00x | 0.9 | 0.9-1.2 | 3.00x |" in page
+    assert "- Intel Xeon (AVX-512, AMX): tiny, 3 runs." in page
