@@ -341,16 +341,21 @@ def test_docs_say_nothing_of_how_the_project_was_made():
     assert not found, found
 
 
-def test_performance_page_is_rendered_from_the_results():
-    """docs/performance.md is what benchmarks/render_docs.py makes of benchmarks/results/*.json."""
+def _generated_page_is_current(script: str) -> None:
+    """A generated page's script, run with --check, finds the page as it would write it."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "render_docs.py"), "--check"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_performance_page_is_rendered_from_the_results():
+    """docs/performance.md is what benchmarks/render_docs.py makes of benchmarks/results/*.json."""
+    _generated_page_is_current("render_docs.py")
 
 
 def test_performance_tables_put_machines_side_by_side_with_ratios_to_their_own_baseline():
@@ -378,14 +383,7 @@ def test_performance_tables_put_machines_side_by_side_with_ratios_to_their_own_b
 
 def test_quantization_figures_are_rendered_from_their_results():
     """docs/quantization.md's table is what benchmarks/render_quantization.py makes of its results file."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "render_quantization.py"), "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _generated_page_is_current("render_quantization.py")
 
 
 def test_a_benchmarks_own_result_rows_reach_the_side_by_side_table(tmp_path, monkeypatch):
