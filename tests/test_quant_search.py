@@ -296,3 +296,28 @@ def test_probe_of_several_windows_is_the_mean_of_each_window_alone(setup):
     alone = [sensitivity.KLProbe(model, [w]).kl(changed) for w in windows]
     expected = (64 * alone[0] + 64 * alone[1] + 40 * alone[2]) / 168
     assert sensitivity.KLProbe(model, windows).kl(changed) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_search_calibrates_on_the_end_of_the_held_out_text(tmp_path):
+    """eval reads windows from the text's beginning, so the search takes its 16 windows of 128 from the
+    end: the last scoring window ends at the text's last whole window, and none starts in the first half."""
+    from types import SimpleNamespace
+
+    from helpers import REFERENCE, require_reference, sample_corpus
+
+    from mythos_convert.data.held_out import held_out_tokens
+    from mythos_convert.data.tokenizer import load_tokenizer
+    from mythos_convert.export.gguf_target import _windows
+
+    require_reference()
+    tokenizer = load_tokenizer(REFERENCE / "tokenizer" / "tokenizer.json")
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(sample_corpus(60_000)))
+    tokens = held_out_tokens(tokenizer, [text]).tokens
+    assert tokens.size > 4 * 16 * 128  # long enough that the start and the end are apart
+    source = SimpleNamespace(run_folder=None, config=SimpleNamespace(max_seq_len=128))
+    calibration, scoring, described = _windows(tokenizer, source, [text])
+    assert len(calibration) == 8 and len(scoring) == 8
+    tail = tokens[-16 * 128 :]
+    assert np.array_equal(np.concatenate(calibration + scoring), tail)
+    assert described.startswith("the last 2,048 tokens of ")
